@@ -1,0 +1,83 @@
+//! The command line (clap only: parsing, no behaviour).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exchange::{Interval, Market, Symbol};
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "klines",
+    version,
+    about = "Exchange candles into your warehouse: extract from Binance, stage as Parquet, load, and model with SQL",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The project directory, holding klines.yml [default: the current directory]
+    #[arg(long, global = true, value_name = "DIR", env = "KLINES_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Where profiles.yml is [default: the project directory, then ~/.klines]
+    #[arg(long, global = true, value_name = "DIR", env = "KLINES_PROFILES_DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// The profile's output (warehouse) to use [default: the profile's `target:`]
+    #[arg(long, global = true, value_name = "NAME", env = "KLINES_TARGET")]
+    pub target: Option<String>,
+    /// How log lines on stderr look
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KLINES_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More log output (-vv for all of it)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-qq for errors only); also hides progress bars
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download closed klines from the exchange into the stage, resuming from checkpoints
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// Symbols, comma-separated [default: klines.yml `symbols`]
+    #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
+    pub symbols: Vec<Symbol>,
+    /// Kline intervals, comma-separated: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M
+    /// [default: klines.yml `intervals`, else 1m]
+    #[arg(long = "interval", visible_alias = "intervals", value_delimiter = ',', value_name = "INTERVAL")]
+    pub intervals: Vec<Interval>,
+    /// First candle, inclusive: a UTC date (2024-01-01), date-time, or -7d [default: klines.yml `start`]
+    #[arg(long, value_name = "WHEN")]
+    pub from: Option<String>,
+    /// End, exclusive: a UTC date or date-time [default: now]
+    #[arg(long, value_name = "WHEN")]
+    pub to: Option<String>,
+    /// spot or usdm (USD-M futures) [default: klines.yml `market`, else spot]
+    #[arg(long)]
+    pub market: Option<Market>,
+    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`]
+    #[arg(long, value_name = "URL", env = "KLINES_BASE_URL")]
+    pub base_url: Option<String>,
+    /// The stage: a directory or s3://bucket/prefix [default: klines.yml `stage`, else ./stage]
+    #[arg(long, value_name = "URL", env = "KLINES_STAGE")]
+    pub stage: Option<String>,
+    /// Where checkpoints and locks live: a directory, `stage` or s3://bucket/prefix
+    /// [default: klines.yml `state`, else ./state]
+    #[arg(long, value_name = "DIR|URL", env = "KLINES_STATE")]
+    pub state: Option<String>,
+    /// Forget the checkpoints and download the whole range again
+    #[arg(long)]
+    pub full_refresh: bool,
+}

@@ -1,0 +1,31 @@
+//! The application layer: one module per command, turning flags and configuration into
+//! calls of the library and printing results on stdout.
+
+mod backfill;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::Project;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Backfill(args) => backfill::run(&cli.global, args).await,
+    }
+}
+
+/// The project directory and its klines.yml.
+pub(crate) fn project(global: &GlobalArgs) -> anyhow::Result<Project> {
+    let dir = match &global.project_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let dir = if dir.is_absolute() { dir } else { std::env::current_dir()?.join(dir) };
+    if !dir.is_dir() {
+        return Err(crate::exit::UsageError(format!("--project-dir {}: not a directory", dir.display())).into());
+    }
+    Project::load(&PathBuf::from(dir))
+}

@@ -1,0 +1,6 @@
+//! Configuration: the project file (`klines.yml`) and, for warehouses, `profiles.yml`.
+
+pub mod project;
+pub mod template;
+
+pub use project::Project;

@@ -1,0 +1,250 @@
+//! `klines.yml`: the project file every command reads, as dbt reads `dbt_project.yml`.
+//!
+//! Layers, later ones winning: the embedded defaults, `klines.yml` in the project directory,
+//! `KLINES_*` environment variables and command-line flags (both applied by the commands).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::template;
+use crate::exchange::{ClientConfig, Interval, Market, Symbol};
+use crate::exit::UsageError;
+
+pub const PROJECT_FILE: &str = "klines.yml";
+pub const DEFAULT_BASE_URL: &str = "https://data-api.binance.vision";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectFile {
+    name: Option<String>,
+    profile: Option<String>,
+    market: Option<Market>,
+    symbols: Option<Vec<Symbol>>,
+    intervals: Option<Vec<Interval>>,
+    start: Option<String>,
+    exchange: Option<ExchangeFile>,
+    stage: Option<String>,
+    stage_options: Option<BTreeMap<String, String>>,
+    state: Option<String>,
+    #[serde(rename = "model-paths")]
+    model_paths: Option<Vec<String>>,
+    #[serde(rename = "seed-paths")]
+    seed_paths: Option<Vec<String>>,
+    #[serde(rename = "test-paths")]
+    test_paths: Option<Vec<String>>,
+    #[serde(rename = "macro-paths")]
+    macro_paths: Option<Vec<String>>,
+    #[serde(rename = "target-path")]
+    target_path: Option<String>,
+    vars: Option<BTreeMap<String, serde_json::Value>>,
+    models: Option<serde_json::Value>,
+    seeds: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExchangeFile {
+    base_url: Option<String>,
+    timeout_secs: Option<f64>,
+    max_attempts: Option<u32>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    max_wait_secs: Option<u64>,
+    max_in_flight: Option<usize>,
+    spans_in_flight: Option<usize>,
+    weight_share: Option<f64>,
+}
+
+/// The exchange settings, resolved.
+#[derive(Debug, Clone)]
+pub struct ExchangeSettings {
+    pub base_url: String,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub max_wait: Duration,
+    pub max_in_flight: usize,
+    pub spans_in_flight: usize,
+    pub weight_share: f64,
+}
+
+impl ExchangeSettings {
+    pub fn client_config(&self, market: Market) -> ClientConfig {
+        ClientConfig {
+            base_url: self.base_url.trim_end_matches('/').to_string(),
+            market,
+            timeout: self.timeout,
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            max_wait: self.max_wait,
+            max_in_flight: self.max_in_flight,
+            weight_share: self.weight_share,
+        }
+    }
+}
+
+/// A project: `klines.yml` over the embedded defaults.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    /// The project file, when there is one.
+    pub file: Option<PathBuf>,
+    pub name: String,
+    pub profile: String,
+    pub market: Market,
+    pub symbols: Vec<Symbol>,
+    pub intervals: Vec<Interval>,
+    pub start: String,
+    pub exchange: ExchangeSettings,
+    pub stage: String,
+    pub stage_options: BTreeMap<String, String>,
+    pub state: String,
+    pub model_paths: Vec<String>,
+    pub seed_paths: Vec<String>,
+    pub test_paths: Vec<String>,
+    pub macro_paths: Vec<String>,
+    pub target_path: String,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// `models:` configuration by path, as in dbt_project.yml (`+materialized: view`).
+    pub models: serde_json::Value,
+    pub seeds: serde_json::Value,
+}
+
+impl Project {
+    /// Reads `klines.yml` from `dir` if there is one.
+    pub fn load(dir: &Path) -> anyhow::Result<Project> {
+        let path = dir.join(PROJECT_FILE);
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let name = path.display().to_string();
+                let rendered = template::render(&name, &text)?;
+                let parsed: ProjectFile = if rendered.trim().is_empty() {
+                    ProjectFile::default()
+                } else {
+                    yaml_serde::from_str(&rendered).map_err(|e| UsageError(format!("{name}: {e}")))?
+                };
+                Some((path, parsed))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let (file, f) = match file {
+            Some((p, f)) => (Some(p), f),
+            None => (None, ProjectFile::default()),
+        };
+        Project::resolve(dir, file, f)
+    }
+
+    fn resolve(dir: &Path, file: Option<PathBuf>, f: ProjectFile) -> anyhow::Result<Project> {
+        let where_ = || file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+        let e = f.exchange.unwrap_or_default();
+        let positive = |name: &str, v: f64| -> anyhow::Result<f64> {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(UsageError(format!("{}: exchange.{name} must be positive, got {v}", where_())).into())
+            }
+        };
+        let weight_share = positive("weight_share", e.weight_share.unwrap_or(1.0))?;
+        if weight_share > 1.0 {
+            return Err(UsageError(format!("{}: exchange.weight_share must be at most 1, got {weight_share}", where_())).into());
+        }
+        let exchange = ExchangeSettings {
+            base_url: e.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
+            timeout: Duration::from_secs_f64(positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?),
+            max_attempts: e.max_attempts.unwrap_or(8).max(1),
+            retry_base: Duration::from_millis(e.retry_base_ms.unwrap_or(500)),
+            retry_max: Duration::from_millis(e.retry_max_ms.unwrap_or(30_000)),
+            max_wait: Duration::from_secs(e.max_wait_secs.unwrap_or(300)),
+            max_in_flight: e.max_in_flight.unwrap_or(8).max(1),
+            spans_in_flight: e.spans_in_flight.unwrap_or(4).max(1),
+            weight_share,
+        };
+        let symbols = f.symbols.unwrap_or_else(|| vec![Symbol::parse("BTCUSDT").expect("valid default")]);
+        if symbols.is_empty() {
+            return Err(UsageError(format!("{}: symbols is empty", where_())).into());
+        }
+        let intervals = f.intervals.unwrap_or_else(|| vec![Interval::M1]);
+        if intervals.is_empty() {
+            return Err(UsageError(format!("{}: intervals is empty", where_())).into());
+        }
+        Ok(Project {
+            dir: dir.to_path_buf(),
+            file,
+            name: f.name.unwrap_or_else(|| "klines".into()),
+            profile: f.profile.unwrap_or_else(|| "klines".into()),
+            market: f.market.unwrap_or_default(),
+            symbols,
+            intervals,
+            start: f.start.unwrap_or_else(|| "-7d".into()),
+            exchange,
+            stage: f.stage.unwrap_or_else(|| "stage".into()),
+            stage_options: f.stage_options.unwrap_or_default(),
+            state: f.state.unwrap_or_else(|| "state".into()),
+            model_paths: f.model_paths.unwrap_or_else(|| vec!["models".into()]),
+            seed_paths: f.seed_paths.unwrap_or_else(|| vec!["seeds".into()]),
+            test_paths: f.test_paths.unwrap_or_else(|| vec!["data_tests".into()]),
+            macro_paths: f.macro_paths.unwrap_or_else(|| vec!["macros".into()]),
+            target_path: f.target_path.unwrap_or_else(|| "target".into()),
+            vars: f.vars.unwrap_or_default(),
+            models: f.models.unwrap_or(serde_json::Value::Null),
+            seeds: f.seeds.unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// A path from the project file, relative to the project directory.
+    pub fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Project> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PROJECT_FILE), text).unwrap();
+        Project::load(dir.path())
+    }
+
+    #[test]
+    fn embedded_defaults_need_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Project::load(dir.path()).unwrap();
+        assert!(p.file.is_none());
+        assert_eq!(p.symbols, vec![Symbol::parse("BTCUSDT").unwrap()]);
+        assert_eq!(p.intervals, vec![Interval::M1]);
+        assert_eq!(p.exchange.base_url, DEFAULT_BASE_URL);
+        assert_eq!(p.stage, "stage");
+        assert_eq!(p.profile, "klines");
+    }
+
+    #[test]
+    fn the_file_overrides_the_defaults() {
+        let p = load("symbols: [ethusdt, SOLUSDT]\nintervals: [1m, 5m]\nstart: 2024-01-01\nexchange:\n  base_url: http://127.0.0.1:9\n  max_attempts: 3\n").unwrap();
+        assert_eq!(p.symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["ETHUSDT", "SOLUSDT"]);
+        assert_eq!(p.intervals, vec![Interval::M1, Interval::M5]);
+        assert_eq!(p.start, "2024-01-01");
+        assert_eq!(p.exchange.max_attempts, 3);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_field() {
+        let err = load("symbol: [BTCUSDT]\n").unwrap_err().to_string();
+        assert!(err.contains("klines.yml") && err.contains("unknown field `symbol`"), "{err}");
+        let err = load("symbols: [BTC/USDT]\n").unwrap_err().to_string();
+        assert!(err.contains("klines.yml") && err.contains("BTC/USDT"), "{err}");
+        let err = load("intervals: [2m]\n").unwrap_err().to_string();
+        assert!(err.contains("unknown interval \"2m\""), "{err}");
+        let err = load("exchange:\n  weight_share: 1.5\n").unwrap_err();
+        assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
+    }
+}

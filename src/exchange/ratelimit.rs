@@ -1,0 +1,405 @@
+//! Pacing requests under Binance's per-IP limits.
+//!
+//! Binance counts request weight (and raw requests) in fixed windows aligned to the clock,
+//! reports the weight used so far in every response (`X-MBX-USED-WEIGHT-1M: 1234`), answers
+//! 429 with `Retry-After` when a window's limit is broken and bans (418) clients that go on.
+//!
+//! The limiter keeps a local count per window and takes the larger of it and the server's
+//! count whenever a response reports one. When a new window starts, the first request goes
+//! alone (the *probe*): its response tells whether the server agrees that the window rolled
+//! over, and how much weight other clients on the same IP already spent, before the rest of
+//! the budget is released. A 429 or 418 pauses every request until `Retry-After` has passed.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderMap;
+use tokio::sync::Notify;
+
+/// What a window counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `REQUEST_WEIGHT`: the weight of each request.
+    Weight,
+    /// `RAW_REQUESTS`: one per request.
+    Raw,
+}
+
+/// One limit from exchangeInfo's `rateLimits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub kind: LimitKind,
+    /// Window length in milliseconds (`intervalNum` times `interval`).
+    pub window_ms: i64,
+    pub limit: u32,
+}
+
+impl RateLimit {
+    /// Reads one `rateLimits` entry; limits klines does not pace by (ORDERS) give `None`.
+    pub fn from_exchange(kind: &str, interval: &str, num: u32, limit: u32) -> Option<RateLimit> {
+        let kind = match kind {
+            "REQUEST_WEIGHT" => LimitKind::Weight,
+            "RAW_REQUESTS" => LimitKind::Raw,
+            _ => return None,
+        };
+        let unit = match interval {
+            "SECOND" => 1_000,
+            "MINUTE" => 60_000,
+            "HOUR" => 3_600_000,
+            "DAY" => 86_400_000,
+            _ => return None,
+        };
+        (num > 0 && limit > 0).then_some(RateLimit { kind, window_ms: unit * num as i64, limit })
+    }
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LimiterStats {
+    /// Requests the server rejected with 429 or 418.
+    pub rejected: u64,
+    /// Time spent waiting for a window or a `Retry-After`.
+    pub waited: Duration,
+}
+
+#[derive(Debug)]
+struct Window {
+    limit: RateLimit,
+    budget: u32,
+    index: i64,
+    used: u32,
+    confirmed: bool,
+    probing: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    windows: Vec<Window>,
+    pause_until_ms: i64,
+    stats: LimiterStats,
+}
+
+/// Paces requests under a set of [`RateLimit`]s. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    state: Mutex<State>,
+    changed: Notify,
+    /// Weight kept free in each window for requests that are on the wire when it rolls over.
+    reserve: u32,
+}
+
+/// A request's claim on the budget. Hand it back through [`RateLimiter::observe`] with the
+/// response; dropped without a response (a transport error), it only releases the probe.
+#[derive(Debug)]
+pub struct Ticket {
+    limiter: Arc<RateLimiter>,
+    /// Window index per window at the time the request was sent.
+    indices: Vec<i64>,
+    /// Windows for which this request is the probe.
+    probes: Vec<usize>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+enum Wait {
+    Until(i64),
+    Probe,
+}
+
+impl RateLimiter {
+    /// A limiter that lets every request through until [`RateLimiter::set_limits`] is called.
+    pub fn new(reserve: u32) -> Arc<RateLimiter> {
+        Arc::new(RateLimiter {
+            state: Mutex::new(State { windows: Vec::new(), pause_until_ms: 0, stats: LimiterStats::default() }),
+            changed: Notify::new(),
+            reserve,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs the limits read from exchangeInfo. `share` (0 to 1] is the part of each
+    /// limit this process may use.
+    pub fn set_limits(&self, limits: &[RateLimit], share: f64) {
+        let share = share.clamp(0.01, 1.0);
+        let mut st = self.lock();
+        st.windows = limits
+            .iter()
+            .map(|&limit| {
+                let shared = ((limit.limit as f64) * share).floor() as u32;
+                let reserve = if limit.kind == LimitKind::Weight { self.reserve } else { self.reserve.div_ceil(2) };
+                Window {
+                    limit,
+                    budget: shared.saturating_sub(reserve).max(1),
+                    index: i64::MIN,
+                    used: 0,
+                    confirmed: false,
+                    probing: false,
+                }
+            })
+            .collect();
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    pub fn limits(&self) -> Vec<RateLimit> {
+        self.lock().windows.iter().map(|w| w.limit).collect()
+    }
+
+    pub fn stats(&self) -> LimiterStats {
+        self.lock().stats
+    }
+
+    /// Waits until a request of `weight` fits every window, then claims it.
+    pub async fn acquire(self: &Arc<Self>, weight: u32) -> Ticket {
+        loop {
+            // Register interest before looking, so a release in between is not missed.
+            let notified = self.changed.notified();
+            let wait = {
+                let mut st = self.lock();
+                match Self::try_claim(&mut st, weight) {
+                    Ok((indices, probes)) => {
+                        return Ticket { limiter: Arc::clone(self), indices, probes };
+                    }
+                    Err(w) => w,
+                }
+            };
+            let started = std::time::Instant::now();
+            match wait {
+                Wait::Until(t) => {
+                    let ms = (t - now_ms()).max(1) as u64;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                        _ = notified => {}
+                    }
+                }
+                Wait::Probe => {
+                    // The probe's answer normally comes within a round trip; the timeout only
+                    // guards against a lost wake-up.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+                }
+            }
+            self.lock().stats.waited += started.elapsed();
+        }
+    }
+
+    fn try_claim(st: &mut State, weight: u32) -> Result<(Vec<i64>, Vec<usize>), Wait> {
+        let now = now_ms();
+        if st.pause_until_ms > now {
+            return Err(Wait::Until(st.pause_until_ms));
+        }
+        let mut until = None;
+        let mut probe_in_flight = false;
+        for w in st.windows.iter_mut() {
+            let index = now.div_euclid(w.limit.window_ms);
+            if index != w.index {
+                w.index = index;
+                w.used = 0;
+                w.confirmed = false;
+                w.probing = false;
+            }
+            let cost = match w.limit.kind {
+                LimitKind::Weight => weight,
+                LimitKind::Raw => 1,
+            };
+            if w.used + cost > w.budget {
+                let next = (index + 1) * w.limit.window_ms;
+                until = Some(until.map_or(next, |u: i64| u.max(next)));
+            } else if !w.confirmed && w.probing {
+                probe_in_flight = true;
+            }
+        }
+        if let Some(t) = until {
+            return Err(Wait::Until(t));
+        }
+        if probe_in_flight {
+            return Err(Wait::Probe);
+        }
+        let mut indices = Vec::with_capacity(st.windows.len());
+        let mut probes = Vec::new();
+        for (i, w) in st.windows.iter_mut().enumerate() {
+            w.used += match w.limit.kind {
+                LimitKind::Weight => weight,
+                LimitKind::Raw => 1,
+            };
+            indices.push(w.index);
+            if !w.confirmed {
+                w.probing = true;
+                probes.push(i);
+            }
+        }
+        Ok((indices, probes))
+    }
+
+    /// Takes the server's view of the used weight from a response's headers.
+    pub fn observe(&self, mut ticket: Ticket, headers: &HeaderMap) {
+        let used = used_weight_headers(headers);
+        let mut st = self.lock();
+        for (i, w) in st.windows.iter_mut().enumerate() {
+            if ticket.indices.get(i) != Some(&w.index) {
+                // The window rolled over while the request was on the wire.
+                continue;
+            }
+            if w.limit.kind == LimitKind::Weight
+                && let Some(&(_, server)) = used.iter().find(|(ms, _)| *ms == w.limit.window_ms)
+            {
+                w.used = w.used.max(server);
+            }
+            if ticket.probes.contains(&i) {
+                w.confirmed = true;
+                w.probing = false;
+            }
+        }
+        ticket.probes.clear();
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Stops every request until `until_ms` (wall clock): the answer to a 429 or 418.
+    pub fn pause_until(&self, until_ms: i64) {
+        let mut st = self.lock();
+        st.pause_until_ms = st.pause_until_ms.max(until_ms);
+        st.stats.rejected += 1;
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    fn release_probes(&self, probes: &[usize], indices: &[i64]) {
+        let mut st = self.lock();
+        for &i in probes {
+            if let Some(w) = st.windows.get_mut(i)
+                && indices.get(i) == Some(&w.index)
+            {
+                w.probing = false;
+            }
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.probes.is_empty() {
+            let probes = std::mem::take(&mut self.probes);
+            self.limiter.release_probes(&probes, &self.indices);
+        }
+    }
+}
+
+/// The current epoch milliseconds on this machine's clock, the clock windows align to.
+pub fn wall_clock_ms() -> i64 {
+    now_ms()
+}
+
+/// Reads `X-MBX-USED-WEIGHT-<n><unit>` headers as (window length in ms, used weight).
+pub fn used_weight_headers(headers: &HeaderMap) -> Vec<(i64, u32)> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let Some(suffix) = name.as_str().strip_prefix("x-mbx-used-weight-") else { continue };
+        let Some(unit) = suffix.chars().last() else { continue };
+        let unit_ms = match unit.to_ascii_lowercase() {
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => continue,
+        };
+        let Ok(n) = suffix[..suffix.len() - 1].parse::<i64>() else { continue };
+        let Some(used) = value.to_str().ok().and_then(|v| v.trim().parse::<u32>().ok()) else { continue };
+        out.push((n * unit_ms, used));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn weight(limit: u32, window_ms: i64) -> RateLimit {
+        RateLimit { kind: LimitKind::Weight, window_ms, limit }
+    }
+
+    #[test]
+    fn reads_binance_limits_and_headers() {
+        assert_eq!(
+            RateLimit::from_exchange("REQUEST_WEIGHT", "MINUTE", 1, 6000),
+            Some(weight(6000, 60_000))
+        );
+        assert_eq!(RateLimit::from_exchange("REQUEST_WEIGHT", "SECOND", 10, 100), Some(weight(100, 10_000)));
+        assert_eq!(RateLimit::from_exchange("ORDERS", "SECOND", 10, 100), None);
+        let mut h = HeaderMap::new();
+        h.insert("x-mbx-used-weight-1m", HeaderValue::from_static("1234"));
+        h.insert("x-mbx-used-weight-10s", HeaderValue::from_static("7"));
+        h.insert("x-mbx-used-weight", HeaderValue::from_static("1234"));
+        let mut got = used_weight_headers(&h);
+        got.sort();
+        assert_eq!(got, vec![(10_000, 7), (60_000, 1234)]);
+    }
+
+    #[tokio::test]
+    async fn never_claims_more_than_the_budget_in_one_window() {
+        let limiter = RateLimiter::new(0);
+        // An hour-long window: the test does not live to see it roll over.
+        let window = 3_600_000;
+        limiter.set_limits(&[weight(10, window)], 1.0);
+        let t = limiter.acquire(2).await;
+        limiter.observe(t, &HeaderMap::new());
+        for _ in 0..4 {
+            let t = limiter.acquire(2).await;
+            limiter.observe(t, &HeaderMap::new());
+        }
+        // 10 of 10 used: the next claim must wait for the next window.
+        let blocked = tokio::time::timeout(Duration::from_millis(200), limiter.acquire(2)).await;
+        assert!(blocked.is_err(), "a sixth request fit into a window of 10");
+    }
+
+    #[tokio::test]
+    async fn server_count_raises_the_local_one() {
+        let limiter = RateLimiter::new(0);
+        limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
+        let t = limiter.acquire(2).await;
+        let mut h = HeaderMap::new();
+        h.insert("x-mbx-used-weight-60m", HeaderValue::from_static("99"));
+        limiter.observe(t, &h);
+        let blocked = tokio::time::timeout(Duration::from_millis(200), limiter.acquire(2)).await;
+        assert!(blocked.is_err(), "the server said 99 of 100 were used");
+    }
+
+    #[tokio::test]
+    async fn only_the_probe_goes_until_its_answer_arrives() {
+        let limiter = RateLimiter::new(0);
+        limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
+        let probe = limiter.acquire(1).await;
+        let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
+        assert!(second.is_err(), "a second request went before the probe's answer");
+        limiter.observe(probe, &HeaderMap::new());
+        let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
+        assert!(second.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_lets_the_next_request_probe() {
+        let limiter = RateLimiter::new(0);
+        limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
+        drop(limiter.acquire(1).await);
+        let next = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
+        assert!(next.is_ok());
+    }
+
+    #[tokio::test]
+    async fn pause_holds_every_request() {
+        let limiter = RateLimiter::new(0);
+        limiter.pause_until(wall_clock_ms() + 300);
+        let started = std::time::Instant::now();
+        let t = limiter.acquire(1).await;
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        limiter.observe(t, &HeaderMap::new());
+        assert_eq!(limiter.stats().rejected, 1);
+    }
+}

@@ -1,0 +1,69 @@
+//! Exit codes, stable for schedulers:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure |
+//! | 2 | bad usage or configuration (flags, klines.yml, profiles.yml) |
+//! | 3 | partly failed: some series, files, models or tests failed, the rest succeeded |
+//! | 4 | rate-limited or banned by the exchange: come back later |
+
+use crate::exchange::ExchangeError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    Partial = 3,
+    RateLimited = 4,
+}
+
+/// Bad flags or configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Some of the work failed and the rest succeeded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PartialFailure(pub String);
+
+/// Finds a `T` among an error's contexts and causes.
+fn find<T>(err: &anyhow::Error) -> Option<&T>
+where
+    T: std::error::Error + Send + Sync + 'static,
+{
+    err.downcast_ref::<T>().or_else(|| err.chain().find_map(|c| c.downcast_ref::<T>()))
+}
+
+/// The exit code for an error, from the most telling cause in its chain.
+pub fn classify(err: &anyhow::Error) -> Code {
+    if find::<ExchangeError>(err).is_some_and(|e| e.is_rate_limit()) {
+        Code::RateLimited
+    } else if find::<UsageError>(err).is_some() || find::<crate::time::TimeError>(err).is_some() {
+        Code::Usage
+    } else if find::<PartialFailure>(err).is_some() {
+        Code::Partial
+    } else {
+        Code::Failure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_most_telling_cause_decides() {
+        let banned = anyhow::Error::new(ExchangeError::Banned { retry_after: Duration::from_secs(600) })
+            .context("BTCUSDT")
+            .context(PartialFailure("1 of 2 series failed".into()));
+        assert_eq!(classify(&banned), Code::RateLimited);
+        let usage = anyhow::Error::new(UsageError("bad".into())).context("klines.yml");
+        assert_eq!(classify(&usage), Code::Usage);
+        assert_eq!(classify(&anyhow::anyhow!("x")), Code::Failure);
+    }
+}

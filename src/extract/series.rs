@@ -1,0 +1,327 @@
+//! Backfilling one series: from the checkpoint's gaps to staged day files.
+//!
+//! 1. The missing open-time ranges are `[from, end)` minus the checkpoint's coverage, where
+//!    `end` is the open time of the first candle not yet closed (or `--to`).
+//! 2. Ranges before the symbol's first kline are empty without asking; the rest is cut into
+//!    spans of one request each, fetched a few at a time but consumed in order.
+//! 3. Rows are gathered per file unit (a UTC day, or a year for daily and longer intervals).
+//!    Once no later span touches a unit, the unit is written: rows read back from its earlier
+//!    partial file (if any) plus the new ones, to one Parquet file, then its manifest entry,
+//!    then the checkpoint. A crash anywhere in between only means the next run writes the
+//!    same file again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use futures::{StreamExt, TryStreamExt};
+
+use super::checkpoint::Checkpoint;
+use super::ranges::RangeSet;
+use super::state::{SeriesLock, StateStore};
+use crate::exchange::{BinanceClient, Interval};
+use crate::kline::KlineBatch;
+use crate::progress::Task;
+use crate::stage::layout::{self, Series};
+use crate::stage::manifest::{self, ManifestEntry};
+use crate::stage::{Stage, parquet};
+
+/// What every series of a run shares.
+pub struct RunContext {
+    pub client: Arc<BinanceClient>,
+    pub stage: Stage,
+    pub state: StateStore,
+    pub server_time: i64,
+    pub from: i64,
+    pub to: i64,
+    pub full_refresh: bool,
+    /// Requests in flight per series.
+    pub spans_in_flight: usize,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub rows: AtomicU64,
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+struct UnitBuf {
+    end: i64,
+    rows: KlineBatch,
+    fetched: RangeSet,
+    empty: RangeSet,
+}
+
+/// The open-time range a run aims at: candles opening in `[start, end)`, all closed.
+pub fn target_range(interval: Interval, from: i64, to: i64, server_time: i64) -> (i64, i64) {
+    // The candle containing serverTime is still open; `to` is exclusive on open times.
+    (interval.ceil(from), interval.ceil(to).min(interval.floor(server_time)))
+}
+
+pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow::Result<()> {
+    let interval = series.interval;
+    let mut cp = if ctx.full_refresh {
+        ctx.state.reset(series).await?;
+        Checkpoint::new(series)
+    } else {
+        ctx.state.load(series).await?.unwrap_or_else(|| Checkpoint::new(series))
+    };
+    let (start, end) = target_range(interval, ctx.from, ctx.to, ctx.server_time);
+    let missing = if start < end { cp.covered.missing(start, end) } else { Vec::new() };
+    let total: i64 = missing.iter().map(|(s, e)| e - s).sum();
+    let task = Task::new(series.to_string(), total.max(0) as u64, "backfill");
+    if missing.is_empty() {
+        task.finish("up to date");
+        tracing::info!(series = %series, "up to date");
+        return Ok(());
+    }
+
+    let listed_from = match cp.listed_from {
+        Some(t) => Some(t),
+        None => {
+            let first = ctx.client.first_open_time(&series.symbol, interval).await?;
+            if let Some(t) = first {
+                cp.listed_from = Some(t);
+                tracing::debug!(series = %series, first_kline = t, "first kline");
+            }
+            first
+        }
+    };
+    // Before the first kline there is nothing to fetch; with no kline at all, everything
+    // up to now is empty.
+    let listed = listed_from.unwrap_or(end);
+
+    let mut pending: BTreeMap<i64, UnitBuf> = BTreeMap::new();
+    let mut spans = Vec::new();
+    for &(s, e) in &missing {
+        let mut t = s;
+        while t < e {
+            let (us, ue) = layout::unit_of(interval, t);
+            let part_end = e.min(ue);
+            let unit = pending.entry(us).or_insert_with(|| UnitBuf {
+                end: ue,
+                rows: KlineBatch::default(),
+                fetched: RangeSet::new(),
+                empty: RangeSet::new(),
+            });
+            let empty_end = part_end.min(listed);
+            if t < empty_end {
+                unit.fetched.insert(t, empty_end);
+                unit.empty.insert(t, empty_end);
+            }
+            t = part_end;
+        }
+        let mut t = s.max(listed);
+        while t < e {
+            let span_end = e.min(interval.advance(t, ctx.client.market().page_limit() as i64));
+            spans.push((t, span_end));
+            t = span_end;
+        }
+    }
+    let pre_listing: i64 = pending.values().map(|u| u.empty.total()).sum();
+    task.advance(pre_listing as u64, "");
+
+    let span_starts: Vec<i64> = spans.iter().map(|s| s.0).collect();
+    let client = &ctx.client;
+    let mut fetched = futures::stream::iter(spans.into_iter().map(|(s, e)| async move {
+        let mut rows = KlineBatch::default();
+        client.klines(&series.symbol, interval, s, e, &mut rows).await.map(|_| (s, e, rows))
+    }))
+    .buffered(ctx.spans_in_flight.max(1));
+
+    let mut index = 0;
+    while let Some((s, e, rows)) = fetched.try_next().await? {
+        index += 1;
+        let (cut_at, rows) = closed_only(series, s, e, rows, ctx.server_time);
+        let cut = cut_at < e;
+        let e = cut_at;
+        ctx.totals.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        route(interval, &mut pending, s, e, &rows);
+        task.advance((e - s) as u64, &layout_time(e));
+        let next = if cut { e } else { span_starts.get(index).copied().unwrap_or(i64::MAX) };
+        while let Some(entry) = pending.first_entry() {
+            if entry.get().end > next {
+                break;
+            }
+            let (unit_start, unit) = entry.remove_entry();
+            write_unit(ctx, series, lock, &mut cp, unit_start, unit).await?;
+        }
+        if cut {
+            break;
+        }
+    }
+    drop(fetched);
+    while let Some((unit_start, unit)) = pending.pop_first() {
+        write_unit(ctx, series, lock, &mut cp, unit_start, unit).await?;
+    }
+    task.finish("done");
+    Ok(())
+}
+
+fn layout_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+}
+
+/// Keeps the rows of a span that are closed at `server_time`. Binance has no "closed" flag:
+/// a candle is closed when its close time is before the server's clock. If a row is still
+/// open, the span's coverage stops at its open time.
+fn closed_only(series: &Series, s: i64, e: i64, mut rows: KlineBatch, server_time: i64) -> (i64, KlineBatch) {
+    match rows.close_time.iter().position(|&c| c >= server_time) {
+        None => (e, rows),
+        Some(i) => {
+            let open = rows.open_time[i];
+            tracing::warn!(series = %series, open_time = open, "the exchange returned an unclosed candle; not staging it");
+            rows.truncate(i);
+            (open.max(s), rows)
+        }
+    }
+}
+
+/// Files the rows of span `[s, e)` under their units, and notes the gaps in the span as
+/// confirmed empty.
+fn route(interval: Interval, pending: &mut BTreeMap<i64, UnitBuf>, s: i64, e: i64, rows: &KlineBatch) {
+    let mut empty = RangeSet::new();
+    let mut cursor = s;
+    for &t in &rows.open_time {
+        if t > cursor {
+            empty.insert(cursor, t);
+        }
+        cursor = interval.next(t);
+    }
+    if cursor < e {
+        empty.insert(cursor, e);
+    }
+    let mut t = s;
+    while t < e {
+        let (us, ue) = layout::unit_of(interval, t);
+        let part_end = e.min(ue);
+        if let Some(unit) = pending.get_mut(&us) {
+            let r = rows.range_of(t, part_end);
+            unit.rows.extend_from(rows, r);
+            unit.fetched.insert(t, part_end);
+            unit.empty.union(&empty.within(t, part_end));
+        }
+        t = part_end;
+    }
+}
+
+async fn write_unit(
+    ctx: &RunContext,
+    series: &Series,
+    lock: &SeriesLock,
+    cp: &mut Checkpoint,
+    unit_start: i64,
+    unit: UnitBuf,
+) -> anyhow::Result<()> {
+    let unit_range = (unit_start, unit.end);
+    let mut covered = cp.covered.within(unit_start, unit.end);
+    // Rows staged earlier for this unit, in the files of its partial coverage.
+    let mut earlier = Vec::new();
+    for key in cp.partial.get(&unit_start).into_iter().flatten() {
+        let bytes = ctx.stage.get(key).await.with_context(|| format!("cannot read back {key} from {}", ctx.stage.url()))?;
+        let decoded = parquet::decode(key, bytes)?;
+        earlier.push(decoded.klines);
+    }
+    let mut batches: Vec<&KlineBatch> = earlier.iter().collect();
+    batches.push(&unit.rows);
+    let rows = if batches.len() == 1 { unit.rows.clone() } else { KlineBatch::merge(&batches) };
+    covered.union(&unit.fetched);
+    let complete = covered.covers(unit_start, unit.end);
+    let mut written = None;
+    if !rows.is_empty() {
+        let (start, end) = if complete { unit_range } else { covered.span().unwrap_or(unit_range) };
+        let key = layout::data_key(series, unit_range, start, end);
+        let encoded = {
+            let series = series.clone();
+            tokio::task::spawn_blocking(move || parquet::encode(&series, &rows).map(|b| (b, rows.len())))
+                .await
+                .context("Parquet encoder panicked")??
+        };
+        let (bytes, n) = encoded;
+        let sha256 = manifest::sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        lock.check()?;
+        ctx.stage.put(&key, bytes).await.with_context(|| format!("cannot stage {key} to {}", ctx.stage.url()))?;
+        let entry = ManifestEntry {
+            version: manifest::MANIFEST_VERSION,
+            path: key.clone(),
+            market: series.market,
+            symbol: series.symbol.clone(),
+            interval: series.interval,
+            start,
+            end,
+            complete,
+            rows: n as u64,
+            bytes: size,
+            sha256,
+        };
+        manifest::write(&ctx.stage, &entry).await?;
+        ctx.totals.files.fetch_add(1, Ordering::Relaxed);
+        ctx.totals.bytes.fetch_add(size, Ordering::Relaxed);
+        tracing::debug!(series = %series, file = %key, rows = n, bytes = size, "staged");
+        written = Some(key);
+    }
+    lock.check()?;
+    cp.covered.union(&unit.fetched);
+    cp.empty.union(&unit.empty);
+    if complete {
+        cp.partial.remove(&unit_start);
+    } else if let Some(key) = written {
+        cp.partial.insert(unit_start, vec![key]);
+    }
+    ctx.state.save(cp).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::interval::MINUTE;
+
+    #[test]
+    fn the_target_stops_before_the_open_candle() {
+        let t0 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+        // serverTime 00:10:30: the 00:10 candle is open, so candles open before 00:10.
+        assert_eq!(target_range(Interval::M1, t0, t0 + 3_600_000, t0 + 10 * MINUTE + 30_000), (t0, t0 + 10 * MINUTE));
+        // serverTime exactly 00:10:00: the 00:10 candle just opened.
+        assert_eq!(target_range(Interval::M1, t0, t0 + 3_600_000, t0 + 10 * MINUTE), (t0, t0 + 10 * MINUTE));
+        // --from mid-candle starts at the next candle; --to mid-candle includes the candle.
+        assert_eq!(
+            target_range(Interval::M1, t0 + 1, t0 + 5 * MINUTE + 1, t0 + 3_600_000),
+            (t0 + MINUTE, t0 + 6 * MINUTE)
+        );
+    }
+
+    #[test]
+    fn gaps_between_rows_are_confirmed_empty() {
+        let t0 = 1_704_067_200_000;
+        let mut pending = BTreeMap::new();
+        pending.insert(t0, UnitBuf { end: t0 + 86_400_000, rows: KlineBatch::default(), fetched: RangeSet::new(), empty: RangeSet::new() });
+        let mut rows = KlineBatch::default();
+        for m in [1, 2, 5] {
+            rows.push(&crate::kline::Kline {
+                open_time: t0 + m * MINUTE,
+                open: 1,
+                high: 1,
+                low: 1,
+                close: 1,
+                volume: 0,
+                close_time: t0 + (m + 1) * MINUTE - 1,
+                quote_volume: 0,
+                trades: 0,
+                taker_buy_base_volume: 0,
+                taker_buy_quote_volume: 0,
+            });
+        }
+        route(Interval::M1, &mut pending, t0, t0 + 8 * MINUTE, &rows);
+        let unit = &pending[&t0];
+        assert_eq!(unit.rows.len(), 3);
+        assert_eq!(unit.fetched.ranges(), &[(t0, t0 + 8 * MINUTE)]);
+        assert_eq!(
+            unit.empty.ranges(),
+            &[(t0, t0 + MINUTE), (t0 + 3 * MINUTE, t0 + 5 * MINUTE), (t0 + 6 * MINUTE, t0 + 8 * MINUTE)]
+        );
+    }
+}

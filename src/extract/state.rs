@@ -1,0 +1,377 @@
+//! Where checkpoints and locks live: a local directory (`state/`) or the object store, so
+//! that workers without a shared disk can resume each other's backfills.
+//!
+//! Checkpoints are written atomically: to a temporary file that is fsynced and renamed over
+//! the old one (a directory), or with one PUT (an object store). Locks are `flock`s on a
+//! directory (released by the kernel when the process dies, even by kill -9), and leases in
+//! an object store: a conditional create, renewed while the backfill runs, that another run
+//! may take over once it has expired.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use object_store::{PutMode, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::Checkpoint;
+use crate::stage::layout::Series;
+use crate::stage::{Location, Stage};
+
+/// How long an object-store lock lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub enum StateStore {
+    Dir(PathBuf),
+    Object(Stage),
+}
+
+/// Raised when a series is locked by another run.
+#[derive(Debug, thiserror::Error)]
+#[error("{series}: another backfill is running ({detail}); wait for it to finish")]
+pub struct LockConflict {
+    pub series: String,
+    pub detail: String,
+}
+
+impl StateStore {
+    /// `spec` is a directory (relative to `project_dir`), `stage` (the `_state` folder of the
+    /// stage) or an `s3://bucket/prefix` URL.
+    pub fn open(spec: &str, stage: &Stage, project_dir: &Path) -> anyhow::Result<StateStore> {
+        if spec == "stage" {
+            return Ok(match stage.location() {
+                Location::Local(dir) => StateStore::Dir(dir.join("_state")),
+                _ => StateStore::Object(stage.child("_state")),
+            });
+        }
+        if spec.starts_with("s3://") || spec == "memory://" {
+            return Ok(StateStore::Object(Stage::open(spec, &Default::default(), project_dir)?));
+        }
+        let dir = Path::new(spec.strip_prefix("file://").unwrap_or(spec));
+        Ok(StateStore::Dir(if dir.is_absolute() { dir.to_path_buf() } else { project_dir.join(dir) }))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            StateStore::Dir(d) => d.display().to_string(),
+            StateStore::Object(s) => s.url(),
+        }
+    }
+
+    fn checkpoint_key(series: &Series) -> String {
+        format!("checkpoints/{}.json", series.prefix())
+    }
+
+    fn lock_key(series: &Series) -> String {
+        format!("locks/{}.lock", series.prefix())
+    }
+
+    pub async fn load(&self, series: &Series) -> anyhow::Result<Option<Checkpoint>> {
+        let key = Self::checkpoint_key(series);
+        let bytes = match self {
+            StateStore::Dir(dir) => {
+                let path = dir.join(&key);
+                match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e).with_context(|| format!("cannot read checkpoint {}", path.display())),
+                }
+            }
+            StateStore::Object(stage) => match stage.get_opt(&key).await {
+                Ok(Some((b, _))) => b.to_vec(),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("cannot read checkpoint {}/{key}", stage.url())),
+            },
+        };
+        let name = format!("{}/{key}", self.describe());
+        let cp = Checkpoint::from_json(&name, &bytes)?;
+        if !cp.matches(series) {
+            bail!("checkpoint {name} belongs to another series");
+        }
+        Ok(Some(cp))
+    }
+
+    pub async fn save(&self, cp: &Checkpoint) -> anyhow::Result<()> {
+        let series = Series { market: cp.series.market, symbol: cp.series.symbol.clone(), interval: cp.series.interval };
+        let key = Self::checkpoint_key(&series);
+        let body = serde_json::to_vec(cp)?;
+        match self {
+            StateStore::Dir(dir) => {
+                let path = dir.join(&key);
+                tokio::task::spawn_blocking(move || write_atomically(&path, &body))
+                    .await
+                    .context("checkpoint writer panicked")??;
+            }
+            StateStore::Object(stage) => {
+                stage
+                    .put(&key, Bytes::from(body))
+                    .await
+                    .with_context(|| format!("cannot write checkpoint {}/{key}", stage.url()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the series' checkpoint (for `--full-refresh`).
+    pub async fn reset(&self, series: &Series) -> anyhow::Result<()> {
+        let key = Self::checkpoint_key(series);
+        match self {
+            StateStore::Dir(dir) => match std::fs::remove_file(dir.join(&key)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("cannot delete checkpoint {key}")),
+            },
+            StateStore::Object(stage) => stage.delete(&key).await.with_context(|| format!("cannot delete checkpoint {key}")),
+        }
+    }
+
+    /// Takes the series' lock, or fails at once with a [`LockConflict`].
+    pub async fn lock(&self, series: &Series) -> anyhow::Result<SeriesLock> {
+        let key = Self::lock_key(series);
+        match self {
+            StateStore::Dir(dir) => lock_file(series, &dir.join(key)),
+            StateStore::Object(stage) => lock_object(series, stage, key).await,
+        }
+    }
+}
+
+/// Writes `path` through a temporary file that is fsynced, renamed over `path`, and the
+/// directory fsynced, so a crash leaves either the old or the new content.
+pub fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("checkpoint path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A held lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct SeriesLock {
+    inner: LockInner,
+    lost: Arc<AtomicBool>,
+    series: String,
+}
+
+#[derive(Debug)]
+enum LockInner {
+    File(std::fs::File),
+    Lease { stage: Stage, key: String, renew: tokio::task::JoinHandle<()> },
+}
+
+impl SeriesLock {
+    /// Fails if the lock was lost (an object-store lease another run took over).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            bail!("{}: lost the lock to another run; stopping before writing anything more", self.series);
+        }
+        Ok(())
+    }
+
+    /// Releases the lock now (object-store leases are deleted; files are unlocked on drop).
+    pub async fn release(self) {
+        if let LockInner::Lease { stage, key, renew } = &self.inner {
+            renew.abort();
+            if !self.lost.load(Ordering::SeqCst) {
+                let _ = stage.delete(key).await;
+            }
+        }
+    }
+}
+
+impl Drop for SeriesLock {
+    fn drop(&mut self) {
+        match &self.inner {
+            LockInner::File(f) => {
+                let _ = f.unlock();
+            }
+            LockInner::Lease { renew, .. } => renew.abort(),
+        }
+    }
+}
+
+fn lock_file(series: &Series, path: &Path) -> anyhow::Result<SeriesLock> {
+    let dir = path.parent().context("lock path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(LockConflict {
+                series: series.to_string(),
+                detail: if holder.is_empty() {
+                    format!("lock {} is held", path.display())
+                } else {
+                    format!("lock {} is held by {holder}", path.display())
+                },
+            }
+            .into());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    writeln!(file, "pid {} on {}", std::process::id(), hostname())?;
+    Ok(SeriesLock { inner: LockInner::File(file), lost: Arc::new(AtomicBool::new(false)), series: series.to_string() })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    expires_at_ms: i64,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+fn now_ms() -> i64 {
+    crate::exchange::ratelimit::wall_clock_ms()
+}
+
+fn lease_body(owner: &str) -> Bytes {
+    let lease = Lease { owner: owner.to_string(), expires_at_ms: now_ms() + LEASE.as_millis() as i64 };
+    Bytes::from(serde_json::to_vec(&lease).unwrap_or_default())
+}
+
+fn version_of(r: &object_store::PutResult) -> UpdateVersion {
+    UpdateVersion { e_tag: r.e_tag.clone(), version: r.version.clone() }
+}
+
+async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Result<SeriesLock> {
+    let owner = format!("pid {} on {} ({})", std::process::id(), hostname(), uuid::Uuid::new_v4());
+    let put = match stage.put_mode(&key, lease_body(&owner), PutMode::Create).await {
+        Ok(r) => r,
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let Some((bytes, meta)) = stage.get_opt(&key).await.with_context(|| format!("cannot read lock {key}"))?
+            else {
+                // Released between the two calls: one more try.
+                return Box::pin(lock_object(series, stage, key)).await;
+            };
+            let lease: Lease = serde_json::from_slice(&bytes).unwrap_or(Lease { owner: "unknown".into(), expires_at_ms: 0 });
+            if lease.expires_at_ms > now_ms() {
+                return Err(LockConflict {
+                    series: series.to_string(),
+                    detail: format!(
+                        "lock {}/{key} is held by {} for {}s more",
+                        stage.url(),
+                        lease.owner,
+                        (lease.expires_at_ms - now_ms()) / 1000 + 1
+                    ),
+                }
+                .into());
+            }
+            let version = UpdateVersion { e_tag: meta.e_tag.clone(), version: None };
+            match stage.put_mode(&key, lease_body(&owner), PutMode::Update(version)).await {
+                Ok(r) => {
+                    tracing::warn!(series = %series, previous = %lease.owner, "took over an expired lock");
+                    r
+                }
+                Err(object_store::Error::Precondition { .. }) => {
+                    return Err(LockConflict {
+                        series: series.to_string(),
+                        detail: format!("lock {}/{key} was just taken by another run", stage.url()),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot take over lock {key}")),
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create lock {}/{key}", stage.url())),
+    };
+    let lost = Arc::new(AtomicBool::new(false));
+    let renew = {
+        let (stage, key, lost, series) = (stage.clone(), key.clone(), Arc::clone(&lost), series.to_string());
+        let mut version = version_of(&put);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                match stage.put_mode(&key, lease_body(&owner), PutMode::Update(version.clone())).await {
+                    Ok(r) => version = version_of(&r),
+                    Err(object_store::Error::Precondition { .. }) | Err(object_store::Error::NotFound { .. }) => {
+                        tracing::error!(series = %series, "lost the lock to another run");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(series = %series, error = %e, "could not renew the lock; retrying"),
+                }
+            }
+        })
+    };
+    Ok(SeriesLock { inner: LockInner::Lease { stage: stage.clone(), key, renew }, lost, series: series.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::{Interval, Market, Symbol};
+
+    fn series() -> Series {
+        Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 }
+    }
+
+    #[tokio::test]
+    async fn a_directory_lock_refuses_a_second_holder_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::Dir(dir.path().to_path_buf());
+        let held = store.lock(&series()).await.unwrap();
+        let err = store.lock(&series()).await.unwrap_err();
+        assert!(err.downcast_ref::<LockConflict>().is_some(), "{err}");
+        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(held);
+        store.lock(&series()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_object_lease_refuses_a_second_holder_until_released() {
+        let stage = Stage::open("memory://", &Default::default(), Path::new(".")).unwrap();
+        let store = StateStore::Object(stage);
+        let held = store.lock(&series()).await.unwrap();
+        let err = store.lock(&series()).await.unwrap_err();
+        assert!(err.downcast_ref::<LockConflict>().is_some(), "{err}");
+        held.release().await;
+        store.lock(&series()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn checkpoints_round_trip_in_both_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::open("memory://", &Default::default(), Path::new(".")).unwrap();
+        for store in [StateStore::Dir(dir.path().to_path_buf()), StateStore::Object(stage)] {
+            assert!(store.load(&series()).await.unwrap().is_none());
+            let mut cp = Checkpoint::new(&series());
+            cp.covered.insert(0, 60_000);
+            store.save(&cp).await.unwrap();
+            assert_eq!(store.load(&series()).await.unwrap(), Some(cp));
+            store.reset(&series()).await.unwrap();
+            assert!(store.load(&series()).await.unwrap().is_none());
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Klines in columns: the shape they have from the HTTP body to the Parquet file.
+//!
+//! Decimals are `i128` units of 10^-8 (see [`crate::decimal`]); times are epoch milliseconds.
+
+use crate::decimal;
+
+/// One kline, for tests and small jobs; bulk paths use [`KlineBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kline {
+    pub open_time: i64,
+    pub open: i128,
+    pub high: i128,
+    pub low: i128,
+    pub close: i128,
+    pub volume: i128,
+    pub close_time: i64,
+    pub quote_volume: i128,
+    pub trades: i64,
+    pub taker_buy_base_volume: i128,
+    pub taker_buy_quote_volume: i128,
+}
+
+/// Klines of one market, symbol and interval, in open-time order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KlineBatch {
+    pub open_time: Vec<i64>,
+    pub open: Vec<i128>,
+    pub high: Vec<i128>,
+    pub low: Vec<i128>,
+    pub close: Vec<i128>,
+    pub volume: Vec<i128>,
+    pub close_time: Vec<i64>,
+    pub quote_volume: Vec<i128>,
+    pub trades: Vec<i64>,
+    pub taker_buy_base_volume: Vec<i128>,
+    pub taker_buy_quote_volume: Vec<i128>,
+}
+
+impl KlineBatch {
+    pub fn with_capacity(n: usize) -> Self {
+        KlineBatch {
+            open_time: Vec::with_capacity(n),
+            open: Vec::with_capacity(n),
+            high: Vec::with_capacity(n),
+            low: Vec::with_capacity(n),
+            close: Vec::with_capacity(n),
+            volume: Vec::with_capacity(n),
+            close_time: Vec::with_capacity(n),
+            quote_volume: Vec::with_capacity(n),
+            trades: Vec::with_capacity(n),
+            taker_buy_base_volume: Vec::with_capacity(n),
+            taker_buy_quote_volume: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open_time.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open_time.is_empty()
+    }
+
+    pub fn push(&mut self, k: &Kline) {
+        self.open_time.push(k.open_time);
+        self.open.push(k.open);
+        self.high.push(k.high);
+        self.low.push(k.low);
+        self.close.push(k.close);
+        self.volume.push(k.volume);
+        self.close_time.push(k.close_time);
+        self.quote_volume.push(k.quote_volume);
+        self.trades.push(k.trades);
+        self.taker_buy_base_volume.push(k.taker_buy_base_volume);
+        self.taker_buy_quote_volume.push(k.taker_buy_quote_volume);
+    }
+
+    pub fn get(&self, i: usize) -> Kline {
+        Kline {
+            open_time: self.open_time[i],
+            open: self.open[i],
+            high: self.high[i],
+            low: self.low[i],
+            close: self.close[i],
+            volume: self.volume[i],
+            close_time: self.close_time[i],
+            quote_volume: self.quote_volume[i],
+            trades: self.trades[i],
+            taker_buy_base_volume: self.taker_buy_base_volume[i],
+            taker_buy_quote_volume: self.taker_buy_quote_volume[i],
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Kline> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends rows `range` of `other`.
+    pub fn extend_from(&mut self, other: &KlineBatch, range: std::ops::Range<usize>) {
+        self.open_time.extend_from_slice(&other.open_time[range.clone()]);
+        self.open.extend_from_slice(&other.open[range.clone()]);
+        self.high.extend_from_slice(&other.high[range.clone()]);
+        self.low.extend_from_slice(&other.low[range.clone()]);
+        self.close.extend_from_slice(&other.close[range.clone()]);
+        self.volume.extend_from_slice(&other.volume[range.clone()]);
+        self.close_time.extend_from_slice(&other.close_time[range.clone()]);
+        self.quote_volume.extend_from_slice(&other.quote_volume[range.clone()]);
+        self.trades.extend_from_slice(&other.trades[range.clone()]);
+        self.taker_buy_base_volume.extend_from_slice(&other.taker_buy_base_volume[range.clone()]);
+        self.taker_buy_quote_volume.extend_from_slice(&other.taker_buy_quote_volume[range]);
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        self.open_time.truncate(n);
+        self.open.truncate(n);
+        self.high.truncate(n);
+        self.low.truncate(n);
+        self.close.truncate(n);
+        self.volume.truncate(n);
+        self.close_time.truncate(n);
+        self.quote_volume.truncate(n);
+        self.trades.truncate(n);
+        self.taker_buy_base_volume.truncate(n);
+        self.taker_buy_quote_volume.truncate(n);
+    }
+
+    /// The index range of rows whose open time lies in `[start, end)` (rows are sorted).
+    pub fn range_of(&self, start: i64, end: i64) -> std::ops::Range<usize> {
+        let lo = self.open_time.partition_point(|&t| t < start);
+        let hi = self.open_time.partition_point(|&t| t < end);
+        lo..hi.max(lo)
+    }
+
+    /// Merges batches sorted by open time into one, keeping for each open time the row of
+    /// the batch that comes last in `batches`.
+    pub fn merge(batches: &[&KlineBatch]) -> KlineBatch {
+        let mut rows: std::collections::BTreeMap<i64, (usize, usize)> = Default::default();
+        for (b, batch) in batches.iter().enumerate() {
+            for (i, &t) in batch.open_time.iter().enumerate() {
+                rows.insert(t, (b, i));
+            }
+        }
+        let mut out = KlineBatch::with_capacity(rows.len());
+        for (b, i) in rows.into_values() {
+            out.extend_from(batches[b], i..i + 1);
+        }
+        out
+    }
+
+    /// True when open times strictly increase.
+    pub fn is_sorted_unique(&self) -> bool {
+        self.open_time.windows(2).all(|w| w[0] < w[1])
+    }
+}
+
+/// Why a klines body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Cut short or not JSON: the transfer went wrong and a retry can help.
+    #[error("malformed klines JSON: {0}")]
+    Malformed(String),
+    /// Well-formed JSON with a value klines cannot keep: retrying gets the same.
+    #[error("invalid kline {0}")]
+    Invalid(String),
+}
+
+impl BodyError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BodyError::Malformed(_))
+    }
+}
+
+/// Appends the klines of a Binance `/klines` JSON body (an array of 12-element arrays) to
+/// `out`. On error `out` is left as it was.
+pub fn parse_body(body: &[u8], out: &mut KlineBatch) -> Result<usize, BodyError> {
+    let before = out.len();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let result = serde::de::DeserializeSeed::deserialize(Rows { out: &mut *out }, &mut de).and_then(|()| de.end());
+    match result {
+        Ok(()) => Ok(out.len() - before),
+        Err(e) => {
+            out.truncate(before);
+            Err(match e.classify() {
+                serde_json::error::Category::Data => BodyError::Invalid(e.to_string()),
+                _ => BodyError::Malformed(e.to_string()),
+            })
+        }
+    }
+}
+
+struct Rows<'a> {
+    out: &'a mut KlineBatch,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Rows<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Rows<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of klines")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.out.open_time.reserve(n);
+        }
+        let mut row = 0usize;
+        while seq.next_element_seed(Row { out: &mut *self.out, row })?.is_some() {
+            row += 1;
+        }
+        Ok(())
+    }
+}
+
+struct Row<'a> {
+    out: &'a mut KlineBatch,
+    row: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Row<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+const FIELDS: [&str; 12] = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+];
+
+/// A JSON string borrowed from the body when it has no escapes.
+struct Text<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a decimal string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Row<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a kline array of 12 fields")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let row = self.row;
+        let missing = |i: usize| A::Error::custom(format_args!("row {row}: missing field {}", FIELDS[i]));
+        let dec = |i: usize, t: Text<'_>| -> Result<i128, A::Error> {
+            decimal::parse_bytes(t.0.as_bytes()).ok_or_else(|| {
+                let e = decimal::parse(&t.0).err().map(|e| e.to_string()).unwrap_or_default();
+                A::Error::custom(format_args!("row {row} field {}: {e}", FIELDS[i]))
+            })
+        };
+        let open_time: i64 = seq.next_element()?.ok_or_else(|| missing(0))?;
+        let open = dec(1, seq.next_element()?.ok_or_else(|| missing(1))?)?;
+        let high = dec(2, seq.next_element()?.ok_or_else(|| missing(2))?)?;
+        let low = dec(3, seq.next_element()?.ok_or_else(|| missing(3))?)?;
+        let close = dec(4, seq.next_element()?.ok_or_else(|| missing(4))?)?;
+        let volume = dec(5, seq.next_element()?.ok_or_else(|| missing(5))?)?;
+        let close_time: i64 = seq.next_element()?.ok_or_else(|| missing(6))?;
+        let quote_volume = dec(7, seq.next_element()?.ok_or_else(|| missing(7))?)?;
+        let trades: i64 = seq.next_element()?.ok_or_else(|| missing(8))?;
+        let taker_buy_base_volume = dec(9, seq.next_element()?.ok_or_else(|| missing(9))?)?;
+        let taker_buy_quote_volume = dec(10, seq.next_element()?.ok_or_else(|| missing(10))?)?;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        if close_time < open_time {
+            return Err(A::Error::custom(format_args!("row {row}: close_time before open_time")));
+        }
+        let out = self.out;
+        if out.open_time.last().is_some_and(|&last| last >= open_time) {
+            return Err(A::Error::custom(format_args!("row {row}: open_time {open_time} out of order")));
+        }
+        out.open_time.push(open_time);
+        out.open.push(open);
+        out.high.push(high);
+        out.low.push(low);
+        out.close.push(close);
+        out.volume.push(volume);
+        out.close_time.push(close_time);
+        out.quote_volume.push(quote_volume);
+        out.trades.push(trades);
+        out.taker_buy_base_volume.push(taker_buy_base_volume);
+        out.taker_buy_quote_volume.push(taker_buy_quote_volume);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = r#"[[1499040000000,"0.01634790","0.80000000","0.01575800","0.01577100","148976.11427815",1499644799999,"2434.19055334",308,"1756.87402397","28.46694368","0"],
+        [1499040060000,"0.01577100","0.01577100","0.01577100","0.01577100","0.00000000",1499040119999,"0.00000000",0,"0.00000000","0.00000000","0"]]"#;
+
+    #[test]
+    fn parses_binance_rows_exactly() {
+        let mut b = KlineBatch::default();
+        assert_eq!(parse_body(BODY.as_bytes(), &mut b).unwrap(), 2);
+        let k = b.get(0);
+        assert_eq!(k.open_time, 1499040000000);
+        assert_eq!(decimal::format(k.open), "0.01634790");
+        assert_eq!(decimal::format(k.volume), "148976.11427815");
+        assert_eq!(k.trades, 308);
+        assert_eq!(decimal::format(k.taker_buy_quote_volume), "28.46694368");
+        assert_eq!(b.get(1).trades, 0);
+    }
+
+    #[test]
+    fn truncated_or_malformed_bodies_are_retryable_and_leave_nothing() {
+        let mut b = KlineBatch::default();
+        let err = parse_body(&BODY.as_bytes()[..BODY.len() - 40], &mut b).unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(b.is_empty());
+        assert!(parse_body(b"<html>502</html>", &mut b).unwrap_err().is_retryable());
+        assert!(parse_body(b"", &mut b).unwrap_err().is_retryable());
+    }
+
+    #[test]
+    fn invalid_values_name_the_row_and_field() {
+        let mut b = KlineBatch::default();
+        let body = BODY.replace("\"0.80000000\"", "\"0.800000001\"");
+        let err = parse_body(body.as_bytes(), &mut b).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("row 0 field high"), "{err}");
+        let body = BODY.replace("308", "\"308\"");
+        assert!(!parse_body(body.as_bytes(), &mut b).unwrap_err().is_retryable());
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn merge_keeps_the_last_batch_for_a_shared_open_time() {
+        let mut a = KlineBatch::default();
+        parse_body(BODY.as_bytes(), &mut a).unwrap();
+        let mut c = KlineBatch::default();
+        let mut k = a.get(1);
+        k.close += 1;
+        c.push(&k);
+        let m = KlineBatch::merge(&[&a, &c]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get(1), k);
+        assert_eq!(m.get(0), a.get(0));
+        assert_eq!(m.range_of(1499040060000, i64::MAX), 1..2);
+    }
+}

@@ -1,0 +1,45 @@
+//! klines: an ELT pipeline for exchange candles.
+//!
+//! Data flows through the modules in this order: [`exchange`] (Binance REST) → [`extract`]
+//! (checkpointed backfills) → [`stage`] (Parquet in a directory or S3). See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod decimal;
+pub mod exchange;
+pub mod exit;
+pub mod extract;
+pub mod kline;
+pub mod logging;
+pub mod progress;
+pub mod redact;
+pub mod stage;
+pub mod time;
+
+use clap::Parser;
+
+/// The `klines` binary: parse, set up logging, run, and map the outcome to an exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
+    logging::init(cli.global.log_format, verbosity);
+    progress::init(cli.global.quiet == 0 && cli.global.log_format == logging::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(exit::Code::Failure as u8);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(bars) = progress::bars() {
+                let _ = bars.clear();
+            }
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(exit::classify(&e) as u8)
+        }
+    }
+}

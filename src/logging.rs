@@ -1,0 +1,77 @@
+//! Logs go to stderr (stdout is for results): text for people, JSON lines for Airflow and
+//! log shippers. `-v`/`-q` move the level; `KLINES_LOG` takes a full filter
+//! (`klines=debug,reqwest=info`).
+
+use std::io::Write;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The filter for `-v` (positive) or `-q` (negative) steps from the default `info`.
+pub fn filter_for(verbosity: i8) -> String {
+    let level = match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    if verbosity >= 2 { format!("{level}") } else { format!("warn,klines={level}") }
+}
+
+pub fn init(format: LogFormat, verbosity: i8) {
+    let filter = std::env::var("KLINES_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(filter_for(verbosity)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(Stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+}
+
+/// Writes to stderr, around the progress bars when there are any.
+#[derive(Clone, Copy)]
+struct Stderr;
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line(Vec::with_capacity(256))
+    }
+}
+
+/// One log line, written whole when dropped.
+struct Line(Vec<u8>);
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let write = || {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&self.0);
+            let _ = err.flush();
+        };
+        match crate::progress::bars() {
+            Some(bars) => bars.suspend(write),
+            None => write(),
+        }
+    }
+}

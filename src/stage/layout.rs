@@ -1,0 +1,130 @@
+//! Object keys in the stage. Hive-style partitions, deterministic names:
+//!
+//! ```text
+//! market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet          a closed UTC day
+//! market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240106T000000Z-20240106T133700Z.parquet
+//!                                                                               part of a day
+//! market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet                a closed UTC year
+//! _manifest/<data key>.<sha256 prefix>.json                                     one per staged file
+//! ```
+//! Intervals shorter than a day get one file per UTC day, the others one per UTC year.
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+
+use crate::exchange::{Interval, Market, Symbol};
+
+/// Where the manifest entries live, below the stage root.
+pub const MANIFEST_DIR: &str = "_manifest";
+
+/// One market, symbol and interval: the unit of checkpoints and locks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Series {
+    pub market: Market,
+    pub symbol: Symbol,
+    pub interval: Interval,
+}
+
+impl Series {
+    /// `market=spot/interval=1m/symbol=BTCUSDT`
+    pub fn prefix(&self) -> String {
+        format!("market={}/interval={}/symbol={}", self.market, self.interval, self.symbol)
+    }
+}
+
+impl std::fmt::Display for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.market, self.symbol, self.interval)
+    }
+}
+
+fn utc(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The file unit holding the candle that opens at `t`: `[start, end)`.
+pub fn unit_of(interval: Interval, t: i64) -> (i64, i64) {
+    let d = utc(t);
+    if interval.is_intraday() {
+        let start = Utc.with_ymd_and_hms(d.year(), d.month(), d.day(), 0, 0, 0).single().unwrap_or_default();
+        let start = start.timestamp_millis();
+        (start, start + crate::exchange::interval::DAY)
+    } else {
+        let start = Utc.with_ymd_and_hms(d.year(), 1, 1, 0, 0, 0).single().unwrap_or_default();
+        let end = Utc.with_ymd_and_hms(d.year() + 1, 1, 1, 0, 0, 0).single().unwrap_or_default();
+        (start.timestamp_millis(), end.timestamp_millis())
+    }
+}
+
+fn stamp(ms: i64) -> String {
+    utc(ms).format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// The key of a data file covering `[start, end)` of the unit `[unit_start, unit_end)`.
+pub fn data_key(series: &Series, unit: (i64, i64), start: i64, end: i64) -> String {
+    let (sym, iv) = (&series.symbol, series.interval);
+    let name = if (start, end) == unit {
+        let d = utc(unit.0);
+        if series.interval.is_intraday() {
+            format!("{sym}-{iv}-{}.parquet", d.format("%Y-%m-%d"))
+        } else {
+            format!("{sym}-{iv}-{}.parquet", d.year())
+        }
+    } else {
+        format!("{sym}-{iv}-{}-{}.parquet", stamp(start), stamp(end))
+    };
+    format!("{}/{name}", series.prefix())
+}
+
+/// The manifest entry of the data file `data_key` with content hash `sha256` (hex).
+pub fn manifest_key(data_key: &str, sha256: &str) -> String {
+    format!("{MANIFEST_DIR}/{data_key}.{}.json", &sha256[..16.min(sha256.len())])
+}
+
+/// Splits a manifest key back into the data key and the hash prefix.
+pub fn parse_manifest_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(MANIFEST_DIR)?.strip_prefix('/')?.strip_suffix(".json")?;
+    let (data, hash) = rest.rsplit_once('.')?;
+    data.ends_with(".parquet").then_some((data, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    fn series(interval: Interval) -> Series {
+        Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval }
+    }
+
+    #[test]
+    fn names_days_years_and_parts() {
+        let s = series(Interval::M1);
+        let day = unit_of(Interval::M1, ms("2024-01-05T13:37:00Z"));
+        assert_eq!(day, (ms("2024-01-05T00:00:00Z"), ms("2024-01-06T00:00:00Z")));
+        assert_eq!(
+            data_key(&s, day, day.0, day.1),
+            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet"
+        );
+        assert_eq!(
+            data_key(&s, day, day.0, ms("2024-01-05T13:37:00Z")),
+            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240105T000000Z-20240105T133700Z.parquet"
+        );
+        let year = unit_of(Interval::D1, ms("2023-06-01T00:00:00Z"));
+        assert_eq!(
+            data_key(&series(Interval::D1), year, year.0, year.1),
+            "market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet"
+        );
+    }
+
+    #[test]
+    fn manifest_keys_round_trip() {
+        let data = "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet";
+        let key = manifest_key(data, "0123456789abcdef0123");
+        assert_eq!(key, format!("_manifest/{data}.0123456789abcdef.json"));
+        assert_eq!(parse_manifest_key(&key), Some((data, "0123456789abcdef")));
+        assert_eq!(parse_manifest_key("_manifest/x.json"), None);
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary (one link of DuckDB), modules by subject.
+
+mod support;
+
+mod backfill;
+mod stage;
