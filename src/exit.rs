@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | failure |
-//! | 2 | bad usage or configuration (flags, klines.yml, profiles.yml) |
+//! | 2 | bad usage or configuration (flags, klines.yml, profiles.yml, unknown symbols) |
 //! | 3 | partly failed: some series, files, models or tests failed, the rest succeeded |
 //! | 4 | rate-limited or banned by the exchange: come back later |
 
@@ -42,7 +42,10 @@ where
 pub fn classify(err: &anyhow::Error) -> Code {
     if find::<ExchangeError>(err).is_some_and(|e| e.is_rate_limit()) {
         Code::RateLimited
-    } else if find::<UsageError>(err).is_some() || find::<crate::time::TimeError>(err).is_some() {
+    } else if find::<UsageError>(err).is_some()
+        || find::<crate::time::TimeError>(err).is_some()
+        || find::<ExchangeError>(err).is_some_and(|e| matches!(e, ExchangeError::Symbols(_)))
+    {
         Code::Usage
     } else if find::<PartialFailure>(err).is_some() {
         Code::Partial

@@ -112,9 +112,9 @@ fn a_symbol_listed_after_from_starts_at_its_first_kline() {
     let ex = exchange_at(NOW);
     let p = Project::new(&ex.url, "");
     p.ok(&["backfill", "--symbols", "NEWUSDT", "--from", "2023-06-01", "--to", "2024-01-05"]);
-    // One probe for the first kline and two requests for 2024-01-03 12:00 to 2024-01-05;
-    // nothing for the seven months before the listing.
-    assert_eq!(ex.stats().klines_requests, 3);
+    // One probe for the first kline and three requests of up to 1000 minutes for 2024-01-03
+    // 12:00 to 2024-01-05; nothing for the seven months before the listing.
+    assert_eq!(ex.stats().klines_requests, 4);
     let want = expected(&ex, "NEWUSDT", "1m", ms("2023-06-01"), ms("2024-01-05"));
     assert_eq!(want[0].open_time, ms("2024-01-03T12:00:00Z"));
     assert_staged(&p.stage_dir(), "NEWUSDT", "1m", &want);
@@ -130,7 +130,9 @@ fn coarse_intervals_and_futures_work_too() {
     assert_staged(&p.stage_dir(), "BTCUSDT", "1h", &expected(&ex, "BTCUSDT", "1h", ms("2023-12-20"), ms(NOW)));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1d", &expected(&ex, "BTCUSDT", "1d", ms("2023-12-20"), ms(NOW)));
     let names: Vec<String> = parquet_files(&p.stage_dir()).into_keys().collect();
-    assert!(names.contains(&"market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet".to_string()), "{names:?}");
+    // Daily candles go by UTC year; 2023 is covered from 12-20 only, so its file is named by range.
+    assert!(names.contains(&"market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-20231220T000000Z-20240101T000000Z.parquet".to_string()), "{names:?}");
+    assert!(names.contains(&"market=spot/interval=1h/symbol=BTCUSDT/BTCUSDT-1h-2023-12-31.parquet".to_string()), "{names:?}");
 
     let q = Project::new(&ex.url, "");
     q.ok(&["backfill", "--market", "usdm", "--symbols", "ETHUSDT", "--from", "2024-01-04", "--to", "2024-01-05"]);
@@ -207,13 +209,14 @@ fn persistent_failure_exits_non_zero_keeps_what_was_staged_and_the_next_run_resu
 fn a_429_pauses_every_request_until_retry_after() {
     let ex = exchange_at(NOW);
     ex.inject([Fault::Pass, Fault::TooMany(2)]);
-    let p = Project::new(&ex.url, "");
+    // One request on the wire at a time, so no other request is in flight when the 429 comes.
+    let p = Project::new(&ex.url, "  max_in_flight: 1\n");
     let started = Instant::now();
     let out = p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-01", "--to", "2024-01-04"]);
     assert!(started.elapsed() >= Duration::from_secs(2), "did not wait for Retry-After");
     let stats = ex.stats();
+    // Any request during the pause would have been answered 429 again (and led to a ban).
     assert_eq!(stats.count(429), 1, "{stats:?}");
-    // Requests during the pause would have been counted towards a ban.
     assert_eq!(stats.count(418), 0, "{stats:?}");
     assert_eq!(summary_number(&out, "rate-limited"), 1);
     for sym in ["BTCUSDT", "ETHUSDT"] {
@@ -298,7 +301,7 @@ fn bad_flags_dates_and_symbols_give_clear_errors_and_exit_2() {
         assert!(err.lines().filter(|l| l.starts_with("error")).count() == 1, "{args:?}: {err}");
     }
     assert_eq!(ex.stats().klines_requests, 0);
-    let q = Project::new(&ex.url, "symbols: [BTCUSDT]\nbogus: 1\n");
+    let q = Project::new(&ex.url, "bogus: 1\n");
     let out = q.run(&["backfill"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("klines.yml") && stderr(&out).contains("bogus"), "{}", stderr(&out));

@@ -158,7 +158,7 @@ pub fn stderr(o: &Output) -> String {
 
 /// Reads `n` from "... <n> <word> ..." in a summary line.
 pub fn summary_number(summary: &str, word: &str) -> u64 {
-    let words: Vec<&str> = summary.split([' ', ',', ';']).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = summary.split(|c: char| c.is_whitespace() || c == ',' || c == ';').filter(|w| !w.is_empty()).collect();
     let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("no {word:?} in {summary:?}"));
     words[i - 1].parse().unwrap_or_else(|_| panic!("no number before {word:?} in {summary:?}"))
 }

@@ -81,7 +81,7 @@ pub fn is_outage(minute_open: i64) -> bool {
     let m = minute_open.div_euclid(MINUTE);
     let day = m.div_euclid(1440);
     let minute_of_day = m.rem_euclid(1440);
-    mix(m as u64, 7) % 1000 == 0 || (day % 7 == 3 && (130..145).contains(&minute_of_day))
+    mix(m as u64, 7) % 1000 == 0 || (day % 7 == 0 && (130..145).contains(&minute_of_day))
 }
 
 /// Market data: synthetic symbols plus, optionally, the real fixtures, with overrides for
