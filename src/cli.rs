@@ -47,6 +47,18 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Download closed klines from the exchange into the stage, resuming from checkpoints
     Backfill(BackfillArgs),
+    /// Load staged files the warehouse has not loaded yet into its raw table, exactly once
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// The stage to load from [default: klines.yml `stage`, else ./stage]
+    #[arg(long, value_name = "URL", env = "KLINES_STAGE")]
+    pub stage: Option<String>,
+    /// List the files and rows that would load, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,7 +1,8 @@
 //! klines: an ELT pipeline for exchange candles.
 //!
 //! Data flows through the modules in this order: [`exchange`] (Binance REST) → [`extract`]
-//! (checkpointed backfills) → [`stage`] (Parquet in a directory or S3). See ARCHITECTURE.md.
+//! (checkpointed backfills) → [`stage`] (Parquet in a directory or S3) → [`load`] (exactly-once
+//! loads through a [`warehouse`] adapter). See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod commands;
@@ -11,11 +12,13 @@ pub mod exchange;
 pub mod exit;
 pub mod extract;
 pub mod kline;
+pub mod load;
 pub mod logging;
 pub mod progress;
 pub mod redact;
 pub mod stage;
 pub mod time;
+pub mod warehouse;
 
 use clap::Parser;
 

@@ -9,7 +9,6 @@ use crate::exchange::BinanceClient;
 use crate::exit::{PartialFailure, UsageError};
 use crate::extract::state::StateStore;
 use crate::extract::{self, Plan};
-use crate::stage::Stage;
 use crate::time;
 
 pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> {
@@ -33,9 +32,7 @@ pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> 
         exchange.base_url = url;
     }
     let client = Arc::new(BinanceClient::new(exchange.client_config(market)).map_err(|e| UsageError(e.to_string()))?);
-    let stage_url = args.stage.unwrap_or_else(|| project.stage.clone());
-    let stage = Stage::open(&stage_url, &project.stage_options, &project.dir)
-        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let stage = super::stage(&project, args.stage)?;
     let state_spec = args.state.unwrap_or_else(|| project.state.clone());
     let state = StateStore::open(&state_spec, &stage, &project.dir).map_err(|e| UsageError(format!("{e:#}")))?;
     let plan = Plan {

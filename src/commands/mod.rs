@@ -2,6 +2,7 @@
 //! calls of the library and printing results on stdout.
 
 mod backfill;
+mod load;
 
 use std::path::PathBuf;
 
@@ -9,11 +10,15 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::Project;
+use crate::config::profiles::{self, Target};
+use crate::exit::UsageError;
+use crate::stage::Stage;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backfill(args) => backfill::run(&cli.global, args).await,
+        Command::Load(args) => load::run(&cli.global, args).await,
     }
 }
 
@@ -28,4 +33,15 @@ pub(crate) fn project(global: &GlobalArgs) -> anyhow::Result<Project> {
         return Err(crate::exit::UsageError(format!("--project-dir {}: not a directory", dir.display())).into());
     }
     Project::load(&PathBuf::from(dir))
+}
+
+/// The warehouse target: the project's profile, `--profiles-dir` and `--target`.
+pub(crate) fn target(global: &GlobalArgs, project: &Project) -> anyhow::Result<Target> {
+    profiles::resolve(global.profiles_dir.as_deref(), &project.dir, &project.profile, global.target.as_deref())
+}
+
+/// The stage: `--stage`, else klines.yml.
+pub(crate) fn stage(project: &Project, flag: Option<String>) -> anyhow::Result<Stage> {
+    let url = flag.unwrap_or_else(|| project.stage.clone());
+    Stage::open(&url, &project.stage_options, &project.dir).map_err(|e| UsageError(format!("{e:#}")).into())
 }

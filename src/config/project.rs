@@ -40,6 +40,7 @@ struct ProjectFile {
     macro_paths: Option<Vec<String>>,
     #[serde(rename = "target-path")]
     target_path: Option<String>,
+    load: Option<LoadFile>,
     vars: Option<BTreeMap<String, serde_json::Value>>,
     models: Option<serde_json::Value>,
     seeds: Option<serde_json::Value>,
@@ -57,6 +58,13 @@ struct ExchangeFile {
     max_in_flight: Option<usize>,
     spans_in_flight: Option<usize>,
     weight_share: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadFile {
+    batch_rows: Option<usize>,
+    fetch_concurrency: Option<usize>,
 }
 
 /// The exchange settings, resolved.
@@ -105,6 +113,9 @@ pub struct Project {
     pub stage: String,
     pub stage_options: BTreeMap<String, String>,
     pub state: String,
+    /// Rows per load transaction, and staged files fetched at once.
+    pub load_batch_rows: usize,
+    pub load_fetch_concurrency: usize,
     pub model_paths: Vec<String>,
     pub seed_paths: Vec<String>,
     pub test_paths: Vec<String>,
@@ -187,6 +198,8 @@ impl Project {
             stage: f.stage.unwrap_or_else(|| "stage".into()),
             stage_options: f.stage_options.unwrap_or_default(),
             state: f.state.unwrap_or_else(|| "state".into()),
+            load_batch_rows: f.load.as_ref().and_then(|l| l.batch_rows).unwrap_or(500_000).max(1),
+            load_fetch_concurrency: f.load.as_ref().and_then(|l| l.fetch_concurrency).unwrap_or(8).max(1),
             model_paths: f.model_paths.unwrap_or_else(|| vec!["models".into()]),
             seed_paths: f.seed_paths.unwrap_or_else(|| vec!["seeds".into()]),
             test_paths: f.test_paths.unwrap_or_else(|| vec!["data_tests".into()]),

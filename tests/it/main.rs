@@ -4,3 +4,5 @@ mod support;
 
 mod backfill;
 mod stage;
+mod load;
+mod warehouse;

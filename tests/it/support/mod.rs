@@ -162,3 +162,86 @@ pub fn summary_number(summary: &str, word: &str) -> u64 {
     let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("no {word:?} in {summary:?}"));
     words[i - 1].parse().unwrap_or_else(|_| panic!("no number before {word:?} in {summary:?}"))
 }
+
+/// A fresh PostgreSQL database on the test server, dropped at the end.
+pub struct PgDb {
+    pub name: String,
+}
+
+fn pg_admin_config() -> tokio_postgres::Config {
+    let conn = required_env("KLINES_TEST_PG");
+    let mut c: tokio_postgres::Config = conn.parse().unwrap_or_else(|e| panic!("KLINES_TEST_PG {conn:?}: {e}"));
+    c.dbname("postgres");
+    c
+}
+
+fn pg_admin(sql: &str) {
+    // On a thread of its own: callers may be inside a runtime already.
+    let sql = sql.to_string();
+    std::thread::spawn(move || pg_admin_blocking(&sql)).join().unwrap();
+}
+
+fn pg_admin_blocking(sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = pg_admin_config().connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| {
+            panic!("cannot reach the test PostgreSQL server (KLINES_TEST_PG): {e}")
+        });
+        let task = tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        drop(client);
+        let _ = task.await;
+    });
+}
+
+impl PgDb {
+    pub fn create() -> PgDb {
+        let name = format!("klines_test_{}", uuid::Uuid::new_v4().simple());
+        pg_admin(&format!("CREATE DATABASE {name}"));
+        PgDb { name }
+    }
+
+    /// The connection fields of the test server.
+    pub fn fields(&self) -> (String, u16, String) {
+        let c = pg_admin_config();
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        (host, c.get_ports().first().copied().unwrap_or(5432), c.get_user().unwrap_or("postgres").to_string())
+    }
+
+    /// A postgres output for profiles.yml, indented for `outputs:`.
+    pub fn output_yaml(&self, name: &str) -> String {
+        let (host, port, user) = self.fields();
+        format!(
+            "    {name}:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      dbname: {}\n      schema: analytics\n      sslmode: disable\n",
+            self.name
+        )
+    }
+
+    pub fn output(&self) -> klines::config::profiles::PostgresOutput {
+        let (host, port, user) = self.fields();
+        let yaml = format!("host: {host}\nport: {port}\nuser: {user}\ndbname: {}\nschema: analytics\nsslmode: disable\n", self.name);
+        yaml_serde::from_str(&yaml).unwrap()
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        pg_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+impl Project {
+    /// Writes profiles.yml with the profile `klines` and these outputs (YAML under
+    /// `outputs:`), the first being the default target.
+    pub fn profiles(&self, target: &str, outputs: &str) {
+        std::fs::write(self.path().join("profiles.yml"), format!("klines:\n  target: {target}\n  outputs:\n{outputs}")).unwrap();
+    }
+}
+
+/// A DuckDB output for profiles.yml, indented for `outputs:`.
+pub fn duckdb_output_yaml(name: &str, path: &str) -> String {
+    format!("    {name}:\n      type: duckdb\n      path: {path}\n")
+}

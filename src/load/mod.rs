@@ -1,0 +1,240 @@
+//! Load: staged files into the warehouse's raw table, exactly once.
+//!
+//! 1. The stage's manifest is listed, oldest staged first, and compared with the load history
+//!    in the warehouse: entries whose (file, hash) is not there are pending.
+//! 2. Pending files are taken in batches. Each file is fetched, checked against its manifest
+//!    entry (size, SHA-256, rows, series) and decoded; a bad file is reported by name and left
+//!    out, the others go on.
+//! 3. Within a batch, rows sharing a natural key keep the newest file's values. The adapter
+//!    then loads the batch in one transaction: inserts, replacements, and the load-history
+//!    rows of its files. A crash before the commit leaves nothing; after it, everything.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::kline::KlineBatch;
+use crate::progress::Task;
+use crate::stage::layout::Series;
+use crate::stage::manifest::{self, ManifestEntry};
+use crate::stage::{Stage, parquet};
+use crate::warehouse::{LoadBatch, LoadFile, SeriesRows, Warehouse, raw};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dry_run: bool,
+    /// Rows per transaction (files are never split).
+    pub batch_rows: usize,
+    /// Files fetched at once.
+    pub fetch_concurrency: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { dry_run: false, batch_rows: 500_000, fetch_concurrency: 8 }
+    }
+}
+
+/// A file that could not be loaded, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub file: String,
+    pub error: String,
+}
+
+/// A pending file, for `--dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub files: u64,
+    pub rows: u64,
+    pub inserted: u64,
+    pub replaced: u64,
+    pub failed: Vec<Failure>,
+    pub seconds: f64,
+    /// Only for `--dry-run`: what would load.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "load: {} files, {} rows ({} inserted, {} replaced, {} unchanged), {} failed in {:.1}s",
+            self.files,
+            self.rows,
+            self.inserted,
+            self.replaced,
+            self.rows.saturating_sub(self.inserted + self.replaced),
+            self.failed.len(),
+            self.seconds
+        )
+    }
+}
+
+struct Candidate {
+    entry: ManifestEntry,
+    staged_at: i64,
+}
+
+/// Finds the staged files the warehouse has not loaded, oldest staged first.
+async fn pending(stage: &Stage, wh: &dyn Warehouse, raw_schema: &str, dry_run: bool) -> anyhow::Result<(Vec<Candidate>, Vec<Failure>)> {
+    let listed = manifest::list(stage).await?;
+    let exists = wh.relation(&crate::warehouse::ident::fold(wh.kind(), raw_schema), &crate::warehouse::ident::fold(wh.kind(), raw::LOAD_HISTORY)).await?.is_some();
+    if !dry_run && !exists {
+        wh.ensure_raw(raw_schema).await.with_context(|| format!("cannot create the raw tables in {}", wh.describe()))?;
+    }
+    let loaded: HashSet<(String, String)> = if exists || !dry_run {
+        wh.loaded_files(raw_schema)
+            .await?
+            .into_iter()
+            .map(|f| (f.path, f.sha256.chars().take(16).collect()))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let todo: Vec<_> =
+        listed.into_iter().filter(|l| !loaded.contains(&(l.data_key.clone(), l.hash_prefix.clone()))).collect();
+    let entries: Vec<_> = futures::stream::iter(todo.iter().map(|l| manifest::read(stage, l))).buffered(16).collect().await;
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    for (l, e) in todo.iter().zip(entries) {
+        match e {
+            Ok(entry) => out.push(Candidate { entry, staged_at: l.object.last_modified.timestamp_millis() }),
+            Err(e) => failed.push(Failure { file: l.data_key.clone(), error: format!("{e:#}") }),
+        }
+    }
+    Ok((out, failed))
+}
+
+/// Fetches a staged file and checks it against its manifest entry.
+async fn fetch(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<KlineBatch> {
+    let bytes = stage.get(&entry.path).await.with_context(|| format!("{}: cannot read from {}", entry.path, stage.url()))?;
+    if bytes.len() as u64 != entry.bytes || manifest::sha256_hex(&bytes) != entry.sha256 {
+        anyhow::bail!("{}: content does not match its manifest entry (size or SHA-256 differs)", entry.path);
+    }
+    let name = entry.path.clone();
+    let decoded = tokio::task::spawn_blocking(move || parquet::decode(&name, bytes)).await??;
+    if decoded.series.as_ref().is_some_and(|s| *s != entry.series()) {
+        anyhow::bail!("{}: holds another series than its manifest entry", entry.path);
+    }
+    if decoded.klines.len() as u64 != entry.rows {
+        anyhow::bail!("{}: {} rows, its manifest entry says {}", entry.path, decoded.klines.len(), entry.rows);
+    }
+    Ok(decoded.klines)
+}
+
+/// Merges the files of a batch per series; for a shared open time the later file wins.
+fn assemble(files: &[LoadFile], decoded: &[KlineBatch]) -> Vec<SeriesRows> {
+    let mut by_series: BTreeMap<Series, Vec<usize>> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        by_series.entry(f.entry.series()).or_default().push(i);
+    }
+    by_series
+        .into_iter()
+        .map(|(series, idx)| {
+            if idx.len() == 1 {
+                let i = idx[0];
+                return SeriesRows { series, klines: decoded[i].clone(), file: vec![i as u32; decoded[i].len()] };
+            }
+            let mut winner: BTreeMap<i64, (usize, usize)> = BTreeMap::new();
+            for &i in &idx {
+                for (r, &t) in decoded[i].open_time.iter().enumerate() {
+                    winner.insert(t, (i, r));
+                }
+            }
+            let mut klines = KlineBatch::with_capacity(winner.len());
+            let mut file = Vec::with_capacity(winner.len());
+            for (i, r) in winner.into_values() {
+                klines.extend_from(&decoded[i], r..r + 1);
+                file.push(i as u32);
+            }
+            SeriesRows { series, klines, file }
+        })
+        .collect()
+}
+
+/// Loads every pending staged file into `raw_schema`.
+pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts: &Options) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let (candidates, mut failed) = pending(stage, wh.as_ref(), raw_schema, opts.dry_run).await?;
+    let mut summary = Summary::default();
+    if opts.dry_run {
+        summary.pending = candidates
+            .iter()
+            .map(|c| Pending { file: c.entry.path.clone(), rows: c.entry.rows, bytes: c.entry.bytes })
+            .collect();
+        summary.files = candidates.len() as u64;
+        summary.rows = candidates.iter().map(|c| c.entry.rows).sum();
+        summary.failed = failed;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    let total_rows: u64 = candidates.iter().map(|c| c.entry.rows).sum();
+    let task = Task::new("load", total_rows, "load");
+    tracing::info!(files = candidates.len(), rows = total_rows, warehouse = %wh.describe(), "loading");
+
+    // Batches of whole files, in staged order.
+    let mut batches: Vec<Vec<Candidate>> = Vec::new();
+    let mut current = Vec::new();
+    let mut rows_in_batch = 0usize;
+    for c in candidates {
+        if !current.is_empty() && rows_in_batch + c.entry.rows as usize > opts.batch_rows {
+            batches.push(std::mem::take(&mut current));
+            rows_in_batch = 0;
+        }
+        rows_in_batch += c.entry.rows as usize;
+        current.push(c);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+
+    for batch in batches {
+        let fetched: Vec<anyhow::Result<KlineBatch>> =
+            futures::stream::iter(batch.iter().map(|c| fetch(stage, &c.entry))).buffered(opts.fetch_concurrency.max(1)).collect().await;
+        let mut files = Vec::new();
+        let mut decoded = Vec::new();
+        for (c, r) in batch.into_iter().zip(fetched) {
+            match r {
+                Ok(k) => {
+                    files.push(LoadFile { entry: c.entry, staged_at: c.staged_at });
+                    decoded.push(k);
+                }
+                Err(e) => {
+                    tracing::error!(file = %c.entry.path, error = %format!("{e:#}"), "cannot load this file; the others go on");
+                    failed.push(Failure { file: c.entry.path.clone(), error: format!("{e:#}") });
+                }
+            }
+        }
+        if files.is_empty() {
+            continue;
+        }
+        let rows = assemble(&files, &decoded);
+        drop(decoded);
+        let batch = LoadBatch { files, rows };
+        let n_rows: u64 = batch.files.iter().map(|f| f.entry.rows).sum();
+        let counts = wh.load(raw_schema, &batch).await.with_context(|| format!("loading into {}", wh.describe()))?;
+        summary.files += batch.files.len() as u64;
+        summary.rows += n_rows;
+        summary.inserted += counts.inserted;
+        summary.replaced += counts.replaced;
+        task.advance(n_rows, batch.files.last().map(|f| f.entry.path.rsplit('/').next().unwrap_or_default()).unwrap_or_default());
+        tracing::debug!(files = batch.files.len(), rows = n_rows, inserted = counts.inserted, replaced = counts.replaced, "batch loaded");
+    }
+    task.finish("done");
+    summary.failed = failed;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}

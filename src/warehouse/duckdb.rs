@@ -1,0 +1,185 @@
+//! Embedded DuckDB: the default warehouse, no server needed.
+//!
+//! The `duckdb` crate is synchronous, so every call runs on the blocking pool behind one
+//! connection. Load batches are appended as Arrow record batches to a temporary table and
+//! merged in the same transaction.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+
+use super::ident::{literal, quote};
+use super::raw::{self, INCOMING};
+use super::{Kind, LoadBatch, LoadCounts, LoadedFile, RelationType, Rows, Warehouse};
+use crate::stage::parquet;
+
+pub struct DuckDb {
+    conn: Arc<Mutex<duckdb::Connection>>,
+    path: String,
+}
+
+impl DuckDb {
+    /// Opens (or creates) the database file at `path`, or an in-memory one for `:memory:`.
+    pub async fn open(path: &str, threads: usize) -> anyhow::Result<DuckDb> {
+        let p = path.to_string();
+        let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<duckdb::Connection> {
+            let conn = if p == ":memory:" {
+                duckdb::Connection::open_in_memory()?
+            } else {
+                if let Some(dir) = std::path::Path::new(&p).parent() {
+                    std::fs::create_dir_all(dir).ok();
+                }
+                duckdb::Connection::open(&p)?
+            };
+            conn.execute_batch(&format!("SET threads = {}", threads.max(1)))?;
+            Ok(conn)
+        })
+        .await?
+        .with_context(|| format!("cannot open DuckDB database {path}"))?;
+        Ok(DuckDb { conn: Arc::new(Mutex::new(conn)), path: path.to_string() })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut duckdb::Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .context("DuckDB worker panicked")?
+    }
+}
+
+fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = Rows::default();
+    let arrow = stmt.query_arrow([])?;
+    let schema = arrow.get_schema();
+    for batch in arrow {
+        rows.extend_from_arrow(&batch)?;
+    }
+    if rows.columns.is_empty() {
+        rows.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+    }
+    Ok(rows)
+}
+
+/// The incoming table's record batch: the staged columns, then `_file` and `_staged_at`.
+fn incoming_batch(batch: &LoadBatch, i: usize) -> anyhow::Result<RecordBatch> {
+    let rows = &batch.rows[i];
+    let staged = parquet::to_record_batch(&rows.series, &rows.klines)?;
+    let files: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rows.file.iter().map(|&f| batch.files[f as usize].entry.path.as_str()),
+    ));
+    let staged_at: ArrayRef = Arc::new(
+        TimestampMillisecondArray::from_iter_values(rows.file.iter().map(|&f| batch.files[f as usize].staged_at))
+            .with_timezone("UTC"),
+    );
+    let mut fields: Vec<Field> = staged.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("_file", DataType::Utf8, false));
+    fields.push(Field::new("_staged_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+    let mut columns = staged.columns().to_vec();
+    columns.push(files);
+    columns.push(staged_at);
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+#[async_trait]
+impl Warehouse for DuckDb {
+    fn kind(&self) -> Kind {
+        Kind::DuckDb
+    }
+
+    fn describe(&self) -> String {
+        format!("duckdb {}", self.path)
+    }
+
+    async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
+        let sql = sql.to_string();
+        self.with(move |c| Ok(c.execute(&sql, [])? as u64)).await
+    }
+
+    async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
+        let sql = sql.to_string();
+        self.with(move |c| query_rows(c, &sql)).await
+    }
+
+    async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>> {
+        let statements = statements.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut counts = Vec::with_capacity(statements.len());
+            for s in &statements {
+                counts.push(tx.execute(s, []).with_context(|| format!("in: {}", first_line(s)))? as u64);
+            }
+            tx.commit()?;
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {
+        let sql = format!(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
+            literal(schema),
+            literal(name)
+        );
+        let rows = self.query(&sql).await?;
+        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
+    }
+
+    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
+        self.transaction(&raw::ddl(Kind::DuckDb, raw_schema)).await.map(|_| ())
+    }
+
+    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
+        let rows = self.query(&raw::loaded_files_query(Kind::DuckDb, raw_schema)).await?;
+        Ok(rows
+            .rows
+            .iter()
+            .map(|r| LoadedFile {
+                path: r[0].as_str().unwrap_or_default().to_string(),
+                sha256: r[1].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
+        let record_batches = (0..batch.rows.len()).map(|i| incoming_batch(batch, i)).collect::<anyhow::Result<Vec<_>>>()?;
+        let loaded_at = crate::time::now_ms();
+        let merge = raw::merge(Kind::DuckDb, raw_schema, batch, loaded_at);
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute_batch(&format!(
+                "{}; DELETE FROM {}",
+                raw::create_incoming(Kind::DuckDb),
+                quote(Kind::DuckDb, INCOMING)
+            ))?;
+            {
+                let mut appender = tx.appender_to_catalog_and_db(INCOMING, "temp", "main")?;
+                for rb in record_batches {
+                    appender.append_record_batch(rb)?;
+                }
+                appender.flush()?;
+            }
+            let mut counts = Vec::with_capacity(merge.len());
+            for s in &merge {
+                counts.push(tx.execute(s, []).with_context(|| format!("in: {}", first_line(s)))? as u64);
+            }
+            tx.commit()?;
+            Ok(LoadCounts { replaced: counts[0], inserted: counts[1] })
+        })
+        .await
+    }
+}
+
+fn first_line(sql: &str) -> String {
+    let s: String = sql.chars().take(120).collect();
+    s.lines().next().unwrap_or_default().to_string()
+}

@@ -1,0 +1,144 @@
+//! Warehouses: one trait that the loader and the model runner share, one file per adapter.
+//!
+//! Every adapter passes the same conformance suite (`tests/it/warehouse.rs`).
+
+pub mod duckdb;
+pub mod ident;
+pub mod pg_types;
+pub mod postgres;
+pub mod raw;
+pub mod value;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::profiles::{Output, Target};
+use crate::kline::KlineBatch;
+use crate::stage::layout::Series;
+use crate::stage::manifest::ManifestEntry;
+pub use value::{Rows, Value};
+
+/// Which warehouse: it decides SQL dialect details and identifier case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    DuckDb,
+    Postgres,
+    Snowflake,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::DuckDb => "duckdb",
+            Kind::Postgres => "postgres",
+            Kind::Snowflake => "snowflake",
+        }
+    }
+}
+
+/// What a relation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationType {
+    Table,
+    View,
+}
+
+/// A staged file in a load batch.
+#[derive(Debug, Clone)]
+pub struct LoadFile {
+    pub entry: ManifestEntry,
+    /// When it was staged (the manifest entry's last-modified time), epoch ms.
+    pub staged_at: i64,
+}
+
+/// The klines of one series in a load batch, each with the index of the file it comes from.
+/// Open times are unique: overlapping files were resolved (newest wins) before.
+#[derive(Debug, Clone)]
+pub struct SeriesRows {
+    pub series: Series,
+    pub klines: KlineBatch,
+    pub file: Vec<u32>,
+}
+
+/// One transaction's worth of loading.
+#[derive(Debug, Clone, Default)]
+pub struct LoadBatch {
+    pub files: Vec<LoadFile>,
+    pub rows: Vec<SeriesRows>,
+}
+
+impl LoadBatch {
+    pub fn row_count(&self) -> usize {
+        self.rows.iter().map(|r| r.klines.len()).sum()
+    }
+}
+
+/// What a load batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadCounts {
+    pub inserted: u64,
+    /// Rows that existed with other values and were replaced by a newer file's.
+    pub replaced: u64,
+}
+
+/// A files already in the load history: its key and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LoadedFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    fn kind(&self) -> Kind;
+
+    /// Where it is, for messages (never with credentials).
+    fn describe(&self) -> String;
+
+    /// Runs one statement; returns the rows it affected (0 for DDL).
+    async fn execute(&self, sql: &str) -> anyhow::Result<u64>;
+
+    /// Runs one query and fetches every row.
+    async fn query(&self, sql: &str) -> anyhow::Result<Rows>;
+
+    /// Runs statements in one transaction: all of them or none. Returns rows affected each.
+    async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>>;
+
+    /// Whether `schema.name` exists, and as what (`name` is cased for the warehouse).
+    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>>;
+
+    /// Creates the raw schema, the raw klines table and the load history if missing.
+    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()>;
+
+    /// The files in the load history.
+    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>>;
+
+    /// Loads a batch in one transaction: new klines are inserted, existing ones with other
+    /// values replaced when the batch's file is at least as new as theirs, and every file is
+    /// recorded in the load history. All of it, or nothing.
+    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts>;
+}
+
+/// `"schema"."name"` for this warehouse.
+pub fn relation_name(w: &dyn Warehouse, schema: &str, name: &str) -> String {
+    ident::relation(w.kind(), schema, name)
+}
+
+/// Connects to the target's warehouse. Relative DuckDB paths are from `project_dir`.
+pub async fn connect(target: &Target, project_dir: &Path) -> anyhow::Result<Arc<dyn Warehouse>> {
+    Ok(match &target.output {
+        Output::DuckDb(o) => {
+            let path = if o.path == ":memory:" || Path::new(&o.path).is_absolute() {
+                o.path.clone()
+            } else {
+                project_dir.join(&o.path).display().to_string()
+            };
+            Arc::new(duckdb::DuckDb::open(&path, o.threads).await?)
+        }
+        Output::Postgres(o) => Arc::new(postgres::Postgres::connect(o).await?),
+        Output::Snowflake(_) => anyhow::bail!("the Snowflake adapter is not available yet"),
+    })
+}

@@ -1,0 +1,406 @@
+//! PostgreSQL through tokio-postgres.
+//!
+//! Loads stream the batch with binary `COPY ... FROM STDIN` into a temporary table, then merge
+//! it into the raw table and record the load history in the same transaction. Connections are
+//! pooled, one per concurrent model (`threads`).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use futures::pin_mut;
+use tokio::sync::Semaphore;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use super::ident::{literal, quote};
+use super::pg_types::{DateDays, Numeric8, NumericValue, TimestampMs, TimestampUs};
+use super::raw::{self, ColType, INCOMING};
+use super::{Kind, LoadBatch, LoadCounts, LoadedFile, RelationType, Rows, Value, Warehouse};
+use crate::config::profiles::PostgresOutput;
+
+pub struct Postgres {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    idle: Mutex<Vec<Client>>,
+    slots: Semaphore,
+    describe: String,
+}
+
+/// A tokio-postgres error with the server's message, code and detail.
+pub fn pg_error(e: tokio_postgres::Error) -> anyhow::Error {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut msg = format!("postgres {} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                msg.push_str(&format!(" ({d})"));
+            }
+            anyhow::anyhow!(msg)
+        }
+        None => anyhow::anyhow!("postgres: {e}"),
+    }
+}
+
+trait PgContext<T> {
+    fn pg(self) -> anyhow::Result<T>;
+}
+
+impl<T> PgContext<T> for Result<T, tokio_postgres::Error> {
+    fn pg(self) -> anyhow::Result<T> {
+        self.map_err(pg_error)
+    }
+}
+
+impl Postgres {
+    pub async fn connect(o: &PostgresOutput) -> anyhow::Result<Postgres> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&o.host)
+            .port(o.port)
+            .user(&o.user)
+            .dbname(&o.dbname)
+            .application_name("klines")
+            .connect_timeout(Duration::from_secs(o.connect_timeout.max(1)));
+        if let Some(p) = &o.password {
+            config.password(p.expose());
+        }
+        use tokio_postgres::config::SslMode;
+        let tls = match o.sslmode.as_str() {
+            "disable" => {
+                config.ssl_mode(SslMode::Disable);
+                None
+            }
+            "allow" | "prefer" => {
+                config.ssl_mode(SslMode::Prefer);
+                Some(tls::connector(false, None)?)
+            }
+            "require" => {
+                config.ssl_mode(SslMode::Require);
+                Some(tls::connector(false, None)?)
+            }
+            "verify-ca" | "verify-full" => {
+                config.ssl_mode(SslMode::Require);
+                Some(tls::connector(true, o.sslrootcert.as_deref())?)
+            }
+            other => bail!("unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"),
+        };
+        let describe = format!("postgres {}@{}:{}/{}", o.user, o.host, o.port, o.dbname);
+        let pg = Postgres { config, tls, idle: Mutex::new(Vec::new()), slots: Semaphore::new(o.threads.max(1) + 1), describe };
+        // Connect once now, so a wrong host or password is reported at once.
+        let client = pg.new_client().await?;
+        pg.put_back(client);
+        Ok(pg)
+    }
+
+    async fn new_client(&self) -> anyhow::Result<Client> {
+        let client = match &self.tls {
+            None => {
+                let (client, conn) = self.config.connect(NoTls).await.map_err(pg_error).with_context(|| format!("cannot connect to {}", self.describe))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "postgres connection closed");
+                    }
+                });
+                client
+            }
+            Some(tls) => {
+                let (client, conn) = self.config.connect(tls.clone()).await.map_err(pg_error).with_context(|| format!("cannot connect to {}", self.describe))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "postgres connection closed");
+                    }
+                });
+                client
+            }
+        };
+        client.batch_execute("SET TIME ZONE 'UTC'").await.pg()?;
+        Ok(client)
+    }
+
+    async fn client(&self) -> anyhow::Result<(Client, tokio::sync::SemaphorePermit<'_>)> {
+        let permit = self.slots.acquire().await.context("connection pool closed")?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let client = match idle {
+            Some(c) if !c.is_closed() => c,
+            _ => self.new_client().await?,
+        };
+        Ok((client, permit))
+    }
+
+    fn put_back(&self, client: Client) {
+        if !client.is_closed() {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+        }
+    }
+}
+
+fn value(row: &tokio_postgres::Row, i: usize) -> anyhow::Result<Value> {
+    let ty = row.columns()[i].type_();
+    let get = |r: Result<Option<Value>, tokio_postgres::Error>| r.pg().map(|v| v.unwrap_or(Value::Null));
+    match *ty {
+        Type::BOOL => get(row.try_get::<_, Option<bool>>(i).map(|v| v.map(Value::Bool))),
+        Type::INT2 => get(row.try_get::<_, Option<i16>>(i).map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::INT4 => get(row.try_get::<_, Option<i32>>(i).map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::INT8 => get(row.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int))),
+        Type::OID => get(row.try_get::<_, Option<u32>>(i).map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::FLOAT4 => get(row.try_get::<_, Option<f32>>(i).map(|v| v.map(|x| Value::Float(x as f64)))),
+        Type::FLOAT8 => get(row.try_get::<_, Option<f64>>(i).map(|v| v.map(Value::Float))),
+        Type::NUMERIC => get(
+            row.try_get::<_, Option<NumericValue>>(i).map(|v| v.map(|n| Value::Decimal { value: n.value, scale: n.scale })),
+        ),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => {
+            get(row.try_get::<_, Option<TimestampUs>>(i).map(|v| v.map(|t| Value::Timestamp(t.0))))
+        }
+        Type::DATE => get(row.try_get::<_, Option<DateDays>>(i).map(|v| v.map(|d| Value::Date(d.0)))),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
+            get(row.try_get::<_, Option<String>>(i).map(|v| v.map(Value::Text)))
+        }
+        ref other => bail!("column {} has type {other}, which klines does not read; cast it", row.columns()[i].name()),
+    }
+}
+
+#[async_trait]
+impl Warehouse for Postgres {
+    fn kind(&self) -> Kind {
+        Kind::Postgres
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
+        let (client, _permit) = self.client().await?;
+        let result = client.execute(sql, &[]).await.pg();
+        self.put_back(client);
+        result
+    }
+
+    async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
+        let (client, _permit) = self.client().await?;
+        let result = client.query(sql, &[]).await.pg();
+        self.put_back(client);
+        let pg_rows = result?;
+        let mut rows = Rows::default();
+        if let Some(first) = pg_rows.first() {
+            rows.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
+        } else {
+            // Describe the statement to still return the column names.
+            let (client, _permit) = self.client().await?;
+            let stmt = client.prepare(sql).await.pg();
+            self.put_back(client);
+            rows.columns = stmt?.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        for r in &pg_rows {
+            rows.rows.push((0..r.len()).map(|i| value(r, i)).collect::<anyhow::Result<Vec<_>>>()?);
+        }
+        Ok(rows)
+    }
+
+    async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>> {
+        let (mut client, _permit) = self.client().await?;
+        let result = async {
+            let tx = client.transaction().await.pg()?;
+            let mut counts = Vec::with_capacity(statements.len());
+            for s in statements {
+                counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
+            }
+            tx.commit().await.pg()?;
+            Ok(counts)
+        }
+        .await;
+        self.put_back(client);
+        result
+    }
+
+    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {
+        let sql = format!(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
+            literal(schema),
+            literal(name)
+        );
+        let rows = self.query(&sql).await?;
+        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
+    }
+
+    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
+        // Serialized: concurrent CREATE ... IF NOT EXISTS can still collide in Postgres.
+        let mut statements = vec![format!("SELECT pg_advisory_xact_lock(hashtext({}))", literal(&format!("klines.ddl.{raw_schema}")))];
+        statements.extend(raw::ddl(Kind::Postgres, raw_schema));
+        let (mut client, _permit) = self.client().await?;
+        let result = async {
+            let tx = client.transaction().await.pg()?;
+            for s in &statements {
+                tx.batch_execute(s).await.pg()?;
+            }
+            tx.commit().await.pg()
+        }
+        .await;
+        self.put_back(client);
+        result
+    }
+
+    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
+        let rows = self.query(&raw::loaded_files_query(Kind::Postgres, raw_schema)).await?;
+        Ok(rows
+            .rows
+            .iter()
+            .map(|r| LoadedFile {
+                path: r[0].as_str().unwrap_or_default().to_string(),
+                sha256: r[1].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
+        let loaded_at = crate::time::now_ms();
+        let merge = raw::merge(Kind::Postgres, raw_schema, batch, loaded_at);
+        let (mut client, _permit) = self.client().await?;
+        let result = async {
+            let tx = client.transaction().await.pg()?;
+            // One load at a time per raw schema.
+            tx.execute(
+                &format!("SELECT pg_advisory_xact_lock(hashtext({}))", literal(&format!("klines.load.{raw_schema}"))),
+                &[],
+            )
+            .await
+            .pg()?;
+            tx.batch_execute(&format!("{}; TRUNCATE {}", raw::create_incoming(Kind::Postgres), quote(Kind::Postgres, INCOMING)))
+                .await
+                .pg()?;
+            copy_in(&tx, batch).await?;
+            tx.batch_execute(&format!("ANALYZE {}", quote(Kind::Postgres, INCOMING))).await.pg()?;
+            let mut counts = Vec::with_capacity(merge.len());
+            for s in &merge {
+                counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
+            }
+            tx.commit().await.pg()?;
+            Ok(LoadCounts { replaced: counts[0], inserted: counts[1] })
+        }
+        .await;
+        self.put_back(client);
+        result
+    }
+}
+
+/// Streams the batch into the incoming table with binary COPY.
+async fn copy_in(tx: &tokio_postgres::Transaction<'_>, batch: &LoadBatch) -> anyhow::Result<()> {
+    let columns = raw::incoming_columns();
+    let types: Vec<Type> = columns
+        .iter()
+        .map(|(_, t)| match t {
+            ColType::Text => Type::TEXT,
+            ColType::Timestamp => Type::TIMESTAMPTZ,
+            ColType::Decimal => Type::NUMERIC,
+            ColType::BigInt => Type::INT8,
+        })
+        .collect();
+    let names = columns.iter().map(|(n, _)| quote(Kind::Postgres, n)).collect::<Vec<_>>().join(", ");
+    let sink = tx
+        .copy_in(&format!("COPY {} ({names}) FROM STDIN (FORMAT binary)", quote(Kind::Postgres, INCOMING)))
+        .await
+        .pg()?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for rows in &batch.rows {
+        let (market, symbol, interval) = (rows.series.market.as_str(), rows.series.symbol.as_str(), rows.series.interval.as_str());
+        let k = &rows.klines;
+        for i in 0..k.len() {
+            let file = &batch.files[rows.file[i] as usize];
+            let values: [&(dyn ToSql + Sync); 16] = [
+                &market,
+                &symbol,
+                &interval,
+                &TimestampMs(k.open_time[i]),
+                &Numeric8(k.open[i]),
+                &Numeric8(k.high[i]),
+                &Numeric8(k.low[i]),
+                &Numeric8(k.close[i]),
+                &Numeric8(k.volume[i]),
+                &TimestampMs(k.close_time[i]),
+                &Numeric8(k.quote_volume[i]),
+                &k.trades[i],
+                &Numeric8(k.taker_buy_base_volume[i]),
+                &Numeric8(k.taker_buy_quote_volume[i]),
+                &file.entry.path.as_str(),
+                &TimestampMs(file.staged_at),
+            ];
+            writer.as_mut().write(&values).await.pg()?;
+        }
+    }
+    writer.finish().await.pg()?;
+    Ok(())
+}
+
+mod tls {
+    //! rustls for Postgres: `require` encrypts without checking the certificate (as libpq
+    //! does); `verify-ca`/`verify-full` check it against `sslrootcert` or the Mozilla roots.
+
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for EncryptOnly {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub fn connector(verify: bool, root_cert: Option<&str>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+        let config = if verify {
+            let mut roots = rustls::RootCertStore::empty();
+            match root_cert {
+                Some(path) => {
+                    for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("cannot read sslrootcert {path}"))? {
+                        roots.add(cert.with_context(|| format!("bad certificate in {path}"))?)?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth()
+        };
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+}

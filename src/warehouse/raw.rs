@@ -1,0 +1,227 @@
+//! The raw layer every adapter keeps: `<raw>.klines` (the staged columns plus `_file`,
+//! `_staged_at`, `_loaded_at`; unique on market, symbol, interval, open_time) and
+//! `<raw>.klines_load_history` (one row per loaded file), and the SQL that merges a load
+//! batch into them.
+
+use super::ident::{literal, quote, relation};
+use super::{Kind, LoadBatch};
+use crate::time::format_ms;
+
+pub const KLINES: &str = "klines";
+pub const LOAD_HISTORY: &str = "klines_load_history";
+/// The session table a batch is bulk-loaded into before it is merged.
+pub const INCOMING: &str = "klines_incoming";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Text,
+    Timestamp,
+    Decimal,
+    BigInt,
+}
+
+/// The staged columns, in file order.
+pub const STAGED: [(&str, ColType); 14] = [
+    ("market", ColType::Text),
+    ("symbol", ColType::Text),
+    ("interval", ColType::Text),
+    ("open_time", ColType::Timestamp),
+    ("open", ColType::Decimal),
+    ("high", ColType::Decimal),
+    ("low", ColType::Decimal),
+    ("close", ColType::Decimal),
+    ("volume", ColType::Decimal),
+    ("close_time", ColType::Timestamp),
+    ("quote_volume", ColType::Decimal),
+    ("trades", ColType::BigInt),
+    ("taker_buy_base_volume", ColType::Decimal),
+    ("taker_buy_quote_volume", ColType::Decimal),
+];
+
+/// The natural key.
+pub const KEY: [&str; 4] = ["market", "symbol", "interval", "open_time"];
+
+/// Columns of the incoming table: the staged ones, then the file and when it was staged.
+pub fn incoming_columns() -> Vec<(&'static str, ColType)> {
+    let mut c = STAGED.to_vec();
+    c.push(("_file", ColType::Text));
+    c.push(("_staged_at", ColType::Timestamp));
+    c
+}
+
+pub fn sql_type(kind: Kind, ty: ColType) -> &'static str {
+    match (kind, ty) {
+        (Kind::Postgres, ColType::Text) => "TEXT",
+        (_, ColType::Text) => "VARCHAR",
+        (Kind::Snowflake, ColType::Timestamp) => "TIMESTAMP_TZ",
+        (_, ColType::Timestamp) => "TIMESTAMPTZ",
+        (Kind::Postgres, ColType::Decimal) => "NUMERIC(38,8)",
+        (Kind::Snowflake, ColType::Decimal) => "NUMBER(38,8)",
+        (_, ColType::Decimal) => "DECIMAL(38,8)",
+        (_, ColType::BigInt) => "BIGINT",
+    }
+}
+
+fn column_defs(kind: Kind, cols: &[(&str, ColType)]) -> String {
+    cols.iter().map(|(n, t)| format!("{} {} NOT NULL", quote(kind, n), sql_type(kind, *t))).collect::<Vec<_>>().join(", ")
+}
+
+fn list(kind: Kind, cols: &[&str], prefix: &str) -> String {
+    cols.iter().map(|c| format!("{prefix}{}", quote(kind, c))).collect::<Vec<_>>().join(", ")
+}
+
+/// A timestamp literal every adapter reads as UTC.
+pub fn timestamp_literal(kind: Kind, ms: i64) -> String {
+    let ty = sql_type(kind, ColType::Timestamp);
+    let text = format_ms(ms).replace('T', " ").replace('Z', "+00:00");
+    format!("CAST({} AS {ty})", literal(&text))
+}
+
+/// DDL for the raw schema and its two tables (idempotent).
+pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
+    let mut klines = STAGED.to_vec();
+    klines.extend([("_file", ColType::Text), ("_staged_at", ColType::Timestamp), ("_loaded_at", ColType::Timestamp)]);
+    let seq = relation(kind, raw_schema, "klines_load_id");
+    let load_id = match kind {
+        Kind::Snowflake => format!("{} BIGINT NOT NULL DEFAULT {seq}.NEXTVAL", quote(kind, "load_id")),
+        _ => format!("{} BIGINT NOT NULL DEFAULT nextval({})", quote(kind, "load_id"), literal(&seq)),
+    };
+    let history = [
+        ("file", ColType::Text),
+        ("sha256", ColType::Text),
+        ("market", ColType::Text),
+        ("symbol", ColType::Text),
+        ("interval", ColType::Text),
+        ("range_start", ColType::Timestamp),
+        ("range_end", ColType::Timestamp),
+        ("rows", ColType::BigInt),
+        ("staged_at", ColType::Timestamp),
+        ("loaded_at", ColType::Timestamp),
+    ];
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, raw_schema)),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+            relation(kind, raw_schema, KLINES),
+            column_defs(kind, &klines),
+            list(kind, &KEY, "")
+        ),
+        format!("CREATE SEQUENCE IF NOT EXISTS {seq}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({load_id}, {}, PRIMARY KEY ({}))",
+            relation(kind, raw_schema, LOAD_HISTORY),
+            column_defs(kind, &history),
+            list(kind, &["file", "sha256"], "")
+        ),
+    ]
+}
+
+/// `CREATE TEMP TABLE` for the incoming rows (DuckDB and Postgres).
+pub fn create_incoming(kind: Kind) -> String {
+    format!("CREATE TEMP TABLE IF NOT EXISTS {} ({})", quote(kind, INCOMING), column_defs(kind, &incoming_columns()))
+}
+
+/// The statements that merge the incoming table into the raw table and record the batch's
+/// files, for warehouses with `UPDATE ... FROM` (DuckDB, Postgres). The first returns the
+/// replaced rows, the second the inserted ones.
+pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
+    let target = relation(kind, raw_schema, KLINES);
+    let table = quote(kind, KLINES);
+    let incoming = quote(kind, INCOMING);
+    let now = timestamp_literal(kind, loaded_at_ms);
+    let values: Vec<&str> = STAGED.iter().map(|(n, _)| *n).filter(|n| !KEY.contains(n)).collect();
+    let set = values
+        .iter()
+        .chain(["_file", "_staged_at"].iter())
+        .map(|c| format!("{} = s.{}", quote(kind, c), quote(kind, c)))
+        .chain([format!("{} = {now}", quote(kind, "_loaded_at"))])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_match = |t: &str| KEY.iter().map(|c| format!("{t}.{q} = s.{q}", q = quote(kind, c))).collect::<Vec<_>>().join(" AND ");
+    let differs = values.iter().map(|c| format!("{table}.{q} <> s.{q}", q = quote(kind, c))).collect::<Vec<_>>().join(" OR ");
+    let staged_cols: Vec<&str> = STAGED.iter().map(|(n, _)| *n).collect();
+    let mut statements = vec![
+        format!(
+            "UPDATE {target} SET {set} FROM {incoming} AS s WHERE {} AND {table}.{sa} <= s.{sa} AND ({differs})",
+            key_match(&table),
+            sa = quote(kind, "_staged_at")
+        ),
+        format!(
+            "INSERT INTO {target} ({}, {}, {}, {}) SELECT {}, s.{}, s.{}, {now} FROM {incoming} AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM {target} AS r WHERE {})",
+            list(kind, &staged_cols, ""),
+            quote(kind, "_file"),
+            quote(kind, "_staged_at"),
+            quote(kind, "_loaded_at"),
+            list(kind, &staged_cols, "s."),
+            quote(kind, "_file"),
+            quote(kind, "_staged_at"),
+            key_match("r")
+        ),
+    ];
+    statements.extend(history_insert(kind, raw_schema, batch, loaded_at_ms));
+    statements
+}
+
+/// `INSERT` of the batch's files into the load history.
+pub fn history_insert(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Option<String> {
+    if batch.files.is_empty() {
+        return None;
+    }
+    let ts = |ms: i64| timestamp_literal(kind, ms);
+    let rows = batch
+        .files
+        .iter()
+        .map(|f| {
+            let e = &f.entry;
+            format!(
+                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                literal(&e.path),
+                literal(&e.sha256),
+                literal(e.market.as_str()),
+                literal(e.symbol.as_str()),
+                literal(e.interval.as_str()),
+                ts(e.start),
+                ts(e.end),
+                e.rows,
+                ts(f.staged_at),
+                ts(loaded_at_ms)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cols = ["file", "sha256", "market", "symbol", "interval", "range_start", "range_end", "rows", "staged_at", "loaded_at"];
+    // Idempotent: a concurrent load of the same file already recorded it.
+    Some(format!(
+        "INSERT INTO {} ({}) VALUES {rows} ON CONFLICT DO NOTHING",
+        relation(kind, raw_schema, LOAD_HISTORY),
+        list(kind, &cols, "")
+    ))
+}
+
+/// The query listing the load history's files.
+pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
+    format!(
+        "SELECT {}, {} FROM {}",
+        quote(kind, "file"),
+        quote(kind, "sha256"),
+        relation(kind, raw_schema, LOAD_HISTORY)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_quotes_and_cases_for_each_warehouse() {
+        let pg = ddl(Kind::Postgres, "Raw");
+        assert_eq!(pg[0], "CREATE SCHEMA IF NOT EXISTS \"raw\"");
+        assert!(pg[1].contains("\"raw\".\"klines\" (\"market\" TEXT NOT NULL"), "{}", pg[1]);
+        assert!(pg[1].contains("\"open\" NUMERIC(38,8) NOT NULL"), "{}", pg[1]);
+        assert!(pg[1].ends_with("PRIMARY KEY (\"market\", \"symbol\", \"interval\", \"open_time\"))"), "{}", pg[1]);
+        let sf = ddl(Kind::Snowflake, "raw");
+        assert!(sf[1].contains("\"RAW\".\"KLINES\" (\"MARKET\" VARCHAR NOT NULL"), "{}", sf[1]);
+        assert_eq!(timestamp_literal(Kind::Postgres, 1_704_067_200_000), "CAST('2024-01-01 00:00:00+00:00' AS TIMESTAMPTZ)");
+    }
+}

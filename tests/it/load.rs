@@ -1,0 +1,276 @@
+//! `klines load` end to end: backfill from the test exchange, then load into a DuckDB file and
+//! into a fresh database on the real PostgreSQL server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use klines::kline::Kline;
+use klines::warehouse::Warehouse;
+
+use crate::support::*;
+
+const NOW: &str = "2024-01-05T13:37:30Z";
+
+/// Where a test loads: the default DuckDB file, or a fresh Postgres database.
+enum Wh {
+    DuckDb,
+    Postgres(PgDb),
+}
+
+impl Wh {
+    fn setup(&self, p: &Project) {
+        match self {
+            // No profiles.yml at all: the embedded default, ./klines.duckdb.
+            Wh::DuckDb => {}
+            Wh::Postgres(db) => p.profiles("pg", &db.output_yaml("pg")),
+        }
+    }
+
+    fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            match self {
+                Wh::DuckDb => Arc::new(
+                    klines::warehouse::duckdb::DuckDb::open(p.path().join("klines.duckdb").to_str().unwrap(), 1).await.unwrap(),
+                ) as Arc<dyn Warehouse>,
+                Wh::Postgres(db) => {
+                    Arc::new(klines::warehouse::postgres::Postgres::connect(&db.output()).await.unwrap()) as Arc<dyn Warehouse>
+                }
+            }
+        })
+    }
+}
+
+/// The raw table's klines by (symbol, open time), and the number of rows.
+fn raw_klines(wh: &Wh, p: &Project) -> (BTreeMap<(String, i64), Kline>, usize) {
+    let w = wh.connect(p);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rows = rt
+        .block_on(w.query(
+            "SELECT symbol, open_time, open, high, low, close, volume, close_time, quote_volume, trades, \
+             taker_buy_base_volume, taker_buy_quote_volume FROM raw.klines ORDER BY symbol, open_time",
+        ))
+        .unwrap();
+    drop(w);
+    let n = rows.rows.len();
+    let d = |v: &klines::warehouse::Value| v.to_scaled(8).unwrap();
+    let map = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let k = Kline {
+                open_time: r[1].as_millis().unwrap(),
+                open: d(&r[2]),
+                high: d(&r[3]),
+                low: d(&r[4]),
+                close: d(&r[5]),
+                volume: d(&r[6]),
+                close_time: r[7].as_millis().unwrap(),
+                quote_volume: d(&r[8]),
+                trades: r[9].as_i64().unwrap(),
+                taker_buy_base_volume: d(&r[10]),
+                taker_buy_quote_volume: d(&r[11]),
+            };
+            ((r[0].as_str().unwrap().to_string(), k.open_time), k)
+        })
+        .collect();
+    (map, n)
+}
+
+fn assert_raw_equals(wh: &Wh, p: &Project, ex: &TestExchange, symbols: &[&str], from: i64, to: i64) {
+    let (got, n) = raw_klines(wh, p);
+    let mut want = BTreeMap::new();
+    for s in symbols {
+        for k in expected(ex, s, "1m", from, to) {
+            want.insert((s.to_string(), k.open_time), k);
+        }
+    }
+    assert_eq!(n, want.len(), "raw rows");
+    for (key, k) in &want {
+        assert_eq!(got.get(key), Some(k), "{key:?}");
+    }
+}
+
+fn scalar(wh: &Wh, p: &Project, sql: &str) -> i64 {
+    let w = wh.connect(p);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(w.query(sql)).unwrap().scalar().and_then(|v| v.as_i64()).unwrap()
+}
+
+fn exactly_once(wh: Wh) {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let p = Project::new(&ex.url, "");
+    wh.setup(&p);
+    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-03"]);
+    let out = p.ok(&["load"]);
+    let expected_rows: usize = ["BTCUSDT", "ETHUSDT"].iter().map(|s| expected(&ex, s, "1m", ms("2024-01-03"), ms(NOW)).len()).sum();
+    assert!(out.starts_with(&format!("load: 6 files, {expected_rows} rows ({expected_rows} inserted, 0 replaced, 0 unchanged), 0 failed")), "{out}");
+    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2024-01-03"), ms(NOW));
+    let loaded_at = scalar(&wh, &p, "SELECT count(DISTINCT _loaded_at) FROM raw.klines");
+
+    // A second load changes nothing.
+    let out = p.ok(&["load"]);
+    assert!(out.starts_with("load: 0 files, 0 rows"), "{out}");
+    assert_eq!(scalar(&wh, &p, "SELECT count(DISTINCT _loaded_at) FROM raw.klines"), loaded_at);
+    assert_eq!(scalar(&wh, &p, "SELECT count(*) FROM raw.klines_load_history"), 6);
+
+    // The day completes: its whole-day file overlaps the partial one already loaded.
+    ex.set_clock(Clock::Fixed(ms("2024-01-06T00:10:30Z")));
+    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-03"]);
+    let out = p.ok(&["load"]);
+    assert!(out.starts_with("load: 4 files,"), "{out}");
+    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2024-01-03"), ms("2024-01-06T00:10:00Z"));
+
+    // The exchange corrects a candle; re-staging the day replaces the row, newest file wins.
+    let t = ms("2024-01-04T10:00:00Z");
+    let mut k = ex.market().minute("BTCUSDT", t).unwrap();
+    k.close += 1;
+    k.high = k.high.max(k.close);
+    ex.correct("BTCUSDT", k.clone());
+    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-04", "--to", "2024-01-05", "--full-refresh"]);
+    let out = p.ok(&["load"]);
+    let n = expected(&ex, "BTCUSDT", "1m", ms("2024-01-04"), ms("2024-01-05")).len();
+    assert!(out.starts_with(&format!("load: 1 files, {n} rows (0 inserted, 1 replaced, {} unchanged)", n - 1)), "{out}");
+    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2024-01-03"), ms("2024-01-06T00:10:00Z"));
+    let (got, _) = raw_klines(&wh, &p);
+    assert_eq!(got[&("BTCUSDT".to_string(), t)], k);
+}
+
+#[test]
+fn duckdb_loads_exactly_once_with_overlaps_and_corrections() {
+    exactly_once(Wh::DuckDb);
+}
+
+#[test]
+fn postgres_loads_exactly_once_with_overlaps_and_corrections() {
+    exactly_once(Wh::Postgres(PgDb::create()));
+}
+
+fn kill_9_during_load(wh: Wh) {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let p = Project::new(&ex.url, "load:\n  batch_rows: 1500\n");
+    wh.setup(&p);
+    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2023-11-01", "--to", "2024-01-05"]);
+    let files = parquet_files(&p.stage_dir()).len();
+    let mut kills = 0;
+    for delay in [300u64, 600, 900, 1200, 1600, 2000, 2500, 3000, 4000] {
+        let mut child = p.cmd().args(["load"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "only {kills} kills landed");
+    p.ok(&["load"]);
+    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2023-11-01"), ms("2024-01-05"));
+    assert_eq!(scalar(&wh, &p, "SELECT count(*) FROM raw.klines_load_history") as usize, files);
+}
+
+#[test]
+fn duckdb_survives_kill_9_during_a_load() {
+    kill_9_during_load(Wh::DuckDb);
+}
+
+#[test]
+fn postgres_survives_kill_9_during_a_load() {
+    kill_9_during_load(Wh::Postgres(PgDb::create()));
+}
+
+fn corrupt_file(wh: Wh) {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let p = Project::new(&ex.url, "");
+    wh.setup(&p);
+    p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-04"]);
+    let bad = "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet";
+    let path = p.stage_dir().join(bad);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 64].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let dry = p.ok(&["load", "--dry-run"]);
+    assert!(dry.contains(bad) && dry.contains("would load: 3 files"), "{dry}");
+    let out = p.run(&["load"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("load: 2 files"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("failed: {bad}: ")) && err.contains("does not match its manifest entry"), "{err}");
+    // The other days loaded; the bad one is retried, and fails, next time.
+    let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-01"), ms("2024-01-02")).len()
+        + expected(&ex, "BTCUSDT", "1m", ms("2024-01-03"), ms("2024-01-04")).len();
+    assert_eq!(raw_klines(&wh, &p).1, want);
+    assert_eq!(p.run(&["load"]).status.code(), Some(1));
+
+    // A file whose manifest entry matches but which is not Parquet.
+    let garbage = b"PAR1 this is not a parquet file PAR1".to_vec();
+    std::fs::write(&path, &garbage).unwrap();
+    let entry_dir = p.stage_dir().join("_manifest").join(bad);
+    let entries: Vec<_> = std::fs::read_dir(entry_dir.parent().unwrap()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("BTCUSDT-1m-2024-01-02")).collect();
+    let mut entry: serde_json::Value = serde_json::from_slice(&std::fs::read(entries[0].path()).unwrap()).unwrap();
+    entry["bytes"] = garbage.len().into();
+    entry["sha256"] = klines::stage::manifest::sha256_hex(&garbage).into();
+    std::fs::remove_file(entries[0].path()).unwrap();
+    let key = klines::stage::layout::manifest_key(bad, entry["sha256"].as_str().unwrap());
+    std::fs::write(p.stage_dir().join(key), serde_json::to_vec(&entry).unwrap()).unwrap();
+    let out = p.run(&["load"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("{bad}: not a readable Parquet file")), "{}", stderr(&out));
+    assert_eq!(raw_klines(&wh, &p).1, want);
+}
+
+#[test]
+fn duckdb_reports_a_corrupt_file_and_loads_the_others() {
+    corrupt_file(Wh::DuckDb);
+}
+
+#[test]
+fn postgres_reports_a_corrupt_file_and_loads_the_others() {
+    corrupt_file(Wh::Postgres(PgDb::create()));
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let p = Project::new(&ex.url, "");
+    p.ok(&["backfill", "--from", "2024-01-04"]);
+    let out = p.ok(&["load", "--dry-run"]);
+    let rows = expected(&ex, "BTCUSDT", "1m", ms("2024-01-04"), ms(NOW)).len();
+    assert!(out.ends_with(&format!("would load: 2 files, {rows} rows\n")), "{out}");
+    assert!(out.contains("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet\t"), "{out}");
+    // No tables were made.
+    let w = Wh::DuckDb.connect(&p);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert!(rt.block_on(w.relation("raw", "klines")).unwrap().is_none());
+}
+
+#[test]
+fn profiles_select_the_warehouse_and_bad_profiles_exit_2() {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let db = PgDb::create();
+    let p = Project::new(&ex.url, "");
+    p.profiles("dev", &format!("{}{}", duckdb_output_yaml("dev", "dev.duckdb"), db.output_yaml("pg")));
+    p.ok(&["backfill", "--from", "2024-01-05"]);
+    p.ok(&["load"]);
+    assert!(p.path().join("dev.duckdb").is_file());
+    let out = p.ok(&["load", "--target", "pg"]);
+    assert!(out.starts_with("load: 1 files"), "{out}");
+    let out = p.run(&["load", "--target", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no output \"prod\""), "{}", stderr(&out));
+    // env_var() keeps secrets out of the file, and errors never show them.
+    p.profiles(
+        "pg",
+        "    pg:\n      type: postgres\n      host: 127.0.0.1\n      port: 1\n      user: postgres\n      password: \"{{ env_var('KLINES_TEST_PG_PASSWORD') }}\"\n      dbname: x\n      sslmode: disable\n",
+    );
+    let out = p.cmd().args(["load"]).env("KLINES_TEST_PG_PASSWORD", "s3cr3t-value").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot connect to postgres postgres@127.0.0.1:1/x"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("s3cr3t-value"));
+    let out = p.run(&["load"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("KLINES_TEST_PG_PASSWORD is not set"), "{}", stderr(&out));
+}

@@ -1,0 +1,205 @@
+//! One conformance suite that every warehouse adapter runs: SQL, results with exact decimals
+//! and timestamps, transactions, relations, and the raw-table load with its exactly-once and
+//! newest-wins rules.
+
+use std::sync::Arc;
+
+use klines::exchange::{Interval, Market, Symbol};
+use klines::kline::Kline;
+use klines::stage::layout::Series;
+use klines::stage::manifest::ManifestEntry;
+use klines::warehouse::raw::{ColType, sql_type};
+use klines::warehouse::{Kind, LoadBatch, LoadFile, RelationType, SeriesRows, Value, Warehouse, relation_name};
+
+use crate::support::*;
+
+fn kline(t: i64, close: i128) -> Kline {
+    Kline {
+        open_time: t,
+        open: 4_200_001_000_000,
+        high: 10i128.pow(38) - 1,
+        low: 1,
+        close,
+        volume: 123_456_789_012_345_678,
+        close_time: t + 59_999,
+        quote_volume: 0,
+        trades: 7,
+        taker_buy_base_volume: 5,
+        taker_buy_quote_volume: 6,
+    }
+}
+
+fn series() -> Series {
+    Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 }
+}
+
+fn file(path: &str, start: i64, end: i64, rows: u64, staged_at: i64) -> LoadFile {
+    LoadFile {
+        entry: ManifestEntry {
+            version: 1,
+            path: path.into(),
+            market: Market::Spot,
+            symbol: Symbol::parse("BTCUSDT").unwrap(),
+            interval: Interval::M1,
+            start,
+            end,
+            complete: false,
+            rows,
+            bytes: 1,
+            sha256: format!("{:0>64}", path.len()),
+        },
+        staged_at,
+    }
+}
+
+fn batch(files: Vec<LoadFile>, rows: Vec<(Kline, u32)>) -> LoadBatch {
+    let klines = batch_of(&rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
+    LoadBatch { files, rows: vec![SeriesRows { series: series(), klines, file: rows.iter().map(|(_, f)| *f).collect() }] }
+}
+
+fn batch_of(rows: &[Kline]) -> klines::kline::KlineBatch {
+    crate::support::batch(rows)
+}
+
+async fn count(wh: &dyn Warehouse, sql: &str) -> i64 {
+    wh.query(sql).await.unwrap().scalar().and_then(|v| v.as_i64()).unwrap()
+}
+
+/// The suite. `schema` is a fresh schema name for the adapter to use.
+pub async fn conformance(wh: Arc<dyn Warehouse>) {
+    let kind = wh.kind();
+    let w = wh.as_ref();
+    // SQL and typed results.
+    w.execute("CREATE SCHEMA IF NOT EXISTS conf").await.unwrap();
+    let t = relation_name(w, "conf", "t");
+    w.execute(&format!(
+        "CREATE TABLE {t} (id BIGINT NOT NULL, price {}, ts {}, name {})",
+        sql_type(kind, ColType::Decimal),
+        sql_type(kind, ColType::Timestamp),
+        sql_type(kind, ColType::Text)
+    ))
+    .await
+    .unwrap();
+    let n = w
+        .execute(&format!(
+            "INSERT INTO {t} VALUES (1, 999999999999999999999999999999.99999999, CAST('2024-01-01 00:00:00+00:00' AS {ts}), 'a'), \
+             (2, -0.00000001, CAST('2024-02-29 23:59:59.999+00:00' AS {ts}), 'b''s'), (3, NULL, NULL, NULL)",
+            ts = sql_type(kind, ColType::Timestamp)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    let rows = w.query(&format!("SELECT id, price, ts, name FROM {t} ORDER BY id")).await.unwrap();
+    assert_eq!(rows.columns.iter().map(|c| c.to_lowercase()).collect::<Vec<_>>(), ["id", "price", "ts", "name"]);
+    assert_eq!(rows.rows[0][0].as_i64(), Some(1));
+    // All 38 digits of NUMERIC(38,8).
+    assert_eq!(rows.rows[0][1].to_scaled(8), Some(10i128.pow(38) - 1));
+    assert_eq!(rows.rows[1][1].to_scaled(8), Some(-1));
+    assert_eq!(rows.rows[0][2], Value::Timestamp(ms("2024-01-01") * 1000));
+    assert_eq!(rows.rows[1][2], Value::Timestamp(ms("2024-02-29T23:59:59.999Z") * 1000));
+    assert_eq!(rows.rows[1][3], Value::Text("b's".into()));
+    assert_eq!(rows.rows[2][1], Value::Null);
+    let empty = w.query(&format!("SELECT id, name FROM {t} WHERE id < 0")).await.unwrap();
+    assert!(empty.rows.is_empty());
+    assert_eq!(empty.columns.len(), 2, "an empty result still names its columns");
+
+    // Transactions are all or nothing.
+    let ok = w.transaction(&[format!("INSERT INTO {t} (id) VALUES (10)"), format!("UPDATE {t} SET id = 11 WHERE id = 10")]).await.unwrap();
+    assert_eq!(ok, vec![1, 1]);
+    let failed = w.transaction(&[format!("INSERT INTO {t} (id) VALUES (20)"), format!("INSERT INTO {t} (id) VALUES ('not a number')")]).await;
+    assert!(failed.is_err());
+    assert_eq!(count(w, &format!("SELECT count(*) FROM {t} WHERE id = 20")).await, 0, "a failed transaction left a row");
+    assert!(w.query("SELECT * FROM conf.no_such_table").await.is_err());
+
+    // Relations.
+    let v = relation_name(w, "conf", "v");
+    w.execute(&format!("CREATE VIEW {v} AS SELECT id FROM {t}")).await.unwrap();
+    let fold = |s: &str| klines::warehouse::ident::fold(kind, s);
+    assert_eq!(w.relation(&fold("conf"), &fold("t")).await.unwrap(), Some(RelationType::Table));
+    assert_eq!(w.relation(&fold("conf"), &fold("v")).await.unwrap(), Some(RelationType::View));
+    assert_eq!(w.relation(&fold("conf"), &fold("nope")).await.unwrap(), None);
+
+    // The raw layer.
+    w.ensure_raw("raw").await.unwrap();
+    w.ensure_raw("raw").await.unwrap();
+    assert!(w.loaded_files("raw").await.unwrap().is_empty());
+    let raw = relation_name(w, "raw", "klines");
+    let t0 = ms("2024-01-01");
+    let m = 60_000;
+    // Two overlapping files in one batch: the later one wins the shared minute.
+    let b = batch(
+        vec![file("a.parquet", t0, t0 + 2 * m, 2, 1_000), file("b.parquet", t0 + m, t0 + 3 * m, 2, 2_000)],
+        vec![(kline(t0, 10), 0), (kline(t0 + m, 21), 1), (kline(t0 + 2 * m, 30), 1)],
+    );
+    let c = w.load("raw", &b).await.unwrap();
+    assert_eq!((c.inserted, c.replaced), (3, 0));
+    assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 3);
+    let close = |t: i64| {
+        let sql = format!(
+            "SELECT close, _file FROM {raw} WHERE open_time = CAST('{}' AS {})",
+            klines::time::format_ms(t).replace('T', " ").replace('Z', "+00:00"),
+            sql_type(kind, ColType::Timestamp)
+        );
+        async move { w.query(&sql).await.unwrap().rows[0].clone() }
+    };
+    let row = close(t0 + m).await;
+    assert_eq!((row[0].to_scaled(8), row[1].as_str()), (Some(21), Some("b.parquet")));
+    let all = w.query(&format!("SELECT high, volume, trades FROM {raw} ORDER BY open_time")).await.unwrap();
+    assert_eq!(all.rows[0][0].to_scaled(8), Some(10i128.pow(38) - 1));
+    assert_eq!(all.rows[0][1].to_scaled(8), Some(123_456_789_012_345_678));
+    let mut loaded: Vec<String> = w.loaded_files("raw").await.unwrap().into_iter().map(|f| f.path).collect();
+    loaded.sort();
+    assert_eq!(loaded, ["a.parquet", "b.parquet"]);
+
+    // The same rows again: nothing changes, the history is not duplicated.
+    let again = w.load("raw", &b).await.unwrap();
+    assert_eq!((again.inserted, again.replaced), (0, 0));
+    assert_eq!(w.loaded_files("raw").await.unwrap().len(), 2);
+
+    // A newer file with a corrected value replaces it; an older one does not.
+    let newer = batch(vec![file("c.parquet", t0, t0 + m, 1, 3_000)], vec![(kline(t0, 11), 0)]);
+    assert_eq!(w.load("raw", &newer).await.unwrap().replaced, 1);
+    let older = batch(vec![file("old.parquet", t0, t0 + m, 1, 500)], vec![(kline(t0, 99), 0)]);
+    assert_eq!(w.load("raw", &older).await.unwrap().replaced, 0);
+    let row = close(t0).await;
+    assert_eq!((row[0].to_scaled(8), row[1].as_str()), (Some(11), Some("c.parquet")));
+    assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 3);
+
+    // The history records what each file covered.
+    let hist = relation_name(w, "raw", "klines_load_history");
+    let h = w.query(&format!("SELECT range_start, range_end, rows, load_id FROM {hist} WHERE file = 'b.parquet'")).await.unwrap();
+    assert_eq!(h.rows[0][0], Value::Timestamp((t0 + m) * 1000));
+    assert_eq!(h.rows[0][1], Value::Timestamp((t0 + 3 * m) * 1000));
+    assert_eq!(h.rows[0][2].as_i64(), Some(2));
+    let ids = w.query(&format!("SELECT load_id FROM {hist} ORDER BY load_id")).await.unwrap();
+    let ids: Vec<i64> = ids.rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "load ids must increase: {ids:?}");
+}
+
+#[tokio::test]
+async fn duckdb_passes_the_warehouse_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let wh = Arc::new(klines::warehouse::duckdb::DuckDb::open(path.to_str().unwrap(), 2).await.unwrap());
+    conformance(wh).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_warehouse_conformance_suite() {
+    let db = PgDb::create();
+    let wh = Arc::new(klines::warehouse::postgres::Postgres::connect(&db.output()).await.unwrap());
+    assert_eq!(wh.kind(), Kind::Postgres);
+    conformance(wh).await;
+}
+
+#[tokio::test]
+async fn postgres_connection_errors_name_the_server_and_hide_the_password() {
+    let db = PgDb::create();
+    let mut out = db.output();
+    out.port = 1;
+    out.password = Some(klines::redact::Secret::new("hunter2"));
+    let err = klines::warehouse::postgres::Postgres::connect(&out).await.err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&format!("cannot connect to postgres postgres@{}:1/{}", db.fields().0, db.name)), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
