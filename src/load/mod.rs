@@ -8,8 +8,10 @@
 //! 3. Within a batch, rows sharing a natural key keep the newest file's values. The adapter
 //!    then loads the batch in one transaction: inserts, replacements, and the load-history
 //!    rows of its files. A crash before the commit leaves nothing; after it, everything.
+//!    A batch whose files overlap nothing loaded (every row new, the usual case) may go
+//!    straight into the raw table; the others are merged through a temporary table.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +19,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::extract::ranges::RangeSet;
 use crate::kline::KlineBatch;
 use crate::progress::Task;
 use crate::stage::layout::Series;
@@ -89,21 +92,29 @@ struct Candidate {
 }
 
 /// Finds the staged files the warehouse has not loaded, oldest staged first.
-async fn pending(stage: &Stage, wh: &dyn Warehouse, raw_schema: &str, dry_run: bool) -> anyhow::Result<(Vec<Candidate>, Vec<Failure>)> {
+/// Open-time ranges already loaded, per series.
+type Covered = HashMap<Series, RangeSet>;
+
+async fn pending(
+    stage: &Stage,
+    wh: &dyn Warehouse,
+    raw_schema: &str,
+    dry_run: bool,
+) -> anyhow::Result<(Vec<Candidate>, Vec<Failure>, Covered)> {
     let listed = manifest::list(stage).await?;
     let exists = wh.relation(&crate::warehouse::ident::fold(wh.kind(), raw_schema), &crate::warehouse::ident::fold(wh.kind(), raw::LOAD_HISTORY)).await?.is_some();
     if !dry_run && !exists {
         wh.ensure_raw(raw_schema).await.with_context(|| format!("cannot create the raw tables in {}", wh.describe()))?;
     }
-    let loaded: HashSet<(String, String)> = if exists || !dry_run {
-        wh.loaded_files(raw_schema)
-            .await?
-            .into_iter()
-            .map(|f| (f.path, f.sha256.chars().take(16).collect()))
-            .collect()
-    } else {
-        HashSet::new()
-    };
+    let history = if exists || !dry_run { wh.loaded_files(raw_schema).await? } else { Vec::new() };
+    let mut covered = Covered::new();
+    for f in &history {
+        if let Some(s) = &f.series {
+            covered.entry(s.clone()).or_default().insert(f.start, f.end);
+        }
+    }
+    let loaded: HashSet<(String, String)> =
+        history.into_iter().map(|f| (f.path, f.sha256.chars().take(16).collect())).collect();
     let todo: Vec<_> =
         listed.into_iter().filter(|l| !loaded.contains(&(l.data_key.clone(), l.hash_prefix.clone()))).collect();
     let entries: Vec<_> = futures::stream::iter(todo.iter().map(|l| manifest::read(stage, l))).buffered(16).collect().await;
@@ -115,7 +126,19 @@ async fn pending(stage: &Stage, wh: &dyn Warehouse, raw_schema: &str, dry_run: b
             Err(e) => failed.push(Failure { file: l.data_key.clone(), error: format!("{e:#}") }),
         }
     }
-    Ok((out, failed))
+    Ok((out, failed, covered))
+}
+
+/// True when no file overlaps another of the batch or anything loaded: every row is new.
+fn is_fresh(files: &[LoadFile], covered: &Covered) -> bool {
+    let mut seen = Covered::new();
+    files.iter().all(|f| {
+        let s = f.entry.series();
+        let clear = |r: Option<&RangeSet>| r.is_none_or(|r| r.within(f.entry.start, f.entry.end).is_empty());
+        let ok = clear(covered.get(&s)) && clear(seen.get(&s));
+        seen.entry(s).or_default().insert(f.entry.start, f.entry.end);
+        ok
+    })
 }
 
 /// Fetches a staged file and checks it against its manifest entry.
@@ -131,6 +154,10 @@ async fn fetch(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<KlineBatc
     }
     if decoded.klines.len() as u64 != entry.rows {
         anyhow::bail!("{}: {} rows, its manifest entry says {}", entry.path, decoded.klines.len(), entry.rows);
+    }
+    let k = &decoded.klines;
+    if k.open_time.first().is_some_and(|&t| t < entry.start) || k.open_time.last().is_some_and(|&t| t >= entry.end) {
+        anyhow::bail!("{}: holds klines outside its manifest range", entry.path);
     }
     Ok(decoded.klines)
 }
@@ -168,7 +195,7 @@ fn assemble(files: &[LoadFile], decoded: &[KlineBatch]) -> Vec<SeriesRows> {
 /// Loads every pending staged file into `raw_schema`.
 pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts: &Options) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let (candidates, mut failed) = pending(stage, wh.as_ref(), raw_schema, opts.dry_run).await?;
+    let (candidates, mut failed, mut covered) = pending(stage, wh.as_ref(), raw_schema, opts.dry_run).await?;
     let mut summary = Summary::default();
     if opts.dry_run {
         summary.pending = candidates
@@ -223,9 +250,13 @@ pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts:
         }
         let rows = assemble(&files, &decoded);
         drop(decoded);
-        let batch = LoadBatch { files, rows };
+        let fresh = is_fresh(&files, &covered);
+        let batch = LoadBatch { files, rows, fresh };
         let n_rows: u64 = batch.files.iter().map(|f| f.entry.rows).sum();
         let counts = wh.load(raw_schema, &batch).await.with_context(|| format!("loading into {}", wh.describe()))?;
+        for f in &batch.files {
+            covered.entry(f.entry.series()).or_default().insert(f.entry.start, f.entry.end);
+        }
         summary.files += batch.files.len() as u64;
         summary.rows += n_rows;
         summary.inserted += counts.inserted;

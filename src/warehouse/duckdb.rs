@@ -11,9 +11,9 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use async_trait::async_trait;
 
-use super::ident::{literal, quote};
+use super::ident::quote;
 use super::raw::{self, INCOMING};
-use super::{Kind, LoadBatch, LoadCounts, LoadedFile, RelationType, Rows, Warehouse};
+use super::{Kind, LoadBatch, LoadCounts, Rows, Warehouse};
 use crate::stage::parquet;
 
 pub struct DuckDb {
@@ -70,8 +70,9 @@ fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
     Ok(rows)
 }
 
-/// The incoming table's record batch: the staged columns, then `_file` and `_staged_at`.
-fn incoming_batch(batch: &LoadBatch, i: usize) -> anyhow::Result<RecordBatch> {
+/// The incoming table's record batch: the staged columns, then `_file` and `_staged_at`, and
+/// `_loaded_at` when the rows go straight into the raw table.
+fn incoming_batch(batch: &LoadBatch, i: usize, loaded_at: Option<i64>) -> anyhow::Result<RecordBatch> {
     let rows = &batch.rows[i];
     let staged = parquet::to_record_batch(&rows.series, &rows.klines)?;
     let files: ArrayRef = Arc::new(StringArray::from_iter_values(
@@ -87,6 +88,10 @@ fn incoming_batch(batch: &LoadBatch, i: usize) -> anyhow::Result<RecordBatch> {
     let mut columns = staged.columns().to_vec();
     columns.push(files);
     columns.push(staged_at);
+    if let Some(t) = loaded_at {
+        fields.push(Field::new("_loaded_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+        columns.push(Arc::new(TimestampMillisecondArray::from_value(t, rows.klines.len()).with_timezone("UTC")));
+    }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
@@ -124,56 +129,46 @@ impl Warehouse for DuckDb {
         .await
     }
 
-    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {
-        let sql = format!(
-            "SELECT table_type FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
-            literal(schema),
-            literal(name)
-        );
-        let rows = self.query(&sql).await?;
-        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
-    }
 
-    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
-        self.transaction(&raw::ddl(Kind::DuckDb, raw_schema)).await.map(|_| ())
-    }
 
-    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
-        let rows = self.query(&raw::loaded_files_query(Kind::DuckDb, raw_schema)).await?;
-        Ok(rows
-            .rows
-            .iter()
-            .map(|r| LoadedFile {
-                path: r[0].as_str().unwrap_or_default().to_string(),
-                sha256: r[1].as_str().unwrap_or_default().to_string(),
-            })
-            .collect())
-    }
 
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
-        let record_batches = (0..batch.rows.len()).map(|i| incoming_batch(batch, i)).collect::<anyhow::Result<Vec<_>>>()?;
         let loaded_at = crate::time::now_ms();
-        let merge = raw::merge(Kind::DuckDb, raw_schema, batch, loaded_at);
+        let direct = batch.fresh.then_some(loaded_at);
+        let record_batches =
+            (0..batch.rows.len()).map(|i| incoming_batch(batch, i, direct)).collect::<anyhow::Result<Vec<_>>>()?;
+        let statements = if batch.fresh {
+            raw::history_insert(Kind::DuckDb, raw_schema, batch, loaded_at).into_iter().collect()
+        } else {
+            raw::merge(Kind::DuckDb, raw_schema, batch, loaded_at)
+        };
+        let rows = batch.row_count() as u64;
+        let fresh = batch.fresh;
+        let raw_schema = raw_schema.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
-            tx.execute_batch(&format!(
-                "{}; DELETE FROM {}",
-                raw::create_incoming(Kind::DuckDb),
-                quote(Kind::DuckDb, INCOMING)
-            ))?;
             {
-                let mut appender = tx.appender_to_catalog_and_db(INCOMING, "temp", "main")?;
+                let mut appender = if fresh {
+                    tx.appender_to_db(raw::KLINES, &raw_schema)?
+                } else {
+                    tx.execute_batch(&format!(
+                        "{}; DELETE FROM {}",
+                        raw::create_incoming(Kind::DuckDb),
+                        quote(Kind::DuckDb, INCOMING)
+                    ))?;
+                    tx.appender_to_catalog_and_db(INCOMING, "temp", "main")?
+                };
                 for rb in record_batches {
                     appender.append_record_batch(rb)?;
                 }
                 appender.flush()?;
             }
-            let mut counts = Vec::with_capacity(merge.len());
-            for s in &merge {
+            let mut counts = Vec::with_capacity(statements.len());
+            for s in &statements {
                 counts.push(tx.execute(s, []).with_context(|| format!("in: {}", first_line(s)))? as u64);
             }
             tx.commit()?;
-            Ok(LoadCounts { replaced: counts[0], inserted: counts[1] })
+            Ok(if fresh { LoadCounts { inserted: rows, replaced: 0 } } else { LoadCounts { replaced: counts[0], inserted: counts[1] } })
         })
         .await
     }

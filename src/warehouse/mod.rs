@@ -68,6 +68,8 @@ pub struct SeriesRows {
 pub struct LoadBatch {
     pub files: Vec<LoadFile>,
     pub rows: Vec<SeriesRows>,
+    /// The batch's files overlap neither each other nor any loaded file: every row is new.
+    pub fresh: bool,
 }
 
 impl LoadBatch {
@@ -84,11 +86,14 @@ pub struct LoadCounts {
     pub replaced: u64,
 }
 
-/// A files already in the load history: its key and content hash.
+/// A file in the load history: its key, content hash, series and open-time range.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LoadedFile {
     pub path: String,
     pub sha256: String,
+    pub series: Option<Series>,
+    pub start: i64,
+    pub end: i64,
 }
 
 #[async_trait]
@@ -107,18 +112,32 @@ pub trait Warehouse: Send + Sync {
     /// Runs statements in one transaction: all of them or none. Returns rows affected each.
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>>;
 
-    /// Whether `schema.name` exists, and as what (`name` is cased for the warehouse).
-    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>>;
+    /// Whether `schema.name` exists, and as what (both cased as the warehouse stores them).
+    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {
+        let sql = format!(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
+            ident::literal(schema),
+            ident::literal(name)
+        );
+        let rows = self.query(&sql).await?;
+        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
+    }
 
     /// Creates the raw schema, the raw klines table and the load history if missing.
-    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()>;
+    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
+        self.transaction(&raw::ddl(self.kind(), raw_schema)).await.map(|_| ())
+    }
 
     /// The files in the load history.
-    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>>;
+    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
+        let rows = self.query(&raw::loaded_files_query(self.kind(), raw_schema)).await?;
+        rows.rows.iter().map(raw::loaded_file).collect()
+    }
 
     /// Loads a batch in one transaction: new klines are inserted, existing ones with other
     /// values replaced when the batch's file is at least as new as theirs, and every file is
-    /// recorded in the load history. All of it, or nothing.
+    /// recorded in the load history. All of it, or nothing. When `batch.fresh` says no row can
+    /// exist yet, the rows may go straight into the raw table.
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts>;
 }
 

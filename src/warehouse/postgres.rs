@@ -15,10 +15,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::ident::{literal, quote};
+use super::ident::{literal, quote, relation};
 use super::pg_types::{DateDays, Numeric8, NumericValue, TimestampMs, TimestampUs};
 use super::raw::{self, ColType, INCOMING};
-use super::{Kind, LoadBatch, LoadCounts, LoadedFile, RelationType, Rows, Value, Warehouse};
+use super::{Kind, LoadBatch, LoadCounts, Rows, Value, Warehouse};
 use crate::config::profiles::PostgresOutput;
 
 pub struct Postgres {
@@ -215,15 +215,6 @@ impl Warehouse for Postgres {
         result
     }
 
-    async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {
-        let sql = format!(
-            "SELECT table_type FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
-            literal(schema),
-            literal(name)
-        );
-        let rows = self.query(&sql).await?;
-        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
-    }
 
     async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
         // Serialized: concurrent CREATE ... IF NOT EXISTS can still collide in Postgres.
@@ -242,21 +233,14 @@ impl Warehouse for Postgres {
         result
     }
 
-    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
-        let rows = self.query(&raw::loaded_files_query(Kind::Postgres, raw_schema)).await?;
-        Ok(rows
-            .rows
-            .iter()
-            .map(|r| LoadedFile {
-                path: r[0].as_str().unwrap_or_default().to_string(),
-                sha256: r[1].as_str().unwrap_or_default().to_string(),
-            })
-            .collect())
-    }
 
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
         let loaded_at = crate::time::now_ms();
-        let merge = raw::merge(Kind::Postgres, raw_schema, batch, loaded_at);
+        let statements = if batch.fresh {
+            raw::history_insert(Kind::Postgres, raw_schema, batch, loaded_at).into_iter().collect()
+        } else {
+            raw::merge(Kind::Postgres, raw_schema, batch, loaded_at)
+        };
         let (mut client, _permit) = self.client().await?;
         let result = async {
             let tx = client.transaction().await.pg()?;
@@ -267,17 +251,29 @@ impl Warehouse for Postgres {
             )
             .await
             .pg()?;
-            tx.batch_execute(&format!("{}; TRUNCATE {}", raw::create_incoming(Kind::Postgres), quote(Kind::Postgres, INCOMING)))
+            if batch.fresh {
+                copy_in(&tx, &relation(Kind::Postgres, raw_schema, raw::KLINES), batch, Some(loaded_at)).await?;
+            } else {
+                tx.batch_execute(&format!(
+                    "{}; TRUNCATE {}",
+                    raw::create_incoming(Kind::Postgres),
+                    quote(Kind::Postgres, INCOMING)
+                ))
                 .await
                 .pg()?;
-            copy_in(&tx, batch).await?;
-            tx.batch_execute(&format!("ANALYZE {}", quote(Kind::Postgres, INCOMING))).await.pg()?;
-            let mut counts = Vec::with_capacity(merge.len());
-            for s in &merge {
+                copy_in(&tx, &quote(Kind::Postgres, INCOMING), batch, None).await?;
+                tx.batch_execute(&format!("ANALYZE {}", quote(Kind::Postgres, INCOMING))).await.pg()?;
+            }
+            let mut counts = Vec::with_capacity(statements.len());
+            for s in &statements {
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
             }
             tx.commit().await.pg()?;
-            Ok(LoadCounts { replaced: counts[0], inserted: counts[1] })
+            Ok(if batch.fresh {
+                LoadCounts { inserted: batch.row_count() as u64, replaced: 0 }
+            } else {
+                LoadCounts { replaced: counts[0], inserted: counts[1] }
+            })
         }
         .await;
         self.put_back(client);
@@ -285,9 +281,15 @@ impl Warehouse for Postgres {
     }
 }
 
-/// Streams the batch into the incoming table with binary COPY.
-async fn copy_in(tx: &tokio_postgres::Transaction<'_>, batch: &LoadBatch) -> anyhow::Result<()> {
-    let columns = raw::incoming_columns();
+/// Streams the batch with binary COPY into `table`: the incoming table, or the raw table
+/// itself (then with `_loaded_at`).
+async fn copy_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    batch: &LoadBatch,
+    loaded_at: Option<i64>,
+) -> anyhow::Result<()> {
+    let columns = if loaded_at.is_some() { raw::raw_columns() } else { raw::incoming_columns() };
     let types: Vec<Type> = columns
         .iter()
         .map(|(_, t)| match t {
@@ -298,18 +300,16 @@ async fn copy_in(tx: &tokio_postgres::Transaction<'_>, batch: &LoadBatch) -> any
         })
         .collect();
     let names = columns.iter().map(|(n, _)| quote(Kind::Postgres, n)).collect::<Vec<_>>().join(", ");
-    let sink = tx
-        .copy_in(&format!("COPY {} ({names}) FROM STDIN (FORMAT binary)", quote(Kind::Postgres, INCOMING)))
-        .await
-        .pg()?;
+    let sink = tx.copy_in(&format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)")).await.pg()?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
+    let loaded = TimestampMs(loaded_at.unwrap_or(0));
     for rows in &batch.rows {
         let (market, symbol, interval) = (rows.series.market.as_str(), rows.series.symbol.as_str(), rows.series.interval.as_str());
         let k = &rows.klines;
         for i in 0..k.len() {
             let file = &batch.files[rows.file[i] as usize];
-            let values: [&(dyn ToSql + Sync); 16] = [
+            let values: [&(dyn ToSql + Sync); 17] = [
                 &market,
                 &symbol,
                 &interval,
@@ -326,8 +326,9 @@ async fn copy_in(tx: &tokio_postgres::Transaction<'_>, batch: &LoadBatch) -> any
                 &Numeric8(k.taker_buy_quote_volume[i]),
                 &file.entry.path.as_str(),
                 &TimestampMs(file.staged_at),
+                &loaded,
             ];
-            writer.as_mut().write(&values).await.pg()?;
+            writer.as_mut().write(&values[..columns.len()]).await.pg()?;
         }
     }
     writer.finish().await.pg()?;

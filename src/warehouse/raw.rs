@@ -4,7 +4,8 @@
 //! batch into them.
 
 use super::ident::{literal, quote, relation};
-use super::{Kind, LoadBatch};
+use super::{Kind, LoadBatch, LoadedFile};
+use crate::stage::layout::Series;
 use crate::time::format_ms;
 
 pub const KLINES: &str = "klines";
@@ -79,8 +80,7 @@ pub fn timestamp_literal(kind: Kind, ms: i64) -> String {
 
 /// DDL for the raw schema and its two tables (idempotent).
 pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
-    let mut klines = STAGED.to_vec();
-    klines.extend([("_file", ColType::Text), ("_staged_at", ColType::Timestamp), ("_loaded_at", ColType::Timestamp)]);
+    let klines = raw_columns();
     let seq = relation(kind, raw_schema, "klines_load_id");
     let load_id = match kind {
         Kind::Snowflake => format!("{} BIGINT NOT NULL DEFAULT {seq}.NEXTVAL", quote(kind, "load_id")),
@@ -201,12 +201,35 @@ pub fn history_insert(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at
 
 /// The query listing the load history's files.
 pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
-    format!(
-        "SELECT {}, {} FROM {}",
-        quote(kind, "file"),
-        quote(kind, "sha256"),
-        relation(kind, raw_schema, LOAD_HISTORY)
-    )
+    let cols = ["file", "sha256", "market", "symbol", "interval", "range_start", "range_end"];
+    format!("SELECT {} FROM {}", list(kind, &cols, ""), relation(kind, raw_schema, LOAD_HISTORY))
+}
+
+/// A row of [`loaded_files_query`].
+pub fn loaded_file(r: &Vec<super::Value>) -> anyhow::Result<LoadedFile> {
+    let text = |i: usize| r.get(i).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let series = (|| {
+        Some(Series {
+            market: text(2).parse().ok()?,
+            symbol: text(3).parse().ok()?,
+            interval: text(4).parse().ok()?,
+        })
+    })();
+    Ok(LoadedFile {
+        path: text(0),
+        sha256: text(1),
+        series,
+        start: r.get(5).and_then(|v| v.as_millis()).unwrap_or(0),
+        end: r.get(6).and_then(|v| v.as_millis()).unwrap_or(0),
+    })
+}
+
+/// The rows of a batch with every column of the raw table, `_loaded_at` included, for adapters
+/// that write a fresh batch straight into it.
+pub fn raw_columns() -> Vec<(&'static str, ColType)> {
+    let mut c = incoming_columns();
+    c.push(("_loaded_at", ColType::Timestamp));
+    c
 }
 
 #[cfg(test)]

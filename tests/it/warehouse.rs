@@ -54,7 +54,11 @@ fn file(path: &str, start: i64, end: i64, rows: u64, staged_at: i64) -> LoadFile
 
 fn batch(files: Vec<LoadFile>, rows: Vec<(Kline, u32)>) -> LoadBatch {
     let klines = batch_of(&rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
-    LoadBatch { files, rows: vec![SeriesRows { series: series(), klines, file: rows.iter().map(|(_, f)| *f).collect() }] }
+    LoadBatch {
+        files,
+        rows: vec![SeriesRows { series: series(), klines, file: rows.iter().map(|(_, f)| *f).collect() }],
+        fresh: false,
+    }
 }
 
 fn batch_of(rows: &[Kline]) -> klines::kline::KlineBatch {
@@ -164,6 +168,20 @@ pub async fn conformance(wh: Arc<dyn Warehouse>) {
     let row = close(t0).await;
     assert_eq!((row[0].to_scaled(8), row[1].as_str()), (Some(11), Some("c.parquet")));
     assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 3);
+
+    // A fresh batch (nothing overlaps) goes straight in; one that wrongly claims to be fresh
+    // fails on the key and changes nothing.
+    let mut fresh = batch(vec![file("d.parquet", t0 + 10 * m, t0 + 12 * m, 2, 4_000)], vec![(kline(t0 + 10 * m, 1), 0), (kline(t0 + 11 * m, 2), 0)]);
+    fresh.fresh = true;
+    assert_eq!(w.load("raw", &fresh).await.unwrap().inserted, 2);
+    assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 5);
+    let mut clash = batch(vec![file("e.parquet", t0, t0 + m, 1, 5_000)], vec![(kline(t0, 12), 0)]);
+    clash.fresh = true;
+    assert!(w.load("raw", &clash).await.is_err());
+    assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 5);
+    assert_eq!(w.loaded_files("raw").await.unwrap().len(), 5, "a failed load left history behind");
+    let row = close(t0).await;
+    assert_eq!(row[0].to_scaled(8), Some(11));
 
     // The history records what each file covered.
     let hist = relation_name(w, "raw", "klines_load_history");
