@@ -49,6 +49,65 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Load staged files the warehouse has not loaded yet into its raw table, exactly once
     Load(LoadArgs),
+    /// Build the selected models (`klines run models` runs everything under models/)
+    Run(RunArgs),
+    /// Write the compiled SQL of the selected models and tests to target/compiled/
+    Compile(RunArgs),
+    /// Run the data tests of the selected nodes
+    Test(RunArgs),
+    /// Load the CSV files of seeds/ as tables
+    Seed(RunArgs),
+    /// Seed, run and test the selected nodes in dependency order; a failing test stops its dependants
+    Build(RunArgs),
+    /// List the selected nodes
+    Ls(LsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SelectArgs {
+    /// Nodes to select: names, paths (models/marts), tag:x, source:x.y, with + for ancestors or
+    /// descendants (+name, name+)
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+    /// More selectors (dbt's --select)
+    #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// Selectors of nodes to leave out
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// Variables for models, as YAML: '{market: spot}'
+    #[arg(long, value_name = "YAML")]
+    pub vars: Option<String>,
+}
+
+impl SelectArgs {
+    pub fn all_selectors(&self) -> Vec<String> {
+        self.selectors.iter().chain(&self.select).cloned().collect()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Rebuild incremental models (and seeds) from scratch
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Nodes built at once [default: the profile's threads]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Only nodes of these types: model, seed, test, source
+    #[arg(long, num_args = 1.., value_name = "TYPE")]
+    pub resource_type: Vec<String>,
+    /// name, path, selector (the default) or json
+    #[arg(long, short = 'o', default_value = "selector")]
+    pub output: String,
 }
 
 #[derive(Debug, Clone, Args)]

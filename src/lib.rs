@@ -2,7 +2,7 @@
 //!
 //! Data flows through the modules in this order: [`exchange`] (Binance REST) → [`extract`]
 //! (checkpointed backfills) → [`stage`] (Parquet in a directory or S3) → [`load`] (exactly-once
-//! loads through a [`warehouse`] adapter). See ARCHITECTURE.md.
+//! loads through a [`warehouse`] adapter) → [`models`] (dbt-style SQL models). See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod commands;
@@ -14,6 +14,7 @@ pub mod extract;
 pub mod kline;
 pub mod load;
 pub mod logging;
+pub mod models;
 pub mod progress;
 pub mod redact;
 pub mod stage;

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod load;
+mod models;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backfill(args) => backfill::run(&cli.global, args).await,
         Command::Load(args) => load::run(&cli.global, args).await,
+        Command::Run(args) => models::run(&cli.global, args, crate::models::runner::Mode::Run).await,
+        Command::Compile(args) => models::run(&cli.global, args, crate::models::runner::Mode::Compile).await,
+        Command::Test(args) => models::run(&cli.global, args, crate::models::runner::Mode::Test).await,
+        Command::Seed(args) => models::run(&cli.global, args, crate::models::runner::Mode::Seed).await,
+        Command::Build(args) => models::run(&cli.global, args, crate::models::runner::Mode::Build).await,
+        Command::Ls(args) => models::ls(&cli.global, args).await,
     }
 }
 

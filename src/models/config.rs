@@ -1,0 +1,199 @@
+//! Node configuration and its layers, as in dbt: `config()` in the model file wins over the
+//! model's entry in a yml file, which wins over `models:` in klines.yml (by folder, keys with a
+//! leading `+`), which wins over the defaults.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+/// How a model is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialized {
+    View,
+    Table,
+    Incremental,
+    Ephemeral,
+    Seed,
+    Test,
+}
+
+impl Materialized {
+    pub fn parse(s: &str) -> Option<Materialized> {
+        Some(match s {
+            "view" => Materialized::View,
+            "table" => Materialized::Table,
+            "incremental" => Materialized::Incremental,
+            "ephemeral" => Materialized::Ephemeral,
+            "seed" => Materialized::Seed,
+            "test" => Materialized::Test,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Materialized::View => "view",
+            Materialized::Table => "table",
+            Materialized::Incremental => "incremental",
+            Materialized::Ephemeral => "ephemeral",
+            Materialized::Seed => "seed",
+            Materialized::Test => "test",
+        }
+    }
+}
+
+/// The resolved configuration of a node: the typed keys klines acts on, and all keys as given
+/// (for the manifest).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeConfig {
+    pub materialized: Materialized,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+    pub schema: Option<String>,
+    pub alias: Option<String>,
+    pub unique_key: Vec<String>,
+    /// `time_range` (the default with `event_time`), `append`, `delete+insert`.
+    pub incremental_strategy: Option<String>,
+    /// The model's (or source's) time column, for batching by time range.
+    pub event_time: Option<String>,
+    /// The column time ranges are kept per (klines: `symbol`).
+    pub batch_key: Option<String>,
+    /// The model's bucket size (`1m`, `5m`, `15m`, `1h`, `1d`): changed ranges widen to it.
+    pub time_grain: Option<String>,
+    /// Test severity: `error` or `warn`.
+    pub severity: String,
+    /// Seed column types by column.
+    pub column_types: BTreeMap<String, String>,
+    pub all: Map<String, Json>,
+}
+
+impl NodeConfig {
+    /// Builds the config from layers, lowest precedence first.
+    pub fn from_layers(default_materialized: Materialized, layers: &[&Map<String, Json>]) -> Result<NodeConfig, String> {
+        let mut all = Map::new();
+        all.insert("materialized".into(), Json::from(default_materialized.as_str()));
+        let mut tags: Vec<String> = Vec::new();
+        for layer in layers {
+            for (k, v) in layer.iter() {
+                let k = k.trim_start_matches('+');
+                if k == "tags" {
+                    // Tags add up across layers, as in dbt.
+                    for t in as_strings(v) {
+                        if !tags.contains(&t) {
+                            tags.push(t);
+                        }
+                    }
+                    continue;
+                }
+                all.insert(k.to_string(), v.clone());
+            }
+        }
+        all.insert("tags".into(), Json::from(tags.clone()));
+        let text = |k: &str| all.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let materialized = match text("materialized") {
+            Some(m) => Materialized::parse(&m).ok_or_else(|| {
+                format!("unknown materialization {m:?} (view, table, incremental, ephemeral)")
+            })?,
+            None => default_materialized,
+        };
+        let severity = text("severity").unwrap_or_else(|| "error".into()).to_ascii_lowercase();
+        if severity != "error" && severity != "warn" {
+            return Err(format!("severity must be error or warn, not {severity:?}"));
+        }
+        let column_types = all
+            .get("column_types")
+            .and_then(|v| v.as_object())
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default();
+        Ok(NodeConfig {
+            materialized,
+            tags,
+            enabled: all.get("enabled").and_then(|v| v.as_bool()).unwrap_or(true),
+            schema: text("schema"),
+            alias: text("alias"),
+            unique_key: all.get("unique_key").map(as_strings).unwrap_or_default(),
+            incremental_strategy: text("incremental_strategy"),
+            event_time: text("event_time"),
+            batch_key: text("batch_key"),
+            time_grain: text("time_grain"),
+            severity,
+            column_types,
+            all,
+        })
+    }
+}
+
+/// A string or a list of strings.
+pub fn as_strings(v: &Json) -> Vec<String> {
+    match v {
+        Json::String(s) => vec![s.clone()],
+        Json::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `+key` settings of klines.yml `models:` (or `seeds:`) that apply to a node in
+/// `folders` (its path below the model folder, without the file), project name first.
+pub fn project_layer(tree: &Json, project: &str, folders: &[&str]) -> Map<String, Json> {
+    let mut out = Map::new();
+    let mut node = match tree.get(project) {
+        Some(n) => n,
+        None => return out,
+    };
+    let take = |n: &Json, out: &mut Map<String, Json>| {
+        if let Some(m) = n.as_object() {
+            for (k, v) in m {
+                if let Some(key) = k.strip_prefix('+') {
+                    out.insert(key.to_string(), v.clone());
+                }
+            }
+        }
+    };
+    take(node, &mut out);
+    for f in folders {
+        match node.get(*f) {
+            Some(n) => {
+                node = n;
+                take(node, &mut out);
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn later_layers_win_and_tags_add_up() {
+        let project = json!({"materialized": "table", "tags": ["a"]});
+        let yml = json!({"tags": "b", "schema": "s"});
+        let file = json!({"materialized": "incremental", "unique_key": ["symbol", "open_time"], "tags": ["a", "c"]});
+        let c = NodeConfig::from_layers(
+            Materialized::View,
+            &[project.as_object().unwrap(), yml.as_object().unwrap(), file.as_object().unwrap()],
+        )
+        .unwrap();
+        assert_eq!(c.materialized, Materialized::Incremental);
+        assert_eq!(c.tags, ["a", "b", "c"]);
+        assert_eq!(c.schema.as_deref(), Some("s"));
+        assert_eq!(c.unique_key, ["symbol", "open_time"]);
+        let bad = json!({"materialized": "snapshot"});
+        assert!(NodeConfig::from_layers(Materialized::View, &[bad.as_object().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn project_folders_configure_their_models() {
+        let tree = json!({"klines": {"+materialized": "view", "marts": {"+materialized": "table", "+tags": ["mart"]}}});
+        assert_eq!(project_layer(&tree, "klines", &[])["materialized"], "view");
+        let marts = project_layer(&tree, "klines", &["marts", "deep"]);
+        assert_eq!(marts["materialized"], "table");
+        assert_eq!(marts["tags"], json!(["mart"]));
+        assert!(project_layer(&tree, "other", &[]).is_empty());
+    }
+}
