@@ -96,6 +96,7 @@ fn node_json(p: &Parsed, n: &Node, compiled: Option<&str>, target_path: &str) ->
     match n.resource_type {
         ResourceType::Seed => {
             o.insert("root_path".into(), Json::Null);
+            o.insert("depends_on".into(), json!({"macros": []}));
         }
         _ => {
             o.insert("language".into(), json!("sql"));

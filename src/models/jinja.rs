@@ -95,6 +95,8 @@ pub struct Collected {
     pub config: Map<String, Json>,
     /// Unique ids of the ephemeral models inlined while compiling.
     pub ephemerals: Vec<String>,
+    /// Relations read through a batch filter: (CTE name, its query).
+    pub filtered: Vec<(String, String)>,
 }
 
 /// The node being rendered, reachable from the template functions.
@@ -148,7 +150,15 @@ impl NodeCtx {
             Some(Target::Relation { relation, event_time, batch_key }) => {
                 let mut r = relation.clone();
                 if let (Some(filter), Some(t), Some(k)) = (&self.filter, event_time, batch_key) {
-                    r.rendered = format!("(SELECT * FROM {} WHERE {})", relation.rendered, filter.condition(self.kind, k, t));
+                    // The batch's rows, as a CTE: it reads like a table wherever the model puts it.
+                    let cte = format!("__klines_batch__{}", relation.identifier);
+                    let body = format!("SELECT * FROM {} WHERE {}", relation.rendered, filter.condition(self.kind, k, t));
+                    self.with(|c| {
+                        if !c.filtered.iter().any(|(n, _)| *n == cte) {
+                            c.filtered.push((cte.clone(), body));
+                        }
+                    });
+                    r.rendered = cte;
                 }
                 Ok(Value::from_object(r))
             }

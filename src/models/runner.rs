@@ -90,8 +90,9 @@ impl Runner {
         let this = (!node.relation.is_empty()).then(|| node.relation_object());
         let sql = p.jinja.render(template, &ctx, this.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let sql = sql.trim().trim_end_matches(';').trim_end().to_string();
-        let mut ctes: Vec<(String, String)> = Vec::new();
-        self.collect_ctes(&ctx.take().ephemerals, &filter, &mut ctes, &mut BTreeSet::new())?;
+        let collected = ctx.take();
+        let mut ctes: Vec<(String, String)> = collected.filtered;
+        self.collect_ctes(&collected.ephemerals, &filter, &mut ctes, &mut BTreeSet::new())?;
         if ctes.is_empty() {
             return Ok(sql);
         }
@@ -113,7 +114,13 @@ impl Runner {
             let e = &self.parsed.nodes[id];
             let ctx = NodeCtx::compile(self.parsed.kind, Arc::clone(&self.parsed.resolver), false, filter.clone());
             let body = self.parsed.jinja.render(e.template.as_deref().unwrap_or_default(), &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-            self.collect_ctes(&ctx.take().ephemerals, filter, out, seen)?;
+            let collected = ctx.take();
+            for f in collected.filtered {
+                if !out.iter().any(|(n, _)| *n == f.0) {
+                    out.push(f);
+                }
+            }
+            self.collect_ctes(&collected.ephemerals, filter, out, seen)?;
             out.push((format!("__klines_cte__{}", e.name), body.trim().trim_end_matches(';').to_string()));
         }
         Ok(())

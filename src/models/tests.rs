@@ -25,13 +25,21 @@ pub fn generic_name(test: &str, model: &str, column: Option<&str>, args: &Map<St
             .and_then(|v| v.as_array())
             .map(|a| a.iter().map(plain).collect())
             .unwrap_or_default(),
+        "expression_is_true" => args.get("expression").map(plain).into_iter().collect(),
         _ => Vec::new(),
     };
     for e in extra {
         name.push_str("__");
         name.push_str(&e);
     }
-    let cleaned: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut cleaned = String::with_capacity(name.len());
+    for c in name.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' };
+        // One underscore for a run of punctuation.
+        if !(c == '_' && cleaned.ends_with("___")) {
+            cleaned.push(c);
+        }
+    }
     if cleaned.len() > 80 {
         // Long names get a hash, as dbt does.
         use sha2::{Digest, Sha256};

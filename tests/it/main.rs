@@ -6,3 +6,4 @@ mod backfill;
 mod stage;
 mod load;
 mod warehouse;
+mod models;

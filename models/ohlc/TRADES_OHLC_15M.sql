@@ -1,0 +1,11 @@
+{{ config(
+    materialized='incremental',
+    event_time='open_time',
+    batch_key='symbol',
+    time_grain='15m',
+    unique_key=['symbol', 'open_time'],
+    tags=['ohlc'],
+) }}
+
+-- 15m candles per symbol (UTC), rolled up from TRADES_OHLC_5M with Binance's rule for filler minutes.
+{{ ohlc_rollup(ref('TRADES_OHLC_5M'), 900) }}

@@ -1,0 +1,11 @@
+{{ config(
+    materialized='incremental',
+    event_time='open_time',
+    batch_key='symbol',
+    time_grain='1d',
+    unique_key=['symbol', 'open_time'],
+    tags=['ohlc'],
+) }}
+
+-- 1d candles per symbol (UTC), rolled up from TRADES_OHLC_15M with Binance's rule for filler minutes.
+{{ ohlc_rollup(ref('TRADES_OHLC_15M'), 86400) }}

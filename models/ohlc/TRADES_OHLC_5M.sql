@@ -1,0 +1,11 @@
+{{ config(
+    materialized='incremental',
+    event_time='open_time',
+    batch_key='symbol',
+    time_grain='5m',
+    unique_key=['symbol', 'open_time'],
+    tags=['ohlc'],
+) }}
+
+-- 5m candles per symbol (UTC), rolled up from TRADES_OHLC_1M with Binance's rule for filler minutes.
+{{ ohlc_rollup(ref('TRADES_OHLC_1M'), 300) }}
