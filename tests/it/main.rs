@@ -7,3 +7,4 @@ mod stage;
 mod load;
 mod warehouse;
 mod models;
+mod runner;
