@@ -8,3 +8,4 @@ mod load;
 mod warehouse;
 mod models;
 mod runner;
+mod compile;

@@ -1,0 +1,173 @@
+//! Model benchmarks (`cargo bench --bench models`; `-- --quick` for a month instead of a year).
+//!
+//! 1. Parse and compile a generated project of 1,000 models (refs, config, a macro, vars):
+//!    reading the files, rendering each model at parse time, building the graph, and compiling
+//!    every model. Median of 10 runs, in this process.
+//! 2. `klines run models` (the release binary, embedded DuckDB) on a year of 1m klines for one
+//!    symbol: the first run, then an incremental run after one more day is loaded.
+
+#[path = "../tests/it/support/exchange/data.rs"]
+#[allow(dead_code)]
+mod data;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use klines::exchange::{Interval, Market, Symbol};
+use klines::kline::KlineBatch;
+use klines::models::runner::{Mode, Runner};
+use klines::stage::layout::{self, Series};
+use klines::stage::manifest::{self, ManifestEntry};
+use klines::stage::{Stage, parquet};
+
+fn generate_project(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("models/gen")).unwrap();
+    std::fs::create_dir_all(dir.join("macros")).unwrap();
+    std::fs::write(dir.join("macros/m.sql"), "{% macro plus(a, b) %}({{ a }} + {{ b }}){% endmacro %}\n").unwrap();
+    for i in 0..n {
+        let mut sql = format!(
+            "{{{{ config(materialized='{}', tags=['t{}']) }}}}\nselect {{{{ plus('a.x', var('k', 1)) }}}} as x, {i} as id\nfrom ",
+            if i % 3 == 0 { "table" } else { "view" },
+            i % 10
+        );
+        if i == 0 {
+            sql.push_str("(select 1 as x) as a\n");
+        } else {
+            // Up to three earlier models, deterministically.
+            let parents: BTreeSet<usize> = [i - 1, (i * 7) % i, (i * 13) % i].into_iter().collect();
+            let mut it = parents.iter();
+            sql.push_str(&format!("{{{{ ref('m{:04}') }}}} as a\n", it.next().unwrap()));
+            for (j, p) in it.enumerate() {
+                sql.push_str(&format!("join {{{{ ref('m{p:04}') }}}} as b{j} on b{j}.x = a.x\n"));
+            }
+        }
+        std::fs::write(dir.join(format!("models/gen/m{i:04}.sql")), sql).unwrap();
+    }
+}
+
+fn parse_and_compile(dir: &Path) -> (f64, usize) {
+    let started = Instant::now();
+    let project = klines::config::Project::load(dir).unwrap();
+    let target = klines::config::profiles::resolve(None, dir, &project.profile, None).unwrap();
+    let (parsed, _) = klines::models::load(&project, &target, None).unwrap();
+    let parsed = Arc::new(parsed);
+    let runner = Runner {
+        wh: None,
+        parsed: Arc::clone(&parsed),
+        full_refresh: false,
+        threads: 1,
+        compiled_dir: dir.join("target/compiled"),
+        compiled: Mutex::new(BTreeMap::new()),
+        on_result: Box::new(|_, _| {}),
+    };
+    let mut bytes = 0;
+    for n in parsed.nodes.values().filter(|n| Mode::Compile.takes(n)) {
+        bytes += runner.compile(n, false, None).unwrap().len();
+    }
+    (started.elapsed().as_secs_f64() * 1000.0, bytes)
+}
+
+const DAY: i64 = 86_400_000;
+const T0: i64 = 1_672_531_200_000; // 2023-01-01
+
+fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
+    let market = data::Market::synthetic();
+    let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+    let stage = Stage::open("stage", &BTreeMap::new(), dir).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut rows = 0;
+    for d in 0..days {
+        let day = first_day + d * DAY;
+        let klines = market.minutes("BTCUSDT", day, day + DAY, usize::MAX);
+        let mut batch = KlineBatch::default();
+        klines.iter().for_each(|k| batch.push(k));
+        let bytes = parquet::encode(&series, &batch).unwrap();
+        let path = layout::data_key(&series, (day, day + DAY), day, day + DAY);
+        let entry = ManifestEntry {
+            version: 1,
+            path: path.clone(),
+            market: Market::Spot,
+            symbol: series.symbol.clone(),
+            interval: Interval::M1,
+            start: day,
+            end: day + DAY,
+            complete: true,
+            rows: batch.len() as u64,
+            bytes: bytes.len() as u64,
+            sha256: manifest::sha256_hex(&bytes),
+        };
+        rt.block_on(async {
+            stage.put(&path, bytes).await.unwrap();
+            manifest::write(&stage, &entry).await.unwrap();
+        });
+        rows += batch.len();
+    }
+    rows
+}
+
+fn klines(dir: &Path, args: &[&str]) -> (f64, String) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_klines")).args(args).arg("-q").current_dir(dir).output().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "klines {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (secs, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+
+    let dir = tempfile::tempdir().unwrap();
+    generate_project(dir.path(), 1000);
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..10 {
+        let (ms, b) = parse_and_compile(dir.path());
+        times.push(ms);
+        bytes = b;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "parse + compile of 1,000 models: median {:.1} ms (min {:.1}, max {:.1}; {} KB of SQL)",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        bytes / 1024
+    );
+
+    let days = if quick { 31 } else { 365 };
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["models", "macros", "seeds"] {
+        copy_dir(&root.join(sub), &dir.path().join(sub));
+    }
+    let rows = stage_days(dir.path(), T0, days);
+    klines(dir.path(), &["load"]);
+    klines(dir.path(), &["seed"]);
+    let (first, _) = klines(dir.path(), &["run", "models"]);
+    println!("klines run models, first run on {days} days of 1m klines ({rows} rows) into DuckDB: {first:.2}s");
+    let more = stage_days(dir.path(), T0 + days * DAY, 1);
+    klines(dir.path(), &["load"]);
+    let (inc, out) = klines(dir.path(), &["run", "models"]);
+    println!(
+        "klines run models, incremental after one more day ({more} rows): {inc:.2}s = {:.1}% of the first run",
+        inc / first * 100.0
+    );
+    print!("{out}");
+    let (none, _) = klines(dir.path(), &["run", "models"]);
+    println!("klines run models with nothing new: {none:.2}s");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
