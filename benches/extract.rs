@@ -31,8 +31,12 @@ fn rusage(who: i32) -> (f64, u64) {
     (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64 * 1024)
 }
 
+/// This thread's CPU time, in seconds, with nanosecond resolution.
 fn thread_cpu() -> f64 {
-    rusage(libc::RUSAGE_THREAD).0
+    // SAFETY: clock_gettime fills the timespec it is given.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 const T0: i64 = 1_640_995_200_000; // 2022-01-01
@@ -40,7 +44,7 @@ const T0: i64 = 1_640_995_200_000; // 2022-01-01
 fn parse_encode(rows: usize) {
     let market = data::Market::synthetic();
     let minutes = rows as i64;
-    let bodies: Vec<String> = (0..minutes.div_ceil(1000))
+    let bodies: Vec<String> = (0..(minutes + 999) / 1000)
         .map(|i| {
             let s = T0 + i * 1000 * 60_000;
             data::to_json(&market.minutes("BTCUSDT", s, s + 1000 * 60_000, 1000))
@@ -57,21 +61,30 @@ fn parse_encode(rows: usize) {
     let mut day_start = T0;
     let mut parsed = 0usize;
     let mut files = 0;
+    let mut encode_cpu = 0.0;
+    let mut put_cpu = 0.0;
+    let mut parse_cpu = 0.0;
     let mut flush = |day: &mut KlineBatch, start: i64| {
         if day.is_empty() {
             return;
         }
-        let bytes = parquet::encode(&series, day).unwrap();
+        let c0 = thread_cpu();
+        let bytes = parquet::encode(&series, std::mem::take(day)).unwrap();
+        encode_cpu += thread_cpu() - c0;
+        let c0 = thread_cpu();
         let sha = manifest::sha256_hex(&bytes);
         let key = layout::data_key(&series, (start, start + 86_400_000), start, start + 86_400_000);
         rt.block_on(stage.put(&key, bytes)).unwrap();
+        put_cpu += thread_cpu() - c0;
         std::hint::black_box(sha);
         files += 1;
         *day = KlineBatch::with_capacity(1440);
     };
     for body in &bodies {
         let mut page = KlineBatch::with_capacity(1000);
+        let c0 = thread_cpu();
         parsed += kline::parse_body(body.as_bytes(), &mut page).unwrap();
+        parse_cpu += thread_cpu() - c0;
         let mut i = 0;
         while i < page.len() {
             let (us, ue) = layout::unit_of(Interval::M1, page.open_time[i]);
@@ -87,6 +100,12 @@ fn parse_encode(rows: usize) {
     }
     flush(&mut day, day_start);
     let (cpu, wall) = (thread_cpu() - cpu0, wall0.elapsed().as_secs_f64());
+    println!(
+        "  of which parsing JSON: {:.3} CPU s per million, Parquet encoding: {:.3}, hashing and writing: {:.3}",
+        parse_cpu / parsed as f64 * 1e6,
+        encode_cpu / parsed as f64 * 1e6,
+        put_cpu / parsed as f64 * 1e6
+    );
     println!(
         "body -> staged Parquet: {parsed} klines ({:.0} MB of JSON, {files} files): {:.0} klines/s, {:.3} CPU s per million klines (wall {:.2}s)",
         total_bytes as f64 / 1e6,
@@ -178,14 +197,54 @@ fn rate_limited(limit: u32, window_secs: u32, days: i64) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--encode-only") {
+        let market = data::Market::synthetic();
+        let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+        let mut day = KlineBatch::default();
+        market.minutes("BTCUSDT", T0, T0 + 86_400_000, usize::MAX).iter().for_each(|k| day.push(k));
+        let c0 = thread_cpu();
+        for _ in 0..700 {
+            std::hint::black_box(parquet::encode(&series, day.clone()).unwrap());
+        }
+        println!("encode: {:.3} CPU s per million", (thread_cpu() - c0) / (700.0 * day.len() as f64) * 1e6);
+        return;
+    }
+    if std::env::args().any(|a| a == "--dec-only") {
+        let vals = ["42000.01000000", "0.00123400", "123456.78901234", "5185180.52431380"];
+        let c0 = thread_cpu();
+        let mut acc = 0i128;
+        for i in 0..8_000_000usize {
+            acc = acc.wrapping_add(klines::decimal::parse_bytes(std::hint::black_box(vals[i % 4].as_bytes())).unwrap());
+        }
+        println!("8M decimals: {:.3} CPU s ({acc})", thread_cpu() - c0);
+        return;
+    }
+    if std::env::args().any(|a| a == "--json-only") {
+        let market = data::Market::synthetic();
+        let body = data::to_json(&market.minutes("BTCUSDT", T0, T0 + 1000 * 60_000, 1000));
+        let mut page = KlineBatch::with_capacity(1000);
+        let c0 = thread_cpu();
+        let w0 = Instant::now();
+        for _ in 0..1000 {
+            page.truncate(0);
+            std::hint::black_box(kline::parse_body(body.as_bytes(), &mut page).unwrap());
+        }
+        println!("wall {:?}", w0.elapsed());
+        println!("parse: {:.3} CPU s per million ({} bytes per row)", thread_cpu() - c0, body.len() / 1000);
+        return;
+    }
+    if std::env::args().any(|a| a == "--parse-only") {
+        parse_encode(1_000_000);
+        return;
+    }
     if quick {
         parse_encode(100_000);
         end_to_end(10);
-        rate_limited(60, 5, 40);
+        rate_limited(120, 5, 60);
     } else {
         parse_encode(1_000_000);
         end_to_end(70);
         end_to_end(700);
-        rate_limited(120, 5, 120);
+        rate_limited(600, 10, 365);
     }
 }

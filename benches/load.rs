@@ -59,7 +59,8 @@ fn stage_rows(dir: &Path, rows: usize) -> Vec<Kline> {
         klines.truncate(rows - all.len());
         let mut batch = KlineBatch::default();
         klines.iter().for_each(|k| batch.push(k));
-        let bytes = parquet::encode(&series, &batch).unwrap();
+        let rows_n = batch.len();
+        let bytes = parquet::encode(&series, batch).unwrap();
         let path = layout::data_key(&series, (day, day + 86_400_000), day, day + 86_400_000);
         let entry = ManifestEntry {
             version: 1,
@@ -70,7 +71,7 @@ fn stage_rows(dir: &Path, rows: usize) -> Vec<Kline> {
             start: day,
             end: day + 86_400_000,
             complete: true,
-            rows: batch.len() as u64,
+            rows: rows_n as u64,
             bytes: bytes.len() as u64,
             sha256: manifest::sha256_hex(&bytes),
         };

@@ -84,7 +84,8 @@ fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
         let klines = market.minutes("BTCUSDT", day, day + DAY, usize::MAX);
         let mut batch = KlineBatch::default();
         klines.iter().for_each(|k| batch.push(k));
-        let bytes = parquet::encode(&series, &batch).unwrap();
+        let rows_n = batch.len();
+        let bytes = parquet::encode(&series, batch).unwrap();
         let path = layout::data_key(&series, (day, day + DAY), day, day + DAY);
         let entry = ManifestEntry {
             version: 1,
@@ -95,7 +96,7 @@ fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
             start: day,
             end: day + DAY,
             complete: true,
-            rows: batch.len() as u64,
+            rows: rows_n as u64,
             bytes: bytes.len() as u64,
             sha256: manifest::sha256_hex(&bytes),
         };
@@ -103,7 +104,7 @@ fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
             stage.put(&path, bytes).await.unwrap();
             manifest::write(&stage, &entry).await.unwrap();
         });
-        rows += batch.len();
+        rows += rows_n;
     }
     rows
 }

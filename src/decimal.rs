@@ -37,49 +37,58 @@ pub fn parse_bytes(b: &[u8]) -> Option<i128> {
         b'+' => (false, &b[1..]),
         _ => (false, b),
     };
-    if digits.is_empty() {
-        return None;
-    }
-    let (int_part, frac_part) = match digits.iter().position(|&c| c == b'.') {
+    let (int_part, frac_part) = match memchr::memchr(b'.', digits) {
         Some(p) => (&digits[..p], &digits[p + 1..]),
         None => (digits, &digits[digits.len()..]),
     };
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    // Up to 30 integer digits keep the total within 38.
-    if int_part.len() > 30 {
+    // Up to 30 integer digits keep the total within 38; up to 18, the usual case, fit a u64.
+    let int: i128 = if int_part.len() <= 18 {
+        let mut v: u64 = 0;
+        for &c in int_part {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + d as u64;
+        }
+        v as i128
+    } else if int_part.len() <= 30 {
+        let mut v: i128 = 0;
+        for &c in int_part {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + d as i128;
+        }
+        v
+    } else {
+        return None;
+    };
+    let kept = frac_part.len().min(SCALE as usize);
+    let mut frac: u64 = 0;
+    for &c in &frac_part[..kept] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        frac = frac * 10 + d as u64;
+    }
+    // Digits past the eighth may only be zeros.
+    if frac_part[kept..].iter().any(|&c| c != b'0') {
         return None;
     }
-    let mut value: i128 = 0;
-    for &c in int_part {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        value = value * 10 + d as i128;
-    }
-    let mut frac: i128 = 0;
-    for (i, &c) in frac_part.iter().enumerate() {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        if i < SCALE as usize {
-            frac = frac * 10 + d as i128;
-        } else if d != 0 {
-            return None;
-        }
-    }
-    for _ in frac_part.len()..SCALE as usize {
-        frac *= 10;
-    }
-    let v = value * UNIT + frac;
+    let v = int * UNIT + (frac * POW10[SCALE as usize - kept]) as i128;
     if v > MAX_ABS {
         return None;
     }
     Some(if neg { -v } else { v })
 }
+
+const POW10: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
 
 fn classify(s: &str) -> DecimalError {
     let body = s.trim_start_matches(['-', '+']);

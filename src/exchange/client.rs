@@ -129,11 +129,9 @@ impl BinanceClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .build()?;
-        // Weight kept free per window for requests that cross a window boundary in flight.
-        let reserve = config.max_in_flight as u32 * config.market.klines_weight(config.market.page_limit());
         Ok(BinanceClient {
             http,
-            limiter: RateLimiter::new(reserve),
+            limiter: RateLimiter::new(),
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
             config,
             stats: ClientStats::default(),

@@ -6,9 +6,12 @@
 //!
 //! The limiter keeps a local count per window and takes the larger of it and the server's
 //! count whenever a response reports one. When a new window starts, the first request goes
-//! alone (the *probe*): its response tells whether the server agrees that the window rolled
-//! over, and how much weight other clients on the same IP already spent, before the rest of
-//! the budget is released. A 429 or 418 pauses every request until `Retry-After` has passed.
+//! alone (the *probe*): its response tells how much weight the server counted in the new window
+//! already (requests that were on the wire at the boundary, other clients on the same IP)
+//! before the rest of the budget is released. If the probe finds the window nearly spent just
+//! after it began, this machine's clock is probably ahead of the exchange's: the limiter probes
+//! again shortly instead of waiting for the next window. A 429 or 418 pauses every request
+//! until `Retry-After` has passed.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,7 +73,15 @@ struct Window {
     used: u32,
     confirmed: bool,
     probing: bool,
+    /// When the next probe may go, after a probe that looked like clock skew.
+    reprobe_at: i64,
+    reprobes: u32,
 }
+
+/// Probes in one window before the server's count is taken as it is.
+const MAX_REPROBES: u32 = 10;
+/// Wait between probes that looked like clock skew.
+const REPROBE_DELAY_MS: i64 = 200;
 
 #[derive(Debug)]
 struct State {
@@ -84,8 +95,6 @@ struct State {
 pub struct RateLimiter {
     state: Mutex<State>,
     changed: Notify,
-    /// Weight kept free in each window for requests that are on the wire when it rolls over.
-    reserve: u32,
 }
 
 /// A request's claim on the budget. Hand it back through [`RateLimiter::observe`] with the
@@ -97,6 +106,7 @@ pub struct Ticket {
     indices: Vec<i64>,
     /// Windows for which this request is the probe.
     probes: Vec<usize>,
+    sent_at_ms: i64,
 }
 
 fn now_ms() -> i64 {
@@ -110,11 +120,10 @@ enum Wait {
 
 impl RateLimiter {
     /// A limiter that lets every request through until [`RateLimiter::set_limits`] is called.
-    pub fn new(reserve: u32) -> Arc<RateLimiter> {
+    pub fn new() -> Arc<RateLimiter> {
         Arc::new(RateLimiter {
             state: Mutex::new(State { windows: Vec::new(), pause_until_ms: 0, stats: LimiterStats::default() }),
             changed: Notify::new(),
-            reserve,
         })
     }
 
@@ -129,17 +138,15 @@ impl RateLimiter {
         let mut st = self.lock();
         st.windows = limits
             .iter()
-            .map(|&limit| {
-                let shared = ((limit.limit as f64) * share).floor() as u32;
-                let reserve = if limit.kind == LimitKind::Weight { self.reserve } else { self.reserve.div_ceil(2) };
-                Window {
-                    limit,
-                    budget: shared.saturating_sub(reserve).max(1),
-                    index: i64::MIN,
-                    used: 0,
-                    confirmed: false,
-                    probing: false,
-                }
+            .map(|&limit| Window {
+                limit,
+                budget: (((limit.limit as f64) * share).floor() as u32).max(1),
+                index: i64::MIN,
+                used: 0,
+                confirmed: false,
+                probing: false,
+                reprobe_at: 0,
+                reprobes: 0,
             })
             .collect();
         drop(st);
@@ -163,7 +170,7 @@ impl RateLimiter {
                 let mut st = self.lock();
                 match Self::try_claim(&mut st, weight) {
                     Ok((indices, probes)) => {
-                        return Ticket { limiter: Arc::clone(self), indices, probes };
+                        return Ticket { limiter: Arc::clone(self), indices, probes, sent_at_ms: now_ms() };
                     }
                     Err(w) => w,
                 }
@@ -201,6 +208,12 @@ impl RateLimiter {
                 w.used = 0;
                 w.confirmed = false;
                 w.probing = false;
+                w.reprobe_at = 0;
+                w.reprobes = 0;
+            }
+            if !w.confirmed && !w.probing && w.reprobe_at > now {
+                until = Some(until.map_or(w.reprobe_at, |u: i64| u.max(w.reprobe_at)));
+                continue;
             }
             let cost = match w.limit.kind {
                 LimitKind::Weight => weight,
@@ -244,14 +257,25 @@ impl RateLimiter {
                 // The window rolled over while the request was on the wire.
                 continue;
             }
-            if w.limit.kind == LimitKind::Weight
-                && let Some(&(_, server)) = used.iter().find(|(ms, _)| *ms == w.limit.window_ms)
-            {
-                w.used = w.used.max(server);
-            }
-            if ticket.probes.contains(&i) {
-                w.confirmed = true;
+            let server = (w.limit.kind == LimitKind::Weight)
+                .then(|| used.iter().find(|(ms, _)| *ms == w.limit.window_ms).map(|&(_, u)| u))
+                .flatten();
+            let is_probe = ticket.probes.contains(&i);
+            if is_probe {
                 w.probing = false;
+                let start = w.index * w.limit.window_ms;
+                let early = ticket.sent_at_ms - start < (w.limit.window_ms / 10).min(2_000);
+                let spent = server.is_some_and(|s| s >= w.budget / 2);
+                if early && spent && w.reprobes < MAX_REPROBES {
+                    // Most likely the exchange's clock is behind: it still counts the old window.
+                    w.reprobes += 1;
+                    w.reprobe_at = now_ms() + REPROBE_DELAY_MS;
+                    continue;
+                }
+                w.confirmed = true;
+            }
+            if let Some(server) = server {
+                w.used = w.used.max(server);
             }
         }
         ticket.probes.clear();
@@ -344,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn never_claims_more_than_the_budget_in_one_window() {
-        let limiter = RateLimiter::new(0);
+        let limiter = RateLimiter::new();
         // An hour-long window: the test does not live to see it roll over.
         let window = 3_600_000;
         limiter.set_limits(&[weight(10, window)], 1.0);
@@ -361,7 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn server_count_raises_the_local_one() {
-        let limiter = RateLimiter::new(0);
+        let limiter = RateLimiter::new();
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         let t = limiter.acquire(2).await;
         let mut h = HeaderMap::new();
@@ -373,7 +397,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_probe_goes_until_its_answer_arrives() {
-        let limiter = RateLimiter::new(0);
+        let limiter = RateLimiter::new();
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         let probe = limiter.acquire(1).await;
         let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
@@ -385,16 +409,54 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_probe_lets_the_next_request_probe() {
-        let limiter = RateLimiter::new(0);
+        let limiter = RateLimiter::new();
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         drop(limiter.acquire(1).await);
         let next = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
         assert!(next.is_ok());
     }
 
+    /// Sleeps until `offset_ms` into the next window of `window_ms`.
+    async fn align(window_ms: i64, offset_ms: i64) {
+        let now = wall_clock_ms();
+        let target = (now / window_ms + 1) * window_ms + offset_ms;
+        tokio::time::sleep(Duration::from_millis((target - now) as u64)).await;
+    }
+
+    fn nearly_spent() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-mbx-used-weight-1s", HeaderValue::from_static("99"));
+        h
+    }
+
+    #[tokio::test]
+    async fn a_window_that_looks_spent_at_its_start_is_probed_again() {
+        let limiter = RateLimiter::new();
+        limiter.set_limits(&[weight(100, 1_000)], 1.0);
+        // Just after the window began, the server says 99 of 100 are used: its clock is
+        // behind. Another probe goes soon, not after the whole window.
+        align(1_000, 10).await;
+        let probe = limiter.acquire(2).await;
+        limiter.observe(probe, &nearly_spent());
+        let next = tokio::time::timeout(Duration::from_millis(600), limiter.acquire(2)).await.expect("re-probed");
+        assert!(next.probes.contains(&0));
+        assert!(wall_clock_ms() % 1_000 < 600, "the re-probe waited for the next window");
+    }
+
+    #[tokio::test]
+    async fn a_spent_window_is_believed_late_in_the_window() {
+        let limiter = RateLimiter::new();
+        limiter.set_limits(&[weight(100, 1_000)], 1.0);
+        align(1_000, 500).await;
+        let probe = limiter.acquire(2).await;
+        limiter.observe(probe, &nearly_spent());
+        let next = tokio::time::timeout(Duration::from_millis(300), limiter.acquire(2)).await;
+        assert!(next.is_err(), "99 of 100 used, and a request of 2 went in the same window");
+    }
+
     #[tokio::test]
     async fn pause_holds_every_request() {
-        let limiter = RateLimiter::new(0);
+        let limiter = RateLimiter::new();
         limiter.pause_until(wall_clock_ms() + 300);
         let started = std::time::Instant::now();
         let t = limiter.acquire(1).await;

@@ -6,9 +6,9 @@
 //!    spans of one request each, fetched a few at a time but consumed in order.
 //! 3. Rows are gathered per file unit (a UTC day, or a year for daily and longer intervals).
 //!    Once no later span touches a unit, the unit is written: rows read back from its earlier
-//!    partial file (if any) plus the new ones, to one Parquet file, then its manifest entry,
-//!    then the checkpoint. A crash anywhere in between only means the next run writes the
-//!    same file again.
+//!    partial file (if any) plus the new ones, to one Parquet file, then its manifest entry.
+//!    The checkpoint follows (at most once a second, and at the end or on a failure). A crash
+//!    anywhere in between only means the next run writes the same files again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -124,6 +124,39 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     let pre_listing: i64 = pending.values().map(|u| u.empty.total()).sum();
     task.advance(pre_listing as u64, "");
 
+    let mut saver = Saver { last: std::time::Instant::now(), dirty: false };
+    let result = fetch_and_write(ctx, series, lock, &mut cp, &mut saver, pending, spans, &task).await;
+    // Whatever was staged before a failure is kept: the checkpoint records it.
+    if saver.dirty {
+        lock.check()?;
+        ctx.state.save(&cp).await?;
+    }
+    result?;
+    task.finish("done");
+    Ok(())
+}
+
+/// Checkpoints go to disk at most once a second (and at the end): each is an fsync, and a
+/// crash only means redoing that second's files, which are written again byte for byte.
+struct Saver {
+    last: std::time::Instant,
+    dirty: bool,
+}
+
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_and_write(
+    ctx: &RunContext,
+    series: &Series,
+    lock: &SeriesLock,
+    cp: &mut Checkpoint,
+    saver: &mut Saver,
+    mut pending: BTreeMap<i64, UnitBuf>,
+    spans: Vec<(i64, i64)>,
+    task: &Task,
+) -> anyhow::Result<()> {
+    let interval = series.interval;
     let span_starts: Vec<i64> = spans.iter().map(|s| s.0).collect();
     let client = &ctx.client;
     let mut fetched = futures::stream::iter(spans.into_iter().map(|(s, e)| async move {
@@ -147,7 +180,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
                 break;
             }
             let (unit_start, unit) = entry.remove_entry();
-            write_unit(ctx, series, lock, &mut cp, unit_start, unit).await?;
+            write_unit(ctx, series, lock, cp, saver, unit_start, unit).await?;
         }
         if cut {
             break;
@@ -155,9 +188,8 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     }
     drop(fetched);
     while let Some((unit_start, unit)) = pending.pop_first() {
-        write_unit(ctx, series, lock, &mut cp, unit_start, unit).await?;
+        write_unit(ctx, series, lock, cp, saver, unit_start, unit).await?;
     }
-    task.finish("done");
     Ok(())
 }
 
@@ -213,6 +245,7 @@ async fn write_unit(
     series: &Series,
     lock: &SeriesLock,
     cp: &mut Checkpoint,
+    saver: &mut Saver,
     unit_start: i64,
     unit: UnitBuf,
 ) -> anyhow::Result<()> {
@@ -236,7 +269,10 @@ async fn write_unit(
         let key = layout::data_key(series, unit_range, start, end);
         let encoded = {
             let series = series.clone();
-            tokio::task::spawn_blocking(move || parquet::encode(&series, &rows).map(|b| (b, rows.len())))
+            tokio::task::spawn_blocking(move || {
+                let n = rows.len();
+                parquet::encode(&series, rows).map(|b| (b, n))
+            })
                 .await
                 .context("Parquet encoder panicked")??
         };
@@ -272,7 +308,13 @@ async fn write_unit(
     } else if let Some(key) = written {
         cp.partial.insert(unit_start, vec![key]);
     }
-    ctx.state.save(cp).await
+    saver.dirty = true;
+    if saver.last.elapsed() >= SAVE_EVERY {
+        ctx.state.save(cp).await?;
+        saver.last = std::time::Instant::now();
+        saver.dirty = false;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
