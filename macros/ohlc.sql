@@ -16,7 +16,7 @@
 {% macro bucket(column, seconds) %}{{ adapter.dispatch('bucket')(column, seconds) }}{% endmacro %}
 {% macro duckdb__bucket(column, seconds) %}to_timestamp((epoch_ms({{ column }}) // {{ seconds * 1000 }}) * {{ seconds }}){% endmacro %}
 {% macro postgres__bucket(column, seconds) %}to_timestamp(floor(extract(epoch from {{ column }}) / {{ seconds }}) * {{ seconds }}){% endmacro %}
-{% macro snowflake__bucket(column, seconds) %}to_timestamp_tz(floor(date_part(epoch_second, {{ column }}) / {{ seconds }}) * {{ seconds }}){% endmacro %}
+{% macro snowflake__bucket(column, seconds) %}to_timestamp_ntz(floor(date_part(epoch_second, {{ column }}) / {{ seconds }}) * {{ seconds }}){% endmacro %}
 
 {# `value` of the row with the smallest `order_by` among rows where `condition` holds. #}
 {% macro first_where(value, order_by, condition) %}{{ adapter.dispatch('first_where')(value, order_by, condition) }}{% endmacro %}
@@ -29,6 +29,10 @@
 {% macro duckdb__last_by(value, order_by) %}arg_max({{ value }}, {{ order_by }}){% endmacro %}
 {% macro postgres__last_by(value, order_by) %}(array_agg({{ value }} order by {{ order_by }} desc))[1]{% endmacro %}
 {% macro snowflake__last_by(value, order_by) %}max_by({{ value }}, {{ order_by }}){% endmacro %}
+
+{# The exact sum of a price or volume column: a decimal of scale 8 on every warehouse (fakesnow's
+   sum of a NUMBER(38, 8) is a float otherwise). #}
+{% macro exact_sum(column) %}cast(sum({{ column }}) as decimal(38, 8)){% endmacro %}
 
 {#
   Candles of `seconds` seconds from the candles of `relation` (which has the columns of
@@ -44,11 +48,11 @@ with buckets as (
         max(case when trades > 0 then high end) as traded_high,
         min(case when trades > 0 then low end) as traded_low,
         {{ last_by('close', 'open_time') }} as close,
-        sum(volume) as volume,
-        sum(quote_volume) as quote_volume,
+        {{ exact_sum('volume') }} as volume,
+        {{ exact_sum('quote_volume') }} as quote_volume,
         cast(sum(trades) as bigint) as trades,
-        sum(taker_buy_base_volume) as taker_buy_base_volume,
-        sum(taker_buy_quote_volume) as taker_buy_quote_volume,
+        {{ exact_sum('taker_buy_base_volume') }} as taker_buy_base_volume,
+        {{ exact_sum('taker_buy_quote_volume') }} as taker_buy_quote_volume,
         cast(sum(candles) as bigint) as candles
     from {{ relation }}
     group by 1, 2
