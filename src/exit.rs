@@ -7,6 +7,7 @@
 //! | 2 | bad usage or configuration (flags, klines.yml, profiles.yml, unknown symbols) |
 //! | 3 | partly failed: some series, files, models or tests failed, the rest succeeded |
 //! | 4 | rate-limited or banned by the exchange: come back later |
+//! | 130 | interrupted (Ctrl-C or SIGTERM) |
 
 use crate::exchange::ExchangeError;
 
@@ -18,6 +19,7 @@ pub enum Code {
     Usage = 2,
     Partial = 3,
     RateLimited = 4,
+    Interrupted = 130,
 }
 
 /// Bad flags or configuration.
@@ -40,6 +42,9 @@ where
 
 /// The exit code for an error, from the most telling cause in its chain.
 pub fn classify(err: &anyhow::Error) -> Code {
+    if find::<crate::cancel::Interrupted>(err).is_some() {
+        return Code::Interrupted;
+    }
     if find::<ExchangeError>(err).is_some_and(|e| e.is_rate_limit()) {
         Code::RateLimited
     } else if find::<UsageError>(err).is_some()

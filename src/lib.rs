@@ -4,6 +4,7 @@
 //! (checkpointed backfills) → [`stage`] (Parquet in a directory or S3) → [`load`] (exactly-once
 //! loads through a [`warehouse`] adapter) → [`models`] (dbt-style SQL models). See ARCHITECTURE.md.
 
+pub mod cancel;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -36,7 +37,26 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(exit::Code::Failure as u8);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(async {
+        let run = commands::run(cli);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            signal = cancel::signal() => {
+                // Ask running work to stop cleanly, give it a moment, then leave.
+                tracing::warn!(signal, "interrupted; stopping");
+                cancel::trigger();
+                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut run).await {
+                    Ok(Err(e)) if exit::classify(&e) != exit::Code::Interrupted => {
+                        tracing::warn!(error = %format!("{e:#}"), "while stopping");
+                    }
+                    _ => {}
+                }
+                Err(cancel::Interrupted.into())
+            }
+        }
+    });
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             if let Some(bars) = progress::bars() {

@@ -166,7 +166,13 @@ async fn fetch_and_write(
     .buffered(ctx.spans_in_flight.max(1));
 
     let mut index = 0;
-    while let Some((s, e, rows)) = fetched.try_next().await? {
+    loop {
+        // Interrupted: what is staged stays, and the checkpoint records it (see `run`).
+        let next = tokio::select! {
+            r = fetched.try_next() => r?,
+            () = crate::cancel::cancelled() => anyhow::bail!(crate::cancel::Interrupted),
+        };
+        let Some((s, e, rows)) = next else { break };
         index += 1;
         let (cut_at, rows) = closed_only(series, s, e, rows, ctx.server_time);
         let cut = cut_at < e;

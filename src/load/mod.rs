@@ -5,11 +5,14 @@
 //! 2. Pending files are taken in batches. Each file is fetched, checked against its manifest
 //!    entry (size, SHA-256, rows, series) and decoded; a bad file is reported by name and left
 //!    out, the others go on.
-//! 3. Within a batch, rows sharing a natural key keep the newest file's values. The adapter
+//! 3. A batch never holds two files that overlap (an older partial day and its later whole-day
+//!    file go in successive batches), and rows sharing a key keep the newest file's. The adapter
 //!    then loads the batch in one transaction: inserts, replacements, and the load-history
 //!    rows of its files. A crash before the commit leaves nothing; after it, everything.
 //!    A batch whose files overlap nothing loaded (every row new, the usual case) may go
 //!    straight into the raw table; the others are merged through a temporary table.
+
+pub mod snowpipe;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -86,16 +89,16 @@ impl std::fmt::Display for Summary {
     }
 }
 
-struct Candidate {
-    entry: ManifestEntry,
-    staged_at: i64,
+pub(crate) struct Candidate {
+    pub(crate) entry: ManifestEntry,
+    pub(crate) staged_at: i64,
 }
 
 /// Finds the staged files the warehouse has not loaded, oldest staged first.
 /// Open-time ranges already loaded, per series.
 type Covered = HashMap<Series, RangeSet>;
 
-async fn pending(
+pub(crate) async fn pending(
     stage: &Stage,
     wh: &dyn Warehouse,
     raw_schema: &str,
@@ -142,7 +145,7 @@ fn is_fresh(files: &[LoadFile], covered: &Covered) -> bool {
 }
 
 /// Fetches a staged file and checks it against its manifest entry.
-async fn fetch(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<KlineBatch> {
+pub(crate) async fn fetch(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<KlineBatch> {
     let bytes = stage.get(&entry.path).await.with_context(|| format!("{}: cannot read from {}", entry.path, stage.url()))?;
     if bytes.len() as u64 != entry.bytes || manifest::sha256_hex(&bytes) != entry.sha256 {
         anyhow::bail!("{}: content does not match its manifest entry (size or SHA-256 differs)", entry.path);
@@ -192,6 +195,31 @@ fn assemble(files: &[LoadFile], decoded: &[KlineBatch]) -> Vec<SeriesRows> {
         .collect()
 }
 
+/// Cuts the pending files, in staged order, into batches of whole files, never putting two
+/// files that overlap (same series, overlapping ranges) in one batch: the older one goes first.
+pub(crate) fn batches(candidates: Vec<Candidate>, batch_rows: usize) -> Vec<Vec<Candidate>> {
+    let mut out: Vec<Vec<Candidate>> = Vec::new();
+    let mut current: Vec<Candidate> = Vec::new();
+    let mut ranges: Covered = Covered::new();
+    let mut rows = 0usize;
+    for c in candidates {
+        let s = c.entry.series();
+        let overlaps = ranges.get(&s).is_some_and(|r| !r.within(c.entry.start, c.entry.end).is_empty());
+        if !current.is_empty() && (overlaps || rows + c.entry.rows as usize > batch_rows) {
+            out.push(std::mem::take(&mut current));
+            ranges.clear();
+            rows = 0;
+        }
+        rows += c.entry.rows as usize;
+        ranges.entry(s).or_default().insert(c.entry.start, c.entry.end);
+        current.push(c);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// Loads every pending staged file into `raw_schema`.
 pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts: &Options) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -212,23 +240,13 @@ pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts:
     let task = Task::new("load", total_rows, "load");
     tracing::info!(files = candidates.len(), rows = total_rows, warehouse = %wh.describe(), "loading");
 
-    // Batches of whole files, in staged order.
-    let mut batches: Vec<Vec<Candidate>> = Vec::new();
-    let mut current = Vec::new();
-    let mut rows_in_batch = 0usize;
-    for c in candidates {
-        if !current.is_empty() && rows_in_batch + c.entry.rows as usize > opts.batch_rows {
-            batches.push(std::mem::take(&mut current));
-            rows_in_batch = 0;
-        }
-        rows_in_batch += c.entry.rows as usize;
-        current.push(c);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
+    let batches = batches(candidates, opts.batch_rows);
 
     for batch in batches {
+        // Interrupted: the batches loaded so far are committed; stop before the next.
+        if crate::cancel::is_cancelled() {
+            anyhow::bail!(crate::cancel::Interrupted);
+        }
         let fetched: Vec<anyhow::Result<KlineBatch>> =
             futures::stream::iter(batch.iter().map(|c| fetch(stage, &c.entry))).buffered(opts.fetch_concurrency.max(1)).collect().await;
         let mut files = Vec::new();

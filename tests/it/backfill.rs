@@ -338,3 +338,35 @@ fn kill_9_at_any_moment_and_resume_gives_identical_output() {
         assert!(got[k] == *v, "{k} differs after kill -9 and resume");
     }
 }
+
+/// SIGTERM (what Airflow sends a task it stops) ends a backfill cleanly: exit 130, the
+/// checkpoint records what was staged, and the next run only fetches the rest.
+#[test]
+fn sigterm_stops_cleanly_and_the_next_run_resumes() {
+    let ex = exchange_at(NOW);
+    ex.set_latency(Duration::from_millis(40));
+    let args = ["backfill", "--symbols", "BTCUSDT", "--from", "2023-12-01", "--to", "2024-01-05"];
+    let reference = Project::new(&ex.url, "");
+    let full = reference.ok(&args);
+    let want = files(&reference.stage_dir());
+
+    let p = Project::new(&ex.url, "  spans_in_flight: 1\n");
+    let child = p.cmd().args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait for some files, then stop it.
+    for _ in 0..200 {
+        if files(&p.stage_dir()).len() >= 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let staged = files(&p.stage_dir()).len();
+    assert!(staged >= 6 && staged < want.len(), "{staged} of {} files staged before SIGTERM", want.len());
+
+    let resumed = p.ok(&args);
+    assert!(summary_number(&resumed, "requests") < summary_number(&full, "requests"), "{resumed}\nvs\n{full}");
+    assert_eq!(files(&p.stage_dir()), want);
+}
