@@ -61,6 +61,20 @@ pub enum Command {
     Build(RunArgs),
     /// List the selected nodes
     Ls(LsArgs),
+    /// Print the DDL that sets a warehouse up for klines (`klines setup snowflake`)
+    Setup(SetupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetupArgs {
+    /// The warehouse type: snowflake
+    pub warehouse: String,
+    /// The stage klines writes to [default: klines.yml `stage`]
+    #[arg(long, value_name = "URL", env = "KLINES_STAGE")]
+    pub stage: Option<String>,
+    /// The IAM role Snowflake assumes to read the stage
+    #[arg(long, value_name = "ARN")]
+    pub aws_role_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,6 +132,13 @@ pub struct LoadArgs {
     /// List the files and rows that would load, and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Snowflake: submit the files to Snowpipe (DB.SCHEMA.PIPE, default: the profile's `pipe`)
+    /// instead of running COPY INTO
+    #[arg(long, value_name = "PIPE", num_args = 0..=1, default_missing_value = "")]
+    pub snowpipe: Option<String>,
+    /// How long to follow Snowpipe's insertReport before giving up on unreported files
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub snowpipe_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

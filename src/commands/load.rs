@@ -1,14 +1,34 @@
 //! `klines load`
 
+use std::time::Duration;
+
 use crate::cli::{GlobalArgs, LoadArgs};
-use crate::exit::PartialFailure;
+use crate::config::Project;
+use crate::config::profiles::{Output, SnowflakeOutput, Target};
+use crate::exit::{PartialFailure, UsageError};
+use crate::stage::{Location, Stage};
+use crate::warehouse::snowflake::{Snowflake, snowpipe::Snowpipe};
 use crate::load::{self, Options};
 use crate::warehouse;
 
 pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
-    let stage = super::stage(&project, args.stage)?;
+    let stage = super::stage(&project, args.stage.clone())?;
+    if let Output::Snowflake(o) = &target.output {
+        if !matches!(stage.location(), Location::S3 { .. }) {
+            return Err(UsageError(format!(
+                "Snowflake loads from S3: the stage is {}; set `stage: s3://bucket/prefix` (and an external stage over it, see `klines setup snowflake`)",
+                stage.url()
+            ))
+            .into());
+        }
+        if let Some(pipe) = &args.snowpipe {
+            return snowpipe(&project, o, &target, &stage, pipe, &args).await;
+        }
+    } else if args.snowpipe.is_some() {
+        return Err(UsageError(format!("--snowpipe needs a Snowflake target; {} is {}", target.name, target.type_name())).into());
+    }
     let wh = warehouse::connect(&target, &project.dir).await?;
     tracing::info!(stage = %stage.url(), warehouse = %wh.describe(), target = %target.name, dry_run = args.dry_run, "load");
     let opts = Options {
@@ -32,5 +52,37 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
         0 => Ok(()),
         n if summary.files == 0 => anyhow::bail!("{n} staged files could not be loaded; first: {}", summary.failed[0].error),
         n => Err(PartialFailure(format!("{n} staged files could not be loaded; the other {} loaded", summary.files)).into()),
+    }
+}
+
+async fn snowpipe(project: &Project, o: &SnowflakeOutput, target: &Target, stage: &Stage, pipe: &str, args: &LoadArgs) -> anyhow::Result<()> {
+    let pipe = if pipe.is_empty() {
+        o.pipe.clone().ok_or_else(|| UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into()))?
+    } else {
+        pipe.to_string()
+    };
+    let sf = Snowflake::connect(o).await?;
+    let pipe = Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| UsageError(format!("{e:#}")))?;
+    let opts = Options { dry_run: false, batch_rows: project.load_batch_rows, fetch_concurrency: project.load_fetch_concurrency };
+    let summary = load::snowpipe::load(stage, &sf, &pipe, target.raw_schema(), &opts, Duration::from_secs(args.snowpipe_timeout)).await?;
+    sf.close().await;
+    for f in &summary.files {
+        let rows = f.rows.map(|r| format!("\t{r} rows")).unwrap_or_default();
+        let error = f.error.as_deref().map(|e| format!("\t{e}")).unwrap_or_default();
+        println!("{}\t{}{rows}{error}", f.status, f.file);
+    }
+    let failed = summary.failed();
+    println!(
+        "snowpipe: {} files, {} loaded ({} inserted, {} replaced), {failed} failed in {:.1}s",
+        summary.files.len(),
+        summary.files.len() - failed,
+        summary.inserted,
+        summary.replaced,
+        summary.seconds
+    );
+    match failed {
+        0 => Ok(()),
+        n if n == summary.files.len() => anyhow::bail!("Snowpipe loaded none of the {n} files"),
+        n => Err(PartialFailure(format!("Snowpipe did not load {n} of {} files", summary.files.len())).into()),
     }
 }

@@ -4,6 +4,7 @@
 mod backfill;
 mod load;
 mod models;
+mod setup;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => models::run(&cli.global, args, crate::models::runner::Mode::Seed).await,
         Command::Build(args) => models::run(&cli.global, args, crate::models::runner::Mode::Build).await,
         Command::Ls(args) => models::ls(&cli.global, args).await,
+        Command::Setup(args) => setup::run(&cli.global, args).await,
     }
 }
 

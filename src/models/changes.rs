@@ -41,14 +41,16 @@ pub fn ddl(kind: Kind, schema: &str) -> Vec<String> {
     let t = |ty| sql_type(kind, ty);
     let seq = relation(kind, schema, "klines_model_change_id");
     let id_default = match kind {
-        Kind::Snowflake => format!("{seq}.NEXTVAL"),
-        _ => format!("nextval({})", literal(&seq)),
+        Kind::Snowflake => crate::warehouse::raw::SNOWFLAKE_IDENTITY.to_string(),
+        _ => format!("DEFAULT nextval({})", literal(&seq)),
     };
-    vec![
-        format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, schema)),
-        format!("CREATE SEQUENCE IF NOT EXISTS {seq}"),
+    let mut out = vec![format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, schema))];
+    if kind != Kind::Snowflake {
+        out.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
+    }
+    out.extend([
         format!(
-            "CREATE TABLE IF NOT EXISTS {} ({} BIGINT NOT NULL DEFAULT {id_default}, {} {} NOT NULL, {} {} NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {} ({} BIGINT NOT NULL {id_default}, {} {} NOT NULL, {} {} NOT NULL, \
              {} {} NOT NULL, {} {} NOT NULL, {} {} NOT NULL)",
             relation(kind, schema, CHANGES),
             quote(kind, "change_id"),
@@ -74,7 +76,8 @@ pub fn ddl(kind: Kind, schema: &str) -> Vec<String> {
             quote(kind, "model"),
             quote(kind, "parent")
         ),
-    ]
+    ]);
+    out
 }
 
 /// Where a parent's changes come from.

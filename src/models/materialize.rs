@@ -94,7 +94,8 @@ pub async fn swap_in(wh: &dyn Warehouse, node: &Node, tmp: &str, extra: Vec<Stri
         }
         Some(RelationType::Table) => match kind {
             Kind::Snowflake => {
-                statements.push(format!("ALTER TABLE {tmp} SWAP WITH {rel}"));
+                // Atomic in Snowflake, whose DDL does not wait for a COMMIT.
+                statements.push(format!("CREATE OR REPLACE TABLE {rel} AS SELECT * FROM {tmp}"));
                 statements.push(format!("DROP TABLE {tmp}"));
             }
             Kind::Postgres if same_columns(wh, node, tmp).await? => {

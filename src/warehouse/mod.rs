@@ -7,6 +7,7 @@ pub mod ident;
 pub mod pg_types;
 pub mod postgres;
 pub mod raw;
+pub mod snowflake;
 pub mod value;
 
 use std::path::Path;
@@ -158,6 +159,6 @@ pub async fn connect(target: &Target, project_dir: &Path) -> anyhow::Result<Arc<
             Arc::new(duckdb::DuckDb::open(&path, o.threads).await?)
         }
         Output::Postgres(o) => Arc::new(postgres::Postgres::connect(o).await?),
-        Output::Snowflake(_) => anyhow::bail!("the Snowflake adapter is not available yet"),
+        Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),
     })
 }

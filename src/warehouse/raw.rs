@@ -54,7 +54,8 @@ pub fn sql_type(kind: Kind, ty: ColType) -> &'static str {
     match (kind, ty) {
         (Kind::Postgres, ColType::Text) => "TEXT",
         (_, ColType::Text) => "VARCHAR",
-        (Kind::Snowflake, ColType::Timestamp) => "TIMESTAMP_TZ",
+        // UTC by convention: the session's TIMEZONE is UTC.
+        (Kind::Snowflake, ColType::Timestamp) => "TIMESTAMP_NTZ",
         (_, ColType::Timestamp) => "TIMESTAMPTZ",
         (Kind::Postgres, ColType::Decimal) => "NUMERIC(38,8)",
         (Kind::Snowflake, ColType::Decimal) => "NUMBER(38,8)",
@@ -74,7 +75,8 @@ fn list(kind: Kind, cols: &[&str], prefix: &str) -> String {
 /// A timestamp literal every adapter reads as UTC.
 pub fn timestamp_literal(kind: Kind, ms: i64) -> String {
     let ty = sql_type(kind, ColType::Timestamp);
-    let text = format_ms(ms).replace('T', " ").replace('Z', "+00:00");
+    let offset = if kind == Kind::Snowflake { "" } else { "+00:00" };
+    let text = format_ms(ms).replace('T', " ").replace('Z', offset);
     format!("CAST({} AS {ty})", literal(&text))
 }
 
@@ -83,7 +85,9 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
     let klines = raw_columns();
     let seq = relation(kind, raw_schema, "klines_load_id");
     let load_id = match kind {
-        Kind::Snowflake => format!("{} BIGINT NOT NULL DEFAULT {seq}.NEXTVAL", quote(kind, "load_id")),
+        // Snowflake: an ORDERed identity (fakesnow cannot run `DEFAULT seq.NEXTVAL`, and
+        // ORDER keeps ids increasing, which model watermarks rely on).
+        Kind::Snowflake => format!("{} BIGINT NOT NULL {SNOWFLAKE_IDENTITY}", quote(kind, "load_id")),
         _ => format!("{} BIGINT NOT NULL DEFAULT nextval({})", quote(kind, "load_id"), literal(&seq)),
     };
     let history = [
@@ -98,7 +102,7 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
         ("staged_at", ColType::Timestamp),
         ("loaded_at", ColType::Timestamp),
     ];
-    vec![
+    let mut out = vec![
         format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, raw_schema)),
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
@@ -106,15 +110,21 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
             column_defs(kind, &klines),
             list(kind, &KEY, "")
         ),
-        format!("CREATE SEQUENCE IF NOT EXISTS {seq}"),
-        format!(
+    ];
+    if kind != Kind::Snowflake {
+        out.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
+    }
+    out.push(format!(
             "CREATE TABLE IF NOT EXISTS {} ({load_id}, {}, PRIMARY KEY ({}))",
             relation(kind, raw_schema, LOAD_HISTORY),
             column_defs(kind, &history),
             list(kind, &["file", "sha256"], "")
-        ),
-    ]
+    ));
+    out
 }
+
+/// Snowflake's column identity clause for increasing ids.
+pub const SNOWFLAKE_IDENTITY: &str = "AUTOINCREMENT START 1 INCREMENT 1 ORDER";
 
 /// `CREATE TEMP TABLE` for the incoming rows (DuckDB and Postgres).
 pub fn create_incoming(kind: Kind) -> String {
@@ -163,7 +173,8 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
     statements
 }
 
-/// `INSERT` of the batch's files into the load history.
+/// `INSERT` of the batch's files into the load history, skipping files already recorded (a
+/// concurrent load of the same file).
 pub fn history_insert(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Option<String> {
     if batch.files.is_empty() {
         return None;
@@ -191,12 +202,48 @@ pub fn history_insert(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at
         .collect::<Vec<_>>()
         .join(", ");
     let cols = ["file", "sha256", "market", "symbol", "interval", "range_start", "range_end", "rows", "staged_at", "loaded_at"];
-    // Idempotent: a concurrent load of the same file already recorded it.
+    let history = relation(kind, raw_schema, LOAD_HISTORY);
     Some(format!(
-        "INSERT INTO {} ({}) VALUES {rows} ON CONFLICT DO NOTHING",
-        relation(kind, raw_schema, LOAD_HISTORY),
-        list(kind, &cols, "")
+        "INSERT INTO {history} ({}) SELECT {} FROM (VALUES {rows}) AS v ({}) \
+         WHERE NOT EXISTS (SELECT 1 FROM {history} AS h WHERE h.{f} = v.{f} AND h.{sha} = v.{sha})",
+        list(kind, &cols, ""),
+        list(kind, &cols, "v."),
+        list(kind, &cols, ""),
+        f = quote(kind, "file"),
+        sha = quote(kind, "sha256"),
     ))
+}
+
+/// Snowflake's `MERGE` of `incoming` (a table with the incoming columns) into the raw table:
+/// the same rules as [`merge`], in one statement that reports inserted and updated rows.
+pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_ms: i64) -> String {
+    let target = relation(kind, raw_schema, KLINES);
+    let now = timestamp_literal(kind, loaded_at_ms);
+    let q = |c: &str| quote(kind, c);
+    let values: Vec<&str> = STAGED.iter().map(|(n, _)| *n).filter(|n| !KEY.contains(n)).collect();
+    let on = KEY.iter().map(|c| format!("r.{} = s.{}", q(c), q(c))).collect::<Vec<_>>().join(" AND ");
+    let differs = values.iter().map(|c| format!("r.{} <> s.{}", q(c), q(c))).collect::<Vec<_>>().join(" OR ");
+    let set = values
+        .iter()
+        .chain(["_file", "_staged_at"].iter())
+        .map(|c| format!("{} = s.{}", q(c), q(c)))
+        .chain([format!("{} = {now}", q("_loaded_at"))])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let staged_cols: Vec<&str> = STAGED.iter().map(|(n, _)| *n).collect();
+    format!(
+        "MERGE INTO {target} AS r USING {incoming} AS s ON {on} \
+         WHEN MATCHED AND r.{sa} <= s.{sa} AND ({differs}) THEN UPDATE SET {set} \
+         WHEN NOT MATCHED THEN INSERT ({}, {}, {}, {}) VALUES ({}, s.{}, s.{}, {now})",
+        list(kind, &staged_cols, ""),
+        q("_file"),
+        q("_staged_at"),
+        q("_loaded_at"),
+        list(kind, &staged_cols, "s."),
+        q("_file"),
+        q("_staged_at"),
+        sa = q("_staged_at"),
+    )
 }
 
 /// The query listing the load history's files.

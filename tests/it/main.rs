@@ -9,3 +9,6 @@ mod warehouse;
 mod models;
 mod runner;
 mod compile;
+mod snowflake;
+mod snowflake_protocol;
+mod snowpipe;

@@ -245,3 +245,82 @@ impl Project {
 pub fn duckdb_output_yaml(name: &str, path: &str) -> String {
     format!("    {name}:\n      type: duckdb\n      path: {path}\n")
 }
+
+/// A fresh database on the test Snowflake (fakesnow), which reads S3 from the test SeaweedFS.
+pub struct FakeSnow {
+    pub database: String,
+}
+
+impl FakeSnow {
+    pub fn url() -> String {
+        required_env("KLINES_TEST_FAKESNOW")
+    }
+
+    pub fn create() -> FakeSnow {
+        let database = format!("KLINES_TEST_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
+        let db = database.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use klines::warehouse::snowflake::session::{Auth, LoginSpec, Session};
+                let spec = std::sync::Arc::new(LoginSpec {
+                    base_url: FakeSnow::url(),
+                    account: "klines".into(),
+                    user: "tester".into(),
+                    auth: Auth::Password(klines::redact::Secret::new("unused")),
+                    role: None,
+                    warehouse: None,
+                    database: None,
+                    schema: None,
+                    query_timeout: std::time::Duration::from_secs(60),
+                });
+                let mut s = Session::login(reqwest::Client::new(), spec).await.expect("log in to fakesnow");
+                s.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"), &[]).await.expect("create database");
+            });
+        })
+        .join()
+        .unwrap();
+        FakeSnow { database }
+    }
+
+    /// A snowflake output for profiles.yml (under `outputs:`), reading `stage_url` through an
+    /// external stage when given.
+    pub fn output_yaml(&self, name: &str, stage: Option<&str>) -> String {
+        let mut y = format!(
+            "    {name}:\n      type: snowflake\n      account: klines\n      host: {}\n      user: tester\n      password: unused\n      database: {}\n      schema: ANALYTICS\n      raw_schema: RAW\n      threads: 2\n",
+            FakeSnow::url(),
+            self.database
+        );
+        if let Some(s) = stage {
+            y.push_str(&format!("      stage: {s}\n"));
+        }
+        y
+    }
+
+    pub fn output(&self, stage: Option<&str>) -> klines::config::profiles::SnowflakeOutput {
+        let yaml: String = self.output_yaml("x", stage).lines().skip(2).map(|l| format!("{}\n", l.trim_start())).collect();
+        yaml_serde::from_str(&yaml).unwrap()
+    }
+
+    /// Creates `RAW.KLINES_STAGE` over `s3_url` and returns its name.
+    pub fn external_stage(&self, s3_url: &str) -> String {
+        let name = format!("{}.RAW.KLINES_STAGE", self.database);
+        let out = self.output(None);
+        let sql = vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {}.RAW", self.database),
+            format!("CREATE OR REPLACE STAGE {name} URL = '{}/'", s3_url.trim_end_matches('/')),
+        ];
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let sf = klines::warehouse::snowflake::Snowflake::connect(&out).await.unwrap();
+                for s in sql {
+                    sf.run(&s, &[]).await.unwrap_or_else(|e| panic!("{s}: {e:#}"));
+                }
+            });
+        })
+        .join()
+        .unwrap();
+        name
+    }
+}
