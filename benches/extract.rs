@@ -28,7 +28,10 @@ fn rusage(who: i32) -> (f64, u64) {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(who, &mut u) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64 * 1024)
+    (
+        secs(u.ru_utime) + secs(u.ru_stime),
+        u.ru_maxrss as u64 * 1024,
+    )
 }
 
 /// This thread's CPU time, in seconds, with nanosecond resolution.
@@ -51,10 +54,17 @@ fn parse_encode(rows: usize) {
         })
         .collect();
     let total_bytes: usize = bodies.iter().map(|b| b.len()).sum();
-    let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+    let series = Series {
+        market: Market::Spot,
+        symbol: Symbol::parse("BTCUSDT").unwrap(),
+        interval: Interval::M1,
+    };
     let dir = tempfile::tempdir().unwrap();
     let stage = Stage::open("stage", &BTreeMap::new(), dir.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let (cpu0, wall0) = (thread_cpu(), Instant::now());
     let mut day = KlineBatch::with_capacity(1440);
@@ -73,7 +83,12 @@ fn parse_encode(rows: usize) {
         encode_cpu += thread_cpu() - c0;
         let c0 = thread_cpu();
         let sha = manifest::sha256_hex(&bytes);
-        let key = layout::data_key(&series, (start, start + 86_400_000), start, start + 86_400_000);
+        let key = layout::data_key(
+            &series,
+            (start, start + 86_400_000),
+            start,
+            start + 86_400_000,
+        );
         rt.block_on(stage.put(&key, bytes)).unwrap();
         put_cpu += thread_cpu() - c0;
         std::hint::black_box(sha);
@@ -147,10 +162,23 @@ fn run_child(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
     let wall = started.elapsed().as_secs_f64();
     let mut out = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "klines failed: {out}");
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "klines failed: {out}"
+    );
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (wall, secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64 * 1024, out.trim().to_string())
+    (
+        wall,
+        secs(u.ru_utime) + secs(u.ru_stime),
+        u.ru_maxrss as u64 * 1024,
+        out.trim().to_string(),
+    )
 }
 
 fn end_to_end(days: i64) {
@@ -159,8 +187,17 @@ fn end_to_end(days: i64) {
     ex.set_limit(1_000_000, 60);
     let dir = project(&ex.url, "  max_in_flight: 8\n  spans_in_flight: 8\n");
     let to = klines::time::format_ms(T0 + days * 86_400_000);
-    let (wall, cpu, rss, out) = run_child(dir.path(), &["backfill", "--from", "2022-01-01", "--to", &to]);
-    let rows: f64 = out.split(' ').skip_while(|w| !w.ends_with("symbols,")).nth(1).unwrap().parse().unwrap();
+    let (wall, cpu, rss, out) = run_child(
+        dir.path(),
+        &["backfill", "--from", "2022-01-01", "--to", &to],
+    );
+    let rows: f64 = out
+        .split(' ')
+        .skip_while(|w| !w.ends_with("symbols,"))
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     println!(
         "backfill {days} days ({rows} klines) over HTTP: wall {wall:.1}s ({:.0} klines/s), klines CPU {cpu:.2}s ({:.3} s per million), peak RSS {:.1} MB",
         rows / wall,
@@ -175,8 +212,18 @@ fn rate_limited(limit: u32, window_secs: u32, days: i64) {
     ex.set_limit(limit, window_secs);
     let dir = project(&ex.url, "");
     let to = klines::time::format_ms(T0 + days * 86_400_000);
-    let (wall, _, _, _) =
-        run_child(dir.path(), &["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2022-01-01", "--to", &to]);
+    let (wall, _, _, _) = run_child(
+        dir.path(),
+        &[
+            "backfill",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--from",
+            "2022-01-01",
+            "--to",
+            &to,
+        ],
+    );
     let stats = ex.stats();
     let windows: Vec<u32> = stats.weight_by_window.values().copied().collect();
     // Full windows only: not the first (the run starts mid-window) nor the last.
@@ -199,22 +246,39 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--encode-only") {
         let market = data::Market::synthetic();
-        let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+        let series = Series {
+            market: Market::Spot,
+            symbol: Symbol::parse("BTCUSDT").unwrap(),
+            interval: Interval::M1,
+        };
         let mut day = KlineBatch::default();
-        market.minutes("BTCUSDT", T0, T0 + 86_400_000, usize::MAX).iter().for_each(|k| day.push(k));
+        market
+            .minutes("BTCUSDT", T0, T0 + 86_400_000, usize::MAX)
+            .iter()
+            .for_each(|k| day.push(k));
         let c0 = thread_cpu();
         for _ in 0..700 {
             std::hint::black_box(parquet::encode(&series, day.clone()).unwrap());
         }
-        println!("encode: {:.3} CPU s per million", (thread_cpu() - c0) / (700.0 * day.len() as f64) * 1e6);
+        println!(
+            "encode: {:.3} CPU s per million",
+            (thread_cpu() - c0) / (700.0 * day.len() as f64) * 1e6
+        );
         return;
     }
     if std::env::args().any(|a| a == "--dec-only") {
-        let vals = ["42000.01000000", "0.00123400", "123456.78901234", "5185180.52431380"];
+        let vals = [
+            "42000.01000000",
+            "0.00123400",
+            "123456.78901234",
+            "5185180.52431380",
+        ];
         let c0 = thread_cpu();
         let mut acc = 0i128;
         for i in 0..8_000_000usize {
-            acc = acc.wrapping_add(klines::decimal::parse_bytes(std::hint::black_box(vals[i % 4].as_bytes())).unwrap());
+            acc = acc.wrapping_add(
+                klines::decimal::parse_bytes(std::hint::black_box(vals[i % 4].as_bytes())).unwrap(),
+            );
         }
         println!("8M decimals: {:.3} CPU s ({acc})", thread_cpu() - c0);
         return;
@@ -230,7 +294,11 @@ fn main() {
             std::hint::black_box(kline::parse_body(body.as_bytes(), &mut page).unwrap());
         }
         println!("wall {:?}", w0.elapsed());
-        println!("parse: {:.3} CPU s per million ({} bytes per row)", thread_cpu() - c0, body.len() / 1000);
+        println!(
+            "parse: {:.3} CPU s per million ({} bytes per row)",
+            thread_cpu() - c0,
+            body.len() / 1000
+        );
         return;
     }
     if std::env::args().any(|a| a == "--parse-only") {

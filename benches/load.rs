@@ -27,7 +27,8 @@ use klines::stage::{Stage, parquet};
 const T0: i64 = 1_577_836_800_000; // 2020-01-01
 
 fn pg_conn() -> String {
-    std::env::var("KLINES_TEST_PG").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into())
+    std::env::var("KLINES_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into())
 }
 
 fn pg_field(name: &str, default: &str) -> String {
@@ -39,7 +40,16 @@ fn pg_field(name: &str, default: &str) -> String {
 
 fn psql(db: &str, sql: &str) {
     let st = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &pg_field("host", "127.0.0.1"), "-p", &pg_field("port", "5432")])
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &pg_field("host", "127.0.0.1"),
+            "-p",
+            &pg_field("port", "5432"),
+        ])
         .args(["-U", &pg_field("user", "postgres"), "-d", db, "-c", sql])
         .status()
         .expect("psql");
@@ -49,9 +59,16 @@ fn psql(db: &str, sql: &str) {
 /// Stages `rows` klines as day files; returns them all, for the CSV.
 fn stage_rows(dir: &Path, rows: usize) -> Vec<Kline> {
     let market = data::Market::synthetic();
-    let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+    let series = Series {
+        market: Market::Spot,
+        symbol: Symbol::parse("BTCUSDT").unwrap(),
+        interval: Interval::M1,
+    };
     let stage = Stage::open("stage", &BTreeMap::new(), dir).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut all = Vec::with_capacity(rows);
     let mut day = T0;
     while all.len() < rows {
@@ -93,7 +110,11 @@ fn run_load(dir: &Path, target: &str) -> f64 {
         .output()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("  {}", String::from_utf8_lossy(&out.stdout).trim());
     secs
 }
@@ -104,7 +125,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let all = stage_rows(dir.path(), rows);
-    println!("staged {} klines in {:.1}s", all.len(), t.elapsed().as_secs_f64());
+    println!(
+        "staged {} klines in {:.1}s",
+        all.len(),
+        t.elapsed().as_secs_f64()
+    );
 
     let db = format!("klines_bench_{}", std::process::id());
     psql("postgres", &format!("DROP DATABASE IF EXISTS {db}"));
@@ -149,10 +174,18 @@ fn main() {
     let ddl = klines::warehouse::raw::ddl(klines::warehouse::Kind::Postgres, "ceiling");
     psql(&db, &format!("{}; {}", ddl[0], ddl[1]));
     let started = Instant::now();
-    psql(&db, &format!("\\copy ceiling.klines FROM '{}' WITH (FORMAT csv)", csv.display()));
+    psql(
+        &db,
+        &format!(
+            "\\copy ceiling.klines FROM '{}' WITH (FORMAT csv)",
+            csv.display()
+        ),
+    );
     let copy_secs = started.elapsed().as_secs_f64();
     let copy_rate = rows as f64 / copy_secs;
-    println!("psql \\copy (CSV) into the same table shape: {rows} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
+    println!(
+        "psql \\copy (CSV) into the same table shape: {rows} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s"
+    );
 
     let pg_secs = run_load(dir.path(), "pg");
     let pg_rate = rows as f64 / pg_secs;
@@ -161,6 +194,12 @@ fn main() {
         pg_rate / copy_rate
     );
     let duck_secs = run_load(dir.path(), "duck");
-    println!("klines load -> duckdb: {rows} rows in {duck_secs:.2}s = {:.0} rows/s", rows as f64 / duck_secs);
-    psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    println!(
+        "klines load -> duckdb: {rows} rows in {duck_secs:.2}s = {:.0} rows/s",
+        rows as f64 / duck_secs
+    );
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
 }

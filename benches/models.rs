@@ -26,7 +26,11 @@ use klines::stage::{Stage, parquet};
 fn generate_project(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("models/gen")).unwrap();
     std::fs::create_dir_all(dir.join("macros")).unwrap();
-    std::fs::write(dir.join("macros/m.sql"), "{% macro plus(a, b) %}({{ a }} + {{ b }}){% endmacro %}\n").unwrap();
+    std::fs::write(
+        dir.join("macros/m.sql"),
+        "{% macro plus(a, b) %}({{ a }} + {{ b }}){% endmacro %}\n",
+    )
+    .unwrap();
     for i in 0..n {
         let mut sql = format!(
             "{{{{ config(materialized='{}', tags=['t{}']) }}}}\nselect {{{{ plus('a.x', var('k', 1)) }}}} as x, {i} as id\nfrom ",
@@ -39,9 +43,14 @@ fn generate_project(dir: &Path, n: usize) {
             // Up to three earlier models, deterministically.
             let parents: BTreeSet<usize> = [i - 1, (i * 7) % i, (i * 13) % i].into_iter().collect();
             let mut it = parents.iter();
-            sql.push_str(&format!("{{{{ ref('m{:04}') }}}} as a\n", it.next().unwrap()));
+            sql.push_str(&format!(
+                "{{{{ ref('m{:04}') }}}} as a\n",
+                it.next().unwrap()
+            ));
             for (j, p) in it.enumerate() {
-                sql.push_str(&format!("join {{{{ ref('m{p:04}') }}}} as b{j} on b{j}.x = a.x\n"));
+                sql.push_str(&format!(
+                    "join {{{{ ref('m{p:04}') }}}} as b{j} on b{j}.x = a.x\n"
+                ));
             }
         }
         std::fs::write(dir.join(format!("models/gen/m{i:04}.sql")), sql).unwrap();
@@ -75,9 +84,16 @@ const T0: i64 = 1_672_531_200_000; // 2023-01-01
 
 fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
     let market = data::Market::synthetic();
-    let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+    let series = Series {
+        market: Market::Spot,
+        symbol: Symbol::parse("BTCUSDT").unwrap(),
+        interval: Interval::M1,
+    };
     let stage = Stage::open("stage", &BTreeMap::new(), dir).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rows = 0;
     for d in 0..days {
         let day = first_day + d * DAY;
@@ -111,9 +127,19 @@ fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
 
 fn klines(dir: &Path, args: &[&str]) -> (f64, String) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_klines")).args(args).arg("-q").current_dir(dir).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_klines"))
+        .args(args)
+        .arg("-q")
+        .current_dir(dir)
+        .output()
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert!(out.status.success(), "klines {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "klines {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (secs, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -148,7 +174,9 @@ fn main() {
     klines(dir.path(), &["load"]);
     klines(dir.path(), &["seed"]);
     let (first, _) = klines(dir.path(), &["run", "models"]);
-    println!("klines run models, first run on {days} days of 1m klines ({rows} rows) into DuckDB: {first:.2}s");
+    println!(
+        "klines run models, first run on {days} days of 1m klines ({rows} rows) into DuckDB: {first:.2}s"
+    );
     let more = stage_days(dir.path(), T0 + days * DAY, 1);
     klines(dir.path(), &["load"]);
     let (inc, out) = klines(dir.path(), &["run", "models"]);

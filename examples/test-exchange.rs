@@ -54,14 +54,26 @@ fn main() {
         }),
         None => klines::time::now_ms(),
     };
-    let mut config = if args.real { Config::real(now) } else { Config::synthetic(now) };
-    config.clock = if args.running || args.now.is_none() { Clock::running_from(now) } else { Clock::Fixed(now) };
+    let mut config = if args.real {
+        Config::real(now)
+    } else {
+        Config::synthetic(now)
+    };
+    config.clock = if args.running || args.now.is_none() {
+        Clock::running_from(now)
+    } else {
+        Clock::Fixed(now)
+    };
     config.weight_limit = args.weight_limit;
     config.window_secs = args.window_secs;
     config.latency = Duration::from_millis(args.latency_ms);
     let exchange = TestExchange::start_on(&args.bind, config);
     if args.fault_rate > 0.0 {
-        exchange.random_faults(args.fault_rate, 7, vec![Fault::Status(503), Fault::Drop, Fault::Truncate]);
+        exchange.random_faults(
+            args.fault_rate,
+            7,
+            vec![Fault::Status(503), Fault::Drop, Fault::Truncate],
+        );
     }
     println!("{}", exchange.url);
     loop {

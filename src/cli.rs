@@ -148,7 +148,12 @@ pub struct BackfillArgs {
     pub symbols: Vec<Symbol>,
     /// Kline intervals, comma-separated: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M
     /// [default: klines.yml `intervals`, else 1m]
-    #[arg(long = "interval", visible_alias = "intervals", value_delimiter = ',', value_name = "INTERVAL")]
+    #[arg(
+        long = "interval",
+        visible_alias = "intervals",
+        value_delimiter = ',',
+        value_name = "INTERVAL"
+    )]
     pub intervals: Vec<Interval>,
     /// First candle, inclusive: a UTC date (2024-01-01), date-time, or -7d [default: klines.yml `start`]
     #[arg(long, value_name = "WHEN")]

@@ -88,7 +88,17 @@ pub fn parse_bytes(b: &[u8]) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
-const POW10: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
 
 fn classify(s: &str) -> DecimalError {
     let body = s.trim_start_matches(['-', '+']);
@@ -146,7 +156,10 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_keep() {
-        assert_eq!(parse("1.123456789"), Err(DecimalError::TooPrecise("1.123456789".into())));
+        assert_eq!(
+            parse("1.123456789"),
+            Err(DecimalError::TooPrecise("1.123456789".into()))
+        );
         assert_eq!(parse("1e5"), Err(DecimalError::Syntax("1e5".into())));
         assert_eq!(parse(""), Err(DecimalError::Syntax("".into())));
         assert_eq!(parse("."), Err(DecimalError::Syntax(".".into())));

@@ -37,7 +37,8 @@ fn find<T>(err: &anyhow::Error) -> Option<&T>
 where
     T: std::error::Error + Send + Sync + 'static,
 {
-    err.downcast_ref::<T>().or_else(|| err.chain().find_map(|c| c.downcast_ref::<T>()))
+    err.downcast_ref::<T>()
+        .or_else(|| err.chain().find_map(|c| c.downcast_ref::<T>()))
 }
 
 /// The exit code for an error, from the most telling cause in its chain.
@@ -66,9 +67,11 @@ mod tests {
 
     #[test]
     fn the_most_telling_cause_decides() {
-        let banned = anyhow::Error::new(ExchangeError::Banned { retry_after: Duration::from_secs(600) })
-            .context("BTCUSDT")
-            .context(PartialFailure("1 of 2 series failed".into()));
+        let banned = anyhow::Error::new(ExchangeError::Banned {
+            retry_after: Duration::from_secs(600),
+        })
+        .context("BTCUSDT")
+        .context(PartialFailure("1 of 2 series failed".into()));
         assert_eq!(classify(&banned), Code::RateLimited);
         let usage = anyhow::Error::new(UsageError("bad".into())).context("klines.yml");
         assert_eq!(classify(&usage), Code::Usage);

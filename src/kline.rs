@@ -97,17 +97,22 @@ impl KlineBatch {
 
     /// Appends rows `range` of `other`.
     pub fn extend_from(&mut self, other: &KlineBatch, range: std::ops::Range<usize>) {
-        self.open_time.extend_from_slice(&other.open_time[range.clone()]);
+        self.open_time
+            .extend_from_slice(&other.open_time[range.clone()]);
         self.open.extend_from_slice(&other.open[range.clone()]);
         self.high.extend_from_slice(&other.high[range.clone()]);
         self.low.extend_from_slice(&other.low[range.clone()]);
         self.close.extend_from_slice(&other.close[range.clone()]);
         self.volume.extend_from_slice(&other.volume[range.clone()]);
-        self.close_time.extend_from_slice(&other.close_time[range.clone()]);
-        self.quote_volume.extend_from_slice(&other.quote_volume[range.clone()]);
+        self.close_time
+            .extend_from_slice(&other.close_time[range.clone()]);
+        self.quote_volume
+            .extend_from_slice(&other.quote_volume[range.clone()]);
         self.trades.extend_from_slice(&other.trades[range.clone()]);
-        self.taker_buy_base_volume.extend_from_slice(&other.taker_buy_base_volume[range.clone()]);
-        self.taker_buy_quote_volume.extend_from_slice(&other.taker_buy_quote_volume[range]);
+        self.taker_buy_base_volume
+            .extend_from_slice(&other.taker_buy_base_volume[range.clone()]);
+        self.taker_buy_quote_volume
+            .extend_from_slice(&other.taker_buy_quote_volume[range]);
     }
 
     pub fn truncate(&mut self, n: usize) {
@@ -179,7 +184,8 @@ pub fn parse_body(body: &[u8], out: &mut KlineBatch) -> Result<usize, BodyError>
     }
     out.truncate(before);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let result = serde::de::DeserializeSeed::deserialize(Rows { out: &mut *out }, &mut de).and_then(|()| de.end());
+    let result = serde::de::DeserializeSeed::deserialize(Rows { out: &mut *out }, &mut de)
+        .and_then(|()| de.end());
     match result {
         Ok(()) => Ok(out.len() - before),
         Err(e) => {
@@ -360,7 +366,13 @@ impl<'de> serde::de::Visitor<'de> for Rows<'_> {
             self.out.open_time.reserve(n);
         }
         let mut row = 0usize;
-        while seq.next_element_seed(Row { out: &mut *self.out, row })?.is_some() {
+        while seq
+            .next_element_seed(Row {
+                out: &mut *self.out,
+                row,
+            })?
+            .is_some()
+        {
             row += 1;
         }
         Ok(())
@@ -426,10 +438,14 @@ impl<'de> serde::de::Visitor<'de> for Row<'_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error;
         let row = self.row;
-        let missing = |i: usize| A::Error::custom(format_args!("row {row}: missing field {}", FIELDS[i]));
+        let missing =
+            |i: usize| A::Error::custom(format_args!("row {row}: missing field {}", FIELDS[i]));
         let dec = |i: usize, t: Text<'_>| -> Result<i128, A::Error> {
             decimal::parse_bytes(t.0.as_bytes()).ok_or_else(|| {
-                let e = decimal::parse(&t.0).err().map(|e| e.to_string()).unwrap_or_default();
+                let e = decimal::parse(&t.0)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 A::Error::custom(format_args!("row {row} field {}: {e}", FIELDS[i]))
             })
         };
@@ -446,11 +462,15 @@ impl<'de> serde::de::Visitor<'de> for Row<'_> {
         let taker_buy_quote_volume = dec(10, seq.next_element()?.ok_or_else(|| missing(10))?)?;
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
         if close_time < open_time {
-            return Err(A::Error::custom(format_args!("row {row}: close_time before open_time")));
+            return Err(A::Error::custom(format_args!(
+                "row {row}: close_time before open_time"
+            )));
         }
         let out = self.out;
         if out.open_time.last().is_some_and(|&last| last >= open_time) {
-            return Err(A::Error::custom(format_args!("row {row}: open_time {open_time} out of order")));
+            return Err(A::Error::custom(format_args!(
+                "row {row}: open_time {open_time} out of order"
+            )));
         }
         out.open_time.push(open_time);
         out.open.push(open);
@@ -493,7 +513,11 @@ mod tests {
         let err = parse_body(&BODY.as_bytes()[..BODY.len() - 40], &mut b).unwrap_err();
         assert!(err.is_retryable(), "{err}");
         assert!(b.is_empty());
-        assert!(parse_body(b"<html>502</html>", &mut b).unwrap_err().is_retryable());
+        assert!(
+            parse_body(b"<html>502</html>", &mut b)
+                .unwrap_err()
+                .is_retryable()
+        );
         assert!(parse_body(b"", &mut b).unwrap_err().is_retryable());
     }
 
@@ -505,7 +529,11 @@ mod tests {
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("row 0 field high"), "{err}");
         let body = BODY.replace("308", "\"308\"");
-        assert!(!parse_body(body.as_bytes(), &mut b).unwrap_err().is_retryable());
+        assert!(
+            !parse_body(body.as_bytes(), &mut b)
+                .unwrap_err()
+                .is_retryable()
+        );
         assert!(b.is_empty());
     }
 
@@ -519,7 +547,11 @@ mod tests {
         assert_eq!(fast, generic);
         // Shapes the fast path leaves to the generic one.
         for odd in [r#"[[1,"1\u0030",...]]"#, "[[1.5]]", "[] x", "[[1,2]]"] {
-            assert_eq!(fast::parse(odd.as_bytes(), &mut KlineBatch::default()), None, "{odd}");
+            assert_eq!(
+                fast::parse(odd.as_bytes(), &mut KlineBatch::default()),
+                None,
+                "{odd}"
+            );
         }
         assert_eq!(fast::parse(b" [ ] ", &mut KlineBatch::default()), Some(0));
     }

@@ -30,7 +30,10 @@ pub fn main() -> std::process::ExitCode {
     let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
     logging::init(cli.global.log_format, verbosity);
     progress::init(cli.global.quiet == 0 && cli.global.log_format == logging::LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -23,7 +23,11 @@ pub fn filter_for(verbosity: i8) -> String {
         1 => "debug",
         _ => "trace",
     };
-    if verbosity >= 2 { format!("{level}") } else { format!("warn,klines={level}") }
+    if verbosity >= 2 {
+        format!("{level}")
+    } else {
+        format!("warn,klines={level}")
+    }
 }
 
 pub fn init(format: LogFormat, verbosity: i8) {
@@ -31,10 +35,16 @@ pub fn init(format: LogFormat, verbosity: i8) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(filter_for(verbosity)));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(Stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(Stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }
 

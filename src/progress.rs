@@ -18,9 +18,10 @@ pub fn bars() -> Option<&'static MultiProgress> {
 
 /// Decides once, at start-up, whether to draw bars.
 pub fn init(enabled: bool) {
-    let _ = BARS.set((enabled && std::io::stderr().is_terminal()).then(|| {
-        MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))
-    }));
+    let _ = BARS.set(
+        (enabled && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))),
+    );
 }
 
 /// Progress of one task (a series being backfilled, files being loaded).
@@ -40,14 +41,22 @@ impl Task {
         let bar = bars().map(|m| {
             let bar = m.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>22} [{bar:30}] {percent:>3}% {msg} ({elapsed})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>22} [{bar:30}] {percent:>3}% {msg} ({elapsed})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_prefix(name.clone());
             bar
         });
-        Task { name, unit, bar, total, done: Mutex::new((0, Instant::now())) }
+        Task {
+            name,
+            unit,
+            bar,
+            total,
+            done: Mutex::new((0, Instant::now())),
+        }
     }
 
     /// Adds `n` to the work done; `msg` is shown beside the bar.
@@ -59,7 +68,11 @@ impl Task {
             bar.set_message(msg.to_string());
         } else if done.1.elapsed() >= LOG_EVERY {
             done.1 = Instant::now();
-            let percent = if self.total == 0 { 100 } else { done.0 * 100 / self.total };
+            let percent = if self.total == 0 {
+                100
+            } else {
+                done.0 * 100 / self.total
+            };
             tracing::info!(task = %self.name, percent, at = msg, "{} in progress", self.unit);
         }
     }

@@ -16,7 +16,10 @@ pub struct TimeError {
 /// `2024-01-31 12:00[:00]`, `now`, or a duration before `now_ms` like `-7d`, `-12h`, `-30m`,
 /// `-45s`. `what` names the flag or setting in the error.
 pub fn parse(what: &str, value: &str, now_ms: i64) -> Result<i64, TimeError> {
-    parse_inner(value.trim(), now_ms).ok_or_else(|| TimeError { what: what.to_string(), value: value.to_string() })
+    parse_inner(value.trim(), now_ms).ok_or_else(|| TimeError {
+        what: what.to_string(),
+        value: value.to_string(),
+    })
 }
 
 fn parse_inner(v: &str, now_ms: i64) -> Option<i64> {
@@ -37,12 +40,20 @@ fn parse_inner(v: &str, now_ms: i64) -> Option<i64> {
         return Some(now_ms - n.checked_mul(ms)?);
     }
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?).timestamp_millis());
+        return Some(
+            Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?)
+                .timestamp_millis(),
+        );
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(v) {
         return Some(dt.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         let s = v.strip_suffix('Z').unwrap_or(v);
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(Utc.from_utc_datetime(&dt).timestamp_millis());
@@ -72,9 +83,15 @@ mod tests {
 
     #[test]
     fn reads_dates_datetimes_and_durations() {
-        assert_eq!(parse("--from", "2024-01-01", NOW).unwrap(), 1_704_067_200_000);
+        assert_eq!(
+            parse("--from", "2024-01-01", NOW).unwrap(),
+            1_704_067_200_000
+        );
         assert_eq!(parse("--from", "2024-01-01T12:00:00Z", NOW).unwrap(), NOW);
-        assert_eq!(parse("--from", "2024-01-01T14:00:00+02:00", NOW).unwrap(), NOW);
+        assert_eq!(
+            parse("--from", "2024-01-01T14:00:00+02:00", NOW).unwrap(),
+            NOW
+        );
         assert_eq!(parse("--from", "2024-01-01T12:00", NOW).unwrap(), NOW);
         assert_eq!(parse("--from", "2024-01-01 12:00:00", NOW).unwrap(), NOW);
         assert_eq!(parse("--from", "now", NOW).unwrap(), NOW);
@@ -84,7 +101,15 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_flag_and_value() {
-        for bad in ["2024-13-01", "2024-02-30", "yesterday", "-7x", "-d", "2024/01/01", ""] {
+        for bad in [
+            "2024-13-01",
+            "2024-02-30",
+            "yesterday",
+            "-7x",
+            "-d",
+            "2024/01/01",
+            "",
+        ] {
             let err = parse("--to", bad, NOW).unwrap_err().to_string();
             assert!(err.starts_with(&format!("invalid --to {bad:?}")), "{err}");
         }

@@ -14,8 +14,16 @@ use crate::time;
 pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
     let now = time::now_ms();
-    let from = time::parse("--from", args.from.as_deref().unwrap_or(&project.start), now)?;
-    let to = args.to.as_deref().map(|t| time::parse("--to", t, now)).transpose()?;
+    let from = time::parse(
+        "--from",
+        args.from.as_deref().unwrap_or(&project.start),
+        now,
+    )?;
+    let to = args
+        .to
+        .as_deref()
+        .map(|t| time::parse("--to", t, now))
+        .transpose()?;
     if let Some(to) = to
         && to <= from
     {
@@ -31,13 +39,25 @@ pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> 
     if let Some(url) = args.base_url {
         exchange.base_url = url;
     }
-    let client = Arc::new(BinanceClient::new(exchange.client_config(market)).map_err(|e| UsageError(e.to_string()))?);
+    let client = Arc::new(
+        BinanceClient::new(exchange.client_config(market))
+            .map_err(|e| UsageError(e.to_string()))?,
+    );
     let stage = super::stage(&project, args.stage)?;
     let state_spec = args.state.unwrap_or_else(|| project.state.clone());
-    let state = StateStore::open(&state_spec, &stage, &project.dir).map_err(|e| UsageError(format!("{e:#}")))?;
+    let state = StateStore::open(&state_spec, &stage, &project.dir)
+        .map_err(|e| UsageError(format!("{e:#}")))?;
     let plan = Plan {
-        symbols: if args.symbols.is_empty() { project.symbols.clone() } else { dedup(args.symbols) },
-        intervals: if args.intervals.is_empty() { project.intervals.clone() } else { dedup(args.intervals) },
+        symbols: if args.symbols.is_empty() {
+            project.symbols.clone()
+        } else {
+            dedup(args.symbols)
+        },
+        intervals: if args.intervals.is_empty() {
+            project.intervals.clone()
+        } else {
+            dedup(args.intervals)
+        },
         from,
         to,
         full_refresh: args.full_refresh,
@@ -53,14 +73,18 @@ pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> 
         state = %state.describe(),
         "backfill"
     );
-    let outcome = extract::backfill(client, stage, state, &plan).await.context("backfill")?;
+    let outcome = extract::backfill(client, stage, state, &plan)
+        .await
+        .context("backfill")?;
     println!("{}", outcome.summary);
     let total = outcome.summary.series;
     let mut errors = outcome.errors;
     match errors.len() {
         0 => Ok(()),
         n if n == total => Err(errors.remove(0)),
-        n => Err(errors.remove(0).context(PartialFailure(format!("{n} of {total} series failed")))),
+        n => Err(errors
+            .remove(0)
+            .context(PartialFailure(format!("{n} of {total} series failed")))),
     }
 }
 

@@ -6,10 +6,10 @@ use crate::cli::{GlobalArgs, LoadArgs};
 use crate::config::Project;
 use crate::config::profiles::{Output, SnowflakeOutput, Target};
 use crate::exit::{PartialFailure, UsageError};
-use crate::stage::{Location, Stage};
-use crate::warehouse::snowflake::{Snowflake, snowpipe::Snowpipe};
 use crate::load::{self, Options};
+use crate::stage::{Location, Stage};
 use crate::warehouse;
+use crate::warehouse::snowflake::{Snowflake, snowpipe::Snowpipe};
 
 pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
@@ -27,7 +27,12 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
             return snowpipe(&project, o, &target, &stage, pipe, &args).await;
         }
     } else if args.snowpipe.is_some() {
-        return Err(UsageError(format!("--snowpipe needs a Snowflake target; {} is {}", target.name, target.type_name())).into());
+        return Err(UsageError(format!(
+            "--snowpipe needs a Snowflake target; {} is {}",
+            target.name,
+            target.type_name()
+        ))
+        .into());
     }
     let wh = warehouse::connect(&target, &project.dir).await?;
     tracing::info!(stage = %stage.url(), warehouse = %wh.describe(), target = %target.name, dry_run = args.dry_run, "load");
@@ -50,25 +55,58 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
     }
     match summary.failed.len() {
         0 => Ok(()),
-        n if summary.files == 0 => anyhow::bail!("{n} staged files could not be loaded; first: {}", summary.failed[0].error),
-        n => Err(PartialFailure(format!("{n} staged files could not be loaded; the other {} loaded", summary.files)).into()),
+        n if summary.files == 0 => anyhow::bail!(
+            "{n} staged files could not be loaded; first: {}",
+            summary.failed[0].error
+        ),
+        n => Err(PartialFailure(format!(
+            "{n} staged files could not be loaded; the other {} loaded",
+            summary.files
+        ))
+        .into()),
     }
 }
 
-async fn snowpipe(project: &Project, o: &SnowflakeOutput, target: &Target, stage: &Stage, pipe: &str, args: &LoadArgs) -> anyhow::Result<()> {
+async fn snowpipe(
+    project: &Project,
+    o: &SnowflakeOutput,
+    target: &Target,
+    stage: &Stage,
+    pipe: &str,
+    args: &LoadArgs,
+) -> anyhow::Result<()> {
     let pipe = if pipe.is_empty() {
-        o.pipe.clone().ok_or_else(|| UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into()))?
+        o.pipe.clone().ok_or_else(|| {
+            UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
+        })?
     } else {
         pipe.to_string()
     };
     let sf = Snowflake::connect(o).await?;
-    let pipe = Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| UsageError(format!("{e:#}")))?;
-    let opts = Options { dry_run: false, batch_rows: project.load_batch_rows, fetch_concurrency: project.load_fetch_concurrency };
-    let summary = load::snowpipe::load(stage, &sf, &pipe, target.raw_schema(), &opts, Duration::from_secs(args.snowpipe_timeout)).await?;
+    let pipe =
+        Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| UsageError(format!("{e:#}")))?;
+    let opts = Options {
+        dry_run: false,
+        batch_rows: project.load_batch_rows,
+        fetch_concurrency: project.load_fetch_concurrency,
+    };
+    let summary = load::snowpipe::load(
+        stage,
+        &sf,
+        &pipe,
+        target.raw_schema(),
+        &opts,
+        Duration::from_secs(args.snowpipe_timeout),
+    )
+    .await?;
     sf.close().await;
     for f in &summary.files {
         let rows = f.rows.map(|r| format!("\t{r} rows")).unwrap_or_default();
-        let error = f.error.as_deref().map(|e| format!("\t{e}")).unwrap_or_default();
+        let error = f
+            .error
+            .as_deref()
+            .map(|e| format!("\t{e}"))
+            .unwrap_or_default();
         println!("{}\t{}{rows}{error}", f.status, f.file);
     }
     let failed = summary.failed();
@@ -83,6 +121,10 @@ async fn snowpipe(project: &Project, o: &SnowflakeOutput, target: &Target, stage
     match failed {
         0 => Ok(()),
         n if n == summary.files.len() => anyhow::bail!("Snowpipe loaded none of the {n} files"),
-        n => Err(PartialFailure(format!("Snowpipe did not load {n} of {} files", summary.files.len())).into()),
+        n => Err(PartialFailure(format!(
+            "Snowpipe did not load {n} of {} files",
+            summary.files.len()
+        ))
+        .into()),
     }
 }

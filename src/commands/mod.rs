@@ -21,11 +21,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backfill(args) => backfill::run(&cli.global, args).await,
         Command::Load(args) => load::run(&cli.global, args).await,
-        Command::Run(args) => models::run(&cli.global, args, crate::models::runner::Mode::Run).await,
-        Command::Compile(args) => models::run(&cli.global, args, crate::models::runner::Mode::Compile).await,
-        Command::Test(args) => models::run(&cli.global, args, crate::models::runner::Mode::Test).await,
-        Command::Seed(args) => models::run(&cli.global, args, crate::models::runner::Mode::Seed).await,
-        Command::Build(args) => models::run(&cli.global, args, crate::models::runner::Mode::Build).await,
+        Command::Run(args) => {
+            models::run(&cli.global, args, crate::models::runner::Mode::Run).await
+        }
+        Command::Compile(args) => {
+            models::run(&cli.global, args, crate::models::runner::Mode::Compile).await
+        }
+        Command::Test(args) => {
+            models::run(&cli.global, args, crate::models::runner::Mode::Test).await
+        }
+        Command::Seed(args) => {
+            models::run(&cli.global, args, crate::models::runner::Mode::Seed).await
+        }
+        Command::Build(args) => {
+            models::run(&cli.global, args, crate::models::runner::Mode::Build).await
+        }
         Command::Ls(args) => models::ls(&cli.global, args).await,
         Command::Setup(args) => setup::run(&cli.global, args).await,
     }
@@ -37,20 +47,34 @@ pub(crate) fn project(global: &GlobalArgs) -> anyhow::Result<Project> {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
-    let dir = if dir.is_absolute() { dir } else { std::env::current_dir()?.join(dir) };
+    let dir = if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir()?.join(dir)
+    };
     if !dir.is_dir() {
-        return Err(crate::exit::UsageError(format!("--project-dir {}: not a directory", dir.display())).into());
+        return Err(crate::exit::UsageError(format!(
+            "--project-dir {}: not a directory",
+            dir.display()
+        ))
+        .into());
     }
     Project::load(&PathBuf::from(dir))
 }
 
 /// The warehouse target: the project's profile, `--profiles-dir` and `--target`.
 pub(crate) fn target(global: &GlobalArgs, project: &Project) -> anyhow::Result<Target> {
-    profiles::resolve(global.profiles_dir.as_deref(), &project.dir, &project.profile, global.target.as_deref())
+    profiles::resolve(
+        global.profiles_dir.as_deref(),
+        &project.dir,
+        &project.profile,
+        global.target.as_deref(),
+    )
 }
 
 /// The stage: `--stage`, else klines.yml.
 pub(crate) fn stage(project: &Project, flag: Option<String>) -> anyhow::Result<Stage> {
     let url = flag.unwrap_or_else(|| project.stage.clone());
-    Stage::open(&url, &project.stage_options, &project.dir).map_err(|e| UsageError(format!("{e:#}")).into())
+    Stage::open(&url, &project.stage_options, &project.dir)
+        .map_err(|e| UsageError(format!("{e:#}")).into())
 }

@@ -23,7 +23,9 @@ fn label(n: &Node) -> String {
 
 pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Result<()> {
     let started = Instant::now();
-    let started_at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let started_at = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
     let (parsed, files) = models::load(&project, &target, args.select.vars.as_deref())?;
@@ -41,11 +43,17 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
     };
     if let Some(wh) = &wh
         && mode != Mode::Compile
-        && selected.iter().any(|id| models::runner::is_time_range(&parsed.nodes[id]))
+        && selected
+            .iter()
+            .any(|id| models::runner::is_time_range(&parsed.nodes[id]))
     {
-        wh.transaction(&models::changes::ddl(wh.kind(), &parsed.target_schema)).await?;
+        wh.transaction(&models::changes::ddl(wh.kind(), &parsed.target_schema))
+            .await?;
     }
-    let count = selected.iter().filter(|id| mode.takes(&parsed.nodes[id.as_str()])).count();
+    let count = selected
+        .iter()
+        .filter(|id| mode.takes(&parsed.nodes[id.as_str()]))
+        .count();
     let done = Arc::new(Mutex::new(0usize));
     let printer = {
         let done = Arc::clone(&done);
@@ -60,7 +68,13 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
                 "skipped" => "SKIP",
                 _ => "ERROR",
             };
-            println!("{:>3} of {count} {status:<5} {} [{:.2}s] {}", *d, label(n), r.execution_time, r.message);
+            println!(
+                "{:>3} of {count} {status:<5} {} [{:.2}s] {}",
+                *d,
+                label(n),
+                r.execution_time,
+                r.message
+            );
         }
     };
     let runner = Arc::new(Runner {
@@ -74,8 +88,17 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
     });
     tracing::info!(command = mode.as_str(), nodes = count, target = %target.name, threads = runner.threads, "start");
     let results = Arc::clone(&runner).execute(&selected, mode).await;
-    let compiled = runner.compiled.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let manifest = artifacts::manifest(&parsed, &compiled, &models::macro_definitions(&files), &project.target_path);
+    let compiled = runner
+        .compiled
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let manifest = artifacts::manifest(
+        &parsed,
+        &compiled,
+        &models::macro_definitions(&files),
+        &project.target_path,
+    );
     artifacts::write_manifest(&target_dir, &manifest)?;
     let elapsed = started.elapsed().as_secs_f64();
     let cli_args = json!({
@@ -86,9 +109,20 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
         "target": target.name,
         "project_dir": project.dir.display().to_string(),
     });
-    artifacts::write_run_results(&target_dir, &parsed, mode.as_str(), cli_args, &results, elapsed, &started_at)?;
+    artifacts::write_run_results(
+        &target_dir,
+        &parsed,
+        mode.as_str(),
+        cli_args,
+        &results,
+        elapsed,
+        &started_at,
+    )?;
     let tally = |s: &str| results.iter().filter(|r| r.status == s).count();
-    let (ok, failed) = (tally("success") + tally("pass") + tally("warn"), tally("error") + tally("fail"));
+    let (ok, failed) = (
+        tally("success") + tally("pass") + tally("warn"),
+        tally("error") + tally("fail"),
+    );
     println!(
         "{}: {} nodes: {} ok ({} warn), {} failed ({} errors), {} skipped in {elapsed:.1}s",
         mode.as_str(),
@@ -102,12 +136,23 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
     if failed + tally("skipped") == 0 {
         return Ok(());
     }
-    let first = results.iter().find(|r| r.status == "error" || r.status == "fail").map(|r| {
-        let n = &parsed.nodes[&r.unique_id];
-        format!("{} ({}): {}", n.name, n.path, r.message)
-    });
-    let msg = format!("{failed} of {} nodes failed; first: {}", results.len(), first.unwrap_or_default());
-    if ok > 0 { Err(PartialFailure(msg).into()) } else { anyhow::bail!(msg) }
+    let first = results
+        .iter()
+        .find(|r| r.status == "error" || r.status == "fail")
+        .map(|r| {
+            let n = &parsed.nodes[&r.unique_id];
+            format!("{} ({}): {}", n.name, n.path, r.message)
+        });
+    let msg = format!(
+        "{failed} of {} nodes failed; first: {}",
+        results.len(),
+        first.unwrap_or_default()
+    );
+    if ok > 0 {
+        Err(PartialFailure(msg).into())
+    } else {
+        anyhow::bail!(msg)
+    }
 }
 
 pub async fn ls(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<()> {
@@ -120,7 +165,12 @@ pub async fn ls(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<()> {
             continue;
         }
         let n = &parsed.nodes[&id];
-        if !args.resource_type.is_empty() && !args.resource_type.iter().any(|t| t == n.resource_type.as_str()) {
+        if !args.resource_type.is_empty()
+            && !args
+                .resource_type
+                .iter()
+                .any(|t| t == n.resource_type.as_str())
+        {
             continue;
         }
         match args.output.as_str() {

@@ -234,10 +234,17 @@ pub fn resolve(
     profile: &str,
     target: Option<&str>,
 ) -> anyhow::Result<Target> {
-    let file = search_dirs(profiles_dir, project_dir).into_iter().map(|d| d.join(PROFILES_FILE)).find(|f| f.is_file());
+    let file = search_dirs(profiles_dir, project_dir)
+        .into_iter()
+        .map(|d| d.join(PROFILES_FILE))
+        .find(|f| f.is_file());
     let Some(file) = file else {
         if let Some(d) = profiles_dir {
-            return Err(UsageError(format!("--profiles-dir {}: no {PROFILES_FILE} there", d.display())).into());
+            return Err(UsageError(format!(
+                "--profiles-dir {}: no {PROFILES_FILE} there",
+                d.display()
+            ))
+            .into());
         }
         if let Some(t) = target
             && t != "default"
@@ -267,15 +274,25 @@ pub fn resolve(
         yaml_serde::from_str(&rendered).map_err(|e| UsageError(format!("{name}: {e}")))?;
     let Some(p) = profiles.remove(profile) else {
         let known: Vec<&String> = profiles.keys().collect();
-        return Err(UsageError(format!("{name}: no profile {profile:?} (it has {known:?})")).into());
+        return Err(
+            UsageError(format!("{name}: no profile {profile:?} (it has {known:?})")).into(),
+        );
     };
     let target_name = match target.map(str::to_string).or(p.target) {
         Some(t) => t,
-        None => return Err(UsageError(format!("{name}: profile {profile}: no `target:` and no --target")).into()),
+        None => {
+            return Err(UsageError(format!(
+                "{name}: profile {profile}: no `target:` and no --target"
+            ))
+            .into());
+        }
     };
     let Some(raw) = p.outputs.get(&target_name) else {
         let known: Vec<&String> = p.outputs.keys().collect();
-        return Err(UsageError(format!("{name}: profile {profile}: no output {target_name:?} (it has {known:?})")).into());
+        return Err(UsageError(format!(
+            "{name}: profile {profile}: no output {target_name:?} (it has {known:?})"
+        ))
+        .into());
     };
     let at = || format!("{name}: profile {profile}, output {target_name}");
     let mut map = match raw {
@@ -284,21 +301,46 @@ pub fn resolve(
     };
     let ty = match map.remove("type") {
         Some(yaml_serde::Value::String(t)) => t,
-        _ => return Err(UsageError(format!("{}: `type:` is missing (duckdb, postgres or snowflake)", at())).into()),
+        _ => {
+            return Err(UsageError(format!(
+                "{}: `type:` is missing (duckdb, postgres or snowflake)",
+                at()
+            ))
+            .into());
+        }
     };
     let value = yaml_serde::Value::Mapping(map);
     let output = match ty.as_str() {
-        "duckdb" => Output::DuckDb(yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?),
-        "postgres" => Output::Postgres(yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?),
-        "snowflake" => Output::Snowflake(yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?),
+        "duckdb" => Output::DuckDb(
+            yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?,
+        ),
+        "postgres" => Output::Postgres(
+            yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?,
+        ),
+        "snowflake" => Output::Snowflake(
+            yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?,
+        ),
         other => {
-            return Err(UsageError(format!("{}: unknown type {other:?} (duckdb, postgres or snowflake)", at())).into());
+            return Err(UsageError(format!(
+                "{}: unknown type {other:?} (duckdb, postgres or snowflake)",
+                at()
+            ))
+            .into());
         }
     };
     let at = at();
-    let target = Target { profile: profile.to_string(), name: target_name, file: Some(file), output };
-    for (what, ident) in [("schema", target.schema()), ("raw_schema", target.raw_schema())] {
-        crate::warehouse::ident::validate(ident).map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
+    let target = Target {
+        profile: profile.to_string(),
+        name: target_name,
+        file: Some(file),
+        output,
+    };
+    for (what, ident) in [
+        ("schema", target.schema()),
+        ("raw_schema", target.raw_schema()),
+    ] {
+        crate::warehouse::ident::validate(ident)
+            .map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
     }
     Ok(target)
 }
@@ -327,20 +369,43 @@ mod tests {
         let t = resolve_text(text, None).unwrap();
         assert_eq!(t.name, "dev");
         let t = resolve_text(text, Some("pg")).unwrap();
-        let Output::Postgres(pg) = &t.output else { panic!() };
-        assert_eq!((pg.port, pg.schema.as_str(), pg.raw_schema.as_str(), pg.sslmode.as_str()), (5432, "analytics", "raw", "prefer"));
-        assert!(!format!("{t:?}").contains("hunter2"), "the password leaked into Debug");
+        let Output::Postgres(pg) = &t.output else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                pg.port,
+                pg.schema.as_str(),
+                pg.raw_schema.as_str(),
+                pg.sslmode.as_str()
+            ),
+            (5432, "analytics", "raw", "prefer")
+        );
+        assert!(
+            !format!("{t:?}").contains("hunter2"),
+            "the password leaked into Debug"
+        );
     }
 
     #[test]
     fn mistakes_name_the_file_profile_output_and_field() {
         let err = resolve_text("klines:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      hots: x\n      user: u\n      dbname: d\n", None).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("profiles.yml: profile klines, output dev: unknown field `hots`"), "{msg}");
+        assert!(
+            msg.contains("profiles.yml: profile klines, output dev: unknown field `hots`"),
+            "{msg}"
+        );
         assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
-        let msg = resolve_text("klines:\n  target: prod\n  outputs:\n    dev:\n      type: duckdb\n", None).unwrap_err().to_string();
+        let msg = resolve_text(
+            "klines:\n  target: prod\n  outputs:\n    dev:\n      type: duckdb\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(msg.contains("no output \"prod\""), "{msg}");
-        let msg = resolve_text("other:\n  target: dev\n  outputs: {}\n", None).unwrap_err().to_string();
+        let msg = resolve_text("other:\n  target: dev\n  outputs: {}\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("no profile \"klines\""), "{msg}");
         let msg = resolve_text("klines:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      schema: \"x; drop table y\"\n", None).unwrap_err().to_string();
         assert!(msg.contains("schema"), "{msg}");

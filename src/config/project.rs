@@ -138,7 +138,8 @@ impl Project {
                 let parsed: ProjectFile = if rendered.trim().is_empty() {
                     ProjectFile::default()
                 } else {
-                    yaml_serde::from_str(&rendered).map_err(|e| UsageError(format!("{name}: {e}")))?
+                    yaml_serde::from_str(&rendered)
+                        .map_err(|e| UsageError(format!("{name}: {e}")))?
                 };
                 Some((path, parsed))
             }
@@ -153,22 +154,37 @@ impl Project {
     }
 
     fn resolve(dir: &Path, file: Option<PathBuf>, f: ProjectFile) -> anyhow::Result<Project> {
-        let where_ = || file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+        let where_ = || {
+            file.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "defaults".into())
+        };
         let e = f.exchange.unwrap_or_default();
         let positive = |name: &str, v: f64| -> anyhow::Result<f64> {
             if v.is_finite() && v > 0.0 {
                 Ok(v)
             } else {
-                Err(UsageError(format!("{}: exchange.{name} must be positive, got {v}", where_())).into())
+                Err(UsageError(format!(
+                    "{}: exchange.{name} must be positive, got {v}",
+                    where_()
+                ))
+                .into())
             }
         };
         let weight_share = positive("weight_share", e.weight_share.unwrap_or(1.0))?;
         if weight_share > 1.0 {
-            return Err(UsageError(format!("{}: exchange.weight_share must be at most 1, got {weight_share}", where_())).into());
+            return Err(UsageError(format!(
+                "{}: exchange.weight_share must be at most 1, got {weight_share}",
+                where_()
+            ))
+            .into());
         }
         let exchange = ExchangeSettings {
             base_url: e.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
-            timeout: Duration::from_secs_f64(positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?),
+            timeout: Duration::from_secs_f64(positive(
+                "timeout_secs",
+                e.timeout_secs.unwrap_or(30.0),
+            )?),
             max_attempts: e.max_attempts.unwrap_or(8).max(1),
             retry_base: Duration::from_millis(e.retry_base_ms.unwrap_or(500)),
             retry_max: Duration::from_millis(e.retry_max_ms.unwrap_or(30_000)),
@@ -177,7 +193,9 @@ impl Project {
             spans_in_flight: e.spans_in_flight.unwrap_or(4).max(1),
             weight_share,
         };
-        let symbols = f.symbols.unwrap_or_else(|| vec![Symbol::parse("BTCUSDT").expect("valid default")]);
+        let symbols = f
+            .symbols
+            .unwrap_or_else(|| vec![Symbol::parse("BTCUSDT").expect("valid default")]);
         if symbols.is_empty() {
             return Err(UsageError(format!("{}: symbols is empty", where_())).into());
         }
@@ -198,8 +216,18 @@ impl Project {
             stage: f.stage.unwrap_or_else(|| "stage".into()),
             stage_options: f.stage_options.unwrap_or_default(),
             state: f.state.unwrap_or_else(|| "state".into()),
-            load_batch_rows: f.load.as_ref().and_then(|l| l.batch_rows).unwrap_or(500_000).max(1),
-            load_fetch_concurrency: f.load.as_ref().and_then(|l| l.fetch_concurrency).unwrap_or(8).max(1),
+            load_batch_rows: f
+                .load
+                .as_ref()
+                .and_then(|l| l.batch_rows)
+                .unwrap_or(500_000)
+                .max(1),
+            load_fetch_concurrency: f
+                .load
+                .as_ref()
+                .and_then(|l| l.fetch_concurrency)
+                .unwrap_or(8)
+                .max(1),
             model_paths: f.model_paths.unwrap_or_else(|| vec!["models".into()]),
             seed_paths: f.seed_paths.unwrap_or_else(|| vec!["seeds".into()]),
             test_paths: f.test_paths.unwrap_or_else(|| vec!["data_tests".into()]),
@@ -214,7 +242,11 @@ impl Project {
     /// A path from the project file, relative to the project directory.
     pub fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 }
 
@@ -243,7 +275,10 @@ mod tests {
     #[test]
     fn the_file_overrides_the_defaults() {
         let p = load("symbols: [ethusdt, SOLUSDT]\nintervals: [1m, 5m]\nstart: 2024-01-01\nexchange:\n  base_url: http://127.0.0.1:9\n  max_attempts: 3\n").unwrap();
-        assert_eq!(p.symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["ETHUSDT", "SOLUSDT"]);
+        assert_eq!(
+            p.symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            ["ETHUSDT", "SOLUSDT"]
+        );
         assert_eq!(p.intervals, vec![Interval::M1, Interval::M5]);
         assert_eq!(p.start, "2024-01-01");
         assert_eq!(p.exchange.max_attempts, 3);
@@ -252,9 +287,15 @@ mod tests {
     #[test]
     fn mistakes_name_the_file_and_the_field() {
         let err = load("symbol: [BTCUSDT]\n").unwrap_err().to_string();
-        assert!(err.contains("klines.yml") && err.contains("unknown field `symbol`"), "{err}");
+        assert!(
+            err.contains("klines.yml") && err.contains("unknown field `symbol`"),
+            "{err}"
+        );
         let err = load("symbols: [BTC/USDT]\n").unwrap_err().to_string();
-        assert!(err.contains("klines.yml") && err.contains("BTC/USDT"), "{err}");
+        assert!(
+            err.contains("klines.yml") && err.contains("BTC/USDT"),
+            "{err}"
+        );
         let err = load("intervals: [2m]\n").unwrap_err().to_string();
         assert!(err.contains("unknown interval \"2m\""), "{err}");
         let err = load("exchange:\n  weight_share: 1.5\n").unwrap_err();

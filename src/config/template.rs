@@ -13,7 +13,10 @@ pub fn env_var(name: &str, default: Option<&str>) -> Result<String, Error> {
     match std::env::var(name) {
         Ok(v) => Ok(v),
         Err(_) => default.map(str::to_string).ok_or_else(|| {
-            Error::new(ErrorKind::InvalidOperation, format!("environment variable {name} is not set and has no default"))
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("environment variable {name} is not set and has no default"),
+            )
         }),
     }
 }
@@ -25,13 +28,21 @@ pub fn render(name: &str, text: &str) -> anyhow::Result<String> {
     }
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
         env.set_syntax(syntax);
     }
-    env.add_function("env_var", |name: &str, default: Option<&str>| env_var(name, default));
+    env.add_function("env_var", |name: &str, default: Option<&str>| {
+        env_var(name, default)
+    });
     let rendered = env.render_str(text, ()).map_err(|e| {
         let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-        UsageError(format!("{name}{line}: {}", e.detail().unwrap_or(&e.to_string())))
+        UsageError(format!(
+            "{name}{line}: {}",
+            e.detail().unwrap_or(&e.to_string())
+        ))
     })?;
     Ok(rendered)
 }
@@ -47,6 +58,9 @@ mod tests {
         let out = render("p.yml", "a: {{ env_var('KLINES_TEST_TEMPLATE_VAR') }}\nb: {{ env_var('KLINES_TEST_UNSET_VAR', 'x') }}\n").unwrap();
         assert_eq!(out, "a: s3cret\nb: x\n");
         let err = render("p.yml", "a: 1\nb: {{ env_var('KLINES_TEST_UNSET_VAR') }}\n").unwrap_err();
-        assert_eq!(err.to_string(), "p.yml line 2: environment variable KLINES_TEST_UNSET_VAR is not set and has no default");
+        assert_eq!(
+            err.to_string(),
+            "p.yml line 2: environment variable KLINES_TEST_UNSET_VAR is not set and has no default"
+        );
     }
 }

@@ -110,15 +110,24 @@ pub struct BinanceClient {
 
 impl std::fmt::Debug for BinanceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BinanceClient").field("market", &self.config.market).finish_non_exhaustive()
+        f.debug_struct("BinanceClient")
+            .field("market", &self.config.market)
+            .finish_non_exhaustive()
     }
 }
 
 impl BinanceClient {
     pub fn new(config: ClientConfig) -> anyhow::Result<BinanceClient> {
-        let url = reqwest::Url::parse(&config.base_url)
-            .map_err(|e| anyhow::anyhow!("invalid exchange base URL {:?}: {e}", redact_url(&config.base_url)))?;
-        if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.host().is_none() {
+        let url = reqwest::Url::parse(&config.base_url).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid exchange base URL {:?}: {e}",
+                redact_url(&config.base_url)
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.host().is_none()
+        {
             anyhow::bail!(
                 "invalid exchange base URL {:?}: expected http(s)://host[:port][/path]",
                 redact_url(&config.base_url)
@@ -163,15 +172,24 @@ impl BinanceClient {
 
     /// `GET exchangeInfo` for `symbols`: installs the advertised rate limits and checks that
     /// every symbol exists and trades.
-    pub async fn check_symbols(&self, symbols: &[Symbol]) -> Result<Vec<SymbolInfo>, ExchangeError> {
+    pub async fn check_symbols(
+        &self,
+        symbols: &[Symbol],
+    ) -> Result<Vec<SymbolInfo>, ExchangeError> {
         let info = match self.exchange_info(symbols).await {
-            Err(ExchangeError::Refused { code: INVALID_SYMBOL, .. }) if symbols.len() > 1 => {
+            Err(ExchangeError::Refused {
+                code: INVALID_SYMBOL,
+                ..
+            }) if symbols.len() > 1 => {
                 // The exchange does not say which one: ask one by one.
                 let mut unknown = Vec::new();
                 for s in symbols {
                     match self.exchange_info(std::slice::from_ref(s)).await {
                         Ok(_) => {}
-                        Err(ExchangeError::Refused { code: INVALID_SYMBOL, .. }) => unknown.push(s.to_string()),
+                        Err(ExchangeError::Refused {
+                            code: INVALID_SYMBOL,
+                            ..
+                        }) => unknown.push(s.to_string()),
                         Err(e) => return Err(e),
                     }
                 }
@@ -182,7 +200,10 @@ impl BinanceClient {
                     unknown.join(", ")
                 )));
             }
-            Err(ExchangeError::Refused { code: INVALID_SYMBOL, .. }) => {
+            Err(ExchangeError::Refused {
+                code: INVALID_SYMBOL,
+                ..
+            }) => {
                 return Err(ExchangeError::Symbols(format!(
                     "unknown symbol on {}: {}",
                     self.config.market,
@@ -194,7 +215,9 @@ impl BinanceClient {
         let limits: Vec<RateLimit> = info
             .rate_limits
             .iter()
-            .filter_map(|l| RateLimit::from_exchange(&l.rate_limit_type, &l.interval, l.interval_num, l.limit))
+            .filter_map(|l| {
+                RateLimit::from_exchange(&l.rate_limit_type, &l.interval, l.interval_num, l.limit)
+            })
             .collect();
         self.limiter.set_limits(&limits, self.config.weight_share);
         let mut found = Vec::new();
@@ -202,7 +225,9 @@ impl BinanceClient {
         for s in symbols {
             match info.symbols.iter().find(|i| i.symbol == s.as_str()) {
                 None => problems.push(format!("{s} (unknown)")),
-                Some(i) if i.status != "TRADING" => problems.push(format!("{s} (status {})", i.status)),
+                Some(i) if i.status != "TRADING" => {
+                    problems.push(format!("{s} (status {})", i.status))
+                }
                 Some(i) => found.push(i.clone()),
             }
         }
@@ -225,17 +250,27 @@ impl BinanceClient {
             Market::UsdM => vec![],
             Market::Spot => vec![("symbols", list)],
         };
-        self.request(market.exchange_info_path(), &query, market.exchange_info_weight(), |body| {
-            serde_json::from_slice::<ExchangeInfoBody>(body)
-                .map_err(|e| Attempt::Transient(format!("malformed JSON: {e}")))
-        })
+        self.request(
+            market.exchange_info_path(),
+            &query,
+            market.exchange_info_weight(),
+            |body| {
+                serde_json::from_slice::<ExchangeInfoBody>(body)
+                    .map_err(|e| Attempt::Transient(format!("malformed JSON: {e}")))
+            },
+        )
         .await
     }
 
     /// The open time of the symbol's first kline, or `None` if it has none.
-    pub async fn first_open_time(&self, symbol: &Symbol, interval: Interval) -> Result<Option<i64>, ExchangeError> {
+    pub async fn first_open_time(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+    ) -> Result<Option<i64>, ExchangeError> {
         let mut batch = KlineBatch::default();
-        self.klines_page(symbol, interval, 0, None, 1, &mut batch).await?;
+        self.klines_page(symbol, interval, 0, None, 1, &mut batch)
+            .await?;
         Ok(batch.open_time.first().copied())
     }
 
@@ -250,13 +285,17 @@ impl BinanceClient {
         out: &mut KlineBatch,
     ) -> Result<usize, ExchangeError> {
         let limit = self.config.market.page_limit();
-        let n = self.klines_page(symbol, interval, start, Some(end - 1), limit, out).await?;
+        let n = self
+            .klines_page(symbol, interval, start, Some(end - 1), limit, out)
+            .await?;
         let rows = &out.open_time[out.len() - n..];
         if let Some(&t) = rows.iter().find(|&&t| t < start || t >= end) {
             out.truncate(out.len() - n);
             return Err(ExchangeError::InvalidData {
                 symbol: symbol.to_string(),
-                detail: format!("kline opening at {t} is outside the requested range [{start}, {end})"),
+                detail: format!(
+                    "kline opening at {t} is outside the requested range [{start}, {end})"
+                ),
             });
         }
         Ok(n)
@@ -282,17 +321,25 @@ impl BinanceClient {
             query.push(("endTime", end.to_string()));
         }
         let batch = self
-            .request(market.klines_path(), &query, market.klines_weight(limit), |body| {
-                let mut batch = KlineBatch::with_capacity(limit as usize);
-                match kline::parse_body(body, &mut batch) {
-                    Ok(_) => Ok(batch),
-                    Err(e) if e.is_retryable() => Err(Attempt::Transient(e.to_string())),
-                    Err(e) => Err(Attempt::Fatal(ExchangeError::InvalidData {
-                        symbol: symbol.to_string(),
-                        detail: format!("{} {interval} from {start}: {e}", market.klines_path()),
-                    })),
-                }
-            })
+            .request(
+                market.klines_path(),
+                &query,
+                market.klines_weight(limit),
+                |body| {
+                    let mut batch = KlineBatch::with_capacity(limit as usize);
+                    match kline::parse_body(body, &mut batch) {
+                        Ok(_) => Ok(batch),
+                        Err(e) if e.is_retryable() => Err(Attempt::Transient(e.to_string())),
+                        Err(e) => Err(Attempt::Fatal(ExchangeError::InvalidData {
+                            symbol: symbol.to_string(),
+                            detail: format!(
+                                "{} {interval} from {start}: {e}",
+                                market.klines_path()
+                            ),
+                        })),
+                    }
+                },
+            )
             .await?;
         let n = batch.len();
         out.extend_from(&batch, 0..n);
@@ -312,14 +359,20 @@ impl BinanceClient {
         loop {
             attempt += 1;
             let outcome = {
-                let _slot = self.in_flight.acquire().await.map_err(|_| ExchangeError::Exhausted {
-                    path: path.to_string(),
-                    attempts: attempt,
-                    last: "client shut down".into(),
-                })?;
+                let _slot =
+                    self.in_flight
+                        .acquire()
+                        .await
+                        .map_err(|_| ExchangeError::Exhausted {
+                            path: path.to_string(),
+                            attempts: attempt,
+                            last: "client shut down".into(),
+                        })?;
                 let ticket = self.limiter.acquire(weight).await;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                self.stats.weight.fetch_add(weight as u64, Ordering::Relaxed);
+                self.stats
+                    .weight
+                    .fetch_add(weight as u64, Ordering::Relaxed);
                 match self.http.get(&url).query(query).send().await {
                     Err(e) => Err(Attempt::Transient(describe(&e))),
                     Ok(resp) => {
@@ -334,7 +387,10 @@ impl BinanceClient {
             };
             match err {
                 Attempt::Fatal(e) => return Err(e),
-                Attempt::Limited { status, retry_after } => {
+                Attempt::Limited {
+                    status,
+                    retry_after,
+                } => {
                     if retry_after > self.config.max_wait {
                         return Err(if status == 418 {
                             ExchangeError::Banned { retry_after }
@@ -348,7 +404,8 @@ impl BinanceClient {
                         retry_after_secs = retry_after.as_secs_f64(),
                         "rate-limited by the exchange; every request waits"
                     );
-                    self.limiter.pause_until(wall_clock_ms() + retry_after.as_millis() as i64);
+                    self.limiter
+                        .pause_until(wall_clock_ms() + retry_after.as_millis() as i64);
                     // Waiting out a limit is not a failed attempt, but a server that keeps
                     // answering 429 must not keep the run forever.
                     attempt -= 1;
@@ -358,7 +415,11 @@ impl BinanceClient {
                 }
                 Attempt::Transient(reason) => {
                     if attempt >= self.config.max_attempts {
-                        return Err(ExchangeError::Exhausted { path: path.to_string(), attempts: attempt, last: reason });
+                        return Err(ExchangeError::Exhausted {
+                            path: path.to_string(),
+                            attempts: attempt,
+                            last: reason,
+                        });
                     }
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let delay = backoff(attempt, self.config.retry_base, self.config.retry_max);
@@ -374,29 +435,47 @@ impl BinanceClient {
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.as_u16() == 418 {
             let retry_after = retry_after(resp.headers()).unwrap_or(Duration::from_secs(60));
-            return Err(Attempt::Limited { status: status.as_u16(), retry_after });
+            return Err(Attempt::Limited {
+                status: status.as_u16(),
+                retry_after,
+            });
         }
         if status.is_server_error() {
             return Err(Attempt::Transient(format!("HTTP {status}")));
         }
         if status == StatusCode::FORBIDDEN {
-            return Err(Attempt::Fatal(ExchangeError::Firewall { path: path.to_string() }));
+            return Err(Attempt::Fatal(ExchangeError::Firewall {
+                path: path.to_string(),
+            }));
         }
-        let body = resp.bytes().await.map_err(|e| Attempt::Transient(describe(&e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Attempt::Transient(describe(&e)))?;
         if status.is_success() {
             return Ok(body);
         }
         let (code, msg) = match serde_json::from_slice::<ApiErrorBody>(&body) {
             Ok(e) => (e.code, e.msg),
-            Err(_) => (0, String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+            Err(_) => (
+                0,
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            ),
         };
-        Err(Attempt::Fatal(ExchangeError::Refused { path: path.to_string(), status: status.as_u16(), code, msg }))
+        Err(Attempt::Fatal(ExchangeError::Refused {
+            path: path.to_string(),
+            status: status.as_u16(),
+            code,
+            msg,
+        }))
     }
 }
 
 /// Full-jitter exponential backoff: uniform in [base, min(max, base * 2^(attempt-1))].
 fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let cap = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(max);
+    let cap = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(max);
     let lo = base.min(cap).as_millis() as u64;
     let hi = cap.as_millis() as u64;
     Duration::from_millis(if hi > lo { fastrand::u64(lo..=hi) } else { lo })
@@ -404,7 +483,11 @@ fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 /// An error's chain without the URL (which could carry credentials).
@@ -424,7 +507,11 @@ fn describe(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }
 
 #[cfg(test)]
@@ -444,7 +531,8 @@ mod tests {
 
     #[test]
     fn a_bad_base_url_is_refused_without_echoing_credentials() {
-        let err = BinanceClient::new(ClientConfig::new("ftp://u:secret@host", Market::Spot)).unwrap_err();
+        let err =
+            BinanceClient::new(ClientConfig::new("ftp://u:secret@host", Market::Spot)).unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
         assert!(BinanceClient::new(ClientConfig::new("not a url", Market::Spot)).is_err());
     }

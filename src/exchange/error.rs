@@ -7,7 +7,12 @@ pub enum ExchangeError {
     /// The exchange refused the request itself (HTTP 4xx with Binance's `{"code","msg"}`):
     /// asking again gets the same answer.
     #[error("{path}: the exchange refused the request: HTTP {status}, code {code}: {msg}")]
-    Refused { path: String, status: u16, code: i64, msg: String },
+    Refused {
+        path: String,
+        status: u16,
+        code: i64,
+        msg: String,
+    },
 
     /// HTTP 403: Binance's web application firewall blocked the request.
     #[error("{path}: blocked by the exchange's firewall (HTTP 403)")]
@@ -27,7 +32,11 @@ pub enum ExchangeError {
 
     /// Every attempt failed with an error that retrying could have fixed.
     #[error("{path}: gave up after {attempts} attempts; last error: {last}")]
-    Exhausted { path: String, attempts: u32, last: String },
+    Exhausted {
+        path: String,
+        attempts: u32,
+        last: String,
+    },
 
     /// Symbols the exchange does not list or does not trade.
     #[error("{0}")]
@@ -38,7 +47,10 @@ impl ExchangeError {
     /// True when the exchange limited or banned this client: the caller should stop and come
     /// back later (exit code 4).
     pub fn is_rate_limit(&self) -> bool {
-        matches!(self, ExchangeError::Banned { .. } | ExchangeError::RateLimited { .. })
+        matches!(
+            self,
+            ExchangeError::Banned { .. } | ExchangeError::RateLimited { .. }
+        )
     }
 }
 

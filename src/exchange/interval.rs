@@ -130,8 +130,15 @@ impl Interval {
         match self.fixed_millis() {
             Some(len) => open_time + len,
             None => {
-                let dt = Utc.timestamp_millis_opt(open_time).single().unwrap_or_default();
-                let (y, m) = if dt.month() == 12 { (dt.year() + 1, 1) } else { (dt.year(), dt.month() + 1) };
+                let dt = Utc
+                    .timestamp_millis_opt(open_time)
+                    .single()
+                    .unwrap_or_default();
+                let (y, m) = if dt.month() == 12 {
+                    (dt.year() + 1, 1)
+                } else {
+                    (dt.year(), dt.month() + 1)
+                };
                 month_start(y, m)
             }
         }
@@ -165,7 +172,9 @@ impl fmt::Display for Interval {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown interval {0:?} (expected one of 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M)")]
+#[error(
+    "unknown interval {0:?} (expected one of 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M)"
+)]
 pub struct UnknownInterval(String);
 
 impl FromStr for Interval {
@@ -197,7 +206,9 @@ mod tests {
     use super::*;
 
     fn ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
@@ -213,18 +224,45 @@ mod tests {
     #[test]
     fn weeks_open_on_monday_and_months_on_the_first() {
         // 2024-01-03 is a Wednesday; its week opened on Monday 2024-01-01.
-        assert_eq!(Interval::W1.floor(ms("2024-01-03T12:00:00Z")), ms("2024-01-01T00:00:00Z"));
-        assert_eq!(Interval::W1.next(ms("2024-01-01T00:00:00Z")), ms("2024-01-08T00:00:00Z"));
-        assert_eq!(Interval::Mo1.floor(ms("2024-02-29T23:59:59Z")), ms("2024-02-01T00:00:00Z"));
-        assert_eq!(Interval::Mo1.next(ms("2024-12-01T00:00:00Z")), ms("2025-01-01T00:00:00Z"));
-        assert_eq!(Interval::Mo1.close_time(ms("2024-02-01T00:00:00Z")), ms("2024-03-01T00:00:00Z") - 1);
-        assert_eq!(Interval::Mo1.advance(ms("2024-01-01T00:00:00Z"), 13), ms("2025-02-01T00:00:00Z"));
+        assert_eq!(
+            Interval::W1.floor(ms("2024-01-03T12:00:00Z")),
+            ms("2024-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            Interval::W1.next(ms("2024-01-01T00:00:00Z")),
+            ms("2024-01-08T00:00:00Z")
+        );
+        assert_eq!(
+            Interval::Mo1.floor(ms("2024-02-29T23:59:59Z")),
+            ms("2024-02-01T00:00:00Z")
+        );
+        assert_eq!(
+            Interval::Mo1.next(ms("2024-12-01T00:00:00Z")),
+            ms("2025-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            Interval::Mo1.close_time(ms("2024-02-01T00:00:00Z")),
+            ms("2024-03-01T00:00:00Z") - 1
+        );
+        assert_eq!(
+            Interval::Mo1.advance(ms("2024-01-01T00:00:00Z"), 13),
+            ms("2025-02-01T00:00:00Z")
+        );
     }
 
     #[test]
     fn ceil_rounds_up_to_an_open_time() {
-        assert_eq!(Interval::M1.ceil(ms("2024-01-01T00:00:00Z")), ms("2024-01-01T00:00:00Z"));
-        assert_eq!(Interval::M1.ceil(ms("2024-01-01T00:00:00.001Z")), ms("2024-01-01T00:01:00Z"));
-        assert_eq!(Interval::M15.floor(ms("2024-01-01T00:29:59Z")), ms("2024-01-01T00:15:00Z"));
+        assert_eq!(
+            Interval::M1.ceil(ms("2024-01-01T00:00:00Z")),
+            ms("2024-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            Interval::M1.ceil(ms("2024-01-01T00:00:00.001Z")),
+            ms("2024-01-01T00:01:00Z")
+        );
+        assert_eq!(
+            Interval::M15.floor(ms("2024-01-01T00:29:59Z")),
+            ms("2024-01-01T00:15:00Z")
+        );
     }
 }

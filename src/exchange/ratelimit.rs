@@ -52,7 +52,11 @@ impl RateLimit {
             "DAY" => 86_400_000,
             _ => return None,
         };
-        (num > 0 && limit > 0).then_some(RateLimit { kind, window_ms: unit * num as i64, limit })
+        (num > 0 && limit > 0).then_some(RateLimit {
+            kind,
+            window_ms: unit * num as i64,
+            limit,
+        })
     }
 }
 
@@ -110,7 +114,10 @@ pub struct Ticket {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 enum Wait {
@@ -122,7 +129,11 @@ impl RateLimiter {
     /// A limiter that lets every request through until [`RateLimiter::set_limits`] is called.
     pub fn new() -> Arc<RateLimiter> {
         Arc::new(RateLimiter {
-            state: Mutex::new(State { windows: Vec::new(), pause_until_ms: 0, stats: LimiterStats::default() }),
+            state: Mutex::new(State {
+                windows: Vec::new(),
+                pause_until_ms: 0,
+                stats: LimiterStats::default(),
+            }),
             changed: Notify::new(),
         })
     }
@@ -170,7 +181,12 @@ impl RateLimiter {
                 let mut st = self.lock();
                 match Self::try_claim(&mut st, weight) {
                     Ok((indices, probes)) => {
-                        return Ticket { limiter: Arc::clone(self), indices, probes, sent_at_ms: now_ms() };
+                        return Ticket {
+                            limiter: Arc::clone(self),
+                            indices,
+                            probes,
+                            sent_at_ms: now_ms(),
+                        };
                     }
                     Err(w) => w,
                 }
@@ -258,7 +274,11 @@ impl RateLimiter {
                 continue;
             }
             let server = (w.limit.kind == LimitKind::Weight)
-                .then(|| used.iter().find(|(ms, _)| *ms == w.limit.window_ms).map(|&(_, u)| u))
+                .then(|| {
+                    used.iter()
+                        .find(|(ms, _)| *ms == w.limit.window_ms)
+                        .map(|&(_, u)| u)
+                })
                 .flatten();
             let is_probe = ticket.probes.contains(&i);
             if is_probe {
@@ -324,8 +344,12 @@ pub fn wall_clock_ms() -> i64 {
 pub fn used_weight_headers(headers: &HeaderMap) -> Vec<(i64, u32)> {
     let mut out = Vec::new();
     for (name, value) in headers {
-        let Some(suffix) = name.as_str().strip_prefix("x-mbx-used-weight-") else { continue };
-        let Some(unit) = suffix.chars().last() else { continue };
+        let Some(suffix) = name.as_str().strip_prefix("x-mbx-used-weight-") else {
+            continue;
+        };
+        let Some(unit) = suffix.chars().last() else {
+            continue;
+        };
         let unit_ms = match unit.to_ascii_lowercase() {
             's' => 1_000,
             'm' => 60_000,
@@ -333,8 +357,16 @@ pub fn used_weight_headers(headers: &HeaderMap) -> Vec<(i64, u32)> {
             'd' => 86_400_000,
             _ => continue,
         };
-        let Ok(n) = suffix[..suffix.len() - 1].parse::<i64>() else { continue };
-        let Some(used) = value.to_str().ok().and_then(|v| v.trim().parse::<u32>().ok()) else { continue };
+        let Ok(n) = suffix[..suffix.len() - 1].parse::<i64>() else {
+            continue;
+        };
+        let Some(used) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
         out.push((n * unit_ms, used));
     }
     out
@@ -346,7 +378,11 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     fn weight(limit: u32, window_ms: i64) -> RateLimit {
-        RateLimit { kind: LimitKind::Weight, window_ms, limit }
+        RateLimit {
+            kind: LimitKind::Weight,
+            window_ms,
+            limit,
+        }
     }
 
     #[test]
@@ -355,7 +391,10 @@ mod tests {
             RateLimit::from_exchange("REQUEST_WEIGHT", "MINUTE", 1, 6000),
             Some(weight(6000, 60_000))
         );
-        assert_eq!(RateLimit::from_exchange("REQUEST_WEIGHT", "SECOND", 10, 100), Some(weight(100, 10_000)));
+        assert_eq!(
+            RateLimit::from_exchange("REQUEST_WEIGHT", "SECOND", 10, 100),
+            Some(weight(100, 10_000))
+        );
         assert_eq!(RateLimit::from_exchange("ORDERS", "SECOND", 10, 100), None);
         let mut h = HeaderMap::new();
         h.insert("x-mbx-used-weight-1m", HeaderValue::from_static("1234"));
@@ -401,7 +440,10 @@ mod tests {
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         let probe = limiter.acquire(1).await;
         let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
-        assert!(second.is_err(), "a second request went before the probe's answer");
+        assert!(
+            second.is_err(),
+            "a second request went before the probe's answer"
+        );
         limiter.observe(probe, &HeaderMap::new());
         let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
         assert!(second.is_ok());
@@ -438,9 +480,14 @@ mod tests {
         align(1_000, 10).await;
         let probe = limiter.acquire(2).await;
         limiter.observe(probe, &nearly_spent());
-        let next = tokio::time::timeout(Duration::from_millis(600), limiter.acquire(2)).await.expect("re-probed");
+        let next = tokio::time::timeout(Duration::from_millis(600), limiter.acquire(2))
+            .await
+            .expect("re-probed");
         assert!(next.probes.contains(&0));
-        assert!(wall_clock_ms() % 1_000 < 600, "the re-probe waited for the next window");
+        assert!(
+            wall_clock_ms() % 1_000 < 600,
+            "the re-probe waited for the next window"
+        );
     }
 
     #[tokio::test]
@@ -451,7 +498,10 @@ mod tests {
         let probe = limiter.acquire(2).await;
         limiter.observe(probe, &nearly_spent());
         let next = tokio::time::timeout(Duration::from_millis(300), limiter.acquire(2)).await;
-        assert!(next.is_err(), "99 of 100 used, and a request of 2 went in the same window");
+        assert!(
+            next.is_err(),
+            "99 of 100 used, and a request of 2 went in the same window"
+        );
     }
 
     #[tokio::test]

@@ -177,12 +177,27 @@ mod tests {
     #[test]
     fn symbols_are_upper_cased_and_checked() {
         assert_eq!(Symbol::parse("btcusdt").unwrap().as_str(), "BTCUSDT");
-        assert_eq!(Symbol::parse("BTCUSDT_240628").unwrap().as_str(), "BTCUSDT_240628");
+        assert_eq!(
+            Symbol::parse("BTCUSDT_240628").unwrap().as_str(),
+            "BTCUSDT_240628"
+        );
         assert!(matches!(Symbol::parse(""), Err(SymbolError::Empty(_))));
-        assert!(matches!(Symbol::parse("BTC/USDT"), Err(SymbolError::BadCharacter(_))));
-        assert!(matches!(Symbol::parse("BTC'; DROP"), Err(SymbolError::BadCharacter(_))));
-        assert!(matches!(Symbol::parse("../etc"), Err(SymbolError::BadCharacter(_))));
-        assert!(matches!(Symbol::parse(&"A".repeat(33)), Err(SymbolError::TooLong(_))));
+        assert!(matches!(
+            Symbol::parse("BTC/USDT"),
+            Err(SymbolError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            Symbol::parse("BTC'; DROP"),
+            Err(SymbolError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            Symbol::parse("../etc"),
+            Err(SymbolError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            Symbol::parse(&"A".repeat(33)),
+            Err(SymbolError::TooLong(_))
+        ));
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl Checkpoint {
     pub fn new(series: &Series) -> Checkpoint {
         Checkpoint {
             version: CHECKPOINT_VERSION,
-            series: SeriesId { market: series.market, symbol: series.symbol.clone(), interval: series.interval },
+            series: SeriesId {
+                market: series.market,
+                symbol: series.symbol.clone(),
+                interval: series.interval,
+            },
             listed_from: None,
             covered: RangeSet::new(),
             empty: RangeSet::new(),
@@ -70,7 +74,8 @@ impl Checkpoint {
                 probe.version
             );
         }
-        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("checkpoint {name} is not valid: {e}"))
+        serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("checkpoint {name} is not valid: {e}"))
     }
 }
 
@@ -83,12 +88,23 @@ mod partial_units {
         files: Vec<String>,
     }
 
-    pub fn serialize<S: serde::Serializer>(m: &BTreeMap<i64, Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
-        let v: Vec<Unit> = m.iter().map(|(&unit_start, files)| Unit { unit_start, files: files.clone() }).collect();
+    pub fn serialize<S: serde::Serializer>(
+        m: &BTreeMap<i64, Vec<String>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let v: Vec<Unit> = m
+            .iter()
+            .map(|(&unit_start, files)| Unit {
+                unit_start,
+                files: files.clone(),
+            })
+            .collect();
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<i64, Vec<String>>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<i64, Vec<String>>, D::Error> {
         let v: Vec<Unit> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|u| (u.unit_start, u.files)).collect())
     }
@@ -101,7 +117,11 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_unknown_versions() {
-        let series = Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 };
+        let series = Series {
+            market: Market::Spot,
+            symbol: Symbol::parse("BTCUSDT").unwrap(),
+            interval: Interval::M1,
+        };
         let mut cp = Checkpoint::new(&series);
         cp.covered.insert(0, 120_000);
         cp.empty.insert(60_000, 120_000);
@@ -109,7 +129,9 @@ mod tests {
         let json = serde_json::to_vec(&cp).unwrap();
         assert_eq!(Checkpoint::from_json("x", &json).unwrap(), cp);
         insta::assert_snapshot!(String::from_utf8(json.clone()).unwrap(), @r#"{"version":1,"market":"spot","symbol":"BTCUSDT","interval":"1m","listed_from":null,"covered":[[0,120000]],"empty":[[60000,120000]],"partial":[{"unit_start":0,"files":["a.parquet"]}]}"#);
-        let future = String::from_utf8(json).unwrap().replace("\"version\":1", "\"version\":2");
+        let future = String::from_utf8(json)
+            .unwrap()
+            .replace("\"version\":1", "\"version\":2");
         let err = Checkpoint::from_json("x.json", future.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("version 2"), "{err}");
     }

@@ -50,7 +50,14 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "backfill: {} symbols, {} rows, {} files, {} bytes in {:.1}s; {} requests, {} retries, {} rate-limited",
-            self.symbols, self.rows, self.files, self.bytes, self.seconds, self.requests, self.retries, self.rate_limited
+            self.symbols,
+            self.rows,
+            self.files,
+            self.bytes,
+            self.seconds,
+            self.requests,
+            self.retries,
+            self.rate_limited
         )?;
         if !self.failed.is_empty() {
             write!(f, "; failed: {}", self.failed.join(", "))?;
@@ -78,19 +85,35 @@ pub async fn backfill(
     if let Some(to) = plan.to
         && to <= plan.from
     {
-        bail!("--to ({}) must be after --from ({})", crate::time::format_ms(to), crate::time::format_ms(plan.from));
+        bail!(
+            "--to ({}) must be after --from ({})",
+            crate::time::format_ms(to),
+            crate::time::format_ms(plan.from)
+        );
     }
     client.check_symbols(&plan.symbols).await?;
     let server_time = client.server_time().await?;
-    let to = plan.to.unwrap_or(server_time).min(server_time.max(plan.from));
+    let to = plan
+        .to
+        .unwrap_or(server_time)
+        .min(server_time.max(plan.from));
     if plan.from >= server_time {
-        bail!("--from ({}) is in the future of the exchange's clock", crate::time::format_ms(plan.from));
+        bail!(
+            "--from ({}) is in the future of the exchange's clock",
+            crate::time::format_ms(plan.from)
+        );
     }
     let market = client.market();
     let all: Vec<Series> = plan
         .symbols
         .iter()
-        .flat_map(|s| plan.intervals.iter().map(move |&i| Series { market, symbol: s.clone(), interval: i }))
+        .flat_map(|s| {
+            plan.intervals.iter().map(move |&i| Series {
+                market,
+                symbol: s.clone(),
+                interval: i,
+            })
+        })
         .collect();
     // Every lock first, so that a conflict stops the run before any download.
     let mut locks = Vec::with_capacity(all.len());
@@ -138,5 +161,11 @@ pub async fn backfill(
         rate_limited: client.limiter().stats().rejected,
         failed: failures.iter().map(|(s, _)| s.to_string()).collect(),
     };
-    Ok(Outcome { summary, errors: failures.into_iter().map(|(s, e)| e.context(s.to_string())).collect() })
+    Ok(Outcome {
+        summary,
+        errors: failures
+            .into_iter()
+            .map(|(s, e)| e.context(s.to_string()))
+            .collect(),
+    })
 }

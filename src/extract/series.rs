@@ -58,7 +58,10 @@ struct UnitBuf {
 /// The open-time range a run aims at: candles opening in `[start, end)`, all closed.
 pub fn target_range(interval: Interval, from: i64, to: i64, server_time: i64) -> (i64, i64) {
     // The candle containing serverTime is still open; `to` is exclusive on open times.
-    (interval.ceil(from), interval.ceil(to).min(interval.floor(server_time)))
+    (
+        interval.ceil(from),
+        interval.ceil(to).min(interval.floor(server_time)),
+    )
 }
 
 pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow::Result<()> {
@@ -67,10 +70,17 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
         ctx.state.reset(series).await?;
         Checkpoint::new(series)
     } else {
-        ctx.state.load(series).await?.unwrap_or_else(|| Checkpoint::new(series))
+        ctx.state
+            .load(series)
+            .await?
+            .unwrap_or_else(|| Checkpoint::new(series))
     };
     let (start, end) = target_range(interval, ctx.from, ctx.to, ctx.server_time);
-    let missing = if start < end { cp.covered.missing(start, end) } else { Vec::new() };
+    let missing = if start < end {
+        cp.covered.missing(start, end)
+    } else {
+        Vec::new()
+    };
     let total: i64 = missing.iter().map(|(s, e)| e - s).sum();
     let task = Task::new(series.to_string(), total.max(0) as u64, "backfill");
     if missing.is_empty() {
@@ -124,8 +134,14 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     let pre_listing: i64 = pending.values().map(|u| u.empty.total()).sum();
     task.advance(pre_listing as u64, "");
 
-    let mut saver = Saver { last: std::time::Instant::now(), dirty: false };
-    let result = fetch_and_write(ctx, series, lock, &mut cp, &mut saver, pending, spans, &task).await;
+    let mut saver = Saver {
+        last: std::time::Instant::now(),
+        dirty: false,
+    };
+    let result = fetch_and_write(
+        ctx, series, lock, &mut cp, &mut saver, pending, spans, &task,
+    )
+    .await;
     // Whatever was staged before a failure is kept: the checkpoint records it.
     if saver.dirty {
         lock.check()?;
@@ -161,7 +177,10 @@ async fn fetch_and_write(
     let client = &ctx.client;
     let mut fetched = futures::stream::iter(spans.into_iter().map(|(s, e)| async move {
         let mut rows = KlineBatch::default();
-        client.klines(&series.symbol, interval, s, e, &mut rows).await.map(|_| (s, e, rows))
+        client
+            .klines(&series.symbol, interval, s, e, &mut rows)
+            .await
+            .map(|_| (s, e, rows))
     }))
     .buffered(ctx.spans_in_flight.max(1));
 
@@ -177,10 +196,16 @@ async fn fetch_and_write(
         let (cut_at, rows) = closed_only(series, s, e, rows, ctx.server_time);
         let cut = cut_at < e;
         let e = cut_at;
-        ctx.totals.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        ctx.totals
+            .rows
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         route(interval, &mut pending, s, e, &rows);
         task.advance((e - s) as u64, &layout_time(e));
-        let next = if cut { e } else { span_starts.get(index).copied().unwrap_or(i64::MAX) };
+        let next = if cut {
+            e
+        } else {
+            span_starts.get(index).copied().unwrap_or(i64::MAX)
+        };
         while let Some(entry) = pending.first_entry() {
             if entry.get().end > next {
                 break;
@@ -200,13 +225,21 @@ async fn fetch_and_write(
 }
 
 fn layout_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
 }
 
 /// Keeps the rows of a span that are closed at `server_time`. Binance has no "closed" flag:
 /// a candle is closed when its close time is before the server's clock. If a row is still
 /// open, the span's coverage stops at its open time.
-fn closed_only(series: &Series, s: i64, e: i64, mut rows: KlineBatch, server_time: i64) -> (i64, KlineBatch) {
+fn closed_only(
+    series: &Series,
+    s: i64,
+    e: i64,
+    mut rows: KlineBatch,
+    server_time: i64,
+) -> (i64, KlineBatch) {
     match rows.close_time.iter().position(|&c| c >= server_time) {
         None => (e, rows),
         Some(i) => {
@@ -220,7 +253,13 @@ fn closed_only(series: &Series, s: i64, e: i64, mut rows: KlineBatch, server_tim
 
 /// Files the rows of span `[s, e)` under their units, and notes the gaps in the span as
 /// confirmed empty.
-fn route(interval: Interval, pending: &mut BTreeMap<i64, UnitBuf>, s: i64, e: i64, rows: &KlineBatch) {
+fn route(
+    interval: Interval,
+    pending: &mut BTreeMap<i64, UnitBuf>,
+    s: i64,
+    e: i64,
+    rows: &KlineBatch,
+) {
     let mut empty = RangeSet::new();
     let mut cursor = s;
     for &t in &rows.open_time {
@@ -260,18 +299,30 @@ async fn write_unit(
     // Rows staged earlier for this unit, in the files of its partial coverage.
     let mut earlier = Vec::new();
     for key in cp.partial.get(&unit_start).into_iter().flatten() {
-        let bytes = ctx.stage.get(key).await.with_context(|| format!("cannot read back {key} from {}", ctx.stage.url()))?;
+        let bytes = ctx
+            .stage
+            .get(key)
+            .await
+            .with_context(|| format!("cannot read back {key} from {}", ctx.stage.url()))?;
         let decoded = parquet::decode(key, bytes)?;
         earlier.push(decoded.klines);
     }
     let mut batches: Vec<&KlineBatch> = earlier.iter().collect();
     batches.push(&unit.rows);
-    let rows = if batches.len() == 1 { unit.rows.clone() } else { KlineBatch::merge(&batches) };
+    let rows = if batches.len() == 1 {
+        unit.rows.clone()
+    } else {
+        KlineBatch::merge(&batches)
+    };
     covered.union(&unit.fetched);
     let complete = covered.covers(unit_start, unit.end);
     let mut written = None;
     if !rows.is_empty() {
-        let (start, end) = if complete { unit_range } else { covered.span().unwrap_or(unit_range) };
+        let (start, end) = if complete {
+            unit_range
+        } else {
+            covered.span().unwrap_or(unit_range)
+        };
         let key = layout::data_key(series, unit_range, start, end);
         let encoded = {
             let series = series.clone();
@@ -279,14 +330,17 @@ async fn write_unit(
                 let n = rows.len();
                 parquet::encode(&series, rows).map(|b| (b, n))
             })
-                .await
-                .context("Parquet encoder panicked")??
+            .await
+            .context("Parquet encoder panicked")??
         };
         let (bytes, n) = encoded;
         let sha256 = manifest::sha256_hex(&bytes);
         let size = bytes.len() as u64;
         lock.check()?;
-        ctx.stage.put(&key, bytes).await.with_context(|| format!("cannot stage {key} to {}", ctx.stage.url()))?;
+        ctx.stage
+            .put(&key, bytes)
+            .await
+            .with_context(|| format!("cannot stage {key} to {}", ctx.stage.url()))?;
         let entry = ManifestEntry {
             version: manifest::MANIFEST_VERSION,
             path: key.clone(),
@@ -332,9 +386,15 @@ mod tests {
     fn the_target_stops_before_the_open_candle() {
         let t0 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
         // serverTime 00:10:30: the 00:10 candle is open, so candles open before 00:10.
-        assert_eq!(target_range(Interval::M1, t0, t0 + 3_600_000, t0 + 10 * MINUTE + 30_000), (t0, t0 + 10 * MINUTE));
+        assert_eq!(
+            target_range(Interval::M1, t0, t0 + 3_600_000, t0 + 10 * MINUTE + 30_000),
+            (t0, t0 + 10 * MINUTE)
+        );
         // serverTime exactly 00:10:00: the 00:10 candle just opened.
-        assert_eq!(target_range(Interval::M1, t0, t0 + 3_600_000, t0 + 10 * MINUTE), (t0, t0 + 10 * MINUTE));
+        assert_eq!(
+            target_range(Interval::M1, t0, t0 + 3_600_000, t0 + 10 * MINUTE),
+            (t0, t0 + 10 * MINUTE)
+        );
         // --from mid-candle starts at the next candle; --to mid-candle includes the candle.
         assert_eq!(
             target_range(Interval::M1, t0 + 1, t0 + 5 * MINUTE + 1, t0 + 3_600_000),
@@ -346,7 +406,15 @@ mod tests {
     fn gaps_between_rows_are_confirmed_empty() {
         let t0 = 1_704_067_200_000;
         let mut pending = BTreeMap::new();
-        pending.insert(t0, UnitBuf { end: t0 + 86_400_000, rows: KlineBatch::default(), fetched: RangeSet::new(), empty: RangeSet::new() });
+        pending.insert(
+            t0,
+            UnitBuf {
+                end: t0 + 86_400_000,
+                rows: KlineBatch::default(),
+                fetched: RangeSet::new(),
+                empty: RangeSet::new(),
+            },
+        );
         let mut rows = KlineBatch::default();
         for m in [1, 2, 5] {
             rows.push(&crate::kline::Kline {
@@ -369,7 +437,11 @@ mod tests {
         assert_eq!(unit.fetched.ranges(), &[(t0, t0 + 8 * MINUTE)]);
         assert_eq!(
             unit.empty.ranges(),
-            &[(t0, t0 + MINUTE), (t0 + 3 * MINUTE, t0 + 5 * MINUTE), (t0 + 6 * MINUTE, t0 + 8 * MINUTE)]
+            &[
+                (t0, t0 + MINUTE),
+                (t0 + 3 * MINUTE, t0 + 5 * MINUTE),
+                (t0 + 6 * MINUTE, t0 + 8 * MINUTE)
+            ]
         );
     }
 }

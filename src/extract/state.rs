@@ -50,10 +50,18 @@ impl StateStore {
             });
         }
         if spec.starts_with("s3://") || spec == "memory://" {
-            return Ok(StateStore::Object(Stage::open(spec, &Default::default(), project_dir)?));
+            return Ok(StateStore::Object(Stage::open(
+                spec,
+                &Default::default(),
+                project_dir,
+            )?));
         }
         let dir = Path::new(spec.strip_prefix("file://").unwrap_or(spec));
-        Ok(StateStore::Dir(if dir.is_absolute() { dir.to_path_buf() } else { project_dir.join(dir) }))
+        Ok(StateStore::Dir(if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            project_dir.join(dir)
+        }))
     }
 
     pub fn describe(&self) -> String {
@@ -79,13 +87,19 @@ impl StateStore {
                 match std::fs::read(&path) {
                     Ok(b) => b,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e).with_context(|| format!("cannot read checkpoint {}", path.display())),
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot read checkpoint {}", path.display()));
+                    }
                 }
             }
             StateStore::Object(stage) => match stage.get_opt(&key).await {
                 Ok(Some((b, _))) => b.to_vec(),
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(e).with_context(|| format!("cannot read checkpoint {}/{key}", stage.url())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot read checkpoint {}/{key}", stage.url()));
+                }
             },
         };
         let name = format!("{}/{key}", self.describe());
@@ -97,7 +111,11 @@ impl StateStore {
     }
 
     pub async fn save(&self, cp: &Checkpoint) -> anyhow::Result<()> {
-        let series = Series { market: cp.series.market, symbol: cp.series.symbol.clone(), interval: cp.series.interval };
+        let series = Series {
+            market: cp.series.market,
+            symbol: cp.series.symbol.clone(),
+            interval: cp.series.interval,
+        };
         let key = Self::checkpoint_key(&series);
         let body = serde_json::to_vec(cp)?;
         match self {
@@ -126,7 +144,10 @@ impl StateStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e).with_context(|| format!("cannot delete checkpoint {key}")),
             },
-            StateStore::Object(stage) => stage.delete(&key).await.with_context(|| format!("cannot delete checkpoint {key}")),
+            StateStore::Object(stage) => stage
+                .delete(&key)
+                .await
+                .with_context(|| format!("cannot delete checkpoint {key}")),
         }
     }
 
@@ -145,7 +166,10 @@ impl StateStore {
 pub fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("checkpoint path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -171,14 +195,21 @@ pub struct SeriesLock {
 #[derive(Debug)]
 enum LockInner {
     File(std::fs::File),
-    Lease { stage: Stage, key: String, renew: tokio::task::JoinHandle<()> },
+    Lease {
+        stage: Stage,
+        key: String,
+        renew: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl SeriesLock {
     /// Fails if the lock was lost (an object-store lease another run took over).
     pub fn check(&self) -> anyhow::Result<()> {
         if self.lost.load(Ordering::SeqCst) {
-            bail!("{}: lost the lock to another run; stopping before writing anything more", self.series);
+            bail!(
+                "{}: lost the lock to another run; stopping before writing anything more",
+                self.series
+            );
         }
         Ok(())
     }
@@ -236,7 +267,11 @@ fn lock_file(series: &Series, path: &Path) -> anyhow::Result<SeriesLock> {
     }
     file.set_len(0)?;
     writeln!(file, "pid {} on {}", std::process::id(), hostname())?;
-    Ok(SeriesLock { inner: LockInner::File(file), lost: Arc::new(AtomicBool::new(false)), series: series.to_string() })
+    Ok(SeriesLock {
+        inner: LockInner::File(file),
+        lost: Arc::new(AtomicBool::new(false)),
+        series: series.to_string(),
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -257,25 +292,45 @@ fn now_ms() -> i64 {
 }
 
 fn lease_body(owner: &str) -> Bytes {
-    let lease = Lease { owner: owner.to_string(), expires_at_ms: now_ms() + LEASE.as_millis() as i64 };
+    let lease = Lease {
+        owner: owner.to_string(),
+        expires_at_ms: now_ms() + LEASE.as_millis() as i64,
+    };
     Bytes::from(serde_json::to_vec(&lease).unwrap_or_default())
 }
 
 fn version_of(r: &object_store::PutResult) -> UpdateVersion {
-    UpdateVersion { e_tag: r.e_tag.clone(), version: r.version.clone() }
+    UpdateVersion {
+        e_tag: r.e_tag.clone(),
+        version: r.version.clone(),
+    }
 }
 
 async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Result<SeriesLock> {
-    let owner = format!("pid {} on {} ({})", std::process::id(), hostname(), uuid::Uuid::new_v4());
-    let put = match stage.put_mode(&key, lease_body(&owner), PutMode::Create).await {
+    let owner = format!(
+        "pid {} on {} ({})",
+        std::process::id(),
+        hostname(),
+        uuid::Uuid::new_v4()
+    );
+    let put = match stage
+        .put_mode(&key, lease_body(&owner), PutMode::Create)
+        .await
+    {
         Ok(r) => r,
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let Some((bytes, meta)) = stage.get_opt(&key).await.with_context(|| format!("cannot read lock {key}"))?
+            let Some((bytes, meta)) = stage
+                .get_opt(&key)
+                .await
+                .with_context(|| format!("cannot read lock {key}"))?
             else {
                 // Released between the two calls: one more try.
                 return Box::pin(lock_object(series, stage, key)).await;
             };
-            let lease: Lease = serde_json::from_slice(&bytes).unwrap_or(Lease { owner: "unknown".into(), expires_at_ms: 0 });
+            let lease: Lease = serde_json::from_slice(&bytes).unwrap_or(Lease {
+                owner: "unknown".into(),
+                expires_at_ms: 0,
+            });
             if lease.expires_at_ms > now_ms() {
                 return Err(LockConflict {
                     series: series.to_string(),
@@ -288,8 +343,14 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
                 }
                 .into());
             }
-            let version = UpdateVersion { e_tag: meta.e_tag.clone(), version: None };
-            match stage.put_mode(&key, lease_body(&owner), PutMode::Update(version)).await {
+            let version = UpdateVersion {
+                e_tag: meta.e_tag.clone(),
+                version: None,
+            };
+            match stage
+                .put_mode(&key, lease_body(&owner), PutMode::Update(version))
+                .await
+            {
                 Ok(r) => {
                     tracing::warn!(series = %series, previous = %lease.owner, "took over an expired lock");
                     r
@@ -304,28 +365,49 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
                 Err(e) => return Err(e).with_context(|| format!("cannot take over lock {key}")),
             }
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot create lock {}/{key}", stage.url())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create lock {}/{key}", stage.url()));
+        }
     };
     let lost = Arc::new(AtomicBool::new(false));
     let renew = {
-        let (stage, key, lost, series) = (stage.clone(), key.clone(), Arc::clone(&lost), series.to_string());
+        let (stage, key, lost, series) = (
+            stage.clone(),
+            key.clone(),
+            Arc::clone(&lost),
+            series.to_string(),
+        );
         let mut version = version_of(&put);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
-                match stage.put_mode(&key, lease_body(&owner), PutMode::Update(version.clone())).await {
+                match stage
+                    .put_mode(&key, lease_body(&owner), PutMode::Update(version.clone()))
+                    .await
+                {
                     Ok(r) => version = version_of(&r),
-                    Err(object_store::Error::Precondition { .. }) | Err(object_store::Error::NotFound { .. }) => {
+                    Err(object_store::Error::Precondition { .. })
+                    | Err(object_store::Error::NotFound { .. }) => {
                         tracing::error!(series = %series, "lost the lock to another run");
                         lost.store(true, Ordering::SeqCst);
                         return;
                     }
-                    Err(e) => tracing::warn!(series = %series, error = %e, "could not renew the lock; retrying"),
+                    Err(e) => {
+                        tracing::warn!(series = %series, error = %e, "could not renew the lock; retrying")
+                    }
                 }
             }
         })
     };
-    Ok(SeriesLock { inner: LockInner::Lease { stage: stage.clone(), key, renew }, lost, series: series.to_string() })
+    Ok(SeriesLock {
+        inner: LockInner::Lease {
+            stage: stage.clone(),
+            key,
+            renew,
+        },
+        lost,
+        series: series.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -334,7 +416,11 @@ mod tests {
     use crate::exchange::{Interval, Market, Symbol};
 
     fn series() -> Series {
-        Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval: Interval::M1 }
+        Series {
+            market: Market::Spot,
+            symbol: Symbol::parse("BTCUSDT").unwrap(),
+            interval: Interval::M1,
+        }
     }
 
     #[tokio::test]
@@ -344,7 +430,11 @@ mod tests {
         let held = store.lock(&series()).await.unwrap();
         let err = store.lock(&series()).await.unwrap_err();
         assert!(err.downcast_ref::<LockConflict>().is_some(), "{err}");
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(held);
         store.lock(&series()).await.unwrap();
     }
@@ -364,7 +454,10 @@ mod tests {
     async fn checkpoints_round_trip_in_both_stores() {
         let dir = tempfile::tempdir().unwrap();
         let stage = Stage::open("memory://", &Default::default(), Path::new(".")).unwrap();
-        for store in [StateStore::Dir(dir.path().to_path_buf()), StateStore::Object(stage)] {
+        for store in [
+            StateStore::Dir(dir.path().to_path_buf()),
+            StateStore::Object(stage),
+        ] {
             assert!(store.load(&series()).await.unwrap().is_none());
             let mut cp = Checkpoint::new(&series());
             cp.covered.insert(0, 60_000);

@@ -41,7 +41,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { dry_run: false, batch_rows: 500_000, fetch_concurrency: 8 }
+        Options {
+            dry_run: false,
+            batch_rows: 500_000,
+            fetch_concurrency: 8,
+        }
     }
 }
 
@@ -105,28 +109,53 @@ pub(crate) async fn pending(
     dry_run: bool,
 ) -> anyhow::Result<(Vec<Candidate>, Vec<Failure>, Covered)> {
     let listed = manifest::list(stage).await?;
-    let exists = wh.relation(&crate::warehouse::ident::fold(wh.kind(), raw_schema), &crate::warehouse::ident::fold(wh.kind(), raw::LOAD_HISTORY)).await?.is_some();
+    let exists = wh
+        .relation(
+            &crate::warehouse::ident::fold(wh.kind(), raw_schema),
+            &crate::warehouse::ident::fold(wh.kind(), raw::LOAD_HISTORY),
+        )
+        .await?
+        .is_some();
     if !dry_run && !exists {
-        wh.ensure_raw(raw_schema).await.with_context(|| format!("cannot create the raw tables in {}", wh.describe()))?;
+        wh.ensure_raw(raw_schema)
+            .await
+            .with_context(|| format!("cannot create the raw tables in {}", wh.describe()))?;
     }
-    let history = if exists || !dry_run { wh.loaded_files(raw_schema).await? } else { Vec::new() };
+    let history = if exists || !dry_run {
+        wh.loaded_files(raw_schema).await?
+    } else {
+        Vec::new()
+    };
     let mut covered = Covered::new();
     for f in &history {
         if let Some(s) = &f.series {
             covered.entry(s.clone()).or_default().insert(f.start, f.end);
         }
     }
-    let loaded: HashSet<(String, String)> =
-        history.into_iter().map(|f| (f.path, f.sha256.chars().take(16).collect())).collect();
-    let todo: Vec<_> =
-        listed.into_iter().filter(|l| !loaded.contains(&(l.data_key.clone(), l.hash_prefix.clone()))).collect();
-    let entries: Vec<_> = futures::stream::iter(todo.iter().map(|l| manifest::read(stage, l))).buffered(16).collect().await;
+    let loaded: HashSet<(String, String)> = history
+        .into_iter()
+        .map(|f| (f.path, f.sha256.chars().take(16).collect()))
+        .collect();
+    let todo: Vec<_> = listed
+        .into_iter()
+        .filter(|l| !loaded.contains(&(l.data_key.clone(), l.hash_prefix.clone())))
+        .collect();
+    let entries: Vec<_> = futures::stream::iter(todo.iter().map(|l| manifest::read(stage, l)))
+        .buffered(16)
+        .collect()
+        .await;
     let mut out = Vec::new();
     let mut failed = Vec::new();
     for (l, e) in todo.iter().zip(entries) {
         match e {
-            Ok(entry) => out.push(Candidate { entry, staged_at: l.object.last_modified.timestamp_millis() }),
-            Err(e) => failed.push(Failure { file: l.data_key.clone(), error: format!("{e:#}") }),
+            Ok(entry) => out.push(Candidate {
+                entry,
+                staged_at: l.object.last_modified.timestamp_millis(),
+            }),
+            Err(e) => failed.push(Failure {
+                file: l.data_key.clone(),
+                error: format!("{e:#}"),
+            }),
         }
     }
     Ok((out, failed, covered))
@@ -137,29 +166,53 @@ fn is_fresh(files: &[LoadFile], covered: &Covered) -> bool {
     let mut seen = Covered::new();
     files.iter().all(|f| {
         let s = f.entry.series();
-        let clear = |r: Option<&RangeSet>| r.is_none_or(|r| r.within(f.entry.start, f.entry.end).is_empty());
+        let clear = |r: Option<&RangeSet>| {
+            r.is_none_or(|r| r.within(f.entry.start, f.entry.end).is_empty())
+        };
         let ok = clear(covered.get(&s)) && clear(seen.get(&s));
-        seen.entry(s).or_default().insert(f.entry.start, f.entry.end);
+        seen.entry(s)
+            .or_default()
+            .insert(f.entry.start, f.entry.end);
         ok
     })
 }
 
 /// Fetches a staged file and checks it against its manifest entry.
 pub(crate) async fn fetch(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<KlineBatch> {
-    let bytes = stage.get(&entry.path).await.with_context(|| format!("{}: cannot read from {}", entry.path, stage.url()))?;
+    let bytes = stage
+        .get(&entry.path)
+        .await
+        .with_context(|| format!("{}: cannot read from {}", entry.path, stage.url()))?;
     if bytes.len() as u64 != entry.bytes || manifest::sha256_hex(&bytes) != entry.sha256 {
-        anyhow::bail!("{}: content does not match its manifest entry (size or SHA-256 differs)", entry.path);
+        anyhow::bail!(
+            "{}: content does not match its manifest entry (size or SHA-256 differs)",
+            entry.path
+        );
     }
     let name = entry.path.clone();
     let decoded = tokio::task::spawn_blocking(move || parquet::decode(&name, bytes)).await??;
-    if decoded.series.as_ref().is_some_and(|s| *s != entry.series()) {
-        anyhow::bail!("{}: holds another series than its manifest entry", entry.path);
+    if decoded
+        .series
+        .as_ref()
+        .is_some_and(|s| *s != entry.series())
+    {
+        anyhow::bail!(
+            "{}: holds another series than its manifest entry",
+            entry.path
+        );
     }
     if decoded.klines.len() as u64 != entry.rows {
-        anyhow::bail!("{}: {} rows, its manifest entry says {}", entry.path, decoded.klines.len(), entry.rows);
+        anyhow::bail!(
+            "{}: {} rows, its manifest entry says {}",
+            entry.path,
+            decoded.klines.len(),
+            entry.rows
+        );
     }
     let k = &decoded.klines;
-    if k.open_time.first().is_some_and(|&t| t < entry.start) || k.open_time.last().is_some_and(|&t| t >= entry.end) {
+    if k.open_time.first().is_some_and(|&t| t < entry.start)
+        || k.open_time.last().is_some_and(|&t| t >= entry.end)
+    {
         anyhow::bail!("{}: holds klines outside its manifest range", entry.path);
     }
     Ok(decoded.klines)
@@ -176,7 +229,11 @@ fn assemble(files: &[LoadFile], decoded: &[KlineBatch]) -> Vec<SeriesRows> {
         .map(|(series, idx)| {
             if idx.len() == 1 {
                 let i = idx[0];
-                return SeriesRows { series, klines: decoded[i].clone(), file: vec![i as u32; decoded[i].len()] };
+                return SeriesRows {
+                    series,
+                    klines: decoded[i].clone(),
+                    file: vec![i as u32; decoded[i].len()],
+                };
             }
             let mut winner: BTreeMap<i64, (usize, usize)> = BTreeMap::new();
             for &i in &idx {
@@ -190,7 +247,11 @@ fn assemble(files: &[LoadFile], decoded: &[KlineBatch]) -> Vec<SeriesRows> {
                 klines.extend_from(&decoded[i], r..r + 1);
                 file.push(i as u32);
             }
-            SeriesRows { series, klines, file }
+            SeriesRows {
+                series,
+                klines,
+                file,
+            }
         })
         .collect()
 }
@@ -204,14 +265,19 @@ pub(crate) fn batches(candidates: Vec<Candidate>, batch_rows: usize) -> Vec<Vec<
     let mut rows = 0usize;
     for c in candidates {
         let s = c.entry.series();
-        let overlaps = ranges.get(&s).is_some_and(|r| !r.within(c.entry.start, c.entry.end).is_empty());
+        let overlaps = ranges
+            .get(&s)
+            .is_some_and(|r| !r.within(c.entry.start, c.entry.end).is_empty());
         if !current.is_empty() && (overlaps || rows + c.entry.rows as usize > batch_rows) {
             out.push(std::mem::take(&mut current));
             ranges.clear();
             rows = 0;
         }
         rows += c.entry.rows as usize;
-        ranges.entry(s).or_default().insert(c.entry.start, c.entry.end);
+        ranges
+            .entry(s)
+            .or_default()
+            .insert(c.entry.start, c.entry.end);
         current.push(c);
     }
     if !current.is_empty() {
@@ -221,14 +287,24 @@ pub(crate) fn batches(candidates: Vec<Candidate>, batch_rows: usize) -> Vec<Vec<
 }
 
 /// Loads every pending staged file into `raw_schema`.
-pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts: &Options) -> anyhow::Result<Summary> {
+pub async fn load(
+    stage: &Stage,
+    wh: Arc<dyn Warehouse>,
+    raw_schema: &str,
+    opts: &Options,
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let (candidates, mut failed, mut covered) = pending(stage, wh.as_ref(), raw_schema, opts.dry_run).await?;
+    let (candidates, mut failed, mut covered) =
+        pending(stage, wh.as_ref(), raw_schema, opts.dry_run).await?;
     let mut summary = Summary::default();
     if opts.dry_run {
         summary.pending = candidates
             .iter()
-            .map(|c| Pending { file: c.entry.path.clone(), rows: c.entry.rows, bytes: c.entry.bytes })
+            .map(|c| Pending {
+                file: c.entry.path.clone(),
+                rows: c.entry.rows,
+                bytes: c.entry.bytes,
+            })
             .collect();
         summary.files = candidates.len() as u64;
         summary.rows = candidates.iter().map(|c| c.entry.rows).sum();
@@ -248,18 +324,27 @@ pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts:
             anyhow::bail!(crate::cancel::Interrupted);
         }
         let fetched: Vec<anyhow::Result<KlineBatch>> =
-            futures::stream::iter(batch.iter().map(|c| fetch(stage, &c.entry))).buffered(opts.fetch_concurrency.max(1)).collect().await;
+            futures::stream::iter(batch.iter().map(|c| fetch(stage, &c.entry)))
+                .buffered(opts.fetch_concurrency.max(1))
+                .collect()
+                .await;
         let mut files = Vec::new();
         let mut decoded = Vec::new();
         for (c, r) in batch.into_iter().zip(fetched) {
             match r {
                 Ok(k) => {
-                    files.push(LoadFile { entry: c.entry, staged_at: c.staged_at });
+                    files.push(LoadFile {
+                        entry: c.entry,
+                        staged_at: c.staged_at,
+                    });
                     decoded.push(k);
                 }
                 Err(e) => {
                     tracing::error!(file = %c.entry.path, error = %format!("{e:#}"), "cannot load this file; the others go on");
-                    failed.push(Failure { file: c.entry.path.clone(), error: format!("{e:#}") });
+                    failed.push(Failure {
+                        file: c.entry.path.clone(),
+                        error: format!("{e:#}"),
+                    });
                 }
             }
         }
@@ -271,16 +356,35 @@ pub async fn load(stage: &Stage, wh: Arc<dyn Warehouse>, raw_schema: &str, opts:
         let fresh = is_fresh(&files, &covered);
         let batch = LoadBatch { files, rows, fresh };
         let n_rows: u64 = batch.files.iter().map(|f| f.entry.rows).sum();
-        let counts = wh.load(raw_schema, &batch).await.with_context(|| format!("loading into {}", wh.describe()))?;
+        let counts = wh
+            .load(raw_schema, &batch)
+            .await
+            .with_context(|| format!("loading into {}", wh.describe()))?;
         for f in &batch.files {
-            covered.entry(f.entry.series()).or_default().insert(f.entry.start, f.entry.end);
+            covered
+                .entry(f.entry.series())
+                .or_default()
+                .insert(f.entry.start, f.entry.end);
         }
         summary.files += batch.files.len() as u64;
         summary.rows += n_rows;
         summary.inserted += counts.inserted;
         summary.replaced += counts.replaced;
-        task.advance(n_rows, batch.files.last().map(|f| f.entry.path.rsplit('/').next().unwrap_or_default()).unwrap_or_default());
-        tracing::debug!(files = batch.files.len(), rows = n_rows, inserted = counts.inserted, replaced = counts.replaced, "batch loaded");
+        task.advance(
+            n_rows,
+            batch
+                .files
+                .last()
+                .map(|f| f.entry.path.rsplit('/').next().unwrap_or_default())
+                .unwrap_or_default(),
+        );
+        tracing::debug!(
+            files = batch.files.len(),
+            rows = n_rows,
+            inserted = counts.inserted,
+            replaced = counts.replaced,
+            "batch loaded"
+        );
     }
     task.finish("done");
     summary.failed = failed;

@@ -44,7 +44,11 @@ impl PipeSummary {
 }
 
 fn in_list(files: &[String]) -> String {
-    files.iter().map(|f| literal(f)).collect::<Vec<_>>().join(", ")
+    files
+        .iter()
+        .map(|f| literal(f))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The statements that merge `files` (all in the landing table) into the raw table.
@@ -56,7 +60,13 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
     let values = batch
         .files
         .iter()
-        .map(|f| format!("({}, {})", literal(&f.entry.path), timestamp_literal(k, f.staged_at)))
+        .map(|f| {
+            format!(
+                "({}, {})",
+                literal(&f.entry.path),
+                timestamp_literal(k, f.staged_at)
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let keys = raw::KEY.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
@@ -76,7 +86,11 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
     )];
     out.push(raw::merge_statement(k, raw_schema, &source, loaded_at));
     out.extend(raw::history_insert(k, raw_schema, batch, loaded_at));
-    out.push(format!("DELETE FROM {landing} WHERE {} IN ({})", q("_file"), in_list(&paths)));
+    out.push(format!(
+        "DELETE FROM {landing} WHERE {} IN ({})",
+        q("_file"),
+        in_list(&paths)
+    ));
     out
 }
 
@@ -84,9 +98,17 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
 async fn in_landing(sf: &Snowflake, raw_schema: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     let k = Kind::Snowflake;
     let rows = sf
-        .query(&format!("SELECT {f}, count(*) FROM {} GROUP BY {f}", relation(k, raw_schema, LANDING), f = quote(k, "_file")))
+        .query(&format!(
+            "SELECT {f}, count(*) FROM {} GROUP BY {f}",
+            relation(k, raw_schema, LANDING),
+            f = quote(k, "_file")
+        ))
         .await?;
-    Ok(rows.rows.iter().filter_map(|r| Some((r[0].as_str()?.to_string(), r[1].as_i64()? as u64))).collect())
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| Some((r[0].as_str()?.to_string(), r[1].as_i64()? as u64)))
+        .collect())
 }
 
 pub async fn load(
@@ -102,21 +124,37 @@ pub async fn load(
     let (candidates, failed, _) = pending(stage, sf, raw_schema, false).await?;
     let mut summary = PipeSummary::default();
     for f in failed {
-        summary.files.push(PipeFile { file: f.file, status: "INVALID".into(), rows: None, error: Some(f.error) });
+        summary.files.push(PipeFile {
+            file: f.file,
+            status: "INVALID".into(),
+            rows: None,
+            error: Some(f.error),
+        });
     }
     // Only files that match their manifest entries go to Snowpipe.
     let checked: Vec<anyhow::Result<crate::kline::KlineBatch>> =
-        futures::stream::iter(candidates.iter().map(|c| fetch(stage, &c.entry))).buffered(opts.fetch_concurrency.max(1)).collect().await;
+        futures::stream::iter(candidates.iter().map(|c| fetch(stage, &c.entry)))
+            .buffered(opts.fetch_concurrency.max(1))
+            .collect()
+            .await;
     let mut good: Vec<Candidate> = Vec::new();
     for (c, r) in candidates.into_iter().zip(checked) {
         match r {
             Ok(_) => good.push(c),
-            Err(e) => summary.files.push(PipeFile { file: c.entry.path.clone(), status: "INVALID".into(), rows: None, error: Some(format!("{e:#}")) }),
+            Err(e) => summary.files.push(PipeFile {
+                file: c.entry.path.clone(),
+                status: "INVALID".into(),
+                rows: None,
+                error: Some(format!("{e:#}")),
+            }),
         }
     }
     let landed = in_landing(sf, raw_schema).await?;
-    let to_submit: Vec<(String, u64)> =
-        good.iter().filter(|c| !landed.contains_key(&c.entry.path)).map(|c| (c.entry.path.clone(), c.entry.bytes)).collect();
+    let to_submit: Vec<(String, u64)> = good
+        .iter()
+        .filter(|c| !landed.contains_key(&c.entry.path))
+        .map(|c| (c.entry.path.clone(), c.entry.bytes))
+        .collect();
     let mut reports = BTreeMap::new();
     if !to_submit.is_empty() {
         tracing::info!(files = to_submit.len(), pipe = %pipe.pipe, "submitting to Snowpipe");
@@ -129,32 +167,64 @@ pub async fn load(
     let k = Kind::Snowflake;
     for c in good {
         let report = reports.get(&c.entry.path);
-        let status = report.map(|r| r.status.clone()).unwrap_or_else(|| "LOADED".into());
+        let status = report
+            .map(|r| r.status.clone())
+            .unwrap_or_else(|| "LOADED".into());
         let rows_in_landing = landed.get(&c.entry.path).copied().unwrap_or(0);
         if status == "LOADED" && rows_in_landing == c.entry.rows {
             ready.push(c);
             continue;
         }
-        let error = report
-            .and_then(|r| r.first_error.clone())
-            .or_else(|| (status == "LOADED").then(|| format!("{rows_in_landing} rows landed, the manifest says {}", c.entry.rows)));
+        let error = report.and_then(|r| r.first_error.clone()).or_else(|| {
+            (status == "LOADED").then(|| {
+                format!(
+                    "{rows_in_landing} rows landed, the manifest says {}",
+                    c.entry.rows
+                )
+            })
+        });
         if rows_in_landing > 0 && status != "LOAD_IN_PROGRESS" && status != "NOT_REPORTED" {
             // No partial file stays in the landing table to be merged later.
-            sf.execute(&format!("DELETE FROM {} WHERE {} = {}", relation(k, raw_schema, LANDING), quote(k, "_file"), literal(&c.entry.path)))
-                .await?;
+            sf.execute(&format!(
+                "DELETE FROM {} WHERE {} = {}",
+                relation(k, raw_schema, LANDING),
+                quote(k, "_file"),
+                literal(&c.entry.path)
+            ))
+            .await?;
         }
-        summary.files.push(PipeFile { file: c.entry.path.clone(), status, rows: report.and_then(|r| r.rows_inserted), error });
+        summary.files.push(PipeFile {
+            file: c.entry.path.clone(),
+            status,
+            rows: report.and_then(|r| r.rows_inserted),
+            error,
+        });
     }
     for batch in batches(ready, opts.batch_rows) {
-        let files: Vec<LoadFile> = batch.iter().map(|c| LoadFile { entry: c.entry.clone(), staged_at: c.staged_at }).collect();
-        let load = LoadBatch { files, rows: Vec::new(), fresh: false };
+        let files: Vec<LoadFile> = batch
+            .iter()
+            .map(|c| LoadFile {
+                entry: c.entry.clone(),
+                staged_at: c.staged_at,
+            })
+            .collect();
+        let load = LoadBatch {
+            files,
+            rows: Vec::new(),
+            fresh: false,
+        };
         let statements = merge_from_landing(raw_schema, &load, crate::time::now_ms());
         let results = sf.transaction_rows(&statements).await?;
         let counts = snowflake::merge_counts(&results[1]);
         summary.inserted += counts.inserted;
         summary.replaced += counts.replaced;
         for f in &load.files {
-            summary.files.push(PipeFile { file: f.entry.path.clone(), status: "LOADED".into(), rows: Some(f.entry.rows), error: None });
+            summary.files.push(PipeFile {
+                file: f.entry.path.clone(),
+                status: "LOADED".into(),
+                rows: Some(f.entry.rows),
+                error: None,
+            });
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();

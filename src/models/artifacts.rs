@@ -42,10 +42,23 @@ fn config_json(n: &Node) -> Json {
     c.insert("enabled".into(), json!(n.config.enabled));
     c.insert("tags".into(), json!(n.config.tags));
     c.insert("materialized".into(), json!(n.config.materialized.as_str()));
-    c.insert("alias".into(), n.config.alias.clone().map(Json::from).unwrap_or(Json::Null));
-    c.insert("schema".into(), n.config.schema.clone().map(Json::from).unwrap_or(Json::Null));
+    c.insert(
+        "alias".into(),
+        n.config.alias.clone().map(Json::from).unwrap_or(Json::Null),
+    );
+    c.insert(
+        "schema".into(),
+        n.config
+            .schema
+            .clone()
+            .map(Json::from)
+            .unwrap_or(Json::Null),
+    );
     if n.resource_type == ResourceType::Test {
-        c.insert("severity".into(), json!(n.config.severity.to_ascii_uppercase()));
+        c.insert(
+            "severity".into(),
+            json!(n.config.severity.to_ascii_uppercase()),
+        );
     }
     Json::Object(c)
 }
@@ -66,7 +79,10 @@ fn columns_json(n: &Node) -> Json {
 
 /// `path` relative to the resource folder (`TRADES_OHLC_1M.sql`), as dbt records it.
 fn resource_path(n: &Node) -> String {
-    n.path.split_once('/').map(|(_, rest)| rest.to_string()).unwrap_or_else(|| n.path.clone())
+    n.path
+        .split_once('/')
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| n.path.clone())
 }
 
 fn node_json(p: &Parsed, n: &Node, compiled: Option<&str>, target_path: &str) -> Json {
@@ -102,14 +118,28 @@ fn node_json(p: &Parsed, n: &Node, compiled: Option<&str>, target_path: &str) ->
             o.insert("language".into(), json!("sql"));
             o.insert(
                 "refs".into(),
-                Json::Array(n.refs.iter().map(|r| json!({"name": r, "package": null, "version": null})).collect()),
+                Json::Array(
+                    n.refs
+                        .iter()
+                        .map(|r| json!({"name": r, "package": null, "version": null}))
+                        .collect(),
+                ),
             );
-            o.insert("sources".into(), Json::Array(n.sources.iter().map(|(s, t)| json!([s, t])).collect()));
+            o.insert(
+                "sources".into(),
+                Json::Array(n.sources.iter().map(|(s, t)| json!([s, t])).collect()),
+            );
             o.insert("metrics".into(), json!([]));
             o.insert("compiled".into(), json!(compiled.is_some()));
             if let Some(code) = compiled {
                 o.insert("compiled_code".into(), json!(code));
-                o.insert("compiled_path".into(), json!(format!("{target_path}/compiled/{}/{}", p.project_name, n.path)));
+                o.insert(
+                    "compiled_path".into(),
+                    json!(format!(
+                        "{target_path}/compiled/{}/{}",
+                        p.project_name, n.path
+                    )),
+                );
                 o.insert("extra_ctes_injected".into(), json!(true));
                 o.insert("extra_ctes".into(), json!([]));
             }
@@ -123,11 +153,23 @@ fn node_json(p: &Parsed, n: &Node, compiled: Option<&str>, target_path: &str) ->
         if let Some(c) = &t.column {
             kwargs.insert("column_name".into(), json!(c));
         }
-        kwargs.insert("model".into(), json!(format!("{{{{ get_where_subquery(ref('{}')) }}}}", p.nodes[attached].name)));
-        o.insert("test_metadata".into(), json!({"name": t.def.name, "kwargs": kwargs, "namespace": null}));
+        kwargs.insert(
+            "model".into(),
+            json!(format!(
+                "{{{{ get_where_subquery(ref('{}')) }}}}",
+                p.nodes[attached].name
+            )),
+        );
+        o.insert(
+            "test_metadata".into(),
+            json!({"name": t.def.name, "kwargs": kwargs, "namespace": null}),
+        );
         o.insert("column_name".into(), json!(t.column));
         o.insert("attached_node".into(), json!(attached));
-        o.insert("file_key_name".into(), json!(format!("models.{}", p.nodes[attached].name)));
+        o.insert(
+            "file_key_name".into(),
+            json!(format!("models.{}", p.nodes[attached].name)),
+        );
     }
     if n.resource_type == ResourceType::Model && n.config.materialized == Materialized::Ephemeral {
         o.insert("relation_name".into(), Json::Null);
@@ -162,7 +204,9 @@ fn source_json(p: &Parsed, n: &Node) -> Json {
 }
 
 fn now_iso() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 /// Writes `file` in `dir` through a temporary file and a rename.
@@ -176,14 +220,22 @@ fn write_json(dir: &Path, file: &str, value: &Json) -> anyhow::Result<()> {
 }
 
 /// The manifest: every node, with the compiled code of those compiled in this invocation.
-pub fn manifest(p: &Parsed, compiled: &BTreeMap<String, String>, macros: &[(String, String, String)], target_path: &str) -> Json {
+pub fn manifest(
+    p: &Parsed,
+    compiled: &BTreeMap<String, String>,
+    macros: &[(String, String, String)],
+    target_path: &str,
+) -> Json {
     let mut nodes = serde_json::Map::new();
     let mut sources = serde_json::Map::new();
     for (id, n) in &p.nodes {
         if n.resource_type == ResourceType::Source {
             sources.insert(id.clone(), source_json(p, n));
         } else {
-            nodes.insert(id.clone(), node_json(p, n, compiled.get(id).map(String::as_str), target_path));
+            nodes.insert(
+                id.clone(),
+                node_json(p, n, compiled.get(id).map(String::as_str), target_path),
+            );
         }
     }
     let macro_nodes: serde_json::Map<String, Json> = macros
@@ -201,7 +253,11 @@ pub fn manifest(p: &Parsed, compiled: &BTreeMap<String, String>, macros: &[(Stri
         })
         .collect();
     let map = |m: &BTreeMap<String, std::collections::BTreeSet<String>>| -> Json {
-        Json::Object(m.iter().map(|(k, v)| (k.clone(), json!(v.iter().collect::<Vec<_>>()))).collect())
+        Json::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), json!(v.iter().collect::<Vec<_>>())))
+                .collect(),
+        )
     };
     json!({
         "metadata": {
@@ -237,7 +293,15 @@ pub fn write_manifest(dir: &Path, manifest: &Json) -> anyhow::Result<()> {
 }
 
 /// Writes run_results.json for `command` (`run`, `test`, `seed`, `build`, `compile`).
-pub fn write_run_results(dir: &Path, p: &Parsed, command: &str, args: Json, results: &[NodeResult], elapsed: f64, started_at: &str) -> anyhow::Result<()> {
+pub fn write_run_results(
+    dir: &Path,
+    p: &Parsed,
+    command: &str,
+    args: Json,
+    results: &[NodeResult],
+    elapsed: f64,
+    started_at: &str,
+) -> anyhow::Result<()> {
     let results: Vec<Json> = results
         .iter()
         .map(|r| {

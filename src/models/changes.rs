@@ -44,7 +44,10 @@ pub fn ddl(kind: Kind, schema: &str) -> Vec<String> {
         Kind::Snowflake => crate::warehouse::raw::SNOWFLAKE_IDENTITY.to_string(),
         _ => format!("DEFAULT nextval({})", literal(&seq)),
     };
-    let mut out = vec![format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, schema))];
+    let mut out = vec![format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        quote(kind, schema)
+    )];
     if kind != Kind::Snowflake {
         out.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
     }
@@ -98,7 +101,12 @@ pub struct Pending {
     pub ranges: Vec<(String, i64, i64)>,
 }
 
-async fn watermark(wh: &dyn Warehouse, schema: &str, model: &str, parent: &str) -> anyhow::Result<Option<i64>> {
+async fn watermark(
+    wh: &dyn Warehouse,
+    schema: &str,
+    model: &str,
+    parent: &str,
+) -> anyhow::Result<Option<i64>> {
     let kind = wh.kind();
     let rows = wh
         .query(&format!(
@@ -115,7 +123,9 @@ async fn watermark(wh: &dyn Warehouse, schema: &str, model: &str, parent: &str) 
 }
 
 fn feed_query(kind: Kind, schema: &str, feed: &Feed, after: Option<i64>) -> String {
-    let after = after.map(|id| id.to_string()).unwrap_or_else(|| "-1".into());
+    let after = after
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| "-1".into());
     match feed {
         Feed::LoadHistory { relation: rel } => format!(
             "SELECT {}, {}, {}, {} FROM {rel} WHERE {} > {after}",
@@ -140,13 +150,31 @@ fn feed_query(kind: Kind, schema: &str, feed: &Feed, after: Option<i64>) -> Stri
 }
 
 /// The changes of `parent` that `model` has not processed.
-pub async fn pending(wh: &dyn Warehouse, schema: &str, model: &str, parent: &str, feed: &Feed) -> anyhow::Result<Pending> {
+pub async fn pending(
+    wh: &dyn Warehouse,
+    schema: &str,
+    model: &str,
+    parent: &str,
+    feed: &Feed,
+) -> anyhow::Result<Pending> {
     let kind = wh.kind();
     let wm = watermark(wh, schema, model, parent).await?;
-    let rows = wh.query(&feed_query(kind, schema, feed, wm)).await.with_context(|| format!("reading the changes of {parent}"))?;
-    let mut out = Pending { parent: parent.to_string(), max_id: wm, ranges: Vec::new() };
+    let rows = wh
+        .query(&feed_query(kind, schema, feed, wm))
+        .await
+        .with_context(|| format!("reading the changes of {parent}"))?;
+    let mut out = Pending {
+        parent: parent.to_string(),
+        max_id: wm,
+        ranges: Vec::new(),
+    };
     for r in &rows.rows {
-        let (Some(key), Some(s), Some(e), Some(id)) = (r[0].as_str(), r[1].as_millis(), r[2].as_millis(), r[3].as_i64()) else {
+        let (Some(key), Some(s), Some(e), Some(id)) = (
+            r[0].as_str(),
+            r[1].as_millis(),
+            r[2].as_millis(),
+            r[3].as_i64(),
+        ) else {
             continue;
         };
         out.ranges.push((key.to_string(), s, e));
@@ -156,10 +184,16 @@ pub async fn pending(wh: &dyn Warehouse, schema: &str, model: &str, parent: &str
 }
 
 /// The current highest id of a feed (for a full build, which covers everything so far).
-pub async fn latest_id(wh: &dyn Warehouse, schema: &str, feed: &Feed) -> anyhow::Result<Option<i64>> {
+pub async fn latest_id(
+    wh: &dyn Warehouse,
+    schema: &str,
+    feed: &Feed,
+) -> anyhow::Result<Option<i64>> {
     let kind = wh.kind();
     let sql = match feed {
-        Feed::LoadHistory { relation: rel } => format!("SELECT max({}) FROM {rel}", quote(kind, "load_id")),
+        Feed::LoadHistory { relation: rel } => {
+            format!("SELECT max({}) FROM {rel}", quote(kind, "load_id"))
+        }
         Feed::Model { unique_id } => format!(
             "SELECT max({}) FROM {} WHERE {} = {}",
             quote(kind, "change_id"),
@@ -177,13 +211,22 @@ pub fn widen(ranges: &[(String, i64, i64)], grain: i64) -> BatchFilter {
     for (key, s, e) in ranges {
         let start = s.div_euclid(grain) * grain;
         let end = (e + grain - 1).div_euclid(grain) * grain;
-        out.entry(key.clone()).or_default().insert(start, end.max(start + grain));
+        out.entry(key.clone())
+            .or_default()
+            .insert(start, end.max(start + grain));
     }
     BatchFilter { ranges: out }
 }
 
 /// Statements recording what `model` rewrote and the ids it has now processed.
-pub fn record(kind: Kind, schema: &str, model: &str, filter: &BatchFilter, watermarks: &[(String, i64)], now_ms: i64) -> Vec<String> {
+pub fn record(
+    kind: Kind,
+    schema: &str,
+    model: &str,
+    filter: &BatchFilter,
+    watermarks: &[(String, i64)],
+    now_ms: i64,
+) -> Vec<String> {
     let mut out = Vec::new();
     let rows: Vec<String> = filter
         .ranges
@@ -214,8 +257,17 @@ pub fn record(kind: Kind, schema: &str, model: &str, filter: &BatchFilter, water
         ));
     }
     for (parent, id) in watermarks {
-        let cond = format!("{} = {} AND {} = {}", quote(kind, "model"), literal(model), quote(kind, "parent"), literal(parent));
-        out.push(format!("DELETE FROM {} WHERE {cond}", relation(kind, schema, WATERMARKS)));
+        let cond = format!(
+            "{} = {} AND {} = {}",
+            quote(kind, "model"),
+            literal(model),
+            quote(kind, "parent"),
+            literal(parent)
+        );
+        out.push(format!(
+            "DELETE FROM {} WHERE {cond}",
+            relation(kind, schema, WATERMARKS)
+        ));
         out.push(format!(
             "INSERT INTO {} ({}, {}, {}) VALUES ({}, {}, {id})",
             relation(kind, schema, WATERMARKS),
@@ -231,9 +283,12 @@ pub fn record(kind: Kind, schema: &str, model: &str, filter: &BatchFilter, water
 
 /// Statements forgetting a model's changes and watermarks (before a full rebuild).
 pub fn forget(kind: Kind, schema: &str, model: &str) -> Vec<String> {
-    vec![
-        format!("DELETE FROM {} WHERE {} = {}", relation(kind, schema, WATERMARKS), quote(kind, "model"), literal(model)),
-    ]
+    vec![format!(
+        "DELETE FROM {} WHERE {} = {}",
+        relation(kind, schema, WATERMARKS),
+        quote(kind, "model"),
+        literal(model)
+    )]
 }
 
 #[cfg(test)]
@@ -252,7 +307,14 @@ mod tests {
     #[test]
     fn widening_covers_whole_buckets() {
         let m = 60_000;
-        let f = widen(&[("A".into(), 7 * m, 8 * m), ("A".into(), 14 * m, 16 * m), ("B".into(), 0, m)], 5 * m);
+        let f = widen(
+            &[
+                ("A".into(), 7 * m, 8 * m),
+                ("A".into(), 14 * m, 16 * m),
+                ("B".into(), 0, m),
+            ],
+            5 * m,
+        );
         assert_eq!(f.ranges["A"].ranges(), &[(5 * m, 20 * m)]);
         assert_eq!(f.ranges["B"].ranges(), &[(0, 5 * m)]);
     }

@@ -71,9 +71,15 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Builds the config from layers, lowest precedence first.
-    pub fn from_layers(default_materialized: Materialized, layers: &[&Map<String, Json>]) -> Result<NodeConfig, String> {
+    pub fn from_layers(
+        default_materialized: Materialized,
+        layers: &[&Map<String, Json>],
+    ) -> Result<NodeConfig, String> {
         let mut all = Map::new();
-        all.insert("materialized".into(), Json::from(default_materialized.as_str()));
+        all.insert(
+            "materialized".into(),
+            Json::from(default_materialized.as_str()),
+        );
         let mut tags: Vec<String> = Vec::new();
         for layer in layers {
             for (k, v) in layer.iter() {
@@ -98,14 +104,20 @@ impl NodeConfig {
             })?,
             None => default_materialized,
         };
-        let severity = text("severity").unwrap_or_else(|| "error".into()).to_ascii_lowercase();
+        let severity = text("severity")
+            .unwrap_or_else(|| "error".into())
+            .to_ascii_lowercase();
         if severity != "error" && severity != "warn" {
             return Err(format!("severity must be error or warn, not {severity:?}"));
         }
         let column_types = all
             .get("column_types")
             .and_then(|v| v.as_object())
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(NodeConfig {
             materialized,
@@ -129,7 +141,10 @@ impl NodeConfig {
 pub fn as_strings(v: &Json) -> Vec<String> {
     match v {
         Json::String(s) => vec![s.clone()],
-        Json::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Json::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -176,7 +191,11 @@ mod tests {
         let file = json!({"materialized": "incremental", "unique_key": ["symbol", "open_time"], "tags": ["a", "c"]});
         let c = NodeConfig::from_layers(
             Materialized::View,
-            &[project.as_object().unwrap(), yml.as_object().unwrap(), file.as_object().unwrap()],
+            &[
+                project.as_object().unwrap(),
+                yml.as_object().unwrap(),
+                file.as_object().unwrap(),
+            ],
         )
         .unwrap();
         assert_eq!(c.materialized, Materialized::Incremental);

@@ -18,15 +18,27 @@ impl Graph {
     pub fn add_edge(&mut self, parent: &str, child: &str) {
         self.add_node(parent);
         self.add_node(child);
-        self.parents.get_mut(child).map(|p| p.insert(parent.to_string()));
-        self.children.get_mut(parent).map(|c| c.insert(child.to_string()));
+        self.parents
+            .get_mut(child)
+            .map(|p| p.insert(parent.to_string()));
+        self.children
+            .get_mut(parent)
+            .map(|c| c.insert(child.to_string()));
     }
 
     /// Nodes in dependency order (parents first, ties by id), or a cycle as a path that ends
     /// where it starts.
     pub fn topological(&self) -> Result<Vec<String>, Vec<String>> {
-        let mut indegree: BTreeMap<&str, usize> = self.parents.iter().map(|(k, p)| (k.as_str(), p.len())).collect();
-        let mut ready: BTreeSet<&str> = indegree.iter().filter(|(_, d)| **d == 0).map(|(k, _)| *k).collect();
+        let mut indegree: BTreeMap<&str, usize> = self
+            .parents
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.len()))
+            .collect();
+        let mut ready: BTreeSet<&str> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(k, _)| *k)
+            .collect();
         let mut order = Vec::with_capacity(indegree.len());
         while let Some(n) = ready.pop_first() {
             order.push(n.to_string());
@@ -41,20 +53,31 @@ impl Graph {
         if order.len() == indegree.len() {
             return Ok(order);
         }
-        let stuck: BTreeSet<&str> = indegree.iter().filter(|(_, d)| **d > 0).map(|(k, _)| *k).collect();
+        let stuck: BTreeSet<&str> = indegree
+            .iter()
+            .filter(|(_, d)| **d > 0)
+            .map(|(k, _)| *k)
+            .collect();
         Err(self.find_cycle(&stuck))
     }
 
     /// A cycle among `nodes` (each has a parent among them): walk parents until one repeats.
     fn find_cycle(&self, nodes: &BTreeSet<&str>) -> Vec<String> {
-        let Some(&start) = nodes.iter().next() else { return Vec::new() };
+        let Some(&start) = nodes.iter().next() else {
+            return Vec::new();
+        };
         let mut path: Vec<&str> = vec![start];
         let mut seen: BTreeMap<&str, usize> = BTreeMap::from([(start, 0)]);
         let mut cur = start;
         loop {
-            let next = self.parents[cur].iter().map(String::as_str).find(|p| nodes.contains(p)).expect("a stuck node has a stuck parent");
+            let next = self.parents[cur]
+                .iter()
+                .map(String::as_str)
+                .find(|p| nodes.contains(p))
+                .expect("a stuck node has a stuck parent");
             if let Some(&i) = seen.get(next) {
-                let mut cycle: Vec<String> = path[i..].iter().rev().map(|s| s.to_string()).collect();
+                let mut cycle: Vec<String> =
+                    path[i..].iter().rev().map(|s| s.to_string()).collect();
                 cycle.push(cycle[0].clone());
                 return cycle;
             }
@@ -74,7 +97,12 @@ impl Graph {
         self.walk(id, depth, &self.children)
     }
 
-    fn walk(&self, id: &str, depth: Option<usize>, edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    fn walk(
+        &self,
+        id: &str,
+        depth: Option<usize>,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+    ) -> BTreeSet<String> {
         let mut out = BTreeSet::from([id.to_string()]);
         let mut queue = VecDeque::from([(id.to_string(), 0usize)]);
         while let Some((n, d)) = queue.pop_front() {
@@ -103,9 +131,18 @@ mod tests {
         g.add_edge("a", "c");
         g.add_node("z");
         assert_eq!(g.topological().unwrap(), ["a", "b", "c", "z"]);
-        assert_eq!(g.ancestors("c", None), BTreeSet::from(["a".into(), "b".into(), "c".into()]));
-        assert_eq!(g.descendants("a", Some(1)), BTreeSet::from(["a".into(), "b".into(), "c".into()]));
-        assert_eq!(g.descendants("b", None), BTreeSet::from(["b".into(), "c".into()]));
+        assert_eq!(
+            g.ancestors("c", None),
+            BTreeSet::from(["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(
+            g.descendants("a", Some(1)),
+            BTreeSet::from(["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(
+            g.descendants("b", None),
+            BTreeSet::from(["b".into(), "c".into()])
+        );
         g.add_edge("c", "a");
         let cycle = g.topological().unwrap_err();
         assert_eq!(cycle.first(), cycle.last());

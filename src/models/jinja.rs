@@ -38,7 +38,12 @@ impl Object for Relation {
         match key.as_str()? {
             "schema" => Some(Value::from(self.schema.clone())),
             "identifier" | "name" | "table" => Some(Value::from(self.identifier.clone())),
-            "database" => Some(self.database.clone().map(Value::from).unwrap_or(Value::from(()))),
+            "database" => Some(
+                self.database
+                    .clone()
+                    .map(Value::from)
+                    .unwrap_or(Value::from(())),
+            ),
             _ => None,
         }
     }
@@ -51,7 +56,11 @@ impl Object for Relation {
 /// What a `ref()` or `source()` resolves to at compile time.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Relation { relation: Relation, event_time: Option<String>, batch_key: Option<String> },
+    Relation {
+        relation: Relation,
+        event_time: Option<String>,
+        batch_key: Option<String>,
+    },
     /// An ephemeral model, inlined as a CTE of this name.
     Ephemeral { cte: String, unique_id: String },
 }
@@ -83,7 +92,11 @@ impl BatchFilter {
                 ));
             }
         }
-        if parts.is_empty() { "1 = 0".into() } else { parts.join(" OR ") }
+        if parts.is_empty() {
+            "1 = 0".into()
+        } else {
+            parts.join(" OR ")
+        }
     }
 }
 
@@ -124,8 +137,20 @@ impl NodeCtx {
         })
     }
 
-    pub fn compile(kind: Kind, resolver: Arc<Resolver>, is_incremental: bool, filter: Option<BatchFilter>) -> Arc<NodeCtx> {
-        Arc::new(NodeCtx { kind, parse: false, is_incremental, resolver, filter, collected: Mutex::new(Collected::default()) })
+    pub fn compile(
+        kind: Kind,
+        resolver: Arc<Resolver>,
+        is_incremental: bool,
+        filter: Option<BatchFilter>,
+    ) -> Arc<NodeCtx> {
+        Arc::new(NodeCtx {
+            kind,
+            parse: false,
+            is_incremental,
+            resolver,
+            filter,
+            collected: Mutex::new(Collected::default()),
+        })
     }
 
     pub fn take(&self) -> Collected {
@@ -138,7 +163,10 @@ impl NodeCtx {
 
     fn render_target(&self, what: &str, target: Option<&Target>) -> Result<Value, Error> {
         match target {
-            None => Err(Error::new(ErrorKind::InvalidOperation, format!("{what} was not found"))),
+            None => Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{what} was not found"),
+            )),
             Some(Target::Ephemeral { cte, unique_id }) => {
                 self.with(|c| {
                     if !c.ephemerals.contains(unique_id) {
@@ -147,12 +175,20 @@ impl NodeCtx {
                 });
                 Ok(Value::from(cte.clone()))
             }
-            Some(Target::Relation { relation, event_time, batch_key }) => {
+            Some(Target::Relation {
+                relation,
+                event_time,
+                batch_key,
+            }) => {
                 let mut r = relation.clone();
                 if let (Some(filter), Some(t), Some(k)) = (&self.filter, event_time, batch_key) {
                     // The batch's rows, as a CTE: it reads like a table wherever the model puts it.
                     let cte = format!("__klines_batch__{}", relation.identifier);
-                    let body = format!("SELECT * FROM {} WHERE {}", relation.rendered, filter.condition(self.kind, k, t));
+                    let body = format!(
+                        "SELECT * FROM {} WHERE {}",
+                        relation.rendered,
+                        filter.condition(self.kind, k, t)
+                    );
                     self.with(|c| {
                         if !c.filtered.iter().any(|(n, _)| *n == cte) {
                             c.filtered.push((cte.clone(), body));
@@ -170,7 +206,12 @@ fn node(state: &State) -> Result<Arc<NodeCtx>, Error> {
     state
         .lookup("__node")
         .and_then(|v| v.downcast_object::<NodeCtx>())
-        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "ref/source/config can only be used in a model"))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "ref/source/config can only be used in a model",
+            )
+        })
 }
 
 fn placeholder(name: &str) -> Value {
@@ -207,7 +248,10 @@ fn source_fn(state: &State, source: String, table: String) -> Result<Value, Erro
         });
         return Ok(placeholder(&format!("{source}.{table}")));
     }
-    n.render_target(&format!("source('{source}', '{table}')"), n.resolver.sources.get(&(source.clone(), table.clone())))
+    n.render_target(
+        &format!("source('{source}', '{table}')"),
+        n.resolver.sources.get(&(source.clone(), table.clone())),
+    )
 }
 
 fn config_fn(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
@@ -216,7 +260,11 @@ fn config_fn(state: &State, kwargs: Kwargs) -> Result<Value, Error> {
         let mut map = Map::new();
         for key in kwargs.args() {
             let v: Value = kwargs.get(key)?;
-            map.insert(key.to_string(), serde_json::to_value(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?);
+            map.insert(
+                key.to_string(),
+                serde_json::to_value(&v)
+                    .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?,
+            );
         }
         n.with(|c| c.config.extend(map));
     } else {
@@ -247,13 +295,24 @@ impl Object for Adapter {
         }
     }
 
-    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
         match method {
             "dispatch" => {
                 let name = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
-                    Error::new(ErrorKind::MissingArgument, "adapter.dispatch needs a macro name")
+                    Error::new(
+                        ErrorKind::MissingArgument,
+                        "adapter.dispatch needs a macro name",
+                    )
                 })?;
-                let candidates = [format!("{}__{name}", self.kind.as_str()), format!("default__{name}")];
+                let candidates = [
+                    format!("{}__{name}", self.kind.as_str()),
+                    format!("default__{name}"),
+                ];
                 for c in &candidates {
                     if let Some(m) = lookup_macro(state, c)? {
                         return Ok(m);
@@ -261,14 +320,21 @@ impl Object for Adapter {
                 }
                 Err(Error::new(
                     ErrorKind::UnknownFunction,
-                    format!("adapter.dispatch('{name}'): no macro {} or {}", candidates[0], candidates[1]),
+                    format!(
+                        "adapter.dispatch('{name}'): no macro {} or {}",
+                        candidates[0], candidates[1]
+                    ),
                 ))
             }
             "quote" => {
                 let id = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
-                    Error::new(ErrorKind::MissingArgument, "adapter.quote needs an identifier")
+                    Error::new(
+                        ErrorKind::MissingArgument,
+                        "adapter.quote needs an identifier",
+                    )
                 })?;
-                ident::validate(id).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+                ident::validate(id)
+                    .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
                 Ok(Value::from(ident::quote(self.kind, id)))
             }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
@@ -281,7 +347,9 @@ fn lookup_macro(state: &State, name: &str) -> Result<Option<Value>, Error> {
         return Ok(Some(v));
     }
     let env = state.env();
-    let Ok(t) = env.get_template(MACROS) else { return Ok(None) };
+    let Ok(t) = env.get_template(MACROS) else {
+        return Ok(None);
+    };
     let captured = t.render_captured(minijinja::context! {})?;
     Ok(captured.state().lookup(name).filter(|v| !v.is_undefined()))
 }
@@ -290,7 +358,12 @@ fn lookup_macro(state: &State, name: &str) -> Result<Option<Value>, Error> {
 struct Exceptions;
 
 impl Object for Exceptions {
-    fn call_method(self: &Arc<Self>, _: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+    fn call_method(
+        self: &Arc<Self>,
+        _: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
         let msg = args.first().map(|v| v.to_string()).unwrap_or_default();
         match method {
             "raise_compiler_error" => Err(Error::new(ErrorKind::InvalidOperation, msg)),
@@ -334,10 +407,17 @@ pub struct Jinja {
 
 impl Jinja {
     /// `templates`: (name, source) of every model and test; `macros`: (path, source).
-    pub fn new(globals: &Globals, macros: &[(String, String)], templates: &[(String, String)]) -> Result<Jinja, RenderError> {
+    pub fn new(
+        globals: &Globals,
+        macros: &[(String, String)],
+        templates: &[(String, String)],
+    ) -> Result<Jinja, RenderError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
             env.set_syntax(syntax);
         }
         env.add_function("ref", ref_fn);
@@ -347,25 +427,42 @@ impl Jinja {
             Ok(node(state).map(|n| n.is_incremental).unwrap_or(false))
         });
         let vars = globals.vars.clone();
-        env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
-            match vars.get(&name) {
-                Some(v) => Ok(Value::from(minijinja::value::Serde(v))),
-                None => default.ok_or_else(|| {
-                    Error::new(ErrorKind::UndefinedError, format!("var('{name}') is not defined and has no default"))
-                }),
-            }
+        env.add_function(
+            "var",
+            move |name: String, default: Option<Value>| -> Result<Value, Error> {
+                match vars.get(&name) {
+                    Some(v) => Ok(Value::from(minijinja::value::Serde(v))),
+                    None => default.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::UndefinedError,
+                            format!("var('{name}') is not defined and has no default"),
+                        )
+                    }),
+                }
+            },
+        );
+        env.add_function("env_var", |name: &str, default: Option<&str>| {
+            crate::config::template::env_var(name, default)
         });
-        env.add_function("env_var", |name: &str, default: Option<&str>| crate::config::template::env_var(name, default));
         env.add_function("log", |msg: Value, _rest: Rest<Value>| -> Value {
             tracing::info!("{msg}");
             Value::from("")
         });
-        env.add_global("target", Value::from(minijinja::value::Serde(&globals.target)));
-        env.add_global("adapter", Value::from_object(Adapter { kind: globals.kind }));
+        env.add_global(
+            "target",
+            Value::from(minijinja::value::Serde(&globals.target)),
+        );
+        env.add_global(
+            "adapter",
+            Value::from_object(Adapter { kind: globals.kind }),
+        );
         env.add_global("exceptions", Value::from_object(Exceptions));
         env.add_global("project_name", Value::from(globals.project_name.clone()));
         env.add_global("invocation_id", Value::from(globals.invocation_id.clone()));
-        env.add_global("run_started_at", Value::from(globals.run_started_at.clone()));
+        env.add_global(
+            "run_started_at",
+            Value::from(globals.run_started_at.clone()),
+        );
 
         let mut macro_source = String::new();
         let mut macro_files = Vec::new();
@@ -380,24 +477,46 @@ impl Jinja {
             line += n;
         }
         let macro_names = macro_names(&macro_source);
-        let this = Jinja { env: Environment::new(), macro_files };
-        env.add_template_owned(MACROS, macro_source).map_err(|e| this.error(MACROS, e))?;
+        let this = Jinja {
+            env: Environment::new(),
+            macro_files,
+        };
+        env.add_template_owned(MACROS, macro_source)
+            .map_err(|e| this.error(MACROS, e))?;
         // Every model imports every macro by name, on its first line so that lines still match.
         let prelude = if macro_names.is_empty() {
             String::new()
         } else {
-            format!("{{%- from \"{MACROS}\" import {} -%}}", macro_names.join(", "))
+            format!(
+                "{{%- from \"{MACROS}\" import {} -%}}",
+                macro_names.join(", ")
+            )
         };
         for (name, text) in templates {
-            env.add_template_owned(name.clone(), format!("{prelude}{text}")).map_err(|e| this.error(name, e))?;
+            env.add_template_owned(name.clone(), format!("{prelude}{text}"))
+                .map_err(|e| this.error(name, e))?;
         }
-        Ok(Jinja { env, macro_files: this.macro_files })
+        Ok(Jinja {
+            env,
+            macro_files: this.macro_files,
+        })
     }
 
     /// Renders a template for `node`, with `this` set to the node's relation.
-    pub fn render(&self, template: &str, node: &Arc<NodeCtx>, this: Option<&Relation>) -> Result<String, RenderError> {
-        let t = self.env.get_template(template).map_err(|e| self.error(template, e))?;
-        let this = this.cloned().map(Value::from_object).unwrap_or(Value::from(()));
+    pub fn render(
+        &self,
+        template: &str,
+        node: &Arc<NodeCtx>,
+        this: Option<&Relation>,
+    ) -> Result<String, RenderError> {
+        let t = self
+            .env
+            .get_template(template)
+            .map_err(|e| self.error(template, e))?;
+        let this = this
+            .cloned()
+            .map(Value::from_object)
+            .unwrap_or(Value::from(()));
         let ctx = minijinja::context! { __node => Value::from_dyn_object(Arc::clone(node)), this => this };
         t.render(ctx).map_err(|e| self.error(template, e))
     }
@@ -407,13 +526,17 @@ impl Jinja {
         if !text.contains("{{") && !text.contains("{%") {
             return Ok(text.to_string());
         }
-        self.env.render_str(text, minijinja::context! {}).map_err(|e| self.error(name, e))
+        self.env
+            .render_str(text, minijinja::context! {})
+            .map_err(|e| self.error(name, e))
     }
 
     fn error(&self, template: &str, e: Error) -> RenderError {
         // The innermost error names the template and line where it happened.
         let mut inner: &Error = &e;
-        while let Some(src) = std::error::Error::source(inner).and_then(|s| s.downcast_ref::<Error>()) {
+        while let Some(src) =
+            std::error::Error::source(inner).and_then(|s| s.downcast_ref::<Error>())
+        {
             if src.line().is_none() {
                 break;
             }
@@ -427,11 +550,23 @@ impl Jinja {
         let line = inner.line();
         if name == MACROS
             && let Some(l) = line
-            && let Some((path, start, _)) = self.macro_files.iter().rev().find(|(_, start, _)| *start <= l)
+            && let Some((path, start, _)) = self
+                .macro_files
+                .iter()
+                .rev()
+                .find(|(_, start, _)| *start <= l)
         {
-            return RenderError { file: path.clone(), line: Some(l - start + 1), message };
+            return RenderError {
+                file: path.clone(),
+                line: Some(l - start + 1),
+                message,
+            };
         }
-        RenderError { file: name.to_string(), line, message }
+        RenderError {
+            file: name.to_string(),
+            line,
+            message,
+        }
     }
 }
 
@@ -461,7 +596,11 @@ fn macro_names(source: &str) -> Vec<String> {
         rest = &rest[i + 2..];
         let body = rest.trim_start_matches(['-', '+']).trim_start();
         if let Some(after) = body.strip_prefix("macro") {
-            let name: String = after.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let name: String = after
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             if !name.is_empty() && !out.contains(&name) && after.starts_with(char::is_whitespace) {
                 out.push(name);
             }
@@ -512,19 +651,51 @@ mod tests {
             "macros/x.sql".to_string(),
             "{% macro first(c) %}{{ adapter.dispatch('first')(c) }}{% endmacro %}\n{% macro default__first(c) %}min({{ c }}){% endmacro %}\n{% macro duckdb__first(c) %}arg_min({{ c }}){% endmacro %}\n".to_string(),
         )];
-        let j = Jinja::new(&globals(), &macros, &[("m.sql".into(), "select {{ first('x') }}, {{ adapter.quote('interval') }}".into())]).unwrap();
-        assert_eq!(j.render("m.sql", &NodeCtx::parse(Kind::DuckDb), None).unwrap(), "select arg_min(x), \"interval\"");
+        let j = Jinja::new(
+            &globals(),
+            &macros,
+            &[(
+                "m.sql".into(),
+                "select {{ first('x') }}, {{ adapter.quote('interval') }}".into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            j.render("m.sql", &NodeCtx::parse(Kind::DuckDb), None)
+                .unwrap(),
+            "select arg_min(x), \"interval\""
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_line() {
-        let j = Jinja::new(&globals(), &[], &[("models/m.sql".into(), "select 1\nfrom x\nwhere {{ nope('a') }}".into())]).unwrap();
-        let e = j.render("models/m.sql", &NodeCtx::parse(Kind::DuckDb), None).unwrap_err();
+        let j = Jinja::new(
+            &globals(),
+            &[],
+            &[(
+                "models/m.sql".into(),
+                "select 1\nfrom x\nwhere {{ nope('a') }}".into(),
+            )],
+        )
+        .unwrap();
+        let e = j
+            .render("models/m.sql", &NodeCtx::parse(Kind::DuckDb), None)
+            .unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("models/m.sql", Some(3)));
         assert!(e.to_string().starts_with("models/m.sql line 3: "), "{e}");
-        let e = Jinja::new(&globals(), &[], &[("models/b.sql".into(), "select 1\n{% if %}".into())]).err().unwrap();
+        let e = Jinja::new(
+            &globals(),
+            &[],
+            &[("models/b.sql".into(), "select 1\n{% if %}".into())],
+        )
+        .err()
+        .unwrap();
         assert_eq!((e.file.as_str(), e.line), ("models/b.sql", Some(2)));
-        let e = j.render("models/m.sql", &NodeCtx::compile(Kind::DuckDb, Arc::new(Resolver::default()), false, None), None);
+        let e = j.render(
+            "models/m.sql",
+            &NodeCtx::compile(Kind::DuckDb, Arc::new(Resolver::default()), false, None),
+            None,
+        );
         assert!(e.is_err());
     }
 }

@@ -26,7 +26,11 @@ pub async fn existing(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<Option<
 }
 
 /// The relation's columns, in order, as stored.
-pub async fn columns(wh: &dyn Warehouse, schema: &str, identifier: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub async fn columns(
+    wh: &dyn Warehouse,
+    schema: &str,
+    identifier: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
     let kind = wh.kind();
     let rows = wh
         .query(&format!(
@@ -39,7 +43,12 @@ pub async fn columns(wh: &dyn Warehouse, schema: &str, identifier: &str) -> anyh
     Ok(rows
         .rows
         .iter()
-        .map(|r| (r[0].as_str().unwrap_or_default().to_string(), r[1].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r[0].as_str().unwrap_or_default().to_string(),
+                r[1].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect())
 }
 
@@ -58,10 +67,16 @@ pub async fn view(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<
     let mut statements = vec![schema_ddl(kind, node)];
     match existing(wh, node).await? {
         Some(RelationType::Table) => statements.push(format!("DROP TABLE {}", node.relation)),
-        Some(RelationType::View) if kind == Kind::Postgres => statements.push(format!("DROP VIEW {}", node.relation)),
+        Some(RelationType::View) if kind == Kind::Postgres => {
+            statements.push(format!("DROP VIEW {}", node.relation))
+        }
         _ => {}
     }
-    let create = if kind == Kind::Postgres { "CREATE VIEW" } else { "CREATE OR REPLACE VIEW" };
+    let create = if kind == Kind::Postgres {
+        "CREATE VIEW"
+    } else {
+        "CREATE OR REPLACE VIEW"
+    };
     statements.push(format!("{create} {} AS\n{sql}", node.relation));
     wh.transaction(&statements).await?;
     Ok(0)
@@ -70,7 +85,11 @@ pub async fn view(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<
 /// Builds `sql` into the temporary table beside the model's relation; returns its name.
 pub async fn build_tmp(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<String> {
     let kind = wh.kind();
-    let tmp = relation(kind, &node.schema, &format!("{}{TMP_SUFFIX}", node.identifier));
+    let tmp = relation(
+        kind,
+        &node.schema,
+        &format!("{}{TMP_SUFFIX}", node.identifier),
+    );
     wh.execute(&schema_ddl(kind, node)).await?;
     wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
     wh.execute(&format!("CREATE TABLE {tmp} AS\n{sql}")).await?;
@@ -79,11 +98,25 @@ pub async fn build_tmp(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Re
 
 /// Swaps the temporary table in for the model's relation, running `extra` in the same
 /// transaction. Returns the rows of the new table.
-pub async fn swap_in(wh: &dyn Warehouse, node: &Node, tmp: &str, extra: Vec<String>) -> anyhow::Result<u64> {
+pub async fn swap_in(
+    wh: &dyn Warehouse,
+    node: &Node,
+    tmp: &str,
+    extra: Vec<String>,
+) -> anyhow::Result<u64> {
     let kind = wh.kind();
-    let rows = wh.query(&format!("SELECT count(*) FROM {tmp}")).await?.scalar().and_then(|v| v.as_i64()).unwrap_or(0) as u64;
+    let rows = wh
+        .query(&format!("SELECT count(*) FROM {tmp}"))
+        .await?
+        .scalar()
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0) as u64;
     let ident = quote(kind, &node.identifier);
-    let old = relation(kind, &node.schema, &format!("{}{OLD_SUFFIX}", node.identifier));
+    let old = relation(
+        kind,
+        &node.schema,
+        &format!("{}{OLD_SUFFIX}", node.identifier),
+    );
     let rel = &node.relation;
     let mut statements = Vec::new();
     match existing(wh, node).await? {
@@ -95,7 +128,9 @@ pub async fn swap_in(wh: &dyn Warehouse, node: &Node, tmp: &str, extra: Vec<Stri
         Some(RelationType::Table) => match kind {
             Kind::Snowflake => {
                 // Atomic in Snowflake, whose DDL does not wait for a COMMIT.
-                statements.push(format!("CREATE OR REPLACE TABLE {rel} AS SELECT * FROM {tmp}"));
+                statements.push(format!(
+                    "CREATE OR REPLACE TABLE {rel} AS SELECT * FROM {tmp}"
+                ));
                 statements.push(format!("DROP TABLE {tmp}"));
             }
             Kind::Postgres if same_columns(wh, node, tmp).await? => {
@@ -107,7 +142,10 @@ pub async fn swap_in(wh: &dyn Warehouse, node: &Node, tmp: &str, extra: Vec<Stri
             }
             _ => {
                 statements.push(format!("DROP TABLE IF EXISTS {old}"));
-                statements.push(format!("ALTER TABLE {rel} RENAME TO {}", quote(kind, &format!("{}{OLD_SUFFIX}", node.identifier))));
+                statements.push(format!(
+                    "ALTER TABLE {rel} RENAME TO {}",
+                    quote(kind, &format!("{}{OLD_SUFFIX}", node.identifier))
+                ));
                 statements.push(format!("ALTER TABLE {tmp} RENAME TO {ident}"));
                 statements.push(format!("DROP TABLE {old}"));
             }
@@ -120,32 +158,61 @@ pub async fn swap_in(wh: &dyn Warehouse, node: &Node, tmp: &str, extra: Vec<Stri
 
 async fn same_columns(wh: &dyn Warehouse, node: &Node, _tmp: &str) -> anyhow::Result<bool> {
     let a = columns(wh, &node.schema, &node.identifier).await?;
-    let b = columns(wh, &node.schema, &format!("{}{TMP_SUFFIX}", node.identifier)).await?;
+    let b = columns(
+        wh,
+        &node.schema,
+        &format!("{}{TMP_SUFFIX}", node.identifier),
+    )
+    .await?;
     Ok(!a.is_empty() && a == b)
 }
 
 /// `table`: build beside, swap in.
-pub async fn table(wh: &dyn Warehouse, node: &Node, sql: &str, extra: Vec<String>) -> anyhow::Result<u64> {
+pub async fn table(
+    wh: &dyn Warehouse,
+    node: &Node,
+    sql: &str,
+    extra: Vec<String>,
+) -> anyhow::Result<u64> {
     let tmp = build_tmp(wh, node, sql).await?;
     swap_in(wh, node, &tmp, extra).await
 }
 
 /// The statements that replace the rows of `filter_sql` (a WHERE condition) with `sql`'s.
-pub async fn replace_range(wh: &dyn Warehouse, node: &Node, condition: &str, sql: &str) -> anyhow::Result<Vec<String>> {
+pub async fn replace_range(
+    wh: &dyn Warehouse,
+    node: &Node,
+    condition: &str,
+    sql: &str,
+) -> anyhow::Result<Vec<String>> {
     let cols = columns(wh, &node.schema, &node.identifier).await?;
-    let list = cols.iter().map(|(c, _)| exact(c)).collect::<Vec<_>>().join(", ");
+    let list = cols
+        .iter()
+        .map(|(c, _)| exact(c))
+        .collect::<Vec<_>>()
+        .join(", ");
     Ok(vec![
         format!("DELETE FROM {} WHERE {condition}", node.relation),
-        format!("INSERT INTO {} ({list}) SELECT {list} FROM (\n{sql}\n) AS klines_batch", node.relation),
+        format!(
+            "INSERT INTO {} ({list}) SELECT {list} FROM (\n{sql}\n) AS klines_batch",
+            node.relation
+        ),
     ])
 }
 
 /// `incremental` with `append`: insert the model's rows.
 pub async fn append(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
     let cols = columns(wh, &node.schema, &node.identifier).await?;
-    let list = cols.iter().map(|(c, _)| exact(c)).collect::<Vec<_>>().join(", ");
+    let list = cols
+        .iter()
+        .map(|(c, _)| exact(c))
+        .collect::<Vec<_>>()
+        .join(", ");
     let counts = wh
-        .transaction(&[format!("INSERT INTO {} ({list}) SELECT {list} FROM (\n{sql}\n) AS klines_new", node.relation)])
+        .transaction(&[format!(
+            "INSERT INTO {} ({list}) SELECT {list} FROM (\n{sql}\n) AS klines_new",
+            node.relation
+        )])
         .await?;
     Ok(counts[0])
 }
@@ -154,16 +221,35 @@ pub async fn append(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Resul
 pub async fn delete_insert(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
     let kind = wh.kind();
     if node.config.unique_key.is_empty() {
-        anyhow::bail!("{}: incremental_strategy delete+insert needs unique_key", node.path);
+        anyhow::bail!(
+            "{}: incremental_strategy delete+insert needs unique_key",
+            node.path
+        );
     }
     let tmp = build_tmp(wh, node, sql).await?;
     let cols = columns(wh, &node.schema, &node.identifier).await?;
-    let list = cols.iter().map(|(c, _)| exact(c)).collect::<Vec<_>>().join(", ");
-    let keys = node.config.unique_key.iter().map(|k| quote(kind, k)).collect::<Vec<_>>().join(", ");
+    let list = cols
+        .iter()
+        .map(|(c, _)| exact(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keys = node
+        .config
+        .unique_key
+        .iter()
+        .map(|k| quote(kind, k))
+        .collect::<Vec<_>>()
+        .join(", ");
     let counts = wh
         .transaction(&[
-            format!("DELETE FROM {} WHERE ({keys}) IN (SELECT {keys} FROM {tmp})", node.relation),
-            format!("INSERT INTO {} ({list}) SELECT {list} FROM {tmp}", node.relation),
+            format!(
+                "DELETE FROM {} WHERE ({keys}) IN (SELECT {keys} FROM {tmp})",
+                node.relation
+            ),
+            format!(
+                "INSERT INTO {} ({list}) SELECT {list} FROM {tmp}",
+                node.relation
+            ),
             format!("DROP TABLE {tmp}"),
         ])
         .await?;

@@ -44,15 +44,19 @@ pub fn kind_of(target: &Target) -> Kind {
 pub fn vars(project: &Project, cli: Option<&str>) -> anyhow::Result<BTreeMap<String, Json>> {
     let mut vars = project.vars.clone();
     if let Some(text) = cli {
-        let given: BTreeMap<String, Json> =
-            yaml_serde::from_str(text).map_err(|e| UsageError(format!("--vars: expected a mapping: {e}")))?;
+        let given: BTreeMap<String, Json> = yaml_serde::from_str(text)
+            .map_err(|e| UsageError(format!("--vars: expected a mapping: {e}")))?;
         vars.extend(given);
     }
     Ok(vars)
 }
 
 /// Reads and parses the project for `target`.
-pub fn load(project: &Project, target: &Target, cli_vars: Option<&str>) -> anyhow::Result<(parse::Parsed, project::Files)> {
+pub fn load(
+    project: &Project,
+    target: &Target,
+    cli_vars: Option<&str>,
+) -> anyhow::Result<(parse::Parsed, project::Files)> {
     let files = project::read_files(project)?;
     let kind = kind_of(target);
     let mut t = BTreeMap::new();
@@ -60,7 +64,10 @@ pub fn load(project: &Project, target: &Target, cli_vars: Option<&str>) -> anyho
     t.insert("type".to_string(), Json::from(kind.as_str()));
     t.insert("schema".to_string(), Json::from(target.schema()));
     t.insert("raw_schema".to_string(), Json::from(target.raw_schema()));
-    t.insert("profile_name".to_string(), Json::from(target.profile.clone()));
+    t.insert(
+        "profile_name".to_string(),
+        Json::from(target.profile.clone()),
+    );
     t.insert("threads".to_string(), Json::from(target.threads()));
     if let Output::Snowflake(o) = &target.output {
         t.insert("database".to_string(), Json::from(o.database.clone()));
@@ -71,9 +78,17 @@ pub fn load(project: &Project, target: &Target, cli_vars: Option<&str>) -> anyho
         target: t,
         vars: vars(project, cli_vars)?,
         invocation_id: uuid::Uuid::new_v4().to_string(),
-        run_started_at: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        run_started_at: chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
     };
-    let parsed = parse::parse(&files, globals, &project.models, &project.seeds, target.schema())?;
+    let parsed = parse::parse(
+        &files,
+        globals,
+        &project.models,
+        &project.seeds,
+        target.schema(),
+    )?;
     Ok((parsed, files))
 }
 
@@ -86,8 +101,15 @@ pub fn macro_definitions(files: &project::Files) -> Vec<(String, String, String)
             let block = &rest[start..];
             let head = block[2..].trim_start_matches(['-', '+']).trim_start();
             if let Some(after) = head.strip_prefix("macro") {
-                let name: String = after.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                let end = block.find("endmacro").and_then(|e| block[e..].find("%}").map(|c| e + c + 2)).unwrap_or(block.len());
+                let name: String = after
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let end = block
+                    .find("endmacro")
+                    .and_then(|e| block[e..].find("%}").map(|c| e + c + 2))
+                    .unwrap_or(block.len());
                 if !name.is_empty() {
                     out.push((name, f.path.clone(), block[..end].to_string()));
                 }

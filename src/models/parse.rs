@@ -113,10 +113,20 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 }
 
 /// Parses the project's files for a warehouse of `kind` whose models go in `target_schema`.
-pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &Json, target_schema: &str) -> anyhow::Result<Parsed> {
+pub fn parse(
+    files: &Files,
+    globals: Globals,
+    models_tree: &Json,
+    seeds_tree: &Json,
+    target_schema: &str,
+) -> anyhow::Result<Parsed> {
     let kind = globals.kind;
     let project = globals.project_name.clone();
-    let macros: Vec<(String, String)> = files.macros.iter().map(|m| (m.path.clone(), m.text.clone())).collect();
+    let macros: Vec<(String, String)> = files
+        .macros
+        .iter()
+        .map(|m| (m.path.clone(), m.text.clone()))
+        .collect();
     let templates: Vec<(String, String)> = files
         .models
         .iter()
@@ -132,15 +142,20 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
     let mut sources: BTreeMap<(String, String), String> = BTreeMap::new();
     for (path, s) in &files.sources {
         let schema = match &s.schema {
-            Some(text) => jinja.render_str(path, text).map_err(|e| usage(e.to_string()))?,
+            Some(text) => jinja
+                .render_str(path, text)
+                .map_err(|e| usage(e.to_string()))?,
             None => s.name.clone(),
         };
-        ident::validate(&schema).map_err(|e| usage(format!("{path}: source {}: schema: {e}", s.name)))?;
+        ident::validate(&schema)
+            .map_err(|e| usage(format!("{path}: source {}: schema: {e}", s.name)))?;
         for t in &s.tables {
             let identifier = t.identifier.clone().unwrap_or_else(|| t.name.clone());
-            ident::validate(&identifier).map_err(|e| usage(format!("{path}: source {}.{}: {e}", s.name, t.name)))?;
+            ident::validate(&identifier)
+                .map_err(|e| usage(format!("{path}: source {}.{}: {e}", s.name, t.name)))?;
             let unique_id = format!("source.{project}.{}.{}", s.name, t.name);
-            let config = NodeConfig::from_layers(Materialized::Table, &[&s.config, &t.config]).map_err(|e| usage(format!("{path}: source {}.{}: {e}", s.name, t.name)))?;
+            let config = NodeConfig::from_layers(Materialized::Table, &[&s.config, &t.config])
+                .map_err(|e| usage(format!("{path}: source {}.{}: {e}", s.name, t.name)))?;
             nodes.insert(
                 unique_id.clone(),
                 Node {
@@ -173,31 +188,54 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
     for f in &files.models {
         if let Some(other) = by_name.get(&f.name) {
             let other_path = &nodes[other].path;
-            return Err(usage(format!("{}: a model named {} is already defined in {other_path}", f.path, f.name)));
+            return Err(usage(format!(
+                "{}: a model named {} is already defined in {other_path}",
+                f.path, f.name
+            )));
         }
         ident::validate(&f.name).map_err(|e| usage(format!("{}: model name: {e}", f.path)))?;
         let ctx = NodeCtx::parse(kind);
-        jinja.render(&f.path, &ctx, None).map_err(|e| usage(e.to_string()))?;
+        jinja
+            .render(&f.path, &ctx, None)
+            .map_err(|e| usage(e.to_string()))?;
         let collected = ctx.take();
         let (doc_file, doc) = files.model_docs.get(&f.name).cloned().unwrap_or_default();
         let folders: Vec<&str> = f.folders.iter().map(String::as_str).collect();
         let layer = project_layer(models_tree, &project, &folders);
-        let config = NodeConfig::from_layers(Materialized::View, &[&layer, &doc.config, &collected.config])
-            .map_err(|e| usage(format!("{}: {e}", f.path)))?;
+        let config = NodeConfig::from_layers(
+            Materialized::View,
+            &[&layer, &doc.config, &collected.config],
+        )
+        .map_err(|e| usage(format!("{}: {e}", f.path)))?;
         if !config.enabled {
             continue;
         }
         if config.materialized == Materialized::Incremental
-            && config.incremental_strategy.as_deref().unwrap_or("time_range") == "time_range"
+            && config
+                .incremental_strategy
+                .as_deref()
+                .unwrap_or("time_range")
+                == "time_range"
             && config.event_time.is_some()
         {
-            for (k, v) in [("batch_key", &config.batch_key), ("time_grain", &config.time_grain)] {
+            for (k, v) in [
+                ("batch_key", &config.batch_key),
+                ("time_grain", &config.time_grain),
+            ] {
                 if v.is_none() {
-                    return Err(usage(format!("{}: incremental by time range needs config {k}", f.path)));
+                    return Err(usage(format!(
+                        "{}: incremental by time range needs config {k}",
+                        f.path
+                    )));
                 }
             }
-            if super::changes::grain_millis(config.time_grain.as_deref().unwrap_or_default()).is_none() {
-                return Err(usage(format!("{}: time_grain must be like 1m, 5m, 15m, 1h or 1d", f.path)));
+            if super::changes::grain_millis(config.time_grain.as_deref().unwrap_or_default())
+                .is_none()
+            {
+                return Err(usage(format!(
+                    "{}: time_grain must be like 1m, 5m, 15m, 1h or 1d",
+                    f.path
+                )));
             }
         }
         let schema = schema_for(target_schema, config.schema.as_deref());
@@ -206,7 +244,11 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
             ident::validate(id).map_err(|e| usage(format!("{}: {what}: {e}", f.path)))?;
         }
         let unique_id = format!("model.{project}.{}", f.name);
-        let relation = if config.materialized == Materialized::Ephemeral { String::new() } else { ident::relation(kind, &schema, &identifier) };
+        let relation = if config.materialized == Materialized::Ephemeral {
+            String::new()
+        } else {
+            ident::relation(kind, &schema, &identifier)
+        };
         let _ = doc_file;
         let mut fqn = vec![project.clone()];
         fqn.extend(f.folders.iter().cloned());
@@ -241,13 +283,17 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
     // Seeds.
     for f in &files.seeds {
         if let Some(other) = by_name.get(&f.name) {
-            return Err(usage(format!("{}: the name {} is already used by {}", f.path, f.name, nodes[other].path)));
+            return Err(usage(format!(
+                "{}: the name {} is already used by {}",
+                f.path, f.name, nodes[other].path
+            )));
         }
         ident::validate(&f.name).map_err(|e| usage(format!("{}: seed name: {e}", f.path)))?;
         let (_, doc) = files.seed_docs.get(&f.name).cloned().unwrap_or_default();
         let folders: Vec<&str> = f.folders.iter().map(String::as_str).collect();
         let layer = project_layer(seeds_tree, &project, &folders);
-        let config = NodeConfig::from_layers(Materialized::Seed, &[&layer, &doc.config]).map_err(|e| usage(format!("{}: {e}", f.path)))?;
+        let config = NodeConfig::from_layers(Materialized::Seed, &[&layer, &doc.config])
+            .map_err(|e| usage(format!("{}: {e}", f.path)))?;
         let schema = schema_for(target_schema, config.schema.as_deref());
         let identifier = config.alias.clone().unwrap_or_else(|| f.name.clone());
         let unique_id = format!("seed.{project}.{}", f.name);
@@ -280,16 +326,41 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
 
     // Generic tests from yml, on models, seeds and sources.
     let mut tests: Vec<Node> = Vec::new();
-    let attach = |path: &str, attached: &Node, column: Option<&ColumnDoc>, def: &TestDef, tests: &mut Vec<Node>| -> anyhow::Result<()> {
-        let column_name = column.map(|c| c.name.clone()).or_else(|| def.args.get("column_name").and_then(|v| v.as_str()).map(str::to_string));
+    let attach = |path: &str,
+                  attached: &Node,
+                  column: Option<&ColumnDoc>,
+                  def: &TestDef,
+                  tests: &mut Vec<Node>|
+     -> anyhow::Result<()> {
+        let column_name = column.map(|c| c.name.clone()).or_else(|| {
+            def.args
+                .get("column_name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        });
         if let Some(c) = &column_name {
-            ident::validate(c).map_err(|e| usage(format!("{path}: {}: column {c}: {e}", attached.name)))?;
+            ident::validate(c)
+                .map_err(|e| usage(format!("{path}: {}: column {c}: {e}", attached.name)))?;
         }
-        let name = super::tests::generic_name(&def.name, &attached.name, column_name.as_deref(), &def.args);
+        let name = super::tests::generic_name(
+            &def.name,
+            &attached.name,
+            column_name.as_deref(),
+            &def.args,
+        );
         let canonical = serde_json::json!({"test": def.name, "args": def.args, "on": attached.unique_id, "column": column_name});
-        let unique_id = format!("test.{project}.{name}.{}", &sha256(&canonical.to_string())[..10]);
-        let test_config: Map<String, Json> = def.args.get("config").and_then(|c| c.as_object()).cloned().unwrap_or_default();
-        let config = NodeConfig::from_layers(Materialized::Test, &[&test_config]).map_err(|e| usage(format!("{path}: {name}: {e}")))?;
+        let unique_id = format!(
+            "test.{project}.{name}.{}",
+            &sha256(&canonical.to_string())[..10]
+        );
+        let test_config: Map<String, Json> = def
+            .args
+            .get("config")
+            .and_then(|c| c.as_object())
+            .cloned()
+            .unwrap_or_default();
+        let config = NodeConfig::from_layers(Materialized::Test, &[&test_config])
+            .map_err(|e| usage(format!("{path}: {name}: {e}")))?;
         tests.push(Node {
             unique_id,
             resource_type: ResourceType::Test,
@@ -308,14 +379,20 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
             schema: attached.schema.clone(),
             identifier: String::new(),
             relation: String::new(),
-            test: Some(TestSpec { def: def.clone(), attached: Some(attached.unique_id.clone()), column: column_name }),
+            test: Some(TestSpec {
+                def: def.clone(),
+                attached: Some(attached.unique_id.clone()),
+                column: column_name,
+            }),
             checksum: String::new(),
         });
         Ok(())
     };
     let docs = files.model_docs.iter().chain(files.seed_docs.iter());
     for (name, (path, doc)) in docs {
-        let Some(id) = by_name.get(name) else { continue };
+        let Some(id) = by_name.get(name) else {
+            continue;
+        };
         let target = nodes[id].clone();
         for c in &doc.columns {
             for t in &c.tests {
@@ -342,9 +419,12 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
     // Singular tests.
     for f in &files.singular_tests {
         let ctx = NodeCtx::parse(kind);
-        jinja.render(&f.path, &ctx, None).map_err(|e| usage(e.to_string()))?;
+        jinja
+            .render(&f.path, &ctx, None)
+            .map_err(|e| usage(e.to_string()))?;
         let collected = ctx.take();
-        let config = NodeConfig::from_layers(Materialized::Test, &[&empty, &collected.config]).map_err(|e| usage(format!("{}: {e}", f.path)))?;
+        let config = NodeConfig::from_layers(Materialized::Test, &[&empty, &collected.config])
+            .map_err(|e| usage(format!("{}: {e}", f.path)))?;
         tests.push(Node {
             unique_id: format!("test.{project}.{}", f.name),
             resource_type: ResourceType::Test,
@@ -363,7 +443,14 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
             schema: target_schema.to_string(),
             identifier: String::new(),
             relation: String::new(),
-            test: Some(TestSpec { def: TestDef { name: "singular".into(), args: Map::new() }, attached: None, column: None }),
+            test: Some(TestSpec {
+                def: TestDef {
+                    name: "singular".into(),
+                    args: Map::new(),
+                },
+                attached: None,
+                column: None,
+            }),
             checksum: sha256(&f.text),
         });
     }
@@ -382,7 +469,8 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
                     deps.insert(d.clone());
                 }
                 None => {
-                    let line = line_of(&node.raw_code, &format!("'{r}'")).or_else(|| line_of(&node.raw_code, &format!("\"{r}\"")));
+                    let line = line_of(&node.raw_code, &format!("'{r}'"))
+                        .or_else(|| line_of(&node.raw_code, &format!("\"{r}\"")));
                     return Err(usage(format!(
                         "{}{}: ref('{r}') does not match any model or seed",
                         node.path,
@@ -409,10 +497,19 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
         if let Some(TestSpec { def, .. }) = &node.test
             && def.name == "relationships"
         {
-            let to = def.args.get("to").and_then(|v| v.as_str()).unwrap_or_default();
+            let to = def
+                .args
+                .get("to")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let parent = super::tests::parse_ref(to)
                 .and_then(|n| by_name.get(&n).cloned())
-                .ok_or_else(|| usage(format!("{}: {}: relationships `to: {to}` must be ref('a model or seed')", node.path, node.name)))?;
+                .ok_or_else(|| {
+                    usage(format!(
+                        "{}: {}: relationships `to: {to}` must be ref('a model or seed')",
+                        node.path, node.name
+                    ))
+                })?;
             deps.insert(parent);
         }
         nodes.get_mut(id).expect("node").depends_on = deps.into_iter().collect();
@@ -425,7 +522,10 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
         }
     }
     if let Err(cycle) = graph.topological() {
-        let path: Vec<String> = cycle.iter().map(|id| format!("{} ({})", nodes[id].name, nodes[id].path)).collect();
+        let path: Vec<String> = cycle
+            .iter()
+            .map(|id| format!("{} ({})", nodes[id].name, nodes[id].path))
+            .collect();
         return Err(usage(format!("dependency cycle: {}", path.join(" -> "))));
     }
 
@@ -439,7 +539,13 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
         };
         match n.resource_type {
             ResourceType::Model if n.config.materialized == Materialized::Ephemeral => {
-                resolver.refs.insert(n.name.clone(), Target::Ephemeral { cte: format!("__klines_cte__{}", n.name), unique_id: n.unique_id.clone() });
+                resolver.refs.insert(
+                    n.name.clone(),
+                    Target::Ephemeral {
+                        cte: format!("__klines_cte__{}", n.name),
+                        unique_id: n.unique_id.clone(),
+                    },
+                );
             }
             ResourceType::Model | ResourceType::Seed => {
                 resolver.refs.insert(n.name.clone(), target(n));
@@ -451,5 +557,14 @@ pub fn parse(files: &Files, globals: Globals, models_tree: &Json, seeds_tree: &J
             ResourceType::Test => {}
         }
     }
-    Ok(Parsed { project_name: project, kind, target_schema: target_schema.to_string(), nodes, graph, jinja, resolver: Arc::new(resolver), globals })
+    Ok(Parsed {
+        project_name: project,
+        kind,
+        target_schema: target_schema.to_string(),
+        nodes,
+        graph,
+        jinja,
+        resolver: Arc::new(resolver),
+        globals,
+    })
 }

@@ -22,17 +22,26 @@ impl<'de> Deserialize<'de> for TestDef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Json::deserialize(d)?;
         match v {
-            Json::String(name) => Ok(TestDef { name, args: Map::new() }),
+            Json::String(name) => Ok(TestDef {
+                name,
+                args: Map::new(),
+            }),
             Json::Object(m) if m.len() == 1 => {
                 let (name, args) = m.into_iter().next().expect("one entry");
                 let args = match args {
                     Json::Object(a) => a,
                     Json::Null => Map::new(),
-                    other => return Err(serde::de::Error::custom(format!("test {name}: expected a mapping, got {other}"))),
+                    other => {
+                        return Err(serde::de::Error::custom(format!(
+                            "test {name}: expected a mapping, got {other}"
+                        )));
+                    }
                 };
                 Ok(TestDef { name, args })
             }
-            other => Err(serde::de::Error::custom(format!("a test is a name or a one-key mapping, got {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "a test is a name or a one-key mapping, got {other}"
+            ))),
         }
     }
 }
@@ -126,7 +135,10 @@ pub struct Files {
 }
 
 fn rel(project_dir: &Path, p: &Path) -> String {
-    p.strip_prefix(project_dir).unwrap_or(p).to_string_lossy().replace('\\', "/")
+    p.strip_prefix(project_dir)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 /// Every file below `dir` with one of `exts`, sorted by path.
@@ -145,7 +157,11 @@ fn walk(dir: &Path, exts: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().and_then(|x| x.to_str()).is_some_and(|x| exts.contains(&x)) {
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| exts.contains(&x))
+            {
                 out.push(p);
             }
         }
@@ -155,7 +171,8 @@ fn walk(dir: &Path, exts: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn read(project_dir: &Path, root: &Path, p: &Path) -> anyhow::Result<SourceFile> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
     let folders = p
         .parent()
         .and_then(|d| d.strip_prefix(root).ok())
@@ -164,7 +181,11 @@ fn read(project_dir: &Path, root: &Path, p: &Path) -> anyhow::Result<SourceFile>
     Ok(SourceFile {
         path: rel(project_dir, p),
         folders,
-        name: p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string(),
+        name: p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string(),
         text,
     })
 }
@@ -178,7 +199,8 @@ pub fn read_files(project: &Project) -> anyhow::Result<Files> {
         }
         for p in walk(&root, &["yml", "yaml"])? {
             let name = rel(&project.dir, &p);
-            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {name}"))?;
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("cannot read {name}"))?;
             let yml: YmlFile = if text.trim().is_empty() {
                 YmlFile::default()
             } else {
@@ -186,7 +208,11 @@ pub fn read_files(project: &Project) -> anyhow::Result<Files> {
             };
             for m in yml.models {
                 if let Some((other, _)) = files.model_docs.get(&m.name) {
-                    return Err(UsageError(format!("{name}: model {} is also described in {other}", m.name)).into());
+                    return Err(UsageError(format!(
+                        "{name}: model {} is also described in {other}",
+                        m.name
+                    ))
+                    .into());
                 }
                 files.model_docs.insert(m.name.clone(), (name.clone(), m));
             }
@@ -209,8 +235,10 @@ pub fn read_files(project: &Project) -> anyhow::Result<Files> {
         }
         for p in walk(&root, &["yml", "yaml"])? {
             let name = rel(&project.dir, &p);
-            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {name}"))?;
-            let yml: YmlFile = yaml_serde::from_str(&text).map_err(|e| UsageError(format!("{name}: {e}")))?;
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("cannot read {name}"))?;
+            let yml: YmlFile =
+                yaml_serde::from_str(&text).map_err(|e| UsageError(format!("{name}: {e}")))?;
             for s in yml.seeds {
                 files.seed_docs.insert(s.name.clone(), (name.clone(), s));
             }

@@ -42,7 +42,9 @@ impl Mode {
         match (self, n.resource_type) {
             (_, ResourceType::Source) => false,
             (Mode::Run, ResourceType::Model) => n.config.materialized != Materialized::Ephemeral,
-            (Mode::Compile, ResourceType::Model) => n.config.materialized != Materialized::Ephemeral,
+            (Mode::Compile, ResourceType::Model) => {
+                n.config.materialized != Materialized::Ephemeral
+            }
             (Mode::Compile, ResourceType::Test) => true,
             (Mode::Test, ResourceType::Test) => true,
             (Mode::Seed, ResourceType::Seed) => true,
@@ -83,21 +85,45 @@ impl Runner {
     }
 
     /// Compiles a model or singular test: renders it and inlines the ephemeral models it uses.
-    pub fn compile(&self, node: &Node, is_incremental: bool, filter: Option<BatchFilter>) -> anyhow::Result<String> {
+    pub fn compile(
+        &self,
+        node: &Node,
+        is_incremental: bool,
+        filter: Option<BatchFilter>,
+    ) -> anyhow::Result<String> {
         let p = &self.parsed;
         let template = node.template.as_deref().context("nothing to compile")?;
-        let ctx = NodeCtx::compile(p.kind, Arc::clone(&p.resolver), is_incremental, filter.clone());
+        let ctx = NodeCtx::compile(
+            p.kind,
+            Arc::clone(&p.resolver),
+            is_incremental,
+            filter.clone(),
+        );
         let this = (!node.relation.is_empty()).then(|| node.relation_object());
-        let sql = p.jinja.render(template, &ctx, this.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sql = p
+            .jinja
+            .render(template, &ctx, this.as_ref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let sql = sql.trim().trim_end_matches(';').trim_end().to_string();
         let collected = ctx.take();
         let mut ctes: Vec<(String, String)> = collected.filtered;
-        self.collect_ctes(&collected.ephemerals, &filter, &mut ctes, &mut BTreeSet::new())?;
+        self.collect_ctes(
+            &collected.ephemerals,
+            &filter,
+            &mut ctes,
+            &mut BTreeSet::new(),
+        )?;
         if ctes.is_empty() {
             return Ok(sql);
         }
-        let with = ctes.iter().map(|(name, body)| format!("{name} AS (\n{body}\n)")).collect::<Vec<_>>().join(",\n");
-        Ok(format!("WITH {with}\nSELECT * FROM (\n{sql}\n) AS __klines_model"))
+        let with = ctes
+            .iter()
+            .map(|(name, body)| format!("{name} AS (\n{body}\n)"))
+            .collect::<Vec<_>>()
+            .join(",\n");
+        Ok(format!(
+            "WITH {with}\nSELECT * FROM (\n{sql}\n) AS __klines_model"
+        ))
     }
 
     fn collect_ctes(
@@ -112,8 +138,17 @@ impl Runner {
                 continue;
             }
             let e = &self.parsed.nodes[id];
-            let ctx = NodeCtx::compile(self.parsed.kind, Arc::clone(&self.parsed.resolver), false, filter.clone());
-            let body = self.parsed.jinja.render(e.template.as_deref().unwrap_or_default(), &ctx, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let ctx = NodeCtx::compile(
+                self.parsed.kind,
+                Arc::clone(&self.parsed.resolver),
+                false,
+                filter.clone(),
+            );
+            let body = self
+                .parsed
+                .jinja
+                .render(e.template.as_deref().unwrap_or_default(), &ctx, None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let collected = ctx.take();
             for f in collected.filtered {
                 if !out.iter().any(|(n, _)| *n == f.0) {
@@ -121,7 +156,10 @@ impl Runner {
                 }
             }
             self.collect_ctes(&collected.ephemerals, filter, out, seen)?;
-            out.push((format!("__klines_cte__{}", e.name), body.trim().trim_end_matches(';').to_string()));
+            out.push((
+                format!("__klines_cte__{}", e.name),
+                body.trim().trim_end_matches(';').to_string(),
+            ));
         }
         Ok(())
     }
@@ -134,7 +172,10 @@ impl Runner {
         if let Err(e) = std::fs::write(&path, sql) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled SQL");
         }
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(node.unique_id.clone(), sql.to_string());
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.unique_id.clone(), sql.to_string());
     }
 
     /// The feeds a time-range model follows: its parents that record changes.
@@ -145,10 +186,29 @@ impl Runner {
             .filter_map(|d| {
                 let parent = &p.nodes[d];
                 match parent.resource_type {
-                    ResourceType::Source => parent.config.all.get("load_history").and_then(|v| v.as_str()).map(|h| {
-                        (d.clone(), Feed::LoadHistory { relation: crate::warehouse::ident::relation(p.kind, &parent.schema, h) })
-                    }),
-                    ResourceType::Model if is_time_range(parent) => Some((d.clone(), Feed::Model { unique_id: d.clone() })),
+                    ResourceType::Source => parent
+                        .config
+                        .all
+                        .get("load_history")
+                        .and_then(|v| v.as_str())
+                        .map(|h| {
+                            (
+                                d.clone(),
+                                Feed::LoadHistory {
+                                    relation: crate::warehouse::ident::relation(
+                                        p.kind,
+                                        &parent.schema,
+                                        h,
+                                    ),
+                                },
+                            )
+                        }),
+                    ResourceType::Model if is_time_range(parent) => Some((
+                        d.clone(),
+                        Feed::Model {
+                            unique_id: d.clone(),
+                        },
+                    )),
                     _ => None,
                 }
             })
@@ -157,7 +217,12 @@ impl Runner {
 
     async fn run_model(&self, node: &Node) -> anyhow::Result<Outcome> {
         let wh = self.wh()?;
-        let ok = |rows: u64, message: String| Outcome { status: "success", rows, message, failures: None };
+        let ok = |rows: u64, message: String| Outcome {
+            status: "success",
+            rows,
+            message,
+            failures: None,
+        };
         match node.config.materialized {
             Materialized::View => {
                 let sql = self.compile(node, false, None)?;
@@ -177,7 +242,12 @@ impl Runner {
     }
 
     async fn run_incremental(&self, wh: &dyn Warehouse, node: &Node) -> anyhow::Result<Outcome> {
-        let ok = |rows: u64, message: String| Outcome { status: "success", rows, message, failures: None };
+        let ok = |rows: u64, message: String| Outcome {
+            status: "success",
+            rows,
+            message,
+            failures: None,
+        };
         let exists = materialize::existing(wh, node).await? == Some(RelationType::Table);
         let schema = &self.parsed.target_schema;
         if !is_time_range(node) {
@@ -188,10 +258,15 @@ impl Runner {
                 return Ok(ok(rows, format!("built {}: {rows} rows", node.relation)));
             }
             let rows = match node.config.incremental_strategy.as_deref() {
-                Some("delete+insert") | Some("merge") => materialize::delete_insert(wh, node, &sql).await?,
+                Some("delete+insert") | Some("merge") => {
+                    materialize::delete_insert(wh, node, &sql).await?
+                }
                 _ => materialize::append(wh, node, &sql).await?,
             };
-            return Ok(ok(rows, format!("inserted {rows} rows into {}", node.relation)));
+            return Ok(ok(
+                rows,
+                format!("inserted {rows} rows into {}", node.relation),
+            ));
         }
         let feeds = self.feeds(node);
         if feeds.is_empty() {
@@ -204,7 +279,8 @@ impl Runner {
             node.config.event_time.clone().unwrap_or_default(),
             node.config.batch_key.clone().unwrap_or_default(),
         );
-        let grain = changes::grain_millis(node.config.time_grain.as_deref().unwrap_or_default()).context("time_grain")?;
+        let grain = changes::grain_millis(node.config.time_grain.as_deref().unwrap_or_default())
+            .context("time_grain")?;
         let kind = wh.kind();
         if !exists || self.full_refresh {
             // Everything up to the parents' current changes is in the full build.
@@ -223,13 +299,22 @@ impl Runner {
                 .await?;
             let mut ranges = Vec::new();
             for r in &spans.rows {
-                if let (Some(k), Some(s), Some(e)) = (r[0].as_str(), r[1].as_millis(), r[2].as_millis()) {
+                if let (Some(k), Some(s), Some(e)) =
+                    (r[0].as_str(), r[1].as_millis(), r[2].as_millis())
+                {
                     ranges.push((k.to_string(), s, e + grain));
                 }
             }
             let filter = changes::widen(&ranges, grain);
             let mut extra = changes::forget(kind, schema, &node.unique_id);
-            extra.extend(changes::record(kind, schema, &node.unique_id, &filter, &marks, crate::time::now_ms()));
+            extra.extend(changes::record(
+                kind,
+                schema,
+                &node.unique_id,
+                &filter,
+                &marks,
+                crate::time::now_ms(),
+            ));
             let rows = materialize::swap_in(wh, node, &tmp, extra).await?;
             return Ok(ok(rows, format!("built {}: {rows} rows", node.relation)));
         }
@@ -250,12 +335,25 @@ impl Runner {
         self.write_compiled(node, &sql);
         let condition = filter.condition(kind, &batch_key, &event_time);
         let mut statements = materialize::replace_range(wh, node, &condition, &sql).await?;
-        statements.extend(changes::record(kind, schema, &node.unique_id, &filter, &marks, crate::time::now_ms()));
+        statements.extend(changes::record(
+            kind,
+            schema,
+            &node.unique_id,
+            &filter,
+            &marks,
+            crate::time::now_ms(),
+        ));
         let counts = wh.transaction(&statements).await?;
         let buckets: usize = filter.ranges.values().map(|r| r.ranges().len()).sum();
         Ok(ok(
             counts[1],
-            format!("{} ranges in {} keys: {} rows deleted, {} inserted", buckets, filter.ranges.len(), counts[0], counts[1]),
+            format!(
+                "{} ranges in {} keys: {} rows deleted, {} inserted",
+                buckets,
+                filter.ranges.len(),
+                counts[0],
+                counts[1]
+            ),
         ))
     }
 
@@ -268,16 +366,35 @@ impl Runner {
             Some(attached) => {
                 let target = &p.nodes[attached];
                 if target.relation.is_empty() {
-                    anyhow::bail!("{}: {} is ephemeral and cannot be tested", node.path, target.name);
+                    anyhow::bail!(
+                        "{}: {} is ephemeral and cannot be tested",
+                        node.path,
+                        target.name
+                    );
                 }
                 let to = if spec.def.name == "relationships" {
-                    let name = tests::parse_ref(spec.def.args.get("to").and_then(|v| v.as_str()).unwrap_or_default()).unwrap_or_default();
-                    p.nodes.values().find(|n| n.name == name && n.resource_type != ResourceType::Test).map(|n| n.relation.clone())
+                    let name = tests::parse_ref(
+                        spec.def
+                            .args
+                            .get("to")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                    )
+                    .unwrap_or_default();
+                    p.nodes
+                        .values()
+                        .find(|n| n.name == name && n.resource_type != ResourceType::Test)
+                        .map(|n| n.relation.clone())
                 } else {
                     None
                 };
-                tests::generic_sql(&spec.def, &target.relation, spec.column.as_deref(), to.as_deref())
-                    .map_err(|e| anyhow::anyhow!("{}: {}: {e}", node.path, node.name))
+                tests::generic_sql(
+                    &spec.def,
+                    &target.relation,
+                    spec.column.as_deref(),
+                    to.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {}: {e}", node.path, node.name))
             }
         }
     }
@@ -285,14 +402,32 @@ impl Runner {
     async fn run_test(&self, node: &Node) -> anyhow::Result<Outcome> {
         let sql = self.test_sql(node)?;
         self.write_compiled(node, &sql);
-        let n = self.wh()?.query(&tests::count_sql(&sql)).await?.scalar().and_then(|v| v.as_i64()).unwrap_or(0) as u64;
+        let n = self
+            .wh()?
+            .query(&tests::count_sql(&sql))
+            .await?
+            .scalar()
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0) as u64;
         let status = match (n, node.config.severity.as_str()) {
             (0, _) => "pass",
             (_, "warn") => "warn",
             _ => "fail",
         };
-        let message = if n == 0 { "PASS".to_string() } else { format!("Got {n} result{}, configured to fail if != 0", if n == 1 { "" } else { "s" }) };
-        Ok(Outcome { status, rows: 0, message, failures: Some(n) })
+        let message = if n == 0 {
+            "PASS".to_string()
+        } else {
+            format!(
+                "Got {n} result{}, configured to fail if != 0",
+                if n == 1 { "" } else { "s" }
+            )
+        };
+        Ok(Outcome {
+            status,
+            rows: 0,
+            message,
+            failures: Some(n),
+        })
     }
 
     async fn execute_one(&self, node: &Node, mode: Mode) -> anyhow::Result<Outcome> {
@@ -300,34 +435,66 @@ impl Runner {
             (Mode::Compile, ResourceType::Test) => {
                 let sql = self.test_sql(node)?;
                 self.write_compiled(node, &sql);
-                Ok(Outcome { status: "success", rows: 0, message: "compiled".into(), failures: None })
+                Ok(Outcome {
+                    status: "success",
+                    rows: 0,
+                    message: "compiled".into(),
+                    failures: None,
+                })
             }
             (Mode::Compile, _) => {
                 let is_inc = node.config.materialized == Materialized::Incremental
                     && !self.full_refresh
                     && match self.wh.as_deref() {
-                        Some(wh) => materialize::existing(wh, node).await? == Some(RelationType::Table),
+                        Some(wh) => {
+                            materialize::existing(wh, node).await? == Some(RelationType::Table)
+                        }
                         None => false,
                     };
                 let sql = self.compile(node, is_inc, None)?;
                 self.write_compiled(node, &sql);
-                Ok(Outcome { status: "success", rows: 0, message: "compiled".into(), failures: None })
+                Ok(Outcome {
+                    status: "success",
+                    rows: 0,
+                    message: "compiled".into(),
+                    failures: None,
+                })
             }
             (_, ResourceType::Model) => self.run_model(node).await,
             (_, ResourceType::Seed) => {
                 let rows = seeds::load(self.wh()?, node).await?;
-                Ok(Outcome { status: "success", rows, message: format!("seed {}: {rows} rows", node.relation), failures: None })
+                Ok(Outcome {
+                    status: "success",
+                    rows,
+                    message: format!("seed {}: {rows} rows", node.relation),
+                    failures: None,
+                })
             }
             (_, ResourceType::Test) => self.run_test(node).await,
-            (_, ResourceType::Source) => Ok(Outcome { status: "success", rows: 0, message: String::new(), failures: None }),
+            (_, ResourceType::Source) => Ok(Outcome {
+                status: "success",
+                rows: 0,
+                message: String::new(),
+                failures: None,
+            }),
         }
     }
 
     /// Runs `selected` nodes (those `mode` takes) in dependency order. A node whose parent
     /// failed is skipped; in `build`, a model's failing test also stops its dependants.
-    pub async fn execute(self: Arc<Self>, selected: &BTreeSet<String>, mode: Mode) -> Vec<NodeResult> {
+    pub async fn execute(
+        self: Arc<Self>,
+        selected: &BTreeSet<String>,
+        mode: Mode,
+    ) -> Vec<NodeResult> {
         let p = Arc::clone(&self.parsed);
-        let order: Vec<String> = p.graph.topological().unwrap_or_default().into_iter().filter(|id| selected.contains(id) && mode.takes(&p.nodes[id])).collect();
+        let order: Vec<String> = p
+            .graph
+            .topological()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| selected.contains(id) && mode.takes(&p.nodes[id]))
+            .collect();
         let set: BTreeSet<String> = order.iter().cloned().collect();
         // What each node waits for among the nodes of this run.
         let mut waits: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -366,20 +533,31 @@ impl Runner {
                     continue;
                 }
                 let id = remaining.remove(i);
-                let failed_parent = waits[&id].iter().find(|d| matches!(status[*d].as_str(), "error" | "fail" | "skipped")).cloned();
+                let failed_parent = waits[&id]
+                    .iter()
+                    .find(|d| matches!(status[*d].as_str(), "error" | "fail" | "skipped"))
+                    .cloned();
                 if let Some(parent) = failed_parent {
                     let now = iso(chrono::Utc::now());
                     let r = NodeResult {
                         unique_id: id.clone(),
                         status: "skipped".into(),
-                        timing: vec![Timing { name: "execute".into(), started_at: now.clone(), completed_at: now }],
+                        timing: vec![Timing {
+                            name: "execute".into(),
+                            started_at: now.clone(),
+                            completed_at: now,
+                        }],
                         thread_id: "main".into(),
                         execution_time: 0.0,
                         rows_affected: 0,
-                        message: format!("skipped: upstream {} did not succeed", p.nodes[&parent].name),
+                        message: format!(
+                            "skipped: upstream {} did not succeed",
+                            p.nodes[&parent].name
+                        ),
                         failures: None,
                         compiled_code: None,
-                        relation_name: (!p.nodes[&id].relation.is_empty()).then(|| p.nodes[&id].relation.clone()),
+                        relation_name: (!p.nodes[&id].relation.is_empty())
+                            .then(|| p.nodes[&id].relation.clone()),
                     };
                     (self.on_result)(&r, &p.nodes[&id]);
                     status.insert(id.clone(), "skipped".into());
@@ -395,7 +573,12 @@ impl Runner {
                     let clock = Instant::now();
                     let outcome = me.execute_one(node, mode).await;
                     let completed = chrono::Utc::now();
-                    let compiled = me.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+                    let compiled = me
+                        .compiled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .cloned();
                     let (status, rows, message, failures) = match outcome {
                         Ok(o) => (o.status.to_string(), o.rows, o.message, o.failures),
                         Err(e) => ("error".to_string(), 0, format!("{e:#}"), None),
@@ -403,7 +586,11 @@ impl Runner {
                     let r = NodeResult {
                         unique_id: id.clone(),
                         status,
-                        timing: vec![Timing { name: "execute".into(), started_at: iso(started), completed_at: iso(completed) }],
+                        timing: vec![Timing {
+                            name: "execute".into(),
+                            started_at: iso(started),
+                            completed_at: iso(completed),
+                        }],
                         thread_id: format!("Thread-{thread}"),
                         execution_time: clock.elapsed().as_secs_f64(),
                         rows_affected: rows,
@@ -422,7 +609,9 @@ impl Runner {
                 }
                 break;
             }
-            let Some(done) = running.join_next().await else { break };
+            let Some(done) = running.join_next().await else {
+                break;
+            };
             match done {
                 Ok((thread, r)) => {
                     free_threads.push(thread);
@@ -444,13 +633,24 @@ impl Runner {
 pub fn is_time_range(n: &Node) -> bool {
     n.config.materialized == Materialized::Incremental
         && n.config.event_time.is_some()
-        && n.config.incremental_strategy.as_deref().unwrap_or("time_range") == "time_range"
+        && n.config
+            .incremental_strategy
+            .as_deref()
+            .unwrap_or("time_range")
+            == "time_range"
 }
 
 /// The nearest ancestors of `id` that are in `set` (through nodes that are not).
 fn upstream_in(p: &Parsed, id: &str, set: &BTreeSet<String>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut stack: Vec<String> = p.graph.parents.get(id).into_iter().flatten().cloned().collect();
+    let mut stack: Vec<String> = p
+        .graph
+        .parents
+        .get(id)
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     let mut seen = BTreeSet::new();
     while let Some(n) = stack.pop() {
         if !seen.insert(n.clone()) {

@@ -26,17 +26,33 @@ fn infer(values: &[&str]) -> Ty {
     if present.iter().all(|v| v.parse::<i64>().is_ok()) {
         return Ty::Int;
     }
-    if present.iter().all(|v| crate::decimal::parse(v).is_ok() && !v.contains(['e', 'E'])) {
-        let scale = present.iter().map(|v| v.split_once('.').map_or(0, |(_, f)| f.len() as u32)).max().unwrap_or(0);
+    if present
+        .iter()
+        .all(|v| crate::decimal::parse(v).is_ok() && !v.contains(['e', 'E']))
+    {
+        let scale = present
+            .iter()
+            .map(|v| v.split_once('.').map_or(0, |(_, f)| f.len() as u32))
+            .max()
+            .unwrap_or(0);
         return Ty::Decimal(scale.min(18));
     }
-    if present.iter().all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")) {
+    if present
+        .iter()
+        .all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"))
+    {
         return Ty::Bool;
     }
-    if present.iter().all(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok()) {
+    if present
+        .iter()
+        .all(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok())
+    {
         return Ty::Date;
     }
-    if present.iter().all(|v| v.len() > 10 && crate::time::parse("seed", v, 0).is_ok()) {
+    if present
+        .iter()
+        .all(|v| v.len() > 10 && crate::time::parse("seed", v, 0).is_ok())
+    {
         return Ty::Timestamp;
     }
     Ty::Text
@@ -65,7 +81,9 @@ fn value_sql(kind: Kind, ty: &Ty, v: &str) -> String {
         Ty::Int | Ty::Decimal(_) => v.to_string(),
         Ty::Bool => v.to_ascii_uppercase(),
         Ty::Date => format!("CAST({} AS DATE)", ident::literal(v)),
-        Ty::Timestamp => crate::time::parse("seed", v, 0).map(|ms| timestamp_literal(kind, ms)).unwrap_or_else(|_| ident::literal(v)),
+        Ty::Timestamp => crate::time::parse("seed", v, 0)
+            .map(|ms| timestamp_literal(kind, ms))
+            .unwrap_or_else(|_| ident::literal(v)),
         Ty::Text => ident::literal(v),
     }
 }
@@ -73,8 +91,15 @@ fn value_sql(kind: Kind, ty: &Ty, v: &str) -> String {
 /// Loads the seed `node` (its CSV is `node.raw_code`) into its table, atomically.
 pub async fn load(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<u64> {
     let kind = wh.kind();
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(node.raw_code.as_bytes());
-    let headers: Vec<String> = reader.headers().with_context(|| format!("{}: no header row", node.path))?.iter().map(|h| h.trim().to_string()).collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(node.raw_code.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}: no header row", node.path))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
     for h in &headers {
         ident::validate(h).map_err(|e| anyhow::anyhow!("{}: column {h:?}: {e}", node.path))?;
     }
@@ -82,7 +107,13 @@ pub async fn load(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<u64> {
     for (i, r) in reader.records().enumerate() {
         let r = r.with_context(|| format!("{}: line {}", node.path, i + 2))?;
         if r.len() != headers.len() {
-            anyhow::bail!("{}: line {}: {} fields, the header has {}", node.path, i + 2, r.len(), headers.len());
+            anyhow::bail!(
+                "{}: line {}: {} fields, the header has {}",
+                node.path,
+                i + 2,
+                r.len(),
+                headers.len()
+            );
         }
         rows.push(r.iter().map(|v| v.trim().to_string()).collect());
     }
@@ -91,23 +122,56 @@ pub async fn load(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<u64> {
         .enumerate()
         .map(|(c, h)| {
             let ty = infer(&rows.iter().map(|r| r[c].as_str()).collect::<Vec<_>>());
-            let sql = node.config.column_types.get(h).cloned().unwrap_or_else(|| type_sql(kind, &ty));
+            let sql = node
+                .config
+                .column_types
+                .get(h)
+                .cloned()
+                .unwrap_or_else(|| type_sql(kind, &ty));
             (ty, sql)
         })
         .collect();
-    let tmp = ident::relation(kind, &node.schema, &format!("{}{}", node.identifier, materialize::TMP_SUFFIX));
-    let cols = headers.iter().map(|h| ident::quote(kind, h)).collect::<Vec<_>>().join(", ");
-    let defs = headers.iter().zip(&types).map(|(h, (_, sql))| format!("{} {sql}", ident::quote(kind, h))).collect::<Vec<_>>().join(", ");
-    wh.execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident::quote(kind, &node.schema))).await?;
+    let tmp = ident::relation(
+        kind,
+        &node.schema,
+        &format!("{}{}", node.identifier, materialize::TMP_SUFFIX),
+    );
+    let cols = headers
+        .iter()
+        .map(|h| ident::quote(kind, h))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let defs = headers
+        .iter()
+        .zip(&types)
+        .map(|(h, (_, sql))| format!("{} {sql}", ident::quote(kind, h)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    wh.execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        ident::quote(kind, &node.schema)
+    ))
+    .await?;
     wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
     wh.execute(&format!("CREATE TABLE {tmp} ({defs})")).await?;
     for chunk in rows.chunks(500) {
         let values = chunk
             .iter()
-            .map(|r| format!("({})", r.iter().zip(&types).map(|(v, (ty, _))| value_sql(kind, ty, v)).collect::<Vec<_>>().join(", ")))
+            .map(|r| {
+                format!(
+                    "({})",
+                    r.iter()
+                        .zip(&types)
+                        .map(|(v, (ty, _))| value_sql(kind, ty, v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        wh.execute(&format!("INSERT INTO {tmp} ({cols}) VALUES {values}")).await.with_context(|| format!("loading seed {}", node.path))?;
+        wh.execute(&format!("INSERT INTO {tmp} ({cols}) VALUES {values}"))
+            .await
+            .with_context(|| format!("loading seed {}", node.path))?;
     }
     materialize::swap_in(wh, node, &tmp, Vec::new()).await
 }

@@ -22,14 +22,22 @@ fn parse_atom(s: &str) -> Result<Atom, String> {
     // Leading `N+` or `+`.
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     if rest[digits.len()..].starts_with('+') {
-        up = Some(if digits.is_empty() { None } else { Some(digits.parse().map_err(|_| format!("bad depth in {s:?}"))?) });
+        up = Some(if digits.is_empty() {
+            None
+        } else {
+            Some(digits.parse().map_err(|_| format!("bad depth in {s:?}"))?)
+        });
         rest = &rest[digits.len() + 1..];
     }
     let mut down = None;
     if let Some(pos) = rest.rfind('+') {
         let tail = &rest[pos + 1..];
         if tail.chars().all(|c| c.is_ascii_digit()) {
-            down = Some(if tail.is_empty() { None } else { Some(tail.parse().map_err(|_| format!("bad depth in {s:?}"))?) });
+            down = Some(if tail.is_empty() {
+                None
+            } else {
+                Some(tail.parse().map_err(|_| format!("bad depth in {s:?}"))?)
+            });
             rest = &rest[..pos];
         }
     }
@@ -38,17 +46,30 @@ fn parse_atom(s: &str) -> Result<Atom, String> {
     }
     let (method, value) = match rest.split_once(':') {
         Some((m, v)) => (m.to_string(), v.to_string()),
-        None if rest.contains('/') || rest.ends_with(".sql") || rest.ends_with(".csv") => ("path".to_string(), rest.to_string()),
+        None if rest.contains('/') || rest.ends_with(".sql") || rest.ends_with(".csv") => {
+            ("path".to_string(), rest.to_string())
+        }
         None => ("name".to_string(), rest.to_string()),
     };
-    Ok(Atom { up, down, method, value })
+    Ok(Atom {
+        up,
+        down,
+        method,
+        value,
+    })
 }
 
 fn matches(p: &Parsed, atom: &Atom) -> Result<BTreeSet<String>, String> {
     let mut out = direct(p, atom)?;
     if out.is_empty() && atom.method == "name" {
         // `klines run models`: a bare word that names no node may be a folder.
-        out = direct(p, &Atom { method: "path".into(), ..atom.clone() })?;
+        out = direct(
+            p,
+            &Atom {
+                method: "path".into(),
+                ..atom.clone()
+            },
+        )?;
     }
     if matches!(atom.method.as_str(), "name" | "path" | "file") && out.is_empty() {
         return Err(format!("selector {:?} matches nothing", atom.value));
@@ -69,7 +90,11 @@ fn direct(p: &Parsed, atom: &Atom) -> Result<BTreeSet<String>, String> {
     let mut out = BTreeSet::new();
     for (id, n) in &p.nodes {
         let hit = match atom.method.as_str() {
-            "name" => n.name == atom.value || (n.resource_type == ResourceType::Source && format!("{}.{}", n.fqn[1], n.name) == atom.value),
+            "name" => {
+                n.name == atom.value
+                    || (n.resource_type == ResourceType::Source
+                        && format!("{}.{}", n.fqn[1], n.name) == atom.value)
+            }
             "path" | "file" => {
                 let v = atom.value.trim_end_matches('/');
                 n.resource_type != ResourceType::Source
@@ -77,7 +102,10 @@ fn direct(p: &Parsed, atom: &Atom) -> Result<BTreeSet<String>, String> {
                     && (n.path == v || n.path.starts_with(&format!("{v}/")))
             }
             "tag" => n.config.tags.iter().any(|t| *t == atom.value),
-            "source" => n.resource_type == ResourceType::Source && (format!("{}.{}", n.fqn[1], n.name) == atom.value || n.fqn[1] == atom.value),
+            "source" => {
+                n.resource_type == ResourceType::Source
+                    && (format!("{}.{}", n.fqn[1], n.name) == atom.value || n.fqn[1] == atom.value)
+            }
             "resource_type" => n.resource_type.as_str() == atom.value,
             "config.materialized" => n.config.materialized.as_str() == atom.value,
             "test_name" => n.test.as_ref().is_some_and(|t| t.def.name == atom.value),
@@ -91,7 +119,11 @@ fn direct(p: &Parsed, atom: &Atom) -> Result<BTreeSet<String>, String> {
 }
 
 /// The nodes `select` (all nodes if empty) minus `exclude`.
-pub fn select(p: &Parsed, select: &[String], exclude: &[String]) -> anyhow::Result<BTreeSet<String>> {
+pub fn select(
+    p: &Parsed,
+    select: &[String],
+    exclude: &[String],
+) -> anyhow::Result<BTreeSet<String>> {
     let eval = |specs: &[String]| -> Result<BTreeSet<String>, String> {
         let mut out = BTreeSet::new();
         for spec in specs.iter().flat_map(|s| s.split_whitespace()) {
@@ -123,11 +155,17 @@ mod tests {
     #[test]
     fn parses_graph_operators() {
         let a = parse_atom("+TRADES_OHLC_5M").unwrap();
-        assert_eq!((a.up, a.down, a.method.as_str()), (Some(None), None, "name"));
+        assert_eq!(
+            (a.up, a.down, a.method.as_str()),
+            (Some(None), None, "name")
+        );
         let a = parse_atom("2+x+1").unwrap();
         assert_eq!((a.up, a.down), (Some(Some(2)), Some(Some(1))));
         let a = parse_atom("tag:ohlc+").unwrap();
-        assert_eq!((a.method.as_str(), a.value.as_str(), a.down), ("tag", "ohlc", Some(None)));
+        assert_eq!(
+            (a.method.as_str(), a.value.as_str(), a.down),
+            ("tag", "ohlc", Some(None))
+        );
         assert_eq!(parse_atom("models/marts").unwrap().method, "path");
         assert!(parse_atom("+").is_err());
     }

@@ -27,7 +27,10 @@ pub struct Series {
 impl Series {
     /// `market=spot/interval=1m/symbol=BTCUSDT`
     pub fn prefix(&self) -> String {
-        format!("market={}/interval={}/symbol={}", self.market, self.interval, self.symbol)
+        format!(
+            "market={}/interval={}/symbol={}",
+            self.market, self.interval, self.symbol
+        )
     }
 }
 
@@ -45,12 +48,21 @@ fn utc(ms: i64) -> DateTime<Utc> {
 pub fn unit_of(interval: Interval, t: i64) -> (i64, i64) {
     let d = utc(t);
     if interval.is_intraday() {
-        let start = Utc.with_ymd_and_hms(d.year(), d.month(), d.day(), 0, 0, 0).single().unwrap_or_default();
+        let start = Utc
+            .with_ymd_and_hms(d.year(), d.month(), d.day(), 0, 0, 0)
+            .single()
+            .unwrap_or_default();
         let start = start.timestamp_millis();
         (start, start + crate::exchange::interval::DAY)
     } else {
-        let start = Utc.with_ymd_and_hms(d.year(), 1, 1, 0, 0, 0).single().unwrap_or_default();
-        let end = Utc.with_ymd_and_hms(d.year() + 1, 1, 1, 0, 0, 0).single().unwrap_or_default();
+        let start = Utc
+            .with_ymd_and_hms(d.year(), 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let end = Utc
+            .with_ymd_and_hms(d.year() + 1, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
         (start.timestamp_millis(), end.timestamp_millis())
     }
 }
@@ -77,12 +89,18 @@ pub fn data_key(series: &Series, unit: (i64, i64), start: i64, end: i64) -> Stri
 
 /// The manifest entry of the data file `data_key` with content hash `sha256` (hex).
 pub fn manifest_key(data_key: &str, sha256: &str) -> String {
-    format!("{MANIFEST_DIR}/{data_key}.{}.json", &sha256[..16.min(sha256.len())])
+    format!(
+        "{MANIFEST_DIR}/{data_key}.{}.json",
+        &sha256[..16.min(sha256.len())]
+    )
 }
 
 /// Splits a manifest key back into the data key and the hash prefix.
 pub fn parse_manifest_key(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix(MANIFEST_DIR)?.strip_prefix('/')?.strip_suffix(".json")?;
+    let rest = key
+        .strip_prefix(MANIFEST_DIR)?
+        .strip_prefix('/')?
+        .strip_suffix(".json")?;
     let (data, hash) = rest.rsplit_once('.')?;
     data.ends_with(".parquet").then_some((data, hash))
 }
@@ -92,18 +110,27 @@ mod tests {
     use super::*;
 
     fn ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
     }
 
     fn series(interval: Interval) -> Series {
-        Series { market: Market::Spot, symbol: Symbol::parse("BTCUSDT").unwrap(), interval }
+        Series {
+            market: Market::Spot,
+            symbol: Symbol::parse("BTCUSDT").unwrap(),
+            interval,
+        }
     }
 
     #[test]
     fn names_days_years_and_parts() {
         let s = series(Interval::M1);
         let day = unit_of(Interval::M1, ms("2024-01-05T13:37:00Z"));
-        assert_eq!(day, (ms("2024-01-05T00:00:00Z"), ms("2024-01-06T00:00:00Z")));
+        assert_eq!(
+            day,
+            (ms("2024-01-05T00:00:00Z"), ms("2024-01-06T00:00:00Z"))
+        );
         assert_eq!(
             data_key(&s, day, day.0, day.1),
             "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet"

@@ -38,7 +38,11 @@ pub struct ManifestEntry {
 
 impl ManifestEntry {
     pub fn series(&self) -> Series {
-        Series { market: self.market, symbol: self.symbol.clone(), interval: self.interval }
+        Series {
+            market: self.market,
+            symbol: self.symbol.clone(),
+            interval: self.interval,
+        }
     }
 
     pub fn key(&self) -> String {
@@ -55,7 +59,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub async fn write(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<()> {
     let body = serde_json::to_vec_pretty(entry)?;
     let key = entry.key();
-    stage.put(&key, Bytes::from(body)).await.with_context(|| format!("cannot write manifest entry {key}"))?;
+    stage
+        .put(&key, Bytes::from(body))
+        .await
+        .with_context(|| format!("cannot write manifest entry {key}"))?;
     Ok(())
 }
 
@@ -70,28 +77,52 @@ pub struct Listed {
 
 /// Lists the manifest entries, oldest staged first (ties by key).
 pub async fn list(stage: &Stage) -> anyhow::Result<Vec<Listed>> {
-    let objects = stage.list(MANIFEST_DIR).await.with_context(|| format!("cannot list {}/{MANIFEST_DIR}", stage.url()))?;
+    let objects = stage
+        .list(MANIFEST_DIR)
+        .await
+        .with_context(|| format!("cannot list {}/{MANIFEST_DIR}", stage.url()))?;
     let mut out: Vec<Listed> = objects
         .into_iter()
         .filter_map(|o| {
             let (data, hash) = layout::parse_manifest_key(&o.key)?;
-            Some(Listed { key: o.key.clone(), data_key: data.to_string(), hash_prefix: hash.to_string(), object: o })
+            Some(Listed {
+                key: o.key.clone(),
+                data_key: data.to_string(),
+                hash_prefix: hash.to_string(),
+                object: o,
+            })
         })
         .collect();
-    out.sort_by(|a, b| a.object.last_modified.cmp(&b.object.last_modified).then_with(|| a.key.cmp(&b.key)));
+    out.sort_by(|a, b| {
+        a.object
+            .last_modified
+            .cmp(&b.object.last_modified)
+            .then_with(|| a.key.cmp(&b.key))
+    });
     Ok(out)
 }
 
 /// Reads one entry and checks that it describes the file its key names.
 pub async fn read(stage: &Stage, listed: &Listed) -> anyhow::Result<ManifestEntry> {
-    let bytes = stage.get(&listed.key).await.with_context(|| format!("cannot read manifest entry {}", listed.key))?;
-    let entry: ManifestEntry =
-        serde_json::from_slice(&bytes).with_context(|| format!("manifest entry {} is not valid", listed.key))?;
+    let bytes = stage
+        .get(&listed.key)
+        .await
+        .with_context(|| format!("cannot read manifest entry {}", listed.key))?;
+    let entry: ManifestEntry = serde_json::from_slice(&bytes)
+        .with_context(|| format!("manifest entry {} is not valid", listed.key))?;
     if entry.version != MANIFEST_VERSION {
-        anyhow::bail!("manifest entry {}: unsupported version {}", listed.key, entry.version);
+        anyhow::bail!(
+            "manifest entry {}: unsupported version {}",
+            listed.key,
+            entry.version
+        );
     }
     if entry.path != listed.data_key || !entry.sha256.starts_with(&listed.hash_prefix) {
-        anyhow::bail!("manifest entry {} describes another file ({})", listed.key, entry.path);
+        anyhow::bail!(
+            "manifest entry {} describes another file ({})",
+            listed.key,
+            entry.path
+        );
     }
     Ok(entry)
 }

@@ -56,7 +56,11 @@ impl Stage {
     /// Opens the stage at `url`: `s3://bucket/prefix`, `file:///dir`, `memory://` or a path
     /// (relative ones from `base_dir`). `options` are object_store's S3 settings
     /// (`endpoint`, `region`, `allow_http`, ...), layered over the `AWS_*` environment.
-    pub fn open(url: &str, options: &BTreeMap<String, String>, base_dir: &FsPath) -> anyhow::Result<Stage> {
+    pub fn open(
+        url: &str,
+        options: &BTreeMap<String, String>,
+        base_dir: &FsPath,
+    ) -> anyhow::Result<Stage> {
         let location = parse_location(url, base_dir)?;
         let store: Arc<dyn ObjectStore> = match &location {
             Location::Local(dir) => {
@@ -72,22 +76,32 @@ impl Stage {
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 let mut endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
                 for (key, value) in options {
-                    let parsed: AmazonS3ConfigKey =
-                        key.parse().map_err(|_| anyhow::anyhow!("unknown stage option {key:?}"))?;
+                    let parsed: AmazonS3ConfigKey = key
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("unknown stage option {key:?}"))?;
                     if matches!(parsed, AmazonS3ConfigKey::Endpoint) {
                         endpoint = Some(value.clone());
                     }
                     builder = builder.with_config(parsed, value);
                 }
-                if endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+                if endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"))
                     && !options.contains_key("allow_http")
                 {
                     builder = builder.with_allow_http(true);
                 }
-                if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
+                if builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .is_none()
+                {
                     builder = builder.with_region("us-east-1");
                 }
-                Arc::new(builder.build().with_context(|| format!("cannot open stage {url}"))?)
+                Arc::new(
+                    builder
+                        .build()
+                        .with_context(|| format!("cannot open stage {url}"))?,
+                )
             }
             Location::Memory => Arc::new(InMemory::new()),
         };
@@ -95,7 +109,11 @@ impl Stage {
             Location::S3 { prefix, .. } => Path::from(prefix.as_str()),
             _ => Path::default(),
         };
-        Ok(Stage { store, root, location })
+        Ok(Stage {
+            store,
+            root,
+            location,
+        })
     }
 
     /// The stage's URL, for messages (it never holds credentials).
@@ -126,30 +144,57 @@ impl Stage {
             Location::Local(dir) => Location::Local(dir.join(sub)),
             Location::S3 { bucket, prefix } => Location::S3 {
                 bucket: bucket.clone(),
-                prefix: if prefix.is_empty() { sub.to_string() } else { format!("{prefix}/{sub}") },
+                prefix: if prefix.is_empty() {
+                    sub.to_string()
+                } else {
+                    format!("{prefix}/{sub}")
+                },
             },
             Location::Memory => Location::Memory,
         };
-        Stage { store: Arc::clone(&self.store), root: self.path(sub), location }
+        Stage {
+            store: Arc::clone(&self.store),
+            root: self.path(sub),
+            location,
+        }
     }
 
     fn path(&self, key: &str) -> Path {
-        key.split('/').filter(|p| !p.is_empty()).fold(self.root.clone(), |p, part| p.join(part))
+        key.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.root.clone(), |p, part| p.join(part))
     }
 
     fn relative(&self, path: &Path) -> String {
         path.prefix_match(&self.root)
-            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
             .unwrap_or_else(|| path.to_string())
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> object_store::Result<PutResult> {
-        self.store.put(&self.path(key), PutPayload::from_bytes(bytes)).await
+        self.store
+            .put(&self.path(key), PutPayload::from_bytes(bytes))
+            .await
     }
 
-    pub async fn put_mode(&self, key: &str, bytes: Bytes, mode: PutMode) -> object_store::Result<PutResult> {
-        let opts = PutOptions { mode, ..Default::default() };
-        self.store.put_opts(&self.path(key), PutPayload::from_bytes(bytes), opts).await
+    pub async fn put_mode(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> object_store::Result<PutResult> {
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&self.path(key), PutPayload::from_bytes(bytes), opts)
+            .await
     }
 
     pub async fn get(&self, key: &str) -> object_store::Result<Bytes> {
@@ -187,8 +232,12 @@ impl Stage {
     /// Every object below `prefix` (a key prefix ending at a `/` boundary), sorted by key.
     pub async fn list(&self, prefix: &str) -> object_store::Result<Vec<StagedObject>> {
         let p = self.path(prefix);
-        let mut out: Vec<StagedObject> =
-            self.store.list(Some(&p)).map_ok(|m| self.staged(m)).try_collect().await?;
+        let mut out: Vec<StagedObject> = self
+            .store
+            .list(Some(&p))
+            .map_ok(|m| self.staged(m))
+            .try_collect()
+            .await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -218,11 +267,19 @@ fn parse_location(url: &str, base_dir: &FsPath) -> anyhow::Result<Location> {
         validate_bucket(bucket).with_context(|| format!("invalid stage URL {url:?}"))?;
         let prefix = prefix.trim_matches('/');
         for part in prefix.split('/').filter(|p| !p.is_empty()) {
-            if part == "." || part == ".." || part.chars().any(|c| c.is_control() || "\\{}^%`[]\"<>~#|*?".contains(c)) {
+            if part == "."
+                || part == ".."
+                || part
+                    .chars()
+                    .any(|c| c.is_control() || "\\{}^%`[]\"<>~#|*?".contains(c))
+            {
                 bail!("invalid stage URL {url:?}: bad prefix segment {part:?}");
             }
         }
-        return Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() });
+        return Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        });
     }
     if url == "memory://" {
         return Ok(Location::Memory);
@@ -237,15 +294,27 @@ fn parse_location(url: &str, base_dir: &FsPath) -> anyhow::Result<Location> {
     if path.as_os_str().is_empty() {
         bail!("invalid stage URL {url:?}: empty path");
     }
-    Ok(Location::Local(if path.is_absolute() { path } else { base_dir.join(path) }))
+    Ok(Location::Local(if path.is_absolute() {
+        path
+    } else {
+        base_dir.join(path)
+    }))
 }
 
 /// S3's bucket naming rules: 3 to 63 of `a-z 0-9 . -`, starting and ending alphanumeric.
 fn validate_bucket(bucket: &str) -> anyhow::Result<()> {
     let ok = (3..=63).contains(&bucket.len())
-        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && bucket.as_bytes().first().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bucket.as_bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && bucket
+            .as_bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if !ok {
         bail!("bad bucket name {bucket:?}");
     }
@@ -259,11 +328,20 @@ mod tests {
     #[test]
     fn parses_stage_urls() {
         let base = FsPath::new("/proj");
-        assert_eq!(parse_location("./stage", base).unwrap(), Location::Local("/proj/./stage".into()));
-        assert_eq!(parse_location("file:///data/st", base).unwrap(), Location::Local("/data/st".into()));
+        assert_eq!(
+            parse_location("./stage", base).unwrap(),
+            Location::Local("/proj/./stage".into())
+        );
+        assert_eq!(
+            parse_location("file:///data/st", base).unwrap(),
+            Location::Local("/data/st".into())
+        );
         assert_eq!(
             parse_location("s3://my-bucket/raw/klines/", base).unwrap(),
-            Location::S3 { bucket: "my-bucket".into(), prefix: "raw/klines".into() }
+            Location::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "raw/klines".into()
+            }
         );
         assert!(parse_location("s3://My_Bucket/x", base).is_err());
         assert!(parse_location("s3://bucket/../x", base).is_err());
@@ -274,15 +352,27 @@ mod tests {
     #[tokio::test]
     async fn keys_are_relative_to_the_root() {
         let stage = Stage::open("memory://", &BTreeMap::new(), FsPath::new(".")).unwrap();
-        stage.put("a/b/c.txt", Bytes::from_static(b"x")).await.unwrap();
-        stage.put("a/d.txt", Bytes::from_static(b"yy")).await.unwrap();
+        stage
+            .put("a/b/c.txt", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        stage
+            .put("a/d.txt", Bytes::from_static(b"yy"))
+            .await
+            .unwrap();
         let listed = stage.list("a").await.unwrap();
         let keys: Vec<_> = listed.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(keys, ["a/b/c.txt", "a/d.txt"]);
-        assert_eq!(stage.get("a/d.txt").await.unwrap(), Bytes::from_static(b"yy"));
+        assert_eq!(
+            stage.get("a/d.txt").await.unwrap(),
+            Bytes::from_static(b"yy")
+        );
         assert!(stage.get_opt("missing").await.unwrap().is_none());
         let child = stage.child("a");
         assert_eq!(child.list("").await.unwrap().len(), 2);
-        assert_eq!(child.get("b/c.txt").await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(
+            child.get("b/c.txt").await.unwrap(),
+            Bytes::from_static(b"x")
+        );
     }
 }

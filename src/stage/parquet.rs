@@ -14,7 +14,8 @@ use std::sync::{Arc, LazyLock};
 
 use anyhow::{Context, bail};
 use arrow::array::{
-    Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
@@ -92,7 +93,9 @@ fn writer_properties() -> WriterProperties {
 }
 
 fn decimals(v: Vec<i128>) -> anyhow::Result<ArrayRef> {
-    Ok(Arc::new(Decimal128Array::from(v).with_precision_and_scale(PRECISION, SCALE)?))
+    Ok(Arc::new(
+        Decimal128Array::from(v).with_precision_and_scale(PRECISION, SCALE)?,
+    ))
 }
 
 fn times(v: Vec<i64>) -> ArrayRef {
@@ -107,7 +110,9 @@ pub fn to_record_batch(series: &Series, k: &KlineBatch) -> anyhow::Result<Record
 /// Like [`to_record_batch`], moving the columns instead of copying them.
 pub fn into_record_batch(series: &Series, k: KlineBatch) -> anyhow::Result<RecordBatch> {
     let n = k.len();
-    let constant = |s: &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n))) };
+    let constant = |s: &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n)))
+    };
     let columns: Vec<ArrayRef> = vec![
         constant(series.market.as_str()),
         constant(series.symbol.as_str()),
@@ -130,7 +135,11 @@ pub fn into_record_batch(series: &Series, k: KlineBatch) -> anyhow::Result<Recor
 /// Encodes klines as one Parquet file (one row group).
 pub fn encode(series: &Series, k: KlineBatch) -> anyhow::Result<Bytes> {
     let batch = into_record_batch(series, k)?;
-    let mut writer = ArrowWriter::try_new(Vec::with_capacity(64 * 1024), schema(), Some(writer_properties()))?;
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(64 * 1024),
+        schema(),
+        Some(writer_properties()),
+    )?;
     writer.write(&batch)?;
     Ok(Bytes::from(writer.into_inner()?))
 }
@@ -147,7 +156,9 @@ pub fn decode(name: &str, bytes: Bytes) -> anyhow::Result<Decoded> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .with_context(|| format!("{name}: not a readable Parquet file"))?;
     check_schema(name, builder.schema())?;
-    let reader = builder.build().with_context(|| format!("{name}: cannot read"))?;
+    let reader = builder
+        .build()
+        .with_context(|| format!("{name}: cannot read"))?;
     let mut out = KlineBatch::default();
     let mut series = None;
     for batch in reader {
@@ -157,7 +168,10 @@ pub fn decode(name: &str, bytes: Bytes) -> anyhow::Result<Decoded> {
     if !out.is_sorted_unique() {
         bail!("{name}: open_time is not strictly increasing");
     }
-    Ok(Decoded { series, klines: out })
+    Ok(Decoded {
+        series,
+        klines: out,
+    })
 }
 
 /// Checks that `schema` is the staged schema (same names, types and order).
@@ -178,20 +192,34 @@ pub fn check_schema(name: &str, schema: &Schema) -> anyhow::Result<()> {
         }
     }
     if schema.fields().len() != expected.fields().len() {
-        bail!("{name}: {} columns, expected {}", schema.fields().len(), expected.fields().len());
+        bail!(
+            "{name}: {} columns, expected {}",
+            schema.fields().len(),
+            expected.fields().len()
+        );
     }
     Ok(())
 }
 
 fn column<'a, T: 'static>(name: &str, batch: &'a RecordBatch, col: &str) -> anyhow::Result<&'a T> {
-    let array = batch.column_by_name(col).with_context(|| format!("{name}: no column {col}"))?;
+    let array = batch
+        .column_by_name(col)
+        .with_context(|| format!("{name}: no column {col}"))?;
     if array.null_count() > 0 {
         bail!("{name}: column {col} has nulls");
     }
-    array.as_any().downcast_ref::<T>().with_context(|| format!("{name}: column {col} has the wrong type"))
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .with_context(|| format!("{name}: column {col} has the wrong type"))
 }
 
-fn append(name: &str, b: &RecordBatch, out: &mut KlineBatch, series: &mut Option<Series>) -> anyhow::Result<()> {
+fn append(
+    name: &str,
+    b: &RecordBatch,
+    out: &mut KlineBatch,
+    series: &mut Option<Series>,
+) -> anyhow::Result<()> {
     let text = |col: &str| -> anyhow::Result<Option<String>> {
         let a = column::<StringArray>(name, b, col)?;
         if a.is_empty() {
@@ -214,7 +242,8 @@ fn append(name: &str, b: &RecordBatch, out: &mut KlineBatch, series: &mut Option
         }
         *series = Some(found);
     }
-    let ts = |col: &str| column::<TimestampMillisecondArray>(name, b, col).map(|a| a.values().to_vec());
+    let ts =
+        |col: &str| column::<TimestampMillisecondArray>(name, b, col).map(|a| a.values().to_vec());
     let dec = |col: &str| column::<Decimal128Array>(name, b, col).map(|a| a.values().to_vec());
     out.open_time.extend(ts("open_time")?);
     out.open.extend(dec("open")?);
@@ -224,9 +253,16 @@ fn append(name: &str, b: &RecordBatch, out: &mut KlineBatch, series: &mut Option
     out.volume.extend(dec("volume")?);
     out.close_time.extend(ts("close_time")?);
     out.quote_volume.extend(dec("quote_volume")?);
-    out.trades.extend(column::<Int64Array>(name, b, "trades")?.values().iter().copied());
-    out.taker_buy_base_volume.extend(dec("taker_buy_base_volume")?);
-    out.taker_buy_quote_volume.extend(dec("taker_buy_quote_volume")?);
+    out.trades.extend(
+        column::<Int64Array>(name, b, "trades")?
+            .values()
+            .iter()
+            .copied(),
+    );
+    out.taker_buy_base_volume
+        .extend(dec("taker_buy_base_volume")?);
+    out.taker_buy_quote_volume
+        .extend(dec("taker_buy_quote_volume")?);
     Ok(())
 }
 
@@ -257,7 +293,11 @@ mod tests {
     }
 
     fn series() -> Series {
-        Series { market: Market::Spot, symbol: Symbol::parse("ETHUSDT").unwrap(), interval: Interval::M1 }
+        Series {
+            market: Market::Spot,
+            symbol: Symbol::parse("ETHUSDT").unwrap(),
+            interval: Interval::M1,
+        }
     }
 
     #[test]
@@ -278,9 +318,19 @@ mod tests {
         use parquet::file::reader::FileReader;
         let rg = reader.metadata().row_group(0);
         for c in rg.columns() {
-            let constant = ["market", "symbol", "interval"].contains(&c.column_path().string().as_str());
-            assert_eq!(matches!(c.compression(), Compression::ZSTD(_)), !constant, "{:?}", c.column_path());
-            assert!(c.statistics().is_some(), "{:?} has no statistics", c.column_path());
+            let constant =
+                ["market", "symbol", "interval"].contains(&c.column_path().string().as_str());
+            assert_eq!(
+                matches!(c.compression(), Compression::ZSTD(_)),
+                !constant,
+                "{:?}",
+                c.column_path()
+            );
+            assert!(
+                c.statistics().is_some(),
+                "{:?} has no statistics",
+                c.column_path()
+            );
         }
     }
 

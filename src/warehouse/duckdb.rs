@@ -39,7 +39,10 @@ impl DuckDb {
         })
         .await?
         .with_context(|| format!("cannot open DuckDB database {path}"))?;
-        Ok(DuckDb { conn: Arc::new(Mutex::new(conn)), path: path.to_string() })
+        Ok(DuckDb {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_string(),
+        })
     }
 
     async fn with<T: Send + 'static>(
@@ -72,27 +75,53 @@ fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
 
 /// The incoming table's record batch: the staged columns, then `_file` and `_staged_at`, and
 /// `_loaded_at` when the rows go straight into the raw table.
-fn incoming_batch(batch: &LoadBatch, i: usize, loaded_at: Option<i64>) -> anyhow::Result<RecordBatch> {
+fn incoming_batch(
+    batch: &LoadBatch,
+    i: usize,
+    loaded_at: Option<i64>,
+) -> anyhow::Result<RecordBatch> {
     let rows = &batch.rows[i];
     let staged = parquet::to_record_batch(&rows.series, &rows.klines)?;
     let files: ArrayRef = Arc::new(StringArray::from_iter_values(
-        rows.file.iter().map(|&f| batch.files[f as usize].entry.path.as_str()),
+        rows.file
+            .iter()
+            .map(|&f| batch.files[f as usize].entry.path.as_str()),
     ));
     let staged_at: ArrayRef = Arc::new(
-        TimestampMillisecondArray::from_iter_values(rows.file.iter().map(|&f| batch.files[f as usize].staged_at))
-            .with_timezone("UTC"),
+        TimestampMillisecondArray::from_iter_values(
+            rows.file.iter().map(|&f| batch.files[f as usize].staged_at),
+        )
+        .with_timezone("UTC"),
     );
-    let mut fields: Vec<Field> = staged.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = staged
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("_file", DataType::Utf8, false));
-    fields.push(Field::new("_staged_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+    fields.push(Field::new(
+        "_staged_at",
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    ));
     let mut columns = staged.columns().to_vec();
     columns.push(files);
     columns.push(staged_at);
     if let Some(t) = loaded_at {
-        fields.push(Field::new("_loaded_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(t, rows.klines.len()).with_timezone("UTC")));
+        fields.push(Field::new(
+            "_loaded_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ));
+        columns.push(Arc::new(
+            TimestampMillisecondArray::from_value(t, rows.klines.len()).with_timezone("UTC"),
+        ));
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 #[async_trait]
@@ -121,7 +150,11 @@ impl Warehouse for DuckDb {
             let tx = c.transaction()?;
             let mut counts = Vec::with_capacity(statements.len());
             for s in &statements {
-                counts.push(tx.execute(s, []).with_context(|| format!("in: {}", first_line(s)))? as u64);
+                counts.push(
+                    tx.execute(s, [])
+                        .with_context(|| format!("in: {}", first_line(s)))?
+                        as u64,
+                );
             }
             tx.commit()?;
             Ok(counts)
@@ -129,16 +162,16 @@ impl Warehouse for DuckDb {
         .await
     }
 
-
-
-
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
         let loaded_at = crate::time::now_ms();
         let direct = batch.fresh.then_some(loaded_at);
-        let record_batches =
-            (0..batch.rows.len()).map(|i| incoming_batch(batch, i, direct)).collect::<anyhow::Result<Vec<_>>>()?;
+        let record_batches = (0..batch.rows.len())
+            .map(|i| incoming_batch(batch, i, direct))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let statements = if batch.fresh {
-            raw::history_insert(Kind::DuckDb, raw_schema, batch, loaded_at).into_iter().collect()
+            raw::history_insert(Kind::DuckDb, raw_schema, batch, loaded_at)
+                .into_iter()
+                .collect()
         } else {
             raw::merge(Kind::DuckDb, raw_schema, batch, loaded_at)
         };
@@ -165,10 +198,24 @@ impl Warehouse for DuckDb {
             }
             let mut counts = Vec::with_capacity(statements.len());
             for s in &statements {
-                counts.push(tx.execute(s, []).with_context(|| format!("in: {}", first_line(s)))? as u64);
+                counts.push(
+                    tx.execute(s, [])
+                        .with_context(|| format!("in: {}", first_line(s)))?
+                        as u64,
+                );
             }
             tx.commit()?;
-            Ok(if fresh { LoadCounts { inserted: rows, replaced: 0 } } else { LoadCounts { replaced: counts[0], inserted: counts[1] } })
+            Ok(if fresh {
+                LoadCounts {
+                    inserted: rows,
+                    replaced: 0,
+                }
+            } else {
+                LoadCounts {
+                    replaced: counts[0],
+                    inserted: counts[1],
+                }
+            })
         })
         .await
     }

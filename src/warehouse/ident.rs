@@ -11,7 +11,9 @@ pub enum IdentError {
     Empty,
     #[error("identifier {0:?} is longer than 127 characters")]
     TooLong(String),
-    #[error("identifier {0:?} must start with a letter or '_' and hold only letters, digits, '_' and '$'")]
+    #[error(
+        "identifier {0:?} must start with a letter or '_' and hold only letters, digits, '_' and '$'"
+    )]
     BadCharacter(String),
 }
 
@@ -66,11 +68,23 @@ mod tests {
         assert!(validate("_x$1").is_ok());
         assert_eq!(validate(""), Err(IdentError::Empty));
         assert!(matches!(validate("1abc"), Err(IdentError::BadCharacter(_))));
-        assert!(matches!(validate("a\"; drop table x; --"), Err(IdentError::BadCharacter(_))));
+        assert!(matches!(
+            validate("a\"; drop table x; --"),
+            Err(IdentError::BadCharacter(_))
+        ));
         assert!(matches!(validate("a-b"), Err(IdentError::BadCharacter(_))));
-        assert_eq!(relation(Kind::Snowflake, "raw", "Klines"), "\"RAW\".\"KLINES\"");
-        assert_eq!(relation(Kind::Postgres, "Raw", "TRADES_OHLC_1M"), "\"raw\".\"trades_ohlc_1m\"");
-        assert_eq!(relation(Kind::DuckDb, "main", "TRADES_OHLC_1M"), "\"main\".\"TRADES_OHLC_1M\"");
+        assert_eq!(
+            relation(Kind::Snowflake, "raw", "Klines"),
+            "\"RAW\".\"KLINES\""
+        );
+        assert_eq!(
+            relation(Kind::Postgres, "Raw", "TRADES_OHLC_1M"),
+            "\"raw\".\"trades_ohlc_1m\""
+        );
+        assert_eq!(
+            relation(Kind::DuckDb, "main", "TRADES_OHLC_1M"),
+            "\"main\".\"TRADES_OHLC_1M\""
+        );
         assert_eq!(literal("it's"), "'it''s'");
     }
 }

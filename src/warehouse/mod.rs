@@ -121,17 +121,27 @@ pub trait Warehouse: Send + Sync {
             ident::literal(name)
         );
         let rows = self.query(&sql).await?;
-        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
+        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| {
+            if t == "VIEW" {
+                RelationType::View
+            } else {
+                RelationType::Table
+            }
+        }))
     }
 
     /// Creates the raw schema, the raw klines table and the load history if missing.
     async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
-        self.transaction(&raw::ddl(self.kind(), raw_schema)).await.map(|_| ())
+        self.transaction(&raw::ddl(self.kind(), raw_schema))
+            .await
+            .map(|_| ())
     }
 
     /// The files in the load history.
     async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
-        let rows = self.query(&raw::loaded_files_query(self.kind(), raw_schema)).await?;
+        let rows = self
+            .query(&raw::loaded_files_query(self.kind(), raw_schema))
+            .await?;
         rows.rows.iter().map(raw::loaded_file).collect()
     }
 

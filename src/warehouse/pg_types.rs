@@ -106,16 +106,24 @@ pub fn decode_numeric(raw: &[u8]) -> Result<NumericValue, BoxError> {
     let overflow = || -> BoxError { "NUMERIC does not fit 38 digits".into() };
     let mut v: i128 = 0;
     for i in 0..ndigits {
-        v = v.checked_mul(10_000).and_then(|v| v.checked_add(u16_at(8 + 2 * i) as i128)).ok_or_else(overflow)?;
+        v = v
+            .checked_mul(10_000)
+            .and_then(|v| v.checked_add(u16_at(8 + 2 * i) as i128))
+            .ok_or_else(overflow)?;
     }
     // v * 10000^(weight - ndigits + 1), expressed with `dscale` decimal digits.
     let exp10 = 4 * (weight - ndigits as i32 + 1) + dscale;
     if exp10 >= 0 {
-        v = v.checked_mul(10i128.checked_pow(exp10 as u32).ok_or_else(overflow)?).ok_or_else(overflow)?;
+        v = v
+            .checked_mul(10i128.checked_pow(exp10 as u32).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
     } else {
         v /= 10i128.checked_pow((-exp10) as u32).ok_or_else(overflow)?;
     }
-    Ok(NumericValue { value: if sign == 0x4000 { -v } else { v }, scale: dscale.min(i8::MAX as i32) as i8 })
+    Ok(NumericValue {
+        value: if sign == 0x4000 { -v } else { v },
+        scale: dscale.min(i8::MAX as i32) as i8,
+    })
 }
 
 /// A TIMESTAMPTZ from epoch milliseconds.
@@ -183,7 +191,10 @@ mod tests {
         // 42000.01: digits [4, 2000, 0100] weight 1, dscale 8.
         let mut buf = BytesMut::new();
         encode_numeric(4_200_001_000_000, &mut buf);
-        assert_eq!(&buf[..], &[0, 3, 0, 1, 0, 0, 0, 8, 0, 4, 0x07, 0xD0, 0, 100]);
+        assert_eq!(
+            &buf[..],
+            &[0, 3, 0, 1, 0, 0, 0, 8, 0, 4, 0x07, 0xD0, 0, 100]
+        );
         // 0.00000001: one digit, 1, at weight -2 (10^-8 = 10000^-2).
         let mut buf = BytesMut::new();
         encode_numeric(1, &mut buf);

@@ -33,7 +33,12 @@ pub struct Postgres {
 pub fn pg_error(e: tokio_postgres::Error) -> anyhow::Error {
     match e.as_db_error() {
         Some(db) => {
-            let mut msg = format!("postgres {} {}: {}", db.severity(), db.code().code(), db.message());
+            let mut msg = format!(
+                "postgres {} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            );
             if let Some(d) = db.detail() {
                 msg.push_str(&format!(" ({d})"));
             }
@@ -84,10 +89,18 @@ impl Postgres {
                 config.ssl_mode(SslMode::Require);
                 Some(tls::connector(true, o.sslrootcert.as_deref())?)
             }
-            other => bail!("unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"),
+            other => bail!(
+                "unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"
+            ),
         };
         let describe = format!("postgres {}@{}:{}/{}", o.user, o.host, o.port, o.dbname);
-        let pg = Postgres { config, tls, idle: Mutex::new(Vec::new()), slots: Semaphore::new(o.threads.max(1) + 1), describe };
+        let pg = Postgres {
+            config,
+            tls,
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(o.threads.max(1) + 1),
+            describe,
+        };
         // Connect once now, so a wrong host or password is reported at once.
         let client = pg.new_client().await?;
         pg.put_back(client);
@@ -97,7 +110,12 @@ impl Postgres {
     async fn new_client(&self) -> anyhow::Result<Client> {
         let client = match &self.tls {
             None => {
-                let (client, conn) = self.config.connect(NoTls).await.map_err(pg_error).with_context(|| format!("cannot connect to {}", self.describe))?;
+                let (client, conn) = self
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(pg_error)
+                    .with_context(|| format!("cannot connect to {}", self.describe))?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "postgres connection closed");
@@ -106,7 +124,12 @@ impl Postgres {
                 client
             }
             Some(tls) => {
-                let (client, conn) = self.config.connect(tls.clone()).await.map_err(pg_error).with_context(|| format!("cannot connect to {}", self.describe))?;
+                let (client, conn) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(pg_error)
+                    .with_context(|| format!("cannot connect to {}", self.describe))?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "postgres connection closed");
@@ -120,7 +143,11 @@ impl Postgres {
     }
 
     async fn client(&self) -> anyhow::Result<(Client, tokio::sync::SemaphorePermit<'_>)> {
-        let permit = self.slots.acquire().await.context("connection pool closed")?;
+        let permit = self
+            .slots
+            .acquire()
+            .await
+            .context("connection pool closed")?;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let client = match idle {
             Some(c) if !c.is_closed() => c,
@@ -131,33 +158,57 @@ impl Postgres {
 
     fn put_back(&self, client: Client) {
         if !client.is_closed() {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client);
         }
     }
 }
 
 fn value(row: &tokio_postgres::Row, i: usize) -> anyhow::Result<Value> {
     let ty = row.columns()[i].type_();
-    let get = |r: Result<Option<Value>, tokio_postgres::Error>| r.pg().map(|v| v.unwrap_or(Value::Null));
+    let get =
+        |r: Result<Option<Value>, tokio_postgres::Error>| r.pg().map(|v| v.unwrap_or(Value::Null));
     match *ty {
-        Type::BOOL => get(row.try_get::<_, Option<bool>>(i).map(|v| v.map(Value::Bool))),
-        Type::INT2 => get(row.try_get::<_, Option<i16>>(i).map(|v| v.map(|x| Value::Int(x as i64)))),
-        Type::INT4 => get(row.try_get::<_, Option<i32>>(i).map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::BOOL => get(row
+            .try_get::<_, Option<bool>>(i)
+            .map(|v| v.map(Value::Bool))),
+        Type::INT2 => get(row
+            .try_get::<_, Option<i16>>(i)
+            .map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::INT4 => get(row
+            .try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|x| Value::Int(x as i64)))),
         Type::INT8 => get(row.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int))),
-        Type::OID => get(row.try_get::<_, Option<u32>>(i).map(|v| v.map(|x| Value::Int(x as i64)))),
-        Type::FLOAT4 => get(row.try_get::<_, Option<f32>>(i).map(|v| v.map(|x| Value::Float(x as f64)))),
-        Type::FLOAT8 => get(row.try_get::<_, Option<f64>>(i).map(|v| v.map(Value::Float))),
-        Type::NUMERIC => get(
-            row.try_get::<_, Option<NumericValue>>(i).map(|v| v.map(|n| Value::Decimal { value: n.value, scale: n.scale })),
+        Type::OID => get(row
+            .try_get::<_, Option<u32>>(i)
+            .map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::FLOAT4 => get(row
+            .try_get::<_, Option<f32>>(i)
+            .map(|v| v.map(|x| Value::Float(x as f64)))),
+        Type::FLOAT8 => get(row
+            .try_get::<_, Option<f64>>(i)
+            .map(|v| v.map(Value::Float))),
+        Type::NUMERIC => get(row.try_get::<_, Option<NumericValue>>(i).map(|v| {
+            v.map(|n| Value::Decimal {
+                value: n.value,
+                scale: n.scale,
+            })
+        })),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => get(row
+            .try_get::<_, Option<TimestampUs>>(i)
+            .map(|v| v.map(|t| Value::Timestamp(t.0)))),
+        Type::DATE => get(row
+            .try_get::<_, Option<DateDays>>(i)
+            .map(|v| v.map(|d| Value::Date(d.0)))),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => get(row
+            .try_get::<_, Option<String>>(i)
+            .map(|v| v.map(Value::Text))),
+        ref other => bail!(
+            "column {} has type {other}, which klines does not read; cast it",
+            row.columns()[i].name()
         ),
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => {
-            get(row.try_get::<_, Option<TimestampUs>>(i).map(|v| v.map(|t| Value::Timestamp(t.0))))
-        }
-        Type::DATE => get(row.try_get::<_, Option<DateDays>>(i).map(|v| v.map(|d| Value::Date(d.0)))),
-        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
-            get(row.try_get::<_, Option<String>>(i).map(|v| v.map(Value::Text)))
-        }
-        ref other => bail!("column {} has type {other}, which klines does not read; cast it", row.columns()[i].name()),
     }
 }
 
@@ -185,16 +236,28 @@ impl Warehouse for Postgres {
         let pg_rows = result?;
         let mut rows = Rows::default();
         if let Some(first) = pg_rows.first() {
-            rows.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
+            rows.columns = first
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
         } else {
             // Describe the statement to still return the column names.
             let (client, _permit) = self.client().await?;
             let stmt = client.prepare(sql).await.pg();
             self.put_back(client);
-            rows.columns = stmt?.columns().iter().map(|c| c.name().to_string()).collect();
+            rows.columns = stmt?
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
         }
         for r in &pg_rows {
-            rows.rows.push((0..r.len()).map(|i| value(r, i)).collect::<anyhow::Result<Vec<_>>>()?);
+            rows.rows.push(
+                (0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            );
         }
         Ok(rows)
     }
@@ -215,10 +278,12 @@ impl Warehouse for Postgres {
         result
     }
 
-
     async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
         // Serialized: concurrent CREATE ... IF NOT EXISTS can still collide in Postgres.
-        let mut statements = vec![format!("SELECT pg_advisory_xact_lock(hashtext({}))", literal(&format!("klines.ddl.{raw_schema}")))];
+        let mut statements = vec![format!(
+            "SELECT pg_advisory_xact_lock(hashtext({}))",
+            literal(&format!("klines.ddl.{raw_schema}"))
+        )];
         statements.extend(raw::ddl(Kind::Postgres, raw_schema));
         let (mut client, _permit) = self.client().await?;
         let result = async {
@@ -233,11 +298,12 @@ impl Warehouse for Postgres {
         result
     }
 
-
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
         let loaded_at = crate::time::now_ms();
         let statements = if batch.fresh {
-            raw::history_insert(Kind::Postgres, raw_schema, batch, loaded_at).into_iter().collect()
+            raw::history_insert(Kind::Postgres, raw_schema, batch, loaded_at)
+                .into_iter()
+                .collect()
         } else {
             raw::merge(Kind::Postgres, raw_schema, batch, loaded_at)
         };
@@ -246,13 +312,22 @@ impl Warehouse for Postgres {
             let tx = client.transaction().await.pg()?;
             // One load at a time per raw schema.
             tx.execute(
-                &format!("SELECT pg_advisory_xact_lock(hashtext({}))", literal(&format!("klines.load.{raw_schema}"))),
+                &format!(
+                    "SELECT pg_advisory_xact_lock(hashtext({}))",
+                    literal(&format!("klines.load.{raw_schema}"))
+                ),
                 &[],
             )
             .await
             .pg()?;
             if batch.fresh {
-                copy_in(&tx, &relation(Kind::Postgres, raw_schema, raw::KLINES), batch, Some(loaded_at)).await?;
+                copy_in(
+                    &tx,
+                    &relation(Kind::Postgres, raw_schema, raw::KLINES),
+                    batch,
+                    Some(loaded_at),
+                )
+                .await?;
             } else {
                 tx.batch_execute(&format!(
                     "{}; TRUNCATE {}",
@@ -262,7 +337,9 @@ impl Warehouse for Postgres {
                 .await
                 .pg()?;
                 copy_in(&tx, &quote(Kind::Postgres, INCOMING), batch, None).await?;
-                tx.batch_execute(&format!("ANALYZE {}", quote(Kind::Postgres, INCOMING))).await.pg()?;
+                tx.batch_execute(&format!("ANALYZE {}", quote(Kind::Postgres, INCOMING)))
+                    .await
+                    .pg()?;
             }
             let mut counts = Vec::with_capacity(statements.len());
             for s in &statements {
@@ -270,9 +347,15 @@ impl Warehouse for Postgres {
             }
             tx.commit().await.pg()?;
             Ok(if batch.fresh {
-                LoadCounts { inserted: batch.row_count() as u64, replaced: 0 }
+                LoadCounts {
+                    inserted: batch.row_count() as u64,
+                    replaced: 0,
+                }
             } else {
-                LoadCounts { replaced: counts[0], inserted: counts[1] }
+                LoadCounts {
+                    replaced: counts[0],
+                    inserted: counts[1],
+                }
             })
         }
         .await;
@@ -289,7 +372,11 @@ async fn copy_in(
     batch: &LoadBatch,
     loaded_at: Option<i64>,
 ) -> anyhow::Result<()> {
-    let columns = if loaded_at.is_some() { raw::raw_columns() } else { raw::incoming_columns() };
+    let columns = if loaded_at.is_some() {
+        raw::raw_columns()
+    } else {
+        raw::incoming_columns()
+    };
     let types: Vec<Type> = columns
         .iter()
         .map(|(_, t)| match t {
@@ -299,13 +386,26 @@ async fn copy_in(
             ColType::BigInt => Type::INT8,
         })
         .collect();
-    let names = columns.iter().map(|(n, _)| quote(Kind::Postgres, n)).collect::<Vec<_>>().join(", ");
-    let sink = tx.copy_in(&format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)")).await.pg()?;
+    let names = columns
+        .iter()
+        .map(|(n, _)| quote(Kind::Postgres, n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} ({names}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .pg()?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
     let loaded = TimestampMs(loaded_at.unwrap_or(0));
     for rows in &batch.rows {
-        let (market, symbol, interval) = (rows.series.market.as_str(), rows.series.symbol.as_str(), rows.series.interval.as_str());
+        let (market, symbol, interval) = (
+            rows.series.market.as_str(),
+            rows.series.symbol.as_str(),
+            rows.series.interval.as_str(),
+        );
         let k = &rows.klines;
         for i in 0..k.len() {
             let file = &batch.files[rows.file[i] as usize];
@@ -368,7 +468,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -377,7 +482,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -385,14 +495,20 @@ mod tls {
         }
     }
 
-    pub fn connector(verify: bool, root_cert: Option<&str>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    pub fn connector(
+        verify: bool,
+        root_cert: Option<&str>,
+    ) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?;
         let config = if verify {
             let mut roots = rustls::RootCertStore::empty();
             match root_cert {
                 Some(path) => {
-                    for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("cannot read sslrootcert {path}"))? {
+                    for cert in CertificateDer::pem_file_iter(path)
+                        .with_context(|| format!("cannot read sslrootcert {path}"))?
+                    {
                         roots.add(cert.with_context(|| format!("bad certificate in {path}"))?)?;
                     }
                 }
@@ -400,7 +516,10 @@ mod tls {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_no_client_auth()
         };
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }

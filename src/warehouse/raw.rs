@@ -65,17 +65,27 @@ pub fn sql_type(kind: Kind, ty: ColType) -> &'static str {
 }
 
 fn column_defs(kind: Kind, cols: &[(&str, ColType)]) -> String {
-    cols.iter().map(|(n, t)| format!("{} {} NOT NULL", quote(kind, n), sql_type(kind, *t))).collect::<Vec<_>>().join(", ")
+    cols.iter()
+        .map(|(n, t)| format!("{} {} NOT NULL", quote(kind, n), sql_type(kind, *t)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list(kind: Kind, cols: &[&str], prefix: &str) -> String {
-    cols.iter().map(|c| format!("{prefix}{}", quote(kind, c))).collect::<Vec<_>>().join(", ")
+    cols.iter()
+        .map(|c| format!("{prefix}{}", quote(kind, c)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A timestamp literal every adapter reads as UTC.
 pub fn timestamp_literal(kind: Kind, ms: i64) -> String {
     let ty = sql_type(kind, ColType::Timestamp);
-    let offset = if kind == Kind::Snowflake { "" } else { "+00:00" };
+    let offset = if kind == Kind::Snowflake {
+        ""
+    } else {
+        "+00:00"
+    };
     let text = format_ms(ms).replace('T', " ").replace('Z', offset);
     format!("CAST({} AS {ty})", literal(&text))
 }
@@ -87,8 +97,15 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
     let load_id = match kind {
         // Snowflake: an ORDERed identity (fakesnow cannot run `DEFAULT seq.NEXTVAL`, and
         // ORDER keeps ids increasing, which model watermarks rely on).
-        Kind::Snowflake => format!("{} BIGINT NOT NULL {SNOWFLAKE_IDENTITY}", quote(kind, "load_id")),
-        _ => format!("{} BIGINT NOT NULL DEFAULT nextval({})", quote(kind, "load_id"), literal(&seq)),
+        Kind::Snowflake => format!(
+            "{} BIGINT NOT NULL {SNOWFLAKE_IDENTITY}",
+            quote(kind, "load_id")
+        ),
+        _ => format!(
+            "{} BIGINT NOT NULL DEFAULT nextval({})",
+            quote(kind, "load_id"),
+            literal(&seq)
+        ),
     };
     let history = [
         ("file", ColType::Text),
@@ -115,10 +132,10 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
         out.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
     }
     out.push(format!(
-            "CREATE TABLE IF NOT EXISTS {} ({load_id}, {}, PRIMARY KEY ({}))",
-            relation(kind, raw_schema, LOAD_HISTORY),
-            column_defs(kind, &history),
-            list(kind, &["file", "sha256"], "")
+        "CREATE TABLE IF NOT EXISTS {} ({load_id}, {}, PRIMARY KEY ({}))",
+        relation(kind, raw_schema, LOAD_HISTORY),
+        column_defs(kind, &history),
+        list(kind, &["file", "sha256"], "")
     ));
     out
 }
@@ -128,7 +145,11 @@ pub const SNOWFLAKE_IDENTITY: &str = "AUTOINCREMENT START 1 INCREMENT 1 ORDER";
 
 /// `CREATE TEMP TABLE` for the incoming rows (DuckDB and Postgres).
 pub fn create_incoming(kind: Kind) -> String {
-    format!("CREATE TEMP TABLE IF NOT EXISTS {} ({})", quote(kind, INCOMING), column_defs(kind, &incoming_columns()))
+    format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {} ({})",
+        quote(kind, INCOMING),
+        column_defs(kind, &incoming_columns())
+    )
 }
 
 /// The statements that merge the incoming table into the raw table and record the batch's
@@ -139,7 +160,11 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
     let table = quote(kind, KLINES);
     let incoming = quote(kind, INCOMING);
     let now = timestamp_literal(kind, loaded_at_ms);
-    let values: Vec<&str> = STAGED.iter().map(|(n, _)| *n).filter(|n| !KEY.contains(n)).collect();
+    let values: Vec<&str> = STAGED
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !KEY.contains(n))
+        .collect();
     let set = values
         .iter()
         .chain(["_file", "_staged_at"].iter())
@@ -147,8 +172,17 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
         .chain([format!("{} = {now}", quote(kind, "_loaded_at"))])
         .collect::<Vec<_>>()
         .join(", ");
-    let key_match = |t: &str| KEY.iter().map(|c| format!("{t}.{q} = s.{q}", q = quote(kind, c))).collect::<Vec<_>>().join(" AND ");
-    let differs = values.iter().map(|c| format!("{table}.{q} <> s.{q}", q = quote(kind, c))).collect::<Vec<_>>().join(" OR ");
+    let key_match = |t: &str| {
+        KEY.iter()
+            .map(|c| format!("{t}.{q} = s.{q}", q = quote(kind, c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let differs = values
+        .iter()
+        .map(|c| format!("{table}.{q} <> s.{q}", q = quote(kind, c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let staged_cols: Vec<&str> = STAGED.iter().map(|(n, _)| *n).collect();
     let mut statements = vec![
         format!(
@@ -175,7 +209,12 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
 
 /// `INSERT` of the batch's files into the load history, skipping files already recorded (a
 /// concurrent load of the same file).
-pub fn history_insert(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Option<String> {
+pub fn history_insert(
+    kind: Kind,
+    raw_schema: &str,
+    batch: &LoadBatch,
+    loaded_at_ms: i64,
+) -> Option<String> {
     if batch.files.is_empty() {
         return None;
     }
@@ -201,7 +240,18 @@ pub fn history_insert(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let cols = ["file", "sha256", "market", "symbol", "interval", "range_start", "range_end", "rows", "staged_at", "loaded_at"];
+    let cols = [
+        "file",
+        "sha256",
+        "market",
+        "symbol",
+        "interval",
+        "range_start",
+        "range_end",
+        "rows",
+        "staged_at",
+        "loaded_at",
+    ];
     let history = relation(kind, raw_schema, LOAD_HISTORY);
     Some(format!(
         "INSERT INTO {history} ({}) SELECT {} FROM (VALUES {rows}) AS v ({}) \
@@ -220,9 +270,21 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
     let target = relation(kind, raw_schema, KLINES);
     let now = timestamp_literal(kind, loaded_at_ms);
     let q = |c: &str| quote(kind, c);
-    let values: Vec<&str> = STAGED.iter().map(|(n, _)| *n).filter(|n| !KEY.contains(n)).collect();
-    let on = KEY.iter().map(|c| format!("r.{} = s.{}", q(c), q(c))).collect::<Vec<_>>().join(" AND ");
-    let differs = values.iter().map(|c| format!("r.{} <> s.{}", q(c), q(c))).collect::<Vec<_>>().join(" OR ");
+    let values: Vec<&str> = STAGED
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !KEY.contains(n))
+        .collect();
+    let on = KEY
+        .iter()
+        .map(|c| format!("r.{} = s.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let differs = values
+        .iter()
+        .map(|c| format!("r.{} <> s.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let set = values
         .iter()
         .chain(["_file", "_staged_at"].iter())
@@ -248,13 +310,30 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
 
 /// The query listing the load history's files.
 pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
-    let cols = ["file", "sha256", "market", "symbol", "interval", "range_start", "range_end"];
-    format!("SELECT {} FROM {}", list(kind, &cols, ""), relation(kind, raw_schema, LOAD_HISTORY))
+    let cols = [
+        "file",
+        "sha256",
+        "market",
+        "symbol",
+        "interval",
+        "range_start",
+        "range_end",
+    ];
+    format!(
+        "SELECT {} FROM {}",
+        list(kind, &cols, ""),
+        relation(kind, raw_schema, LOAD_HISTORY)
+    )
 }
 
 /// A row of [`loaded_files_query`].
 pub fn loaded_file(r: &Vec<super::Value>) -> anyhow::Result<LoadedFile> {
-    let text = |i: usize| r.get(i).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let text = |i: usize| {
+        r.get(i)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     let series = (|| {
         Some(Series {
             market: text(2).parse().ok()?,
@@ -287,11 +366,30 @@ mod tests {
     fn ddl_quotes_and_cases_for_each_warehouse() {
         let pg = ddl(Kind::Postgres, "Raw");
         assert_eq!(pg[0], "CREATE SCHEMA IF NOT EXISTS \"raw\"");
-        assert!(pg[1].contains("\"raw\".\"klines\" (\"market\" TEXT NOT NULL"), "{}", pg[1]);
-        assert!(pg[1].contains("\"open\" NUMERIC(38,8) NOT NULL"), "{}", pg[1]);
-        assert!(pg[1].ends_with("PRIMARY KEY (\"market\", \"symbol\", \"interval\", \"open_time\"))"), "{}", pg[1]);
+        assert!(
+            pg[1].contains("\"raw\".\"klines\" (\"market\" TEXT NOT NULL"),
+            "{}",
+            pg[1]
+        );
+        assert!(
+            pg[1].contains("\"open\" NUMERIC(38,8) NOT NULL"),
+            "{}",
+            pg[1]
+        );
+        assert!(
+            pg[1].ends_with("PRIMARY KEY (\"market\", \"symbol\", \"interval\", \"open_time\"))"),
+            "{}",
+            pg[1]
+        );
         let sf = ddl(Kind::Snowflake, "raw");
-        assert!(sf[1].contains("\"RAW\".\"KLINES\" (\"MARKET\" VARCHAR NOT NULL"), "{}", sf[1]);
-        assert_eq!(timestamp_literal(Kind::Postgres, 1_704_067_200_000), "CAST('2024-01-01 00:00:00+00:00' AS TIMESTAMPTZ)");
+        assert!(
+            sf[1].contains("\"RAW\".\"KLINES\" (\"MARKET\" VARCHAR NOT NULL"),
+            "{}",
+            sf[1]
+        );
+        assert_eq!(
+            timestamp_literal(Kind::Postgres, 1_704_067_200_000),
+            "CAST('2024-01-01 00:00:00+00:00' AS TIMESTAMPTZ)"
+        );
     }
 }

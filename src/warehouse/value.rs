@@ -5,8 +5,9 @@ use std::fmt;
 use anyhow::bail;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
 };
 
 /// One cell.
@@ -17,7 +18,10 @@ pub enum Value {
     Int(i64),
     Float(f64),
     /// `value / 10^scale`, exactly.
-    Decimal { value: i128, scale: i8 },
+    Decimal {
+        value: i128,
+        scale: i8,
+    },
     Text(String),
     /// Microseconds since the epoch, UTC.
     Timestamp(i64),
@@ -31,7 +35,9 @@ impl Value {
     pub fn to_scaled(&self, scale: i8) -> Option<i128> {
         match *self {
             Value::Int(i) => (i as i128).checked_mul(10i128.pow(scale as u32)),
-            Value::Decimal { value, scale: s } if s <= scale => value.checked_mul(10i128.pow((scale - s) as u32)),
+            Value::Decimal { value, scale: s } if s <= scale => {
+                value.checked_mul(10i128.pow((scale - s) as u32))
+            }
             Value::Decimal { value, scale: s } => {
                 let div = 10i128.pow((s - scale) as u32);
                 (value % div == 0).then_some(value / div)
@@ -80,7 +86,14 @@ impl fmt::Display for Value {
                 }
                 let div = 10u128.pow(*scale as u32);
                 let a = value.unsigned_abs();
-                write!(f, "{}{}.{:0width$}", if *value < 0 { "-" } else { "" }, a / div, a % div, width = *scale as usize)
+                write!(
+                    f,
+                    "{}{}.{:0width$}",
+                    if *value < 0 { "-" } else { "" },
+                    a / div,
+                    a % div,
+                    width = *scale as usize
+                )
             }
             Value::Text(s) => f.write_str(s),
             Value::Timestamp(us) => match chrono::DateTime::from_timestamp_micros(*us) {
@@ -109,16 +122,25 @@ impl Rows {
     }
 
     pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
     }
 
     /// Appends the rows of an Arrow record batch.
     pub fn extend_from_arrow(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         if self.columns.is_empty() {
-            self.columns = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+            self.columns = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
         }
         let n = batch.num_rows();
-        let mut rows: Vec<Vec<Value>> = (0..n).map(|_| Vec::with_capacity(batch.num_columns())).collect();
+        let mut rows: Vec<Vec<Value>> = (0..n)
+            .map(|_| Vec::with_capacity(batch.num_columns()))
+            .collect();
         for col in batch.columns() {
             for (i, row) in rows.iter_mut().enumerate() {
                 row.push(arrow_value(col.as_ref(), i)?);
@@ -145,17 +167,26 @@ pub fn arrow_value(a: &dyn Array, i: usize) -> anyhow::Result<Value> {
         DataType::UInt16 => Value::Int(a.as_primitive::<UInt16Type>().value(i) as i64),
         DataType::UInt32 => Value::Int(a.as_primitive::<UInt32Type>().value(i) as i64),
         DataType::UInt64 => Value::Int(a.as_primitive::<UInt64Type>().value(i) as i64),
-        DataType::Float32 => Value::Float(a.as_primitive::<arrow::datatypes::Float32Type>().value(i) as f64),
-        DataType::Float64 => Value::Float(a.as_primitive::<arrow::datatypes::Float64Type>().value(i)),
-        DataType::Decimal128(_, s) => {
-            Value::Decimal { value: a.as_primitive::<arrow::datatypes::Decimal128Type>().value(i), scale: *s }
+        DataType::Float32 => {
+            Value::Float(a.as_primitive::<arrow::datatypes::Float32Type>().value(i) as f64)
         }
-        DataType::Decimal64(_, s) => {
-            Value::Decimal { value: a.as_primitive::<arrow::datatypes::Decimal64Type>().value(i) as i128, scale: *s }
+        DataType::Float64 => {
+            Value::Float(a.as_primitive::<arrow::datatypes::Float64Type>().value(i))
         }
-        DataType::Decimal32(_, s) => {
-            Value::Decimal { value: a.as_primitive::<arrow::datatypes::Decimal32Type>().value(i) as i128, scale: *s }
-        }
+        DataType::Decimal128(_, s) => Value::Decimal {
+            value: a
+                .as_primitive::<arrow::datatypes::Decimal128Type>()
+                .value(i),
+            scale: *s,
+        },
+        DataType::Decimal64(_, s) => Value::Decimal {
+            value: a.as_primitive::<arrow::datatypes::Decimal64Type>().value(i) as i128,
+            scale: *s,
+        },
+        DataType::Decimal32(_, s) => Value::Decimal {
+            value: a.as_primitive::<arrow::datatypes::Decimal32Type>().value(i) as i128,
+            scale: *s,
+        },
         DataType::Utf8 => Value::Text(a.as_string::<i32>().value(i).to_string()),
         DataType::LargeUtf8 => Value::Text(a.as_string::<i64>().value(i).to_string()),
         DataType::Utf8View => Value::Text(a.as_string_view().value(i).to_string()),
@@ -163,10 +194,15 @@ pub fn arrow_value(a: &dyn Array, i: usize) -> anyhow::Result<Value> {
             TimeUnit::Second => a.as_primitive::<TimestampSecondType>().value(i) * 1_000_000,
             TimeUnit::Millisecond => a.as_primitive::<TimestampMillisecondType>().value(i) * 1_000,
             TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().value(i),
-            TimeUnit::Nanosecond => a.as_primitive::<TimestampNanosecondType>().value(i).div_euclid(1_000),
+            TimeUnit::Nanosecond => a
+                .as_primitive::<TimestampNanosecondType>()
+                .value(i)
+                .div_euclid(1_000),
         }),
         DataType::Date32 => Value::Date(a.as_primitive::<arrow::datatypes::Date32Type>().value(i)),
-        DataType::Date64 => Value::Date((a.as_primitive::<arrow::datatypes::Date64Type>().value(i) / 86_400_000) as i32),
+        DataType::Date64 => Value::Date(
+            (a.as_primitive::<arrow::datatypes::Date64Type>().value(i) / 86_400_000) as i32,
+        ),
         DataType::Dictionary(_, _) => {
             let d = a.as_any_dictionary();
             let key = d.normalized_keys()[i];
@@ -182,13 +218,33 @@ mod tests {
 
     #[test]
     fn decimals_print_and_compare_exactly() {
-        let v = Value::Decimal { value: 4_200_001_000_000, scale: 8 };
+        let v = Value::Decimal {
+            value: 4_200_001_000_000,
+            scale: 8,
+        };
         assert_eq!(v.to_string(), "42000.01000000");
-        assert_eq!(Value::Decimal { value: -5, scale: 2 }.to_string(), "-0.05");
+        assert_eq!(
+            Value::Decimal {
+                value: -5,
+                scale: 2
+            }
+            .to_string(),
+            "-0.05"
+        );
         assert_eq!(v.to_scaled(8), Some(4_200_001_000_000));
-        assert_eq!(Value::Decimal { value: 420_000_100, scale: 4 }.to_scaled(8), Some(4_200_001_000_000));
+        assert_eq!(
+            Value::Decimal {
+                value: 420_000_100,
+                scale: 4
+            }
+            .to_scaled(8),
+            Some(4_200_001_000_000)
+        );
         assert_eq!(Value::Decimal { value: 1, scale: 9 }.to_scaled(8), None);
         assert_eq!(Value::Int(3).to_scaled(8), Some(300_000_000));
-        assert_eq!(Value::Timestamp(1_704_067_200_000_000).to_string(), "2024-01-01T00:00:00Z");
+        assert_eq!(
+            Value::Timestamp(1_704_067_200_000_000).to_string(),
+            "2024-01-01T00:00:00Z"
+        );
     }
 }

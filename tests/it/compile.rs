@@ -14,7 +14,12 @@ fn target(yaml_type: &str, fields: &str) -> Target {
         "postgres" => Output::Postgres(yaml_serde::from_str(fields).unwrap()),
         _ => Output::Snowflake(yaml_serde::from_str(fields).unwrap()),
     };
-    Target { profile: "klines".into(), name: yaml_type.into(), file: None, output }
+    Target {
+        profile: "klines".into(),
+        name: yaml_type.into(),
+        file: None,
+        output,
+    }
 }
 
 fn compile(t: &Target, model: &str, filter: Option<BatchFilter>) -> String {
@@ -39,14 +44,20 @@ fn targets() -> Vec<Target> {
     vec![
         target("duckdb", "path: x.duckdb"),
         target("postgres", "user: u\ndbname: d\nschema: analytics"),
-        target("snowflake", "account: a\nuser: u\ndatabase: MARKET\nschema: ANALYTICS\nraw_schema: RAW"),
+        target(
+            "snowflake",
+            "account: a\nuser: u\ndatabase: MARKET\nschema: ANALYTICS\nraw_schema: RAW",
+        ),
     ]
 }
 
 #[test]
 fn the_5m_rollup_compiles_for_every_warehouse() {
     for t in targets() {
-        insta::assert_snapshot!(format!("TRADES_OHLC_5M_{}", t.name), compile(&t, "TRADES_OHLC_5M", None));
+        insta::assert_snapshot!(
+            format!("TRADES_OHLC_5M_{}", t.name),
+            compile(&t, "TRADES_OHLC_5M", None)
+        );
     }
 }
 
@@ -54,8 +65,15 @@ fn the_5m_rollup_compiles_for_every_warehouse() {
 fn an_incremental_batch_reads_only_its_time_ranges() {
     let mut filter = BatchFilter::default();
     let day = 1_704_153_600_000; // 2024-01-02
-    filter.ranges.entry("BTCUSDT".into()).or_default().insert(day, day + 86_400_000);
+    filter
+        .ranges
+        .entry("BTCUSDT".into())
+        .or_default()
+        .insert(day, day + 86_400_000);
     for t in targets() {
-        insta::assert_snapshot!(format!("TRADES_OHLC_1M_batch_{}", t.name), compile(&t, "TRADES_OHLC_1M", Some(filter.clone())));
+        insta::assert_snapshot!(
+            format!("TRADES_OHLC_1M_batch_{}", t.name),
+            compile(&t, "TRADES_OHLC_1M", Some(filter.clone()))
+        );
     }
 }

@@ -28,15 +28,25 @@ impl Wh {
     }
 
     fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             match self {
                 Wh::DuckDb => Arc::new(
-                    klines::warehouse::duckdb::DuckDb::open(p.path().join("klines.duckdb").to_str().unwrap(), 1).await.unwrap(),
+                    klines::warehouse::duckdb::DuckDb::open(
+                        p.path().join("klines.duckdb").to_str().unwrap(),
+                        1,
+                    )
+                    .await
+                    .unwrap(),
                 ) as Arc<dyn Warehouse>,
-                Wh::Postgres(db) => {
-                    Arc::new(klines::warehouse::postgres::Postgres::connect(&db.output()).await.unwrap()) as Arc<dyn Warehouse>
-                }
+                Wh::Postgres(db) => Arc::new(
+                    klines::warehouse::postgres::Postgres::connect(&db.output())
+                        .await
+                        .unwrap(),
+                ) as Arc<dyn Warehouse>,
             }
         })
     }
@@ -45,7 +55,10 @@ impl Wh {
 /// The raw table's klines by (symbol, open time), and the number of rows.
 fn raw_klines(wh: &Wh, p: &Project) -> (BTreeMap<(String, i64), Kline>, usize) {
     let w = wh.connect(p);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rows = rt
         .block_on(w.query(
             "SELECT symbol, open_time, open, high, low, close, volume, close_time, quote_volume, trades, \
@@ -78,7 +91,14 @@ fn raw_klines(wh: &Wh, p: &Project) -> (BTreeMap<(String, i64), Kline>, usize) {
     (map, n)
 }
 
-fn assert_raw_equals(wh: &Wh, p: &Project, ex: &TestExchange, symbols: &[&str], from: i64, to: i64) {
+fn assert_raw_equals(
+    wh: &Wh,
+    p: &Project,
+    ex: &TestExchange,
+    symbols: &[&str],
+    from: i64,
+    to: i64,
+) {
     let (got, n) = raw_klines(wh, p);
     let mut want = BTreeMap::new();
     for s in symbols {
@@ -94,33 +114,75 @@ fn assert_raw_equals(wh: &Wh, p: &Project, ex: &TestExchange, symbols: &[&str], 
 
 fn scalar(wh: &Wh, p: &Project, sql: &str) -> i64 {
     let w = wh.connect(p);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(w.query(sql)).unwrap().scalar().and_then(|v| v.as_i64()).unwrap()
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(w.query(sql))
+        .unwrap()
+        .scalar()
+        .and_then(|v| v.as_i64())
+        .unwrap()
 }
 
 fn exactly_once(wh: Wh) {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
     let p = Project::new(&ex.url, "");
     wh.setup(&p);
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-03"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--from",
+        "2024-01-03",
+    ]);
     let out = p.ok(&["load"]);
-    let expected_rows: usize = ["BTCUSDT", "ETHUSDT"].iter().map(|s| expected(&ex, s, "1m", ms("2024-01-03"), ms(NOW)).len()).sum();
+    let expected_rows: usize = ["BTCUSDT", "ETHUSDT"]
+        .iter()
+        .map(|s| expected(&ex, s, "1m", ms("2024-01-03"), ms(NOW)).len())
+        .sum();
     assert!(out.starts_with(&format!("load: 6 files, {expected_rows} rows ({expected_rows} inserted, 0 replaced, 0 unchanged), 0 failed")), "{out}");
-    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2024-01-03"), ms(NOW));
+    assert_raw_equals(
+        &wh,
+        &p,
+        &ex,
+        &["BTCUSDT", "ETHUSDT"],
+        ms("2024-01-03"),
+        ms(NOW),
+    );
     let loaded_at = scalar(&wh, &p, "SELECT count(DISTINCT _loaded_at) FROM raw.klines");
 
     // A second load changes nothing.
     let out = p.ok(&["load"]);
     assert!(out.starts_with("load: 0 files, 0 rows"), "{out}");
-    assert_eq!(scalar(&wh, &p, "SELECT count(DISTINCT _loaded_at) FROM raw.klines"), loaded_at);
-    assert_eq!(scalar(&wh, &p, "SELECT count(*) FROM raw.klines_load_history"), 6);
+    assert_eq!(
+        scalar(&wh, &p, "SELECT count(DISTINCT _loaded_at) FROM raw.klines"),
+        loaded_at
+    );
+    assert_eq!(
+        scalar(&wh, &p, "SELECT count(*) FROM raw.klines_load_history"),
+        6
+    );
 
     // The day completes: its whole-day file overlaps the partial one already loaded.
     ex.set_clock(Clock::Fixed(ms("2024-01-06T00:10:30Z")));
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-03"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--from",
+        "2024-01-03",
+    ]);
     let out = p.ok(&["load"]);
     assert!(out.starts_with("load: 4 files,"), "{out}");
-    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2024-01-03"), ms("2024-01-06T00:10:00Z"));
+    assert_raw_equals(
+        &wh,
+        &p,
+        &ex,
+        &["BTCUSDT", "ETHUSDT"],
+        ms("2024-01-03"),
+        ms("2024-01-06T00:10:00Z"),
+    );
 
     // The exchange corrects a candle; re-staging the day replaces the row, newest file wins.
     let t = ms("2024-01-04T10:00:00Z");
@@ -128,11 +190,33 @@ fn exactly_once(wh: Wh) {
     k.close += 1;
     k.high = k.high.max(k.close);
     ex.correct("BTCUSDT", k.clone());
-    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-04", "--to", "2024-01-05", "--full-refresh"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        "2024-01-04",
+        "--to",
+        "2024-01-05",
+        "--full-refresh",
+    ]);
     let out = p.ok(&["load"]);
     let n = expected(&ex, "BTCUSDT", "1m", ms("2024-01-04"), ms("2024-01-05")).len();
-    assert!(out.starts_with(&format!("load: 1 files, {n} rows (0 inserted, 1 replaced, {} unchanged)", n - 1)), "{out}");
-    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2024-01-03"), ms("2024-01-06T00:10:00Z"));
+    assert!(
+        out.starts_with(&format!(
+            "load: 1 files, {n} rows (0 inserted, 1 replaced, {} unchanged)",
+            n - 1
+        )),
+        "{out}"
+    );
+    assert_raw_equals(
+        &wh,
+        &p,
+        &ex,
+        &["BTCUSDT", "ETHUSDT"],
+        ms("2024-01-03"),
+        ms("2024-01-06T00:10:00Z"),
+    );
     let (got, _) = raw_klines(&wh, &p);
     assert_eq!(got[&("BTCUSDT".to_string(), t)], k);
 }
@@ -151,11 +235,25 @@ fn kill_9_during_load(wh: Wh) {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
     let p = Project::new(&ex.url, "load:\n  batch_rows: 1500\n");
     wh.setup(&p);
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2023-11-01", "--to", "2024-01-05"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--from",
+        "2023-11-01",
+        "--to",
+        "2024-01-05",
+    ]);
     let files = parquet_files(&p.stage_dir()).len();
     let mut kills = 0;
     for delay in [300u64, 600, 900, 1200, 1600, 2000, 2500, 3000, 4000] {
-        let mut child = p.cmd().args(["load"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = p
+            .cmd()
+            .args(["load"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay));
         if child.try_wait().unwrap().is_some() {
             break;
@@ -166,8 +264,18 @@ fn kill_9_during_load(wh: Wh) {
     }
     assert!(kills >= 2, "only {kills} kills landed");
     p.ok(&["load"]);
-    assert_raw_equals(&wh, &p, &ex, &["BTCUSDT", "ETHUSDT"], ms("2023-11-01"), ms("2024-01-05"));
-    assert_eq!(scalar(&wh, &p, "SELECT count(*) FROM raw.klines_load_history") as usize, files);
+    assert_raw_equals(
+        &wh,
+        &p,
+        &ex,
+        &["BTCUSDT", "ETHUSDT"],
+        ms("2023-11-01"),
+        ms("2024-01-05"),
+    );
+    assert_eq!(
+        scalar(&wh, &p, "SELECT count(*) FROM raw.klines_load_history") as usize,
+        files
+    );
 }
 
 #[test]
@@ -193,12 +301,23 @@ fn corrupt_file(wh: Wh) {
     std::fs::write(&path, &bytes).unwrap();
 
     let dry = p.ok(&["load", "--dry-run"]);
-    assert!(dry.contains(bad) && dry.contains("would load: 3 files"), "{dry}");
+    assert!(
+        dry.contains(bad) && dry.contains("would load: 3 files"),
+        "{dry}"
+    );
     let out = p.run(&["load"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("load: 2 files"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("load: 2 files"),
+        "{}",
+        stdout(&out)
+    );
     let err = stderr(&out);
-    assert!(err.contains(&format!("failed: {bad}: ")) && err.contains("does not match its manifest entry"), "{err}");
+    assert!(
+        err.contains(&format!("failed: {bad}: "))
+            && err.contains("does not match its manifest entry"),
+        "{err}"
+    );
     // The other days loaded; the bad one is retried, and fails, next time.
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-01"), ms("2024-01-02")).len()
         + expected(&ex, "BTCUSDT", "1m", ms("2024-01-03"), ms("2024-01-04")).len();
@@ -209,8 +328,17 @@ fn corrupt_file(wh: Wh) {
     let garbage = b"PAR1 this is not a parquet file PAR1".to_vec();
     std::fs::write(&path, &garbage).unwrap();
     let entry_dir = p.stage_dir().join("_manifest").join(bad);
-    let entries: Vec<_> = std::fs::read_dir(entry_dir.parent().unwrap()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("BTCUSDT-1m-2024-01-02")).collect();
-    let mut entry: serde_json::Value = serde_json::from_slice(&std::fs::read(entries[0].path()).unwrap()).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(entry_dir.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("BTCUSDT-1m-2024-01-02")
+        })
+        .collect();
+    let mut entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entries[0].path()).unwrap()).unwrap();
     entry["bytes"] = garbage.len().into();
     entry["sha256"] = klines::stage::manifest::sha256_hex(&garbage).into();
     std::fs::remove_file(entries[0].path()).unwrap();
@@ -218,7 +346,11 @@ fn corrupt_file(wh: Wh) {
     std::fs::write(p.stage_dir().join(key), serde_json::to_vec(&entry).unwrap()).unwrap();
     let out = p.run(&["load"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&format!("{bad}: not a readable Parquet file")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{bad}: not a readable Parquet file")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(raw_klines(&wh, &p).1, want);
 }
 
@@ -239,11 +371,20 @@ fn dry_run_changes_nothing() {
     p.ok(&["backfill", "--from", "2024-01-04"]);
     let out = p.ok(&["load", "--dry-run"]);
     let rows = expected(&ex, "BTCUSDT", "1m", ms("2024-01-04"), ms(NOW)).len();
-    assert!(out.ends_with(&format!("would load: 2 files, {rows} rows\n")), "{out}");
-    assert!(out.contains("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet\t"), "{out}");
+    assert!(
+        out.ends_with(&format!("would load: 2 files, {rows} rows\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet\t"),
+        "{out}"
+    );
     // No tables were made.
     let w = Wh::DuckDb.connect(&p);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     assert!(rt.block_on(w.relation("raw", "klines")).unwrap().is_none());
 }
 
@@ -252,7 +393,14 @@ fn profiles_select_the_warehouse_and_bad_profiles_exit_2() {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
     let db = PgDb::create();
     let p = Project::new(&ex.url, "");
-    p.profiles("dev", &format!("{}{}", duckdb_output_yaml("dev", "dev.duckdb"), db.output_yaml("pg")));
+    p.profiles(
+        "dev",
+        &format!(
+            "{}{}",
+            duckdb_output_yaml("dev", "dev.duckdb"),
+            db.output_yaml("pg")
+        ),
+    );
     p.ok(&["backfill", "--from", "2024-01-05"]);
     p.ok(&["load"]);
     assert!(p.path().join("dev.duckdb").is_file());
@@ -260,17 +408,34 @@ fn profiles_select_the_warehouse_and_bad_profiles_exit_2() {
     assert!(out.starts_with("load: 1 files"), "{out}");
     let out = p.run(&["load", "--target", "prod"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no output \"prod\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no output \"prod\""),
+        "{}",
+        stderr(&out)
+    );
     // env_var() keeps secrets out of the file, and errors never show them.
     p.profiles(
         "pg",
         "    pg:\n      type: postgres\n      host: 127.0.0.1\n      port: 1\n      user: postgres\n      password: \"{{ env_var('KLINES_TEST_PG_PASSWORD') }}\"\n      dbname: x\n      sslmode: disable\n",
     );
-    let out = p.cmd().args(["load"]).env("KLINES_TEST_PG_PASSWORD", "s3cr3t-value").output().unwrap();
+    let out = p
+        .cmd()
+        .args(["load"])
+        .env("KLINES_TEST_PG_PASSWORD", "s3cr3t-value")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot connect to postgres postgres@127.0.0.1:1/x"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot connect to postgres postgres@127.0.0.1:1/x"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("s3cr3t-value"));
     let out = p.run(&["load"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("KLINES_TEST_PG_PASSWORD is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("KLINES_TEST_PG_PASSWORD is not set"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -3,12 +3,12 @@
 mod support;
 
 mod backfill;
-mod stage;
+mod compile;
 mod load;
-mod warehouse;
 mod models;
 mod runner;
-mod compile;
 mod snowflake;
 mod snowflake_protocol;
 mod snowpipe;
+mod stage;
+mod warehouse;

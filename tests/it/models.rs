@@ -36,31 +36,57 @@ impl Wh {
     }
 
     pub fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             match self {
                 Wh::DuckDb => Arc::new(
-                    klines::warehouse::duckdb::DuckDb::open(p.path().join("klines.duckdb").to_str().unwrap(), 1).await.unwrap(),
+                    klines::warehouse::duckdb::DuckDb::open(
+                        p.path().join("klines.duckdb").to_str().unwrap(),
+                        1,
+                    )
+                    .await
+                    .unwrap(),
                 ) as Arc<dyn Warehouse>,
-                Wh::Postgres(db) => {
-                    Arc::new(klines::warehouse::postgres::Postgres::connect(&db.output()).await.unwrap()) as Arc<dyn Warehouse>
-                }
+                Wh::Postgres(db) => Arc::new(
+                    klines::warehouse::postgres::Postgres::connect(&db.output())
+                        .await
+                        .unwrap(),
+                ) as Arc<dyn Warehouse>,
             }
         })
     }
 
     pub fn query(&self, p: &Project, sql: &str) -> Vec<Vec<Value>> {
         let w = self.connect(p);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(w.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e:#}")).rows
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(w.query(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e:#}"))
+            .rows
     }
 
     /// Every row of a model, as text, in key order.
     pub fn snapshot(&self, p: &Project, model: &str) -> Vec<String> {
-        self.query(p, &format!("SELECT * FROM {}.{model} ORDER BY symbol, open_time", self.schema()))
-            .iter()
-            .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("|"))
-            .collect()
+        self.query(
+            p,
+            &format!(
+                "SELECT * FROM {}.{model} ORDER BY symbol, open_time",
+                self.schema()
+            ),
+        )
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
     }
 }
 
@@ -84,7 +110,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-const MODELS: [&str; 4] = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"];
+const MODELS: [&str; 4] = [
+    "TRADES_OHLC_1M",
+    "TRADES_OHLC_5M",
+    "TRADES_OHLC_15M",
+    "TRADES_OHLC_1D",
+];
 
 /// (open, high, low, close, volume) of Binance's own coarse candles, by open time.
 type Candles = BTreeMap<i64, [i128; 5]>;
@@ -92,11 +123,23 @@ type Candles = BTreeMap<i64, [i128; 5]>;
 fn fixture_candles(symbol: &str, interval: &str) -> Candles {
     let dir = data::fixtures_dir();
     let rows = if symbol == "XRPETH" {
-        data::parse_json_rows(symbol, &std::fs::read_to_string(dir.join(format!("freqtrade_xrpeth/XRP_ETH-{interval}.json"))).unwrap())
+        data::parse_json_rows(
+            symbol,
+            &std::fs::read_to_string(dir.join(format!("freqtrade_xrpeth/XRP_ETH-{interval}.json")))
+                .unwrap(),
+        )
     } else {
-        data::parse_csv_rows(symbol, &std::fs::read_to_string(dir.join(format!("rocketalerts_spot/{symbol}_{interval}.csv"))).unwrap())
+        data::parse_csv_rows(
+            symbol,
+            &std::fs::read_to_string(
+                dir.join(format!("rocketalerts_spot/{symbol}_{interval}.csv")),
+            )
+            .unwrap(),
+        )
     };
-    rows.into_iter().map(|(t, k)| (t, [k.open, k.high, k.low, k.close, k.volume])).collect()
+    rows.into_iter()
+        .map(|(t, k)| (t, [k.open, k.high, k.low, k.close, k.volume]))
+        .collect()
 }
 
 fn model_candles(wh: &Wh, p: &Project, model: &str, symbol: &str) -> Candles {
@@ -112,7 +155,14 @@ fn model_candles(wh: &Wh, p: &Project, model: &str, symbol: &str) -> Candles {
 /// Compares the model's candles with Binance's over the buckets the 1m data covers whole
 /// (without the file's last minute, which may have been unclosed when saved). Returns how
 /// many buckets were compared.
-fn compare(wh: &Wh, p: &Project, model: &str, symbol: &str, interval: &str, bucket_ms: i64) -> usize {
+fn compare(
+    wh: &Wh,
+    p: &Project,
+    model: &str,
+    symbol: &str,
+    interval: &str,
+    bucket_ms: i64,
+) -> usize {
     let minutes: Vec<i64> = fixture_candles(symbol, "1m").into_keys().collect();
     let (first, last) = (minutes[0], minutes[minutes.len() - 2]);
     let want = fixture_candles(symbol, interval);
@@ -122,8 +172,18 @@ fn compare(wh: &Wh, p: &Project, model: &str, symbol: &str, interval: &str, buck
         if t + bucket_ms - 60_000 > last {
             break;
         }
-        let g = got.get(t).unwrap_or_else(|| panic!("{model} {symbol}: no candle at {}", klines::time::format_ms(*t)));
-        assert_eq!(g, w, "{model} {symbol} at {}: (open, high, low, close, volume) differ", klines::time::format_ms(*t));
+        let g = got.get(t).unwrap_or_else(|| {
+            panic!(
+                "{model} {symbol}: no candle at {}",
+                klines::time::format_ms(*t)
+            )
+        });
+        assert_eq!(
+            g,
+            w,
+            "{model} {symbol} at {}: (open, high, low, close, volume) differ",
+            klines::time::format_ms(*t)
+        );
         compared += 1;
     }
     compared
@@ -134,17 +194,42 @@ fn real_data_rollups(wh: Wh) {
     let p = Project::new(&ex.url, "");
     with_repo_models(&p);
     wh.setup(&p);
-    p.ok(&["backfill", "--symbols", "XRPETH", "--from", "2019-10-11", "--to", "2019-10-14"]);
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--from", "2025-08-05", "--to", "2025-08-07"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "XRPETH",
+        "--from",
+        "2019-10-11",
+        "--to",
+        "2019-10-14",
+    ]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT,SOLUSDT",
+        "--from",
+        "2025-08-05",
+        "--to",
+        "2025-08-07",
+    ]);
     p.ok(&["load"]);
     p.ok(&["seed"]);
     let out = p.ok(&["run", "models"]);
     assert!(out.contains("run: 4 nodes: 4 ok"), "{out}");
     // Binance's rule for filler minutes makes all 711 fully covered XRPETH 5m candles equal.
-    assert_eq!(compare(&wh, &p, "TRADES_OHLC_5M", "XRPETH", "5m", 300_000), 711);
+    assert_eq!(
+        compare(&wh, &p, "TRADES_OHLC_5M", "XRPETH", "5m", 300_000),
+        711
+    );
     for sym in ["BTCUSDT", "ETHUSDT", "SOLUSDT"] {
-        assert!(compare(&wh, &p, "TRADES_OHLC_5M", sym, "5m", 300_000) >= 198, "{sym} 5m");
-        assert!(compare(&wh, &p, "TRADES_OHLC_15M", sym, "15m", 900_000) >= 64, "{sym} 15m");
+        assert!(
+            compare(&wh, &p, "TRADES_OHLC_5M", sym, "5m", 300_000) >= 198,
+            "{sym} 5m"
+        );
+        assert!(
+            compare(&wh, &p, "TRADES_OHLC_15M", sym, "15m", 900_000) >= 64,
+            "{sym} 15m"
+        );
     }
     let out = p.ok(&["test"]);
     assert!(out.contains(" 0 failed"), "{out}");
@@ -183,17 +268,35 @@ fn incremental_equals_full_refresh(wh: Wh) {
     k.high += 500_000_000_000;
     k.volume += 12_345;
     ex.correct("BTCUSDT", k.clone());
-    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-02", "--to", "2024-01-03", "--full-refresh"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        "2024-01-02",
+        "--to",
+        "2024-01-03",
+        "--full-refresh",
+    ]);
     let out = p.ok(&["load"]);
     assert!(out.contains(" 1 replaced"), "{out}");
     let out = p.ok(&["run", "models"]);
     // Only 2024-01-02 of BTCUSDT is recomputed downstream.
-    assert!(out.contains("TRADES_OHLC_1D") && out.contains("1 ranges in 1 keys"), "{out}");
+    assert!(
+        out.contains("TRADES_OHLC_1D") && out.contains("1 ranges in 1 keys"),
+        "{out}"
+    );
     let incremental: Vec<Vec<String>> = MODELS.iter().map(|m| wh.snapshot(&p, m)).collect();
     // The correction reached every level.
     let day = wh.query(&p, &format!("SELECT high, volume FROM {}.TRADES_OHLC_1D WHERE symbol = 'BTCUSDT' AND open_time = CAST('2024-01-02 00:00:00+00:00' AS TIMESTAMPTZ)", wh.schema()));
     assert_eq!(day[0][0].to_scaled(8), Some(k.high));
-    let want_day = data::rollup(&ex.market().minutes("BTCUSDT", ms("2024-01-02"), ms("2024-01-03"), usize::MAX), 0, 0).unwrap();
+    let want_day = data::rollup(
+        &ex.market()
+            .minutes("BTCUSDT", ms("2024-01-02"), ms("2024-01-03"), usize::MAX),
+        0,
+        0,
+    )
+    .unwrap();
     assert_eq!(day[0][1].to_scaled(8), Some(want_day.volume));
 
     // Nothing new: nothing changes.
@@ -214,17 +317,34 @@ fn incremental_equals_full_refresh(wh: Wh) {
     // And both equal the exchange's own coarse candles.
     // Candles from the closed minutes only (the exchange also serves the open one).
     let now = ms("2024-01-08T02:10:00Z") - 1;
-    for (model, interval) in [("TRADES_OHLC_5M", "5m"), ("TRADES_OHLC_15M", "15m"), ("TRADES_OHLC_1D", "1d")] {
+    for (model, interval) in [
+        ("TRADES_OHLC_5M", "5m"),
+        ("TRADES_OHLC_15M", "15m"),
+        ("TRADES_OHLC_1D", "1d"),
+    ] {
         let iv: klines::exchange::Interval = interval.parse().unwrap();
-        let want = ex.market().klines("ETHUSDT", iv, ms("2024-01-01"), now, now, usize::MAX);
+        let want = ex
+            .market()
+            .klines("ETHUSDT", iv, ms("2024-01-01"), now, now, usize::MAX);
         let got = model_candles(&wh, &p, model, "ETHUSDT");
         assert_eq!(got.len(), want.len(), "{model}");
         for k in &want {
-            assert_eq!(got[&k.open_time], [k.open, k.high, k.low, k.close, k.volume], "{model} at {}", k.open_time);
+            assert_eq!(
+                got[&k.open_time],
+                [k.open, k.high, k.low, k.close, k.volume],
+                "{model} at {}",
+                k.open_time
+            );
         }
     }
     // The newest buckets are marked incomplete until the 1m data covers them.
-    let open = wh.query(&p, &format!("SELECT count(*) FROM {}.TRADES_OHLC_1D WHERE NOT is_complete", wh.schema()));
+    let open = wh.query(
+        &p,
+        &format!(
+            "SELECT count(*) FROM {}.TRADES_OHLC_1D WHERE NOT is_complete",
+            wh.schema()
+        ),
+    );
     assert_eq!(open[0][0].as_i64(), Some(2), "one forming day per symbol");
 }
 

@@ -19,10 +19,26 @@ fn write(root: &Path, path: &str, text: &str) {
 fn project() -> Project {
     let p = Project::new("http://127.0.0.1:9", "");
     let r = p.path();
-    write(r, "seeds/prices.csv", "symbol,open_time,price,active\nA,2024-01-01T00:00:00Z,1.5,true\nA,2024-01-02T00:00:00Z,2.25,true\nB,2024-01-01T00:00:00Z,10,false\n");
-    write(r, "models/staging/stg_prices.sql", "{{ config(materialized='view', tags=['staging']) }}\nselect symbol, open_time, price from {{ ref('prices') }}\n");
-    write(r, "models/marts/doubled.sql", "{{ config(materialized='ephemeral') }}\nselect symbol, open_time, price * 2 as double_price from {{ ref('stg_prices') }}\n");
-    write(r, "models/marts/totals.sql", "{{ config(materialized='table') }}\nselect symbol, sum(double_price) as total, count(*) as n from {{ ref('doubled') }} group by symbol\n");
+    write(
+        r,
+        "seeds/prices.csv",
+        "symbol,open_time,price,active\nA,2024-01-01T00:00:00Z,1.5,true\nA,2024-01-02T00:00:00Z,2.25,true\nB,2024-01-01T00:00:00Z,10,false\n",
+    );
+    write(
+        r,
+        "models/staging/stg_prices.sql",
+        "{{ config(materialized='view', tags=['staging']) }}\nselect symbol, open_time, price from {{ ref('prices') }}\n",
+    );
+    write(
+        r,
+        "models/marts/doubled.sql",
+        "{{ config(materialized='ephemeral') }}\nselect symbol, open_time, price * 2 as double_price from {{ ref('stg_prices') }}\n",
+    );
+    write(
+        r,
+        "models/marts/totals.sql",
+        "{{ config(materialized='table') }}\nselect symbol, sum(double_price) as total, count(*) as n from {{ ref('doubled') }} group by symbol\n",
+    );
     write(
         r,
         "models/marts/appended.sql",
@@ -44,30 +60,97 @@ fn lines(s: &str) -> Vec<&str> {
 fn ls_lists_in_dependency_order_and_selects_like_dbt() {
     let p = project();
     let all = p.ok(&["ls", "--resource-type", "model", "seed", "--output", "name"]);
-    assert_eq!(lines(&all), ["prices", "stg_prices", "appended", "doubled", "totals"]);
-    assert_eq!(lines(&p.ok(&["ls", "-s", "+totals", "--output", "name", "--resource-type", "model", "seed"])), ["prices", "stg_prices", "doubled", "totals"]);
-    assert_eq!(lines(&p.ok(&["ls", "stg_prices+", "--output", "name", "--resource-type", "model"])), ["stg_prices", "appended", "doubled", "totals"]);
-    assert_eq!(lines(&p.ok(&["ls", "tag:staging", "--output", "name"])), ["stg_prices"]);
-    assert_eq!(lines(&p.ok(&["ls", "models/marts", "--exclude", "doubled", "--output", "path"])), ["models/marts/appended.sql", "models/marts/totals.sql"]);
-    assert_eq!(lines(&p.ok(&["ls", "stg_prices+1,resource_type:model", "--output", "name"])), ["stg_prices", "appended", "doubled"]);
+    assert_eq!(
+        lines(&all),
+        ["prices", "stg_prices", "appended", "doubled", "totals"]
+    );
+    assert_eq!(
+        lines(&p.ok(&[
+            "ls",
+            "-s",
+            "+totals",
+            "--output",
+            "name",
+            "--resource-type",
+            "model",
+            "seed"
+        ])),
+        ["prices", "stg_prices", "doubled", "totals"]
+    );
+    assert_eq!(
+        lines(&p.ok(&[
+            "ls",
+            "stg_prices+",
+            "--output",
+            "name",
+            "--resource-type",
+            "model"
+        ])),
+        ["stg_prices", "appended", "doubled", "totals"]
+    );
+    assert_eq!(
+        lines(&p.ok(&["ls", "tag:staging", "--output", "name"])),
+        ["stg_prices"]
+    );
+    assert_eq!(
+        lines(&p.ok(&[
+            "ls",
+            "models/marts",
+            "--exclude",
+            "doubled",
+            "--output",
+            "path"
+        ])),
+        ["models/marts/appended.sql", "models/marts/totals.sql"]
+    );
+    assert_eq!(
+        lines(&p.ok(&["ls", "stg_prices+1,resource_type:model", "--output", "name"])),
+        ["stg_prices", "appended", "doubled"]
+    );
     // dbt's default output: the fqn.
-    assert!(p.ok(&["ls", "totals"]).lines().any(|l| l == "klines.marts.totals"));
+    assert!(
+        p.ok(&["ls", "totals"])
+            .lines()
+            .any(|l| l == "klines.marts.totals")
+    );
     let out = p.run(&["ls", "nothing_like_this"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("selector \"nothing_like_this\" matches nothing"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("selector \"nothing_like_this\" matches nothing"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn unknown_refs_cycles_and_jinja_errors_name_the_file_and_line() {
     let p = project();
-    write(p.path(), "models/broken.sql", "select 1 as x\nfrom a\njoin {{ ref('nope') }} using (x)\n");
+    write(
+        p.path(),
+        "models/broken.sql",
+        "select 1 as x\nfrom a\njoin {{ ref('nope') }} using (x)\n",
+    );
     let out = p.run(&["run"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("error: models/broken.sql line 3: ref('nope') does not match any model or seed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "error: models/broken.sql line 3: ref('nope') does not match any model or seed"
+        ),
+        "{}",
+        stderr(&out)
+    );
 
     std::fs::remove_file(p.path().join("models/broken.sql")).unwrap();
-    write(p.path(), "models/cyc_a.sql", "select * from {{ ref('cyc_b') }}\n");
-    write(p.path(), "models/cyc_b.sql", "select * from {{ ref('cyc_a') }}\n");
+    write(
+        p.path(),
+        "models/cyc_a.sql",
+        "select * from {{ ref('cyc_b') }}\n",
+    );
+    write(
+        p.path(),
+        "models/cyc_b.sql",
+        "select * from {{ ref('cyc_a') }}\n",
+    );
     let out = p.run(&["compile"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -82,13 +165,31 @@ fn unknown_refs_cycles_and_jinja_errors_name_the_file_and_line() {
     write(p.path(), "models/bad_jinja.sql", "select 1\n{% if %}\n");
     let out = p.run(&["run"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("models/bad_jinja.sql line 2: syntax error"), "{}", stderr(&out));
-    write(p.path(), "models/bad_jinja.sql", "select {{ var('not_set') }} as x\n");
+    assert!(
+        stderr(&out).contains("models/bad_jinja.sql line 2: syntax error"),
+        "{}",
+        stderr(&out)
+    );
+    write(
+        p.path(),
+        "models/bad_jinja.sql",
+        "select {{ var('not_set') }} as x\n",
+    );
     let out = p.run(&["run"]);
-    assert!(stderr(&out).contains("models/bad_jinja.sql line 1: undefined value: var('not_set') is not defined"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "models/bad_jinja.sql line 1: undefined value: var('not_set') is not defined"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let out = p.ok(&["compile", "-s", "bad_jinja", "--vars", "{not_set: 42}"]);
     assert!(out.contains("1 of 1 OK"), "{out}");
-    assert_eq!(std::fs::read_to_string(p.path().join("target/compiled/klines/models/bad_jinja.sql")).unwrap(), "select 42 as x");
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("target/compiled/klines/models/bad_jinja.sql"))
+            .unwrap(),
+        "select 42 as x"
+    );
 }
 
 fn materializations(wh: Wh) {
@@ -97,19 +198,45 @@ fn materializations(wh: Wh) {
     let out = p.ok(&["build"]);
     assert!(out.contains("build: 9 nodes: 9 ok"), "{out}");
     let w = wh.connect(&p);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let schema = wh.schema();
-    assert_eq!(rt.block_on(w.relation(schema, "stg_prices")).unwrap(), Some(RelationType::View));
-    assert_eq!(rt.block_on(w.relation(schema, "totals")).unwrap(), Some(RelationType::Table));
-    assert_eq!(rt.block_on(w.relation(schema, "doubled")).unwrap(), None, "an ephemeral model is not built");
+    assert_eq!(
+        rt.block_on(w.relation(schema, "stg_prices")).unwrap(),
+        Some(RelationType::View)
+    );
+    assert_eq!(
+        rt.block_on(w.relation(schema, "totals")).unwrap(),
+        Some(RelationType::Table)
+    );
+    assert_eq!(
+        rt.block_on(w.relation(schema, "doubled")).unwrap(),
+        None,
+        "an ephemeral model is not built"
+    );
     drop(w);
-    let compiled = std::fs::read_to_string(p.path().join("target/compiled/klines/models/marts/totals.sql")).unwrap();
-    assert!(compiled.starts_with("WITH __klines_cte__doubled AS ("), "{compiled}");
-    let totals = wh.query(&p, &format!("SELECT symbol, total, n FROM {schema}.totals ORDER BY symbol"));
+    let compiled = std::fs::read_to_string(
+        p.path()
+            .join("target/compiled/klines/models/marts/totals.sql"),
+    )
+    .unwrap();
+    assert!(
+        compiled.starts_with("WITH __klines_cte__doubled AS ("),
+        "{compiled}"
+    );
+    let totals = wh.query(
+        &p,
+        &format!("SELECT symbol, total, n FROM {schema}.totals ORDER BY symbol"),
+    );
     assert_eq!(totals[0][1].to_scaled(2), Some(750));
     assert_eq!(totals[1][1].to_scaled(2), Some(2000));
     // Seeds are typed.
-    let seeded = wh.query(&p, &format!("SELECT price, active, open_time FROM {schema}.prices ORDER BY symbol, open_time"));
+    let seeded = wh.query(
+        &p,
+        &format!("SELECT price, active, open_time FROM {schema}.prices ORDER BY symbol, open_time"),
+    );
     assert_eq!(seeded[0][0].to_scaled(2), Some(150));
     assert_eq!(seeded[0][1], klines::warehouse::Value::Bool(true));
     assert_eq!(seeded[0][2].as_millis(), Some(ms("2024-01-01")));
@@ -117,7 +244,10 @@ fn materializations(wh: Wh) {
     // A second build with nothing new leaves every table as it was; append adds nothing.
     let before = wh.query(&p, &format!("SELECT count(*) FROM {schema}.appended"));
     p.ok(&["build"]);
-    assert_eq!(wh.query(&p, &format!("SELECT count(*) FROM {schema}.appended")), before);
+    assert_eq!(
+        wh.query(&p, &format!("SELECT count(*) FROM {schema}.appended")),
+        before
+    );
     // New seed rows: the incremental model appends only them; the table is rebuilt.
     let mut csv = std::fs::read_to_string(p.path().join("seeds/prices.csv")).unwrap();
     csv.push_str("B,2024-01-03T00:00:00Z,1,true\n");
@@ -125,13 +255,30 @@ fn materializations(wh: Wh) {
     p.ok(&["seed"]);
     let out = p.ok(&["run", "-s", "appended", "totals"]);
     assert!(out.contains("inserted 1 rows"), "{out}");
-    assert_eq!(wh.query(&p, &format!("SELECT count(*) FROM {schema}.appended"))[0][0].as_i64(), Some(4));
-    assert_eq!(wh.query(&p, &format!("SELECT n FROM {schema}.totals WHERE symbol = 'B'"))[0][0].as_i64(), Some(2));
+    assert_eq!(
+        wh.query(&p, &format!("SELECT count(*) FROM {schema}.appended"))[0][0].as_i64(),
+        Some(4)
+    );
+    assert_eq!(
+        wh.query(
+            &p,
+            &format!("SELECT n FROM {schema}.totals WHERE symbol = 'B'")
+        )[0][0]
+            .as_i64(),
+        Some(2)
+    );
     // A materialization change replaces the relation.
-    write(p.path(), "models/marts/totals.sql", "{{ config(materialized='view') }}\nselect symbol, sum(double_price) as total, count(*) as n from {{ ref('doubled') }} group by symbol\n");
+    write(
+        p.path(),
+        "models/marts/totals.sql",
+        "{{ config(materialized='view') }}\nselect symbol, sum(double_price) as total, count(*) as n from {{ ref('doubled') }} group by symbol\n",
+    );
     p.ok(&["run", "-s", "totals"]);
     let w = wh.connect(&p);
-    assert_eq!(rt.block_on(w.relation(schema, "totals")).unwrap(), Some(RelationType::View));
+    assert_eq!(
+        rt.block_on(w.relation(schema, "totals")).unwrap(),
+        Some(RelationType::View)
+    );
 }
 
 #[test]
@@ -147,19 +294,42 @@ fn every_materialization_works_on_postgres() {
 #[test]
 fn build_skips_the_dependants_of_a_failing_test() {
     let p = project();
-    write(p.path(), "models/marts/child.sql", "select * from {{ ref('totals') }}\n");
+    write(
+        p.path(),
+        "models/marts/child.sql",
+        "select * from {{ ref('totals') }}\n",
+    );
     // totals.symbol is never 'Z': make accepted_values fail.
-    let yml = std::fs::read_to_string(p.path().join("models/schema.yml")).unwrap().replace("values: [A, B]", "values: [A]");
+    let yml = std::fs::read_to_string(p.path().join("models/schema.yml"))
+        .unwrap()
+        .replace("values: [A, B]", "values: [A]");
     std::fs::write(p.path().join("models/schema.yml"), yml).unwrap();
     let out = p.run(&["build"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let s = stdout(&out);
-    assert!(s.contains("FAIL  test accepted_values_totals_symbol__A") && s.contains("Got 1 result"), "{s}");
-    assert!(s.contains("SKIP  view model child") && s.contains("upstream accepted_values_totals_symbol__A did not succeed"), "{s}");
+    assert!(
+        s.contains("FAIL  test accepted_values_totals_symbol__A") && s.contains("Got 1 result"),
+        "{s}"
+    );
+    assert!(
+        s.contains("SKIP  view model child")
+            && s.contains("upstream accepted_values_totals_symbol__A did not succeed"),
+        "{s}"
+    );
     assert!(s.contains("OK    incremental model appended"), "{s}");
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(p.path().join("target/run_results.json")).unwrap()).unwrap();
-    let statuses: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert!(statuses.contains(&"fail") && statuses.contains(&"skipped"), "{statuses:?}");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("target/run_results.json")).unwrap())
+            .unwrap();
+    let statuses: Vec<&str> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"fail") && statuses.contains(&"skipped"),
+        "{statuses:?}"
+    );
 }
 
 #[test]
@@ -168,20 +338,38 @@ fn independent_models_run_in_parallel_up_to_threads() {
     let p = project();
     p.profiles("pg", &db.output_yaml("pg"));
     for name in ["slow_a", "slow_b"] {
-        write(p.path(), &format!("models/{name}.sql"), "{{ config(materialized='table') }}\nselect 1 as x from (select pg_sleep(1)) as s\n");
+        write(
+            p.path(),
+            &format!("models/{name}.sql"),
+            "{{ config(materialized='table') }}\nselect 1 as x from (select pg_sleep(1)) as s\n",
+        );
     }
     p.ok(&["run", "-s", "slow_a", "slow_b", "--threads", "2"]);
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(p.path().join("target/run_results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("target/run_results.json")).unwrap())
+            .unwrap();
     let r = results["results"].as_array().unwrap();
     assert_eq!(r.len(), 2);
-    let t = |i: usize, k: &str| chrono::DateTime::parse_from_rfc3339(r[i]["timing"][0][k].as_str().unwrap()).unwrap();
+    let t = |i: usize, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(r[i]["timing"][0][k].as_str().unwrap()).unwrap()
+    };
     assert_ne!(r[0]["thread_id"], r[1]["thread_id"]);
-    assert!(t(0, "started_at") < t(1, "completed_at") && t(1, "started_at") < t(0, "completed_at"), "the two builds did not overlap: {r:?}");
+    assert!(
+        t(0, "started_at") < t(1, "completed_at") && t(1, "started_at") < t(0, "completed_at"),
+        "the two builds did not overlap: {r:?}"
+    );
     p.ok(&["run", "-s", "slow_a", "slow_b", "--threads", "1"]);
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(p.path().join("target/run_results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("target/run_results.json")).unwrap())
+            .unwrap();
     let r = results["results"].as_array().unwrap();
-    let t = |i: usize, k: &str| chrono::DateTime::parse_from_rfc3339(r[i]["timing"][0][k].as_str().unwrap()).unwrap();
-    assert!(t(1, "started_at") >= t(0, "completed_at"), "one thread ran two builds at once");
+    let t = |i: usize, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(r[i]["timing"][0][k].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        t(1, "started_at") >= t(0, "completed_at"),
+        "one thread ran two builds at once"
+    );
 }
 
 #[test]
@@ -200,14 +388,22 @@ fn a_table_swap_never_shows_readers_a_missing_or_partial_table() {
         let stop = std::sync::Arc::clone(&stop);
         let out = db.output();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
-                let w = klines::warehouse::postgres::Postgres::connect(&out).await.unwrap();
+                let w = klines::warehouse::postgres::Postgres::connect(&out)
+                    .await
+                    .unwrap();
                 use klines::warehouse::Warehouse;
                 let mut seen = std::collections::BTreeSet::new();
                 let mut reads = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let n = w.query("SELECT count(*) FROM analytics.big").await.map(|r| r.scalar().and_then(|v| v.as_i64()));
+                    let n = w
+                        .query("SELECT count(*) FROM analytics.big")
+                        .await
+                        .map(|r| r.scalar().and_then(|v| v.as_i64()));
                     seen.insert(format!("{n:?}"));
                     reads += 1;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -223,7 +419,10 @@ fn a_table_swap_never_shows_readers_a_missing_or_partial_table() {
     let (seen, reads) = reader.join().unwrap();
     assert!(reads > 20, "{reads}");
     let allowed = ["Ok(Some(1000))", "Ok(Some(2000))", "Ok(Some(3000))"];
-    assert!(seen.iter().all(|s| allowed.contains(&s.as_str())), "a reader saw {seen:?}");
+    assert!(
+        seen.iter().all(|s| allowed.contains(&s.as_str())),
+        "a reader saw {seen:?}"
+    );
     assert!(seen.len() >= 2, "{seen:?}");
 }
 
@@ -250,7 +449,12 @@ assert 'WITH __klines_cte__doubled' in t.compiled_code
 assert t.timing[0].name == 'execute' and t.execution_time >= 0
 print(len(m.nodes), len(r.results))
 "#;
-    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&target).output().expect("python3");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&target)
+        .output()
+        .expect("python3");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out).trim(), "10 9");
 }

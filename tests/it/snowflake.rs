@@ -14,7 +14,11 @@ use crate::stage::s3_stage_url;
 use crate::support::*;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -23,7 +27,11 @@ fn snowflake_passes_the_warehouse_conformance_suite() {
     let url = s3_stage_url();
     let stage_name = sf.external_stage(&url);
     rt().block_on(async {
-        let wh = Arc::new(Snowflake::connect(&sf.output(Some(&stage_name))).await.unwrap());
+        let wh = Arc::new(
+            Snowflake::connect(&sf.output(Some(&stage_name)))
+                .await
+                .unwrap(),
+        );
         let stage = Stage::open(&url, &BTreeMap::new(), Path::new(".")).unwrap();
         crate::warehouse::conformance(wh, Some(&stage)).await;
     });
@@ -72,9 +80,22 @@ fn snowflake_loads_with_copy_into_and_builds_the_models() {
     let p = Project::new(&ex.url, &format!("stage: {url}\n"));
     with_repo_models(&p);
     p.profiles("sf", &sf.output_yaml("sf", Some(&stage_name)));
-    p.ok(&["backfill", "--symbols", "XRPETH", "--from", "2019-10-11", "--to", "2019-10-14"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "XRPETH",
+        "--from",
+        "2019-10-11",
+        "--to",
+        "2019-10-14",
+    ]);
     let out = p.ok(&["load"]);
-    assert!(out.starts_with("load: 3 files, 3560 rows (3560 inserted, 0 replaced, 0 unchanged), 0 failed"), "{out}");
+    assert!(
+        out.starts_with(
+            "load: 3 files, 3560 rows (3560 inserted, 0 replaced, 0 unchanged), 0 failed"
+        ),
+        "{out}"
+    );
     assert!(p.ok(&["load"]).starts_with("load: 0 files"));
     p.ok(&["seed"]);
     let out = p.ok(&["run", "models"]);
@@ -130,7 +151,11 @@ fn snowflake_needs_an_s3_stage_and_says_so() {
     p.ok(&["backfill", "--from", "2024-01-05"]);
     let out = p.run(&["load"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("Snowflake loads from S3"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Snowflake loads from S3"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -140,7 +165,12 @@ fn setup_snowflake_prints_the_ddl_from_the_profile() {
         "sf",
         "    sf:\n      type: snowflake\n      account: xy12345.eu-west-1\n      user: loader\n      password: x\n      database: market\n      raw_schema: raw\n      stage: MARKET.RAW.KLINES_STAGE\n      pipe: MARKET.RAW.KLINES_PIPE\n      storage_integration: KLINES_S3\n",
     );
-    let out = p.ok(&["setup", "snowflake", "--aws-role-arn", "arn:aws:iam::123456789012:role/snowflake"]);
+    let out = p.ok(&[
+        "setup",
+        "snowflake",
+        "--aws-role-arn",
+        "arn:aws:iam::123456789012:role/snowflake",
+    ]);
     for line in [
         "CREATE STORAGE INTEGRATION IF NOT EXISTS KLINES_S3",
         "STORAGE_AWS_ROLE_ARN = 'arn:aws:iam::123456789012:role/snowflake'",
@@ -154,7 +184,11 @@ fn setup_snowflake_prints_the_ddl_from_the_profile() {
     }
     let out = p.run(&["setup", "snowflake", "--stage", "./stage"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("Snowflake reads the stage from S3"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Snowflake reads the stage from S3"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The JWT's key fingerprint equals what openssl computes for a key made here, plain or
@@ -164,32 +198,65 @@ fn jwt_fingerprints_match_openssl() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("rsa_key.p8");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("sh").arg("-c").arg(args.join(" ")).current_dir(dir.path()).output().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(args.join(" "))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         String::from_utf8(out.stdout).unwrap()
     };
-    run(&["openssl genrsa 2048 2>/dev/null | openssl pkcs8 -topk8 -inform PEM -out rsa_key.p8 -nocrypt"]);
-    run(&["openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.p8 -out rsa_key_enc.p8 -passout pass:s3cret"]);
-    let want = run(&["openssl rsa -in rsa_key.p8 -pubout -outform DER 2>/dev/null | openssl dgst -sha256 -binary | base64"]);
+    run(&[
+        "openssl genrsa 2048 2>/dev/null | openssl pkcs8 -topk8 -inform PEM -out rsa_key.p8 -nocrypt",
+    ]);
+    run(&[
+        "openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.p8 -out rsa_key_enc.p8 -passout pass:s3cret",
+    ]);
+    let want = run(&[
+        "openssl rsa -in rsa_key.p8 -pubout -outform DER 2>/dev/null | openssl dgst -sha256 -binary | base64",
+    ]);
     let want = format!("SHA256:{}", want.trim());
-    let plain = klines::warehouse::snowflake::jwt::KeyPair::from_file(key.to_str().unwrap(), None).unwrap();
+    let plain =
+        klines::warehouse::snowflake::jwt::KeyPair::from_file(key.to_str().unwrap(), None).unwrap();
     assert_eq!(plain.fingerprint, want);
     let pass = klines::redact::Secret::new("s3cret");
-    let enc = klines::warehouse::snowflake::jwt::KeyPair::from_file(dir.path().join("rsa_key_enc.p8").to_str().unwrap(), Some(&pass)).unwrap();
+    let enc = klines::warehouse::snowflake::jwt::KeyPair::from_file(
+        dir.path().join("rsa_key_enc.p8").to_str().unwrap(),
+        Some(&pass),
+    )
+    .unwrap();
     assert_eq!(enc.fingerprint, want);
     let wrong = klines::redact::Secret::new("nope");
-    let err = klines::warehouse::snowflake::jwt::KeyPair::from_file(dir.path().join("rsa_key_enc.p8").to_str().unwrap(), Some(&wrong)).unwrap_err();
-    assert!(err.to_string().contains("wrong passphrase") && !err.to_string().contains("nope"), "{err}");
+    let err = klines::warehouse::snowflake::jwt::KeyPair::from_file(
+        dir.path().join("rsa_key_enc.p8").to_str().unwrap(),
+        Some(&wrong),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("wrong passphrase") && !err.to_string().contains("nope"),
+        "{err}"
+    );
 
     // The token's claims, verified with the public key.
-    let token = plain.token("xy12345.eu-west-1", "loader", 1_700_000_000, 3600).unwrap();
+    let token = plain
+        .token("xy12345.eu-west-1", "loader", 1_700_000_000, 3600)
+        .unwrap();
     run(&["openssl rsa -in rsa_key.p8 -pubout -out pub.pem 2>/dev/null"]);
     let public = std::fs::read(dir.path().join("pub.pem")).unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     v.validate_exp = false;
     v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<serde_json::Value>(&token, &jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap(), &v).unwrap();
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap(),
+        &v,
+    )
+    .unwrap();
     assert_eq!(data.claims["iss"], format!("XY12345.LOADER.{want}"));
     assert_eq!(data.claims["sub"], "XY12345.LOADER");
-    assert_eq!(data.claims["exp"].as_i64().unwrap() - data.claims["iat"].as_i64().unwrap(), 3600);
+    assert_eq!(
+        data.claims["exp"].as_i64().unwrap() - data.claims["iat"].as_i64().unwrap(),
+        3600
+    );
 }

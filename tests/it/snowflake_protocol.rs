@@ -33,12 +33,15 @@ fn ok(data: Json_) -> Response {
 }
 
 fn fail(code: &str, message: &str) -> Response {
-    Json(json!({"success": false, "code": code, "message": message, "data": {"sqlState": "08001"}})).into_response()
+    Json(json!({"success": false, "code": code, "message": message, "data": {"sqlState": "08001"}}))
+        .into_response()
 }
 
 fn in_progress(id: &str) -> Response {
-    Json(json!({"success": false, "code": "333334", "message": "Asynchronous execution in progress.",
-                "data": {"queryId": id, "getResultUrl": format!("/queries/{id}/result")}}))
+    Json(
+        json!({"success": false, "code": "333334", "message": "Asynchronous execution in progress.",
+                "data": {"queryId": id, "getResultUrl": format!("/queries/{id}/result")}}),
+    )
     .into_response()
 }
 
@@ -60,24 +63,49 @@ async fn login(State(m): State<Arc<Mock>>, Json(body): Json<Json_>) -> Response 
     ok(json!({"token": format!("tok-{n}"), "masterToken": "master", "validityInSeconds": 3600}))
 }
 
-async fn query(State(m): State<Arc<Mock>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, Json(body): Json<Json_>) -> Response {
-    let token = headers.get("authorization").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    let Some(token) = token.strip_prefix("Snowflake Token=\"").and_then(|t| t.strip_suffix('"')) else {
+async fn query(
+    State(m): State<Arc<Mock>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Json_>,
+) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Some(token) = token
+        .strip_prefix("Snowflake Token=\"")
+        .and_then(|t| t.strip_suffix('"'))
+    else {
         return (StatusCode::UNAUTHORIZED, "no token").into_response();
     };
     let sql = body["sqlText"].as_str().unwrap_or("").to_string();
     m.note(format!("query {sql} {token}"));
     match sql.as_str() {
         // The first session expires; the second one's query runs long and is polled.
-        "SELECT chunked" if token == "tok-1" => fail("390112", "Your session has expired. Please login again."),
-        "SELECT chunked" | "SELECT short chunk" => in_progress(if sql.contains("short") { "q-short" } else { "q-chunked" }),
+        "SELECT chunked" if token == "tok-1" => {
+            fail("390112", "Your session has expired. Please login again.")
+        }
+        "SELECT chunked" | "SELECT short chunk" => in_progress(if sql.contains("short") {
+            "q-short"
+        } else {
+            "q-chunked"
+        }),
         "SELECT forever" => {
-            m.note(format!("request {}", q.get("requestId").cloned().unwrap_or_default()));
+            m.note(format!(
+                "request {}",
+                q.get("requestId").cloned().unwrap_or_default()
+            ));
             in_progress("q-forever")
         }
         "INSERT expires" => fail("390112", "Your session has expired. Please login again."),
-        s if s.starts_with("INSERT") => ok(json!({"rowtype": [{"name": "number of rows inserted", "type": "fixed", "scale": 0}], "rowset": [["1"]]})),
-        _ => ok(json!({"rowtype": [{"name": "status", "type": "text"}], "rowset": [["Statement executed successfully."]]})),
+        s if s.starts_with("INSERT") => ok(
+            json!({"rowtype": [{"name": "number of rows inserted", "type": "fixed", "scale": 0}], "rowset": [["1"]]}),
+        ),
+        _ => ok(
+            json!({"rowtype": [{"name": "status", "type": "text"}], "rowset": [["Statement executed successfully."]]}),
+        ),
     }
 }
 
@@ -106,18 +134,31 @@ async fn result(State(m): State<Arc<Mock>>, Path(id): Path<String>) -> Response 
 
 async fn chunk(State(m): State<Arc<Mock>>, Path(n): Path<u32>, headers: HeaderMap) -> Response {
     m.note(format!("chunk {n}"));
-    if headers.get("x-amz-server-side-encryption-customer-key").and_then(|h| h.to_str().ok()) != Some("qrmk-key") {
-        return (StatusCode::FORBIDDEN, "<Error><Code>AccessDenied</Code></Error>").into_response();
+    if headers
+        .get("x-amz-server-side-encryption-customer-key")
+        .and_then(|h| h.to_str().ok())
+        != Some("qrmk-key")
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "<Error><Code>AccessDenied</Code></Error>",
+        )
+            .into_response();
     }
     // JSON chunks are rows without the enclosing brackets.
     match n {
-        0 => "[\"2\",\"12345678901234567890.12345678\",null],[\"3\",\"-0.5\",\"c\"]".into_response(),
+        0 => {
+            "[\"2\",\"12345678901234567890.12345678\",null],[\"3\",\"-0.5\",\"c\"]".into_response()
+        }
         _ => "[\"4\",\"4\",\"d\"]".into_response(),
     }
 }
 
 async fn abort(State(m): State<Arc<Mock>>, Json(body): Json<Json_>) -> Response {
-    m.note(format!("abort {}", body["requestId"].as_str().unwrap_or("")));
+    m.note(format!(
+        "abort {}",
+        body["requestId"].as_str().unwrap_or("")
+    ));
     ok(Json_::Null)
 }
 
@@ -129,7 +170,10 @@ fn start() -> (Arc<Mock>, String) {
     *mock.url.lock().unwrap() = url.clone();
     let m = Arc::clone(&mock);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let app = axum::Router::new()
                 .route("/session/v1/login-request", axum::routing::post(login))
@@ -137,18 +181,28 @@ fn start() -> (Arc<Mock>, String) {
                 .route("/queries/v1/abort-request", axum::routing::post(abort))
                 .route("/queries/{id}/result", axum::routing::get(result))
                 .route("/chunks/{n}", axum::routing::get(chunk))
-                .route("/session", axum::routing::post(|| async { ok(Json_::Null) }))
+                .route(
+                    "/session",
+                    axum::routing::post(|| async { ok(Json_::Null) }),
+                )
                 .with_state(m);
-            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap();
+            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
+                .await
+                .unwrap();
         });
     });
     (mock, url)
 }
 
 fn connect(url: &str) -> (tokio::runtime::Runtime, Snowflake) {
-    let yaml = format!("account: klines\nhost: {url}\nuser: tester\npassword: pw\ndatabase: DB\nthreads: 1\nquery_timeout: 2\n");
+    let yaml = format!(
+        "account: klines\nhost: {url}\nuser: tester\npassword: pw\ndatabase: DB\nthreads: 1\nquery_timeout: 2\n"
+    );
     let out: klines::config::profiles::SnowflakeOutput = yaml_serde::from_str(&yaml).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let sf = rt.block_on(Snowflake::connect(&out)).unwrap();
     (rt, sf)
 }
@@ -161,8 +215,17 @@ fn expired_sessions_renew_long_queries_poll_and_chunks_append() {
     let (rt, sf) = connect(&url);
     let rows = rt.block_on(sf.query("SELECT chunked")).unwrap();
     assert_eq!(rows.columns, ["N", "PRICE", "S"]);
-    let got: Vec<(i64, i128, Option<String>)> =
-        rows.rows.iter().map(|r| (r[0].as_i64().unwrap(), r[1].to_scaled(8).unwrap(), r[2].as_str().map(str::to_string))).collect();
+    let got: Vec<(i64, i128, Option<String>)> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_i64().unwrap(),
+                r[1].to_scaled(8).unwrap(),
+                r[2].as_str().map(str::to_string),
+            )
+        })
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -188,7 +251,10 @@ fn expired_sessions_renew_long_queries_poll_and_chunks_append() {
     );
     // A chunk short of its announced rows is an error, not a silently smaller result.
     let err = rt.block_on(sf.query("SELECT short chunk")).unwrap_err();
-    assert!(format!("{err:#}").contains("a result chunk held 1 rows, Snowflake announced 5"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("a result chunk held 1 rows, Snowflake announced 5"),
+        "{err:#}"
+    );
 }
 
 /// A session that expires inside a transaction is not renewed: the transaction fails whole.
@@ -196,13 +262,30 @@ fn expired_sessions_renew_long_queries_poll_and_chunks_append() {
 fn a_session_expiring_inside_a_transaction_fails_it() {
     let (mock, url) = start();
     let (rt, sf) = connect(&url);
-    let err = rt.block_on(sf.transaction(&["INSERT one".into(), "INSERT expires".into(), "INSERT three".into()])).unwrap_err();
-    assert!(format!("{err:#}").contains("expired during a transaction: none of it was committed"), "{err:#}");
+    let err = rt
+        .block_on(sf.transaction(&[
+            "INSERT one".into(),
+            "INSERT expires".into(),
+            "INSERT three".into(),
+        ]))
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("expired during a transaction: none of it was committed"),
+        "{err:#}"
+    );
     let log = mock.log.lock().unwrap().clone();
-    let after: Vec<&str> = log.iter().skip_while(|l| !l.starts_with("query INSERT expires")).map(String::as_str).collect();
+    let after: Vec<&str> = log
+        .iter()
+        .skip_while(|l| !l.starts_with("query INSERT expires"))
+        .map(String::as_str)
+        .collect();
     assert_eq!(after[1], "query ROLLBACK tok-1", "{log:?}");
     assert!(!log.iter().any(|l| l.contains("INSERT three")), "{log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "login").count(), 1, "renewed inside the transaction: {log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "login").count(),
+        1,
+        "renewed inside the transaction: {log:?}"
+    );
 }
 
 /// A query that runs past `query_timeout` is cancelled on the server and reported.
@@ -211,9 +294,22 @@ fn a_query_past_its_timeout_is_aborted() {
     let (mock, url) = start();
     let (rt, sf) = connect(&url);
     let err = rt.block_on(sf.query("SELECT forever")).unwrap_err();
-    assert!(format!("{err:#}").contains("ran longer than query_timeout (2s); cancelled it"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("ran longer than query_timeout (2s); cancelled it"),
+        "{err:#}"
+    );
     let log = mock.log.lock().unwrap().clone();
-    let request = log.iter().find_map(|l| l.strip_prefix("request ")).unwrap().to_string();
+    let request = log
+        .iter()
+        .find_map(|l| l.strip_prefix("request "))
+        .unwrap()
+        .to_string();
     assert!(log.contains(&format!("abort {request}")), "{log:?}");
-    assert!(log.iter().filter(|l| l.starts_with("poll q-forever")).count() >= 2, "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|l| l.starts_with("poll q-forever"))
+            .count()
+            >= 2,
+        "{log:?}"
+    );
 }

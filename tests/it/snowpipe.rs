@@ -49,21 +49,33 @@ struct Mock {
 impl Mock {
     fn violation(&self, v: String) -> Response {
         self.log.lock().unwrap().violations.push(v.clone());
-        (StatusCode::BAD_REQUEST, Json(json!({"code": "390000", "message": v}))).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": "390000", "message": v})),
+        )
+            .into_response()
     }
 
     /// Checks a key-pair JWT: RS256 with the user's key, Snowflake's claims.
     fn check_jwt(&self, token: &str) -> Result<(), String> {
-        let key = jsonwebtoken::DecodingKey::from_rsa_pem(&self.public_pem).map_err(|e| e.to_string())?;
+        let key =
+            jsonwebtoken::DecodingKey::from_rsa_pem(&self.public_pem).map_err(|e| e.to_string())?;
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         v.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<Json_>(token, &key, &v).map_err(|e| format!("bad JWT: {e}"))?;
+        let data =
+            jsonwebtoken::decode::<Json_>(token, &key, &v).map_err(|e| format!("bad JWT: {e}"))?;
         let c = data.claims;
-        let (iss, sub) = (c["iss"].as_str().unwrap_or(""), c["sub"].as_str().unwrap_or(""));
+        let (iss, sub) = (
+            c["iss"].as_str().unwrap_or(""),
+            c["sub"].as_str().unwrap_or(""),
+        );
         if sub != "KLINES.TESTER" || !iss.starts_with("KLINES.TESTER.SHA256:") {
             return Err(format!("bad claims iss={iss} sub={sub}"));
         }
-        let (iat, exp) = (c["iat"].as_i64().unwrap_or(0), c["exp"].as_i64().unwrap_or(0));
+        let (iat, exp) = (
+            c["iat"].as_i64().unwrap_or(0),
+            c["exp"].as_i64().unwrap_or(0),
+        );
         if exp - iat > 3600 || exp <= iat {
             return Err(format!("exp - iat = {}", exp - iat));
         }
@@ -71,13 +83,21 @@ impl Mock {
         Ok(())
     }
 
-    fn check_request(&self, pipe: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<(), String> {
+    fn check_request(
+        &self,
+        pipe: &str,
+        q: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<(), String> {
         if pipe != self.pipe {
             return Err(format!("unknown pipe {pipe}"));
         }
         let id = q.get("requestId").ok_or("no requestId")?;
         uuid::Uuid::parse_str(id).map_err(|_| format!("requestId {id} is not a UUID"))?;
-        let auth = headers.get("authorization").and_then(|h| h.to_str().ok()).unwrap_or("");
+        let auth = headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         let token = auth.strip_prefix("Bearer ").ok_or("no Bearer token")?;
         self.check_jwt(token)
     }
@@ -102,10 +122,20 @@ impl Mock {
                 &[],
             )
             .await?;
-        sf.run(&format!("UPDATE {landing} SET \"_FILE\" = '{path}' WHERE \"_FILE\" IS NULL"), &[]).await?;
+        sf.run(
+            &format!("UPDATE {landing} SET \"_FILE\" = '{path}' WHERE \"_FILE\" IS NULL"),
+            &[],
+        )
+        .await?;
         sf.close().await;
-        let col = copied.column("rows_loaded").expect("COPY reports rows_loaded");
-        let rows = copied.rows.first().and_then(|r| r[col].as_i64()).unwrap_or(0);
+        let col = copied
+            .column("rows_loaded")
+            .expect("COPY reports rows_loaded");
+        let rows = copied
+            .rows
+            .first()
+            .and_then(|r| r[col].as_i64())
+            .unwrap_or(0);
         Ok(rows as u64)
     }
 }
@@ -120,14 +150,21 @@ async fn insert_files(
     if let Err(v) = m.check_request(&pipe, &q, &headers) {
         return m.violation(format!("insertFiles: {v}"));
     }
-    let Ok(body) = serde_json::from_str::<Json_>(&body) else { return m.violation("insertFiles: body is not JSON".into()) };
-    let Some(files) = body["files"].as_array().filter(|f| !f.is_empty() && f.len() <= 5000) else {
+    let Ok(body) = serde_json::from_str::<Json_>(&body) else {
+        return m.violation("insertFiles: body is not JSON".into());
+    };
+    let Some(files) = body["files"]
+        .as_array()
+        .filter(|f| !f.is_empty() && f.len() <= 5000)
+    else {
         return m.violation("insertFiles: `files` must hold 1 to 5000 files".into());
     };
     let mut paths = Vec::new();
     for f in files {
         match (f["path"].as_str(), f["size"].as_u64()) {
-            (Some(p), Some(s)) if !p.starts_with('/') && !p.contains("://") && s > 0 => paths.push(p.to_string()),
+            (Some(p), Some(s)) if !p.starts_with('/') && !p.contains("://") && s > 0 => {
+                paths.push(p.to_string())
+            }
             _ => return m.violation(format!("insertFiles: bad file entry {f}")),
         }
     }
@@ -168,10 +205,17 @@ async fn insert_report(
         Some(mark) if log.marks.contains(mark) => mark.parse::<u64>().unwrap_or(0),
         Some(mark) => {
             drop(log);
-            return m.violation(format!("insertReport: beginMark {mark} was never handed out"));
+            return m.violation(format!(
+                "insertReport: beginMark {mark} was never handed out"
+            ));
         }
     };
-    let files: Vec<Json_> = log.events.iter().filter(|(s, _)| *s > since).map(|(_, f)| f.clone()).collect();
+    let files: Vec<Json_> = log
+        .events
+        .iter()
+        .filter(|(s, _)| *s > since)
+        .map(|(_, f)| f.clone())
+        .collect();
     let next = log.events.len().to_string();
     log.marks.insert(next.clone());
     Json(json!({"pipe": pipe, "completeResult": true, "nextBeginMark": next, "files": files, "statistics": {"activeFilesCount": 0}}))
@@ -181,7 +225,9 @@ async fn insert_report(
 /// Everything but Snowpipe goes to fakesnow; key-pair logins are checked on the way.
 async fn proxy(State(m): State<Arc<Mock>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     if parts.uri.path() == "/session/v1/login-request" {
         let login: Json_ = serde_json::from_slice(&body).unwrap_or_default();
         if login["data"]["AUTHENTICATOR"] != "SNOWFLAKE_JWT" {
@@ -191,7 +237,15 @@ async fn proxy(State(m): State<Arc<Mock>>, req: Request) -> Response {
             return m.violation(format!("login: {v}"));
         }
     }
-    let url = format!("{}{}", m.fakesnow, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let url = format!(
+        "{}{}",
+        m.fakesnow,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
     let mut fwd = m.http.request(parts.method.clone(), url).body(body);
     for (k, v) in &parts.headers {
         if k != "host" && k != "content-length" {
@@ -219,31 +273,57 @@ fn start(mock: Arc<Mock>) -> String {
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let app = axum::Router::new()
-                .route("/v1/data/pipes/{pipe}/insertFiles", axum::routing::post(insert_files))
-                .route("/v1/data/pipes/{pipe}/insertReport", axum::routing::get(insert_report))
+                .route(
+                    "/v1/data/pipes/{pipe}/insertFiles",
+                    axum::routing::post(insert_files),
+                )
+                .route(
+                    "/v1/data/pipes/{pipe}/insertReport",
+                    axum::routing::get(insert_report),
+                )
                 .fallback(proxy)
                 .with_state(mock);
-            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap();
+            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
+                .await
+                .unwrap();
         });
     });
     url
 }
 
 fn openssl(dir: &std::path::Path, script: &str) {
-    let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{script}: {}", stderr(&out));
 }
 
 fn count(out: &SnowflakeOutput, sql: &str) -> i64 {
     let (out, sql) = (out.clone(), sql.to_string());
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let sf = Snowflake::connect(&out).await.unwrap();
-            let n = sf.query(&sql).await.unwrap().scalar().and_then(|v| v.as_i64()).unwrap();
+            let n = sf
+                .query(&sql)
+                .await
+                .unwrap()
+                .scalar()
+                .and_then(|v| v.as_i64())
+                .unwrap();
             sf.close().await;
             n
         })
@@ -260,7 +340,10 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     let url = s3_stage_url();
     let stage = sf.external_stage(&url);
     let keys = tempfile::tempdir().unwrap();
-    openssl(keys.path(), "openssl genrsa 2048 2>/dev/null | openssl pkcs8 -topk8 -inform PEM -out key.p8 -nocrypt && openssl rsa -in key.p8 -pubout -out pub.pem 2>/dev/null");
+    openssl(
+        keys.path(),
+        "openssl genrsa 2048 2>/dev/null | openssl pkcs8 -topk8 -inform PEM -out key.p8 -nocrypt && openssl rsa -in key.p8 -pubout -out pub.pem 2>/dev/null",
+    );
     let direct = sf.output(Some(&stage));
     let pipe = format!("{}.RAW.KLINES_PIPE", sf.database);
     let mock = Arc::new(Mock {
@@ -279,24 +362,53 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     let profile = sf
         .output_yaml("sf", Some(&stage))
         .replace(&FakeSnow::url(), &mock_url)
-        .replace("      password: unused\n", &format!("      private_key_path: {}\n      pipe: {pipe}\n", keys.path().join("key.p8").display()));
+        .replace(
+            "      password: unused\n",
+            &format!(
+                "      private_key_path: {}\n      pipe: {pipe}\n",
+                keys.path().join("key.p8").display()
+            ),
+        );
     p.profiles("sf", &profile);
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-03"]);
     let day = |d: &str| format!("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet");
     let rows = |from: &str, to: &str| expected(&ex, "BTCUSDT", "1m", ms(from), ms(to)).len() as i64;
-    let (d1, d2, d3) = (rows("2024-01-01", "2024-01-02"), rows("2024-01-02", "2024-01-03"), rows("2024-01-03", "2024-01-04"));
+    let (d1, d2, d3) = (
+        rows("2024-01-01", "2024-01-02"),
+        rows("2024-01-02", "2024-01-03"),
+        rows("2024-01-03", "2024-01-04"),
+    );
     mock.log.lock().unwrap().fail.insert(day("2024-01-02"));
 
     // One file fails: the other loads, the failure is named, exit 3.
     let out = p.run(&["load", "--snowpipe"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(3), "{text}\n{}", stderr(&out));
-    assert!(text.contains(&format!("LOADED\t{}\t{d1} rows", day("2024-01-01"))), "{text}");
-    assert!(text.contains(&format!("LOAD_FAILED\t{}\t", day("2024-01-02"))) && text.contains("Numeric value 'x'"), "{text}");
-    assert!(text.contains(&format!("snowpipe: 2 files, 1 loaded ({d1} inserted, 0 replaced), 1 failed")), "{text}");
+    assert!(
+        text.contains(&format!("LOADED\t{}\t{d1} rows", day("2024-01-01"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("LOAD_FAILED\t{}\t", day("2024-01-02")))
+            && text.contains("Numeric value 'x'"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "snowpipe: 2 files, 1 loaded ({d1} inserted, 0 replaced), 1 failed"
+        )),
+        "{text}"
+    );
     assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES"), d1);
-    assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES_LANDING"), 0, "merged files leave the landing table");
-    assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES_LOAD_HISTORY"), 1);
+    assert_eq!(
+        count(&direct, "SELECT count(*) FROM RAW.KLINES_LANDING"),
+        0,
+        "merged files leave the landing table"
+    );
+    assert_eq!(
+        count(&direct, "SELECT count(*) FROM RAW.KLINES_LOAD_HISTORY"),
+        1
+    );
 
     // A file the pipe landed before klines stopped is merged without a new submission; the
     // failed file goes to Snowpipe again.
@@ -304,24 +416,58 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     p.ok(&["backfill", "--from", "2024-01-03", "--to", "2024-01-04"]);
     let landed = std::thread::spawn({
         let (m, path) = (Arc::clone(&mock), day("2024-01-03"));
-        move || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(m.land(&path)).unwrap()
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(m.land(&path))
+                .unwrap()
+        }
     })
     .join()
     .unwrap();
     assert_eq!(landed as i64, d3);
     let text = p.ok(&["load", "--snowpipe"]);
-    assert!(text.contains(&format!("snowpipe: 2 files, 2 loaded ({} inserted, 0 replaced), 0 failed", d2 + d3)), "{text}");
-    assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES"), d1 + d2 + d3);
+    assert!(
+        text.contains(&format!(
+            "snowpipe: 2 files, 2 loaded ({} inserted, 0 replaced), 0 failed",
+            d2 + d3
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        count(&direct, "SELECT count(*) FROM RAW.KLINES"),
+        d1 + d2 + d3
+    );
     assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES_LANDING"), 0);
     assert!(p.ok(&["load", "--snowpipe"]).contains("snowpipe: 0 files"));
 
     // Exact values, through Snowpipe.
-    let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-02"), ms("2024-01-02T00:05:00Z"));
-    let got = count(&direct, &format!("SELECT count(*) FROM RAW.KLINES WHERE open_time = '2024-01-02 00:03:00' AND close = {}", klines::decimal::format(want[3].close)));
+    let want = expected(
+        &ex,
+        "BTCUSDT",
+        "1m",
+        ms("2024-01-02"),
+        ms("2024-01-02T00:05:00Z"),
+    );
+    let got = count(
+        &direct,
+        &format!(
+            "SELECT count(*) FROM RAW.KLINES WHERE open_time = '2024-01-02 00:03:00' AND close = {}",
+            klines::decimal::format(want[3].close)
+        ),
+    );
     assert_eq!(got, 1);
 
     let log = mock.log.lock().unwrap();
     assert!(log.violations.is_empty(), "{:?}", log.violations);
-    assert_eq!(log.submitted, vec![vec![day("2024-01-01"), day("2024-01-02")], vec![day("2024-01-02")]]);
+    assert_eq!(
+        log.submitted,
+        vec![
+            vec![day("2024-01-01"), day("2024-01-02")],
+            vec![day("2024-01-02")]
+        ]
+    );
     assert!(!log.marks.is_empty() && !log.claims.is_empty());
 }

@@ -29,30 +29,73 @@ async fn conformance(stage: &Stage, conditional_update: bool) {
     stage.put(key, Bytes::from_static(b"second")).await.unwrap();
     assert_eq!(stage.get(key).await.unwrap(), Bytes::from_static(b"second"));
     // Listing: relative keys, sorted, prefix-bounded.
-    stage.put("_manifest/a.json", Bytes::from_static(b"{}")).await.unwrap();
-    stage.put("market=spot/interval=1m/symbol=ETHUSDT/x.parquet", Bytes::from_static(b"e")).await.unwrap();
-    let listed: Vec<String> = stage.list("market=spot").await.unwrap().into_iter().map(|o| o.key).collect();
+    stage
+        .put("_manifest/a.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    stage
+        .put(
+            "market=spot/interval=1m/symbol=ETHUSDT/x.parquet",
+            Bytes::from_static(b"e"),
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = stage
+        .list("market=spot")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(
         listed,
-        ["market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-01.parquet", "market=spot/interval=1m/symbol=ETHUSDT/x.parquet"]
+        [
+            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-01.parquet",
+            "market=spot/interval=1m/symbol=ETHUSDT/x.parquet"
+        ]
     );
     assert_eq!(stage.list("_manifest").await.unwrap().len(), 1);
     assert!(stage.list("market=usdm").await.unwrap().is_empty());
     // A child stage sees only its part.
     let child = stage.child("_state");
-    child.put("checkpoints/a.json", Bytes::from_static(b"1")).await.unwrap();
+    child
+        .put("checkpoints/a.json", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
     assert_eq!(child.list("").await.unwrap().len(), 1);
-    assert_eq!(stage.get("_state/checkpoints/a.json").await.unwrap(), Bytes::from_static(b"1"));
+    assert_eq!(
+        stage.get("_state/checkpoints/a.json").await.unwrap(),
+        Bytes::from_static(b"1")
+    );
     // Create-if-absent, the basis of locks.
     let lock = "_state/locks/x.lock";
-    let created = stage.put_mode(lock, Bytes::from_static(b"a"), PutMode::Create).await.unwrap();
-    let again = stage.put_mode(lock, Bytes::from_static(b"b"), PutMode::Create).await;
-    assert!(matches!(again, Err(object_store::Error::AlreadyExists { .. })), "{again:?}");
+    let created = stage
+        .put_mode(lock, Bytes::from_static(b"a"), PutMode::Create)
+        .await
+        .unwrap();
+    let again = stage
+        .put_mode(lock, Bytes::from_static(b"b"), PutMode::Create)
+        .await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
     if conditional_update {
-        let v = UpdateVersion { e_tag: created.e_tag.clone(), version: created.version.clone() };
-        stage.put_mode(lock, Bytes::from_static(b"c"), PutMode::Update(v.clone())).await.unwrap();
-        let stale = stage.put_mode(lock, Bytes::from_static(b"d"), PutMode::Update(v)).await;
-        assert!(matches!(stale, Err(object_store::Error::Precondition { .. })), "{stale:?}");
+        let v = UpdateVersion {
+            e_tag: created.e_tag.clone(),
+            version: created.version.clone(),
+        };
+        stage
+            .put_mode(lock, Bytes::from_static(b"c"), PutMode::Update(v.clone()))
+            .await
+            .unwrap();
+        let stale = stage
+            .put_mode(lock, Bytes::from_static(b"d"), PutMode::Update(v))
+            .await;
+        assert!(
+            matches!(stale, Err(object_store::Error::Precondition { .. })),
+            "{stale:?}"
+        );
         assert_eq!(stage.get(lock).await.unwrap(), Bytes::from_static(b"c"));
     }
     // Delete is idempotent.
@@ -85,9 +128,16 @@ async fn s3_passes_the_stage_conformance_suite() {
 async fn s3_refuses_wrong_credentials() {
     let url = s3_stage_url();
     let mut options = BTreeMap::new();
-    options.insert("secret_access_key".to_string(), "not-the-secret".to_string());
+    options.insert(
+        "secret_access_key".to_string(),
+        "not-the-secret".to_string(),
+    );
     let stage = Stage::open(&url, &options, Path::new(".")).unwrap();
-    let err = stage.put("x", Bytes::from_static(b"x")).await.unwrap_err().to_string();
+    let err = stage
+        .put("x", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(!err.contains("not-the-secret"), "{err}");
 }
 
@@ -96,28 +146,61 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
     let url = s3_stage_url();
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms("2024-01-05T13:37:30Z")));
     let p = Project::new(&ex.url, &format!("stage: {url}\nstate: stage\n"));
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-03"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--from",
+        "2024-01-03",
+    ]);
     assert!(!p.path().join("stage").exists() && !p.path().join("state").exists());
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stage = Stage::open(&url, &BTreeMap::new(), Path::new(".")).unwrap();
     let objects = rt.block_on(stage.list("")).unwrap();
     let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-    assert!(keys.contains(&"market=spot/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"), "{keys:?}");
-    assert!(keys.contains(&"_state/checkpoints/market=spot/interval=1m/symbol=BTCUSDT.json"), "{keys:?}");
-    assert!(!keys.iter().any(|k| k.starts_with("_state/locks/")), "locks left behind: {keys:?}");
+    assert!(
+        keys.contains(&"market=spot/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"_state/checkpoints/market=spot/interval=1m/symbol=BTCUSDT.json"),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("_state/locks/")),
+        "locks left behind: {keys:?}"
+    );
     for sym in ["BTCUSDT", "ETHUSDT"] {
         let mut got = Vec::new();
-        for o in objects.iter().filter(|o| o.key.ends_with(".parquet") && o.key.contains(sym)) {
+        for o in objects
+            .iter()
+            .filter(|o| o.key.ends_with(".parquet") && o.key.contains(sym))
+        {
             let bytes = rt.block_on(stage.get(&o.key)).unwrap();
-            got.extend(klines::stage::parquet::decode(&o.key, bytes).unwrap().klines.iter());
+            got.extend(
+                klines::stage::parquet::decode(&o.key, bytes)
+                    .unwrap()
+                    .klines
+                    .iter(),
+            );
         }
-        assert_eq!(got, expected(&ex, sym, "1m", ms("2024-01-03"), ex.now()), "{sym}");
+        assert_eq!(
+            got,
+            expected(&ex, sym, "1m", ms("2024-01-03"), ex.now()),
+            "{sym}"
+        );
     }
 
     // Resuming reads the checkpoint from S3: nothing is downloaded again.
     let before = ex.stats().klines_requests;
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-01-03"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--from",
+        "2024-01-03",
+    ]);
     assert_eq!(ex.stats().klines_requests, before);
 
     // A lease held elsewhere stops a second run.
@@ -130,7 +213,11 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
     let lock = rt.block_on(store.lock(&series)).unwrap();
     let out = p.run(&["backfill", "--from", "2024-01-03"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("another backfill is running") && stderr(&out).contains("s3://"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another backfill is running") && stderr(&out).contains("s3://"),
+        "{}",
+        stderr(&out)
+    );
     rt.block_on(lock.release());
     p.ok(&["backfill", "--from", "2024-01-03"]);
 }

@@ -23,15 +23,23 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
     }
 }
 
 /// `SHA256:` and the base64 SHA-256 of the public key's DER (SubjectPublicKeyInfo) form,
 /// as `openssl rsa -pubout -outform DER | openssl dgst -sha256 -binary | base64` prints it.
 pub fn fingerprint(key: &RsaPrivateKey) -> anyhow::Result<String> {
-    let der = key.to_public_key().to_public_key_der().context("cannot encode the public key")?;
-    Ok(format!("SHA256:{}", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(der.as_bytes()))))
+    let der = key
+        .to_public_key()
+        .to_public_key_der()
+        .context("cannot encode the public key")?;
+    Ok(format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(der.as_bytes()))
+    ))
 }
 
 impl KeyPair {
@@ -42,17 +50,22 @@ impl KeyPair {
             let Some(pass) = passphrase.filter(|p| !p.expose().is_empty()) else {
                 bail!("{name} is encrypted: set private_key_passphrase");
             };
-            RsaPrivateKey::from_pkcs8_encrypted_pem(pem, pass.expose().as_bytes())
-                .map_err(|_| anyhow::anyhow!("{name}: cannot decrypt the private key (wrong passphrase?)"))?
+            RsaPrivateKey::from_pkcs8_encrypted_pem(pem, pass.expose().as_bytes()).map_err(
+                |_| anyhow::anyhow!("{name}: cannot decrypt the private key (wrong passphrase?)"),
+            )?
         } else if pem.contains("BEGIN RSA PRIVATE KEY") {
             use rsa::pkcs1::DecodeRsaPrivateKey;
-            RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| anyhow::anyhow!("{name}: not an RSA private key: {e}"))?
+            RsaPrivateKey::from_pkcs1_pem(pem)
+                .map_err(|e| anyhow::anyhow!("{name}: not an RSA private key: {e}"))?
         } else if pem.contains("BEGIN PRIVATE KEY") {
-            RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| anyhow::anyhow!("{name}: not an RSA private key: {e}"))?
+            RsaPrivateKey::from_pkcs8_pem(pem)
+                .map_err(|e| anyhow::anyhow!("{name}: not an RSA private key: {e}"))?
         } else {
             bail!("{name}: no PEM private key found");
         };
-        let der = key.to_pkcs1_der().context("cannot encode the private key")?;
+        let der = key
+            .to_pkcs1_der()
+            .context("cannot encode the private key")?;
         Ok(KeyPair {
             encoding: jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()),
             fingerprint: fingerprint(&key)?,
@@ -61,16 +74,25 @@ impl KeyPair {
 
     pub fn from_file(path: &str, passphrase: Option<&Secret>) -> anyhow::Result<KeyPair> {
         let expanded = match path.strip_prefix("~/") {
-            Some(rest) => std::env::var("HOME").map(|h| format!("{h}/{rest}")).unwrap_or_else(|_| path.to_string()),
+            Some(rest) => std::env::var("HOME")
+                .map(|h| format!("{h}/{rest}"))
+                .unwrap_or_else(|_| path.to_string()),
             None => path.to_string(),
         };
-        let pem = std::fs::read_to_string(&expanded).with_context(|| format!("cannot read private_key_path {path}"))?;
+        let pem = std::fs::read_to_string(&expanded)
+            .with_context(|| format!("cannot read private_key_path {path}"))?;
         KeyPair::from_pem(path, &pem, passphrase)
     }
 
     /// A JWT for `account` and `user`, valid from `now` (epoch seconds) for `lifetime_secs`
     /// (at most 3600).
-    pub fn token(&self, account: &str, user: &str, now: i64, lifetime_secs: i64) -> anyhow::Result<String> {
+    pub fn token(
+        &self,
+        account: &str,
+        user: &str,
+        now: i64,
+        lifetime_secs: i64,
+    ) -> anyhow::Result<String> {
         let qualified = format!("{}.{}", account_for_jwt(account), user.to_ascii_uppercase());
         let claims = Claims {
             iss: format!("{qualified}.{}", self.fingerprint),
@@ -78,8 +100,12 @@ impl KeyPair {
             iat: now,
             exp: now + lifetime_secs.clamp(1, 3600),
         };
-        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &self.encoding)
-            .context("cannot sign the JWT")
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &self.encoding,
+        )
+        .context("cannot sign the JWT")
     }
 }
 
@@ -94,8 +120,15 @@ struct Claims {
 /// The account as Snowflake wants it in a JWT: upper case, without region or cloud
 /// (`xy12345.eu-west-1` becomes `XY12345`; `myorg-acct` stays `MYORG-ACCT`).
 pub fn account_for_jwt(account: &str) -> String {
-    let account = account.split(".snowflakecomputing").next().unwrap_or(account);
-    account.split('.').next().unwrap_or(account).to_ascii_uppercase()
+    let account = account
+        .split(".snowflakecomputing")
+        .next()
+        .unwrap_or(account);
+    account
+        .split('.')
+        .next()
+        .unwrap_or(account)
+        .to_ascii_uppercase()
 }
 
 #[cfg(test)]

@@ -31,9 +31,18 @@ pub use session::SnowflakeError;
 pub fn base_url(o: &SnowflakeOutput) -> anyhow::Result<String> {
     if let Some(h) = &o.host {
         let h = h.trim_end_matches('/');
-        return Ok(if h.contains("://") { h.to_string() } else { format!("https://{h}") });
+        return Ok(if h.contains("://") {
+            h.to_string()
+        } else {
+            format!("https://{h}")
+        });
     }
-    if o.account.is_empty() || !o.account.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if o.account.is_empty()
+        || !o
+            .account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         bail!("invalid Snowflake account {:?}", o.account);
     }
     Ok(format!("https://{}.snowflakecomputing.com", o.account))
@@ -65,7 +74,10 @@ pub struct Snowflake {
 impl Snowflake {
     pub async fn connect(o: &SnowflakeOutput) -> anyhow::Result<Snowflake> {
         let auth = match (&o.private_key_path, &o.password) {
-            (Some(path), _) => Auth::KeyPair(jwt::KeyPair::from_file(path, o.private_key_passphrase.as_ref())?),
+            (Some(path), _) => Auth::KeyPair(jwt::KeyPair::from_file(
+                path,
+                o.private_key_passphrase.as_ref(),
+            )?),
             (None, Some(p)) => Auth::Password(p.clone()),
             (None, None) => bail!("the Snowflake output needs private_key_path or password"),
         };
@@ -129,7 +141,11 @@ impl Snowflake {
     }
 
     /// Runs statements in one transaction on one session.
-    async fn in_transaction(&self, s: &mut Session, statements: &[String]) -> anyhow::Result<Vec<Rows>> {
+    async fn in_transaction(
+        &self,
+        s: &mut Session,
+        statements: &[String],
+    ) -> anyhow::Result<Vec<Rows>> {
         s.begin().await?;
         let mut out = Vec::with_capacity(statements.len());
         let mut failed = None;
@@ -164,7 +180,8 @@ impl Snowflake {
 
     /// Closes every idle session.
     pub async fn close(&self) {
-        let sessions: Vec<Session> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        let sessions: Vec<Session> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
         for s in sessions {
             s.close().await;
         }
@@ -180,10 +197,20 @@ pub fn landing_ddl(raw_schema: &str) -> String {
     let cols = raw::STAGED
         .iter()
         .map(|(n, t)| format!("{} {}", quote(k, n), sql_type(k, *t)))
-        .chain([format!("{} {}", quote(k, "_file"), sql_type(k, ColType::Text)), format!("{} {}", quote(k, "_staged_at"), sql_type(k, ColType::Timestamp))])
+        .chain([
+            format!("{} {}", quote(k, "_file"), sql_type(k, ColType::Text)),
+            format!(
+                "{} {}",
+                quote(k, "_staged_at"),
+                sql_type(k, ColType::Timestamp)
+            ),
+        ])
         .collect::<Vec<_>>()
         .join(", ");
-    format!("CREATE TABLE IF NOT EXISTS {} ({cols})", relation(k, raw_schema, LANDING))
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({cols})",
+        relation(k, raw_schema, LANDING)
+    )
 }
 
 /// Statements that give every row of `table` the file (and its staging time) whose series and
@@ -228,34 +255,55 @@ pub fn attribute_files(table: &str, batch: &LoadBatch) -> String {
 /// Reads a MERGE result: (inserted, updated).
 pub fn merge_counts(rows: &Rows) -> LoadCounts {
     let get = |name: &str| {
-        rows.column(name).and_then(|i| rows.rows.first().and_then(|r| r.get(i))).and_then(|v| v.as_i64()).unwrap_or(0).max(0) as u64
+        rows.column(name)
+            .and_then(|i| rows.rows.first().and_then(|r| r.get(i)))
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+            .max(0) as u64
     };
-    LoadCounts { inserted: get("number of rows inserted"), replaced: get("number of rows updated") }
+    LoadCounts {
+        inserted: get("number of rows inserted"),
+        replaced: get("number of rows updated"),
+    }
 }
 
 /// Checks COPY's result rows: every file LOADED with the rows its manifest entry announced.
 fn check_copy(rows: &Rows, batch: &LoadBatch, chunk: &[usize]) -> anyhow::Result<()> {
     let col = |n: &str| rows.column(n);
     let (Some(file), Some(status)) = (col("file"), col("status")) else {
-        bail!("COPY INTO loaded no file (Snowflake: {:?})", rows.rows.first());
+        bail!(
+            "COPY INTO loaded no file (Snowflake: {:?})",
+            rows.rows.first()
+        );
     };
     let loaded = col("rows_loaded");
     let first_error = col("first_error");
     for &i in chunk {
         let e = &batch.files[i].entry;
-        let row = rows.rows.iter().find(|r| r[file].as_str().is_some_and(|f| f == e.path || f.ends_with(&format!("/{}", e.path))));
+        let row = rows.rows.iter().find(|r| {
+            r[file]
+                .as_str()
+                .is_some_and(|f| f == e.path || f.ends_with(&format!("/{}", e.path)))
+        });
         let Some(row) = row else {
             bail!("{}: COPY INTO did not report this file", e.path);
         };
         let st = row[status].as_str().unwrap_or_default();
         if !st.eq_ignore_ascii_case("LOADED") {
-            let why = first_error.and_then(|c| row[c].as_str()).unwrap_or("no error given");
+            let why = first_error
+                .and_then(|c| row[c].as_str())
+                .unwrap_or("no error given");
             bail!("{}: COPY INTO says {st}: {why}", e.path);
         }
         if let Some(c) = loaded
             && row[c].as_i64().is_some_and(|n| n as u64 != e.rows)
         {
-            bail!("{}: COPY INTO loaded {} rows, the manifest says {}", e.path, row[c], e.rows);
+            bail!(
+                "{}: COPY INTO loaded {} rows, the manifest says {}",
+                e.path,
+                row[c],
+                e.rows
+            );
         }
     }
     Ok(())
@@ -296,8 +344,18 @@ impl Warehouse for Snowflake {
              WHERE table_schema = {schema} AND table_name = {name} AND table_type <> 'VIEW'"
         );
         let rows = self.query(&sql).await?;
-        let ty = rows.rows.first().and_then(|r| r.first()).and_then(|v| v.as_str());
-        Ok(ty.map(|t| if t == "VIEW" { RelationType::View } else { RelationType::Table }))
+        let ty = rows
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_str());
+        Ok(ty.map(|t| {
+            if t == "VIEW" {
+                RelationType::View
+            } else {
+                RelationType::Table
+            }
+        }))
     }
 
     async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
@@ -314,7 +372,10 @@ impl Warehouse for Snowflake {
             "the Snowflake output has no `stage:`: Snowflake loads from an external stage over the klines S3 stage (see `klines setup snowflake`)",
         )?;
         let k = Kind::Snowflake;
-        let incoming_name = format!("klines_incoming_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let incoming_name = format!(
+            "klines_incoming_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let incoming = relation(k, raw_schema, &incoming_name);
         let cols = raw::incoming_columns()
             .iter()
@@ -324,7 +385,8 @@ impl Warehouse for Snowflake {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        self.run(&format!("CREATE TABLE {incoming} ({cols})"), &[]).await?;
+        self.run(&format!("CREATE TABLE {incoming} ({cols})"), &[])
+            .await?;
         let loaded_at = crate::time::now_ms();
         let result = async {
             let (mut s, _permit) = self.session().await?;
@@ -369,7 +431,10 @@ impl Warehouse for Snowflake {
             r
         }
         .await;
-        if let Err(e) = self.run(&format!("DROP TABLE IF EXISTS {incoming}"), &[]).await {
+        if let Err(e) = self
+            .run(&format!("DROP TABLE IF EXISTS {incoming}"), &[])
+            .await
+        {
             tracing::warn!(table = %incoming, error = %format!("{e:#}"), "could not drop the load's table");
         }
         result

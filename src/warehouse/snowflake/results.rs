@@ -76,7 +76,11 @@ fn epoch_text_micros(text: &str) -> Option<i64> {
     let micros: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
     let secs: i64 = secs.parse().ok()?;
     let micros: i64 = micros.parse().ok()?;
-    Some(if secs < 0 { secs * 1_000_000 - micros } else { secs * 1_000_000 + micros })
+    Some(if secs < 0 {
+        secs * 1_000_000 - micros
+    } else {
+        secs * 1_000_000 + micros
+    })
 }
 
 /// One JSON cell as the column's type says.
@@ -94,13 +98,18 @@ fn json_value(rt: &RowType, v: &Json) -> anyhow::Result<Value> {
             let v = scaled(&text, scale).ok_or_else(bad)?;
             match (scale, i64::try_from(v)) {
                 (0, Ok(i)) => Value::Int(i),
-                _ => Value::Decimal { value: v, scale: scale as i8 },
+                _ => Value::Decimal {
+                    value: v,
+                    scale: scale as i8,
+                },
             }
         }
         "real" => Value::Float(text.parse().map_err(|_| bad())?),
         "boolean" => Value::Bool(matches!(text.as_str(), "1" | "true" | "TRUE")),
         "date" => Value::Date(text.parse().map_err(|_| bad())?),
-        "timestamp_ntz" | "timestamp_ltz" | "timestamp_tz" => Value::Timestamp(epoch_text_micros(&text).ok_or_else(bad)?),
+        "timestamp_ntz" | "timestamp_ltz" | "timestamp_tz" => {
+            Value::Timestamp(epoch_text_micros(&text).ok_or_else(bad)?)
+        }
         _ => Value::Text(text),
     })
 }
@@ -112,18 +121,25 @@ fn arrow_cell(rt: &RowType, a: &dyn Array, i: usize) -> anyhow::Result<Value> {
     }
     let scale = rt.scale.unwrap_or(0);
     match (rt.ty.as_str(), a.data_type()) {
-        ("fixed", DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64) if scale > 0 => {
+        ("fixed", DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+            if scale > 0 =>
+        {
             let v: i128 = match a.data_type() {
                 DataType::Int8 => a.as_primitive::<Int8Type>().value(i) as i128,
                 DataType::Int16 => a.as_primitive::<Int16Type>().value(i) as i128,
                 DataType::Int32 => a.as_primitive::<Int32Type>().value(i) as i128,
                 _ => a.as_primitive::<Int64Type>().value(i) as i128,
             };
-            Ok(Value::Decimal { value: v, scale: scale as i8 })
+            Ok(Value::Decimal {
+                value: v,
+                scale: scale as i8,
+            })
         }
         ("timestamp_ntz" | "timestamp_ltz" | "timestamp_tz", DataType::Struct(_)) => {
             let s = a.as_struct();
-            let epoch = s.column_by_name("epoch").context("timestamp without epoch")?;
+            let epoch = s
+                .column_by_name("epoch")
+                .context("timestamp without epoch")?;
             let epoch = epoch.as_primitive::<Int64Type>().value(i);
             let fraction = match s.column_by_name("fraction") {
                 Some(f) => f.as_primitive::<Int32Type>().value(i) as i64,
@@ -137,14 +153,21 @@ fn arrow_cell(rt: &RowType, a: &dyn Array, i: usize) -> anyhow::Result<Value> {
             }
         }
         ("timestamp_ntz" | "timestamp_ltz" | "timestamp_tz", DataType::Int64) => {
-            Ok(Value::Timestamp(rescale_micros(a.as_primitive::<Int64Type>().value(i), scale)))
+            Ok(Value::Timestamp(rescale_micros(
+                a.as_primitive::<Int64Type>().value(i),
+                scale,
+            )))
         }
         _ => arrow_value(a, i),
     }
 }
 
 fn rescale_micros(v: i64, scale: i64) -> i64 {
-    if scale >= 6 { v / 10i64.pow((scale - 6) as u32) } else { v * 10i64.pow((6 - scale) as u32) }
+    if scale >= 6 {
+        v / 10i64.pow((scale - 6) as u32)
+    } else {
+        v * 10i64.pow((6 - scale) as u32)
+    }
 }
 
 fn append_arrow(rows: &mut Rows, types: &[RowType], batch: &RecordBatch) -> anyhow::Result<()> {
@@ -166,9 +189,9 @@ fn append_arrow(rows: &mut Rows, types: &[RowType], batch: &RecordBatch) -> anyh
 fn relaxed(f: &arrow::datatypes::Field) -> arrow::datatypes::Field {
     use arrow::datatypes::{Field, Fields};
     let ty = match f.data_type() {
-        DataType::Struct(children) => {
-            DataType::Struct(Fields::from(children.iter().map(|c| relaxed(c)).collect::<Vec<Field>>()))
-        }
+        DataType::Struct(children) => DataType::Struct(Fields::from(
+            children.iter().map(|c| relaxed(c)).collect::<Vec<Field>>(),
+        )),
         other => other.clone(),
     };
     f.clone().with_data_type(ty).with_nullable(true)
@@ -189,7 +212,10 @@ fn decode_ipc(bytes: &[u8]) -> anyhow::Result<Vec<RecordBatch>> {
     let mut dictionaries: HashMap<i64, arrow::array::ArrayRef> = HashMap::new();
     let mut out = Vec::new();
     let word = |at: usize| -> anyhow::Result<i32> {
-        let b: [u8; 4] = bytes.get(at..at + 4).context("truncated Arrow result")?.try_into()?;
+        let b: [u8; 4] = bytes
+            .get(at..at + 4)
+            .context("truncated Arrow result")?
+            .try_into()?;
         Ok(i32::from_le_bytes(b))
     };
     while pos + 4 <= bytes.len() {
@@ -203,8 +229,11 @@ fn decode_ipc(bytes: &[u8]) -> anyhow::Result<Vec<RecordBatch>> {
             break;
         }
         let len = len as usize;
-        let meta = bytes.get(pos..pos + len).context("truncated Arrow result")?;
-        let message = root_as_message(meta).map_err(|e| anyhow::anyhow!("bad Arrow result: {e}"))?;
+        let meta = bytes
+            .get(pos..pos + len)
+            .context("truncated Arrow result")?;
+        let message =
+            root_as_message(meta).map_err(|e| anyhow::anyhow!("bad Arrow result: {e}"))?;
         pos += len;
         let body_len = message.bodyLength() as usize;
         if pos + body_len > bytes.len() {
@@ -217,17 +246,33 @@ fn decode_ipc(bytes: &[u8]) -> anyhow::Result<Vec<RecordBatch>> {
                 let fb = message.header_as_schema().context("bad Arrow schema")?;
                 let s = convert::try_fb_to_schema(fb)?;
                 let fields: Vec<_> = s.fields().iter().map(|f| relaxed(f)).collect();
-                schema = Some(Arc::new(Schema::new_with_metadata(fields, s.metadata().clone())));
+                schema = Some(Arc::new(Schema::new_with_metadata(
+                    fields,
+                    s.metadata().clone(),
+                )));
             }
             MessageHeader::DictionaryBatch => {
-                let s = schema.as_ref().context("Arrow dictionary before the schema")?;
-                let d = message.header_as_dictionary_batch().context("bad Arrow dictionary")?;
+                let s = schema
+                    .as_ref()
+                    .context("Arrow dictionary before the schema")?;
+                let d = message
+                    .header_as_dictionary_batch()
+                    .context("bad Arrow dictionary")?;
                 reader::read_dictionary(&body, d, s, &mut dictionaries, &message.version())?;
             }
             MessageHeader::RecordBatch => {
                 let s = schema.clone().context("Arrow batch before the schema")?;
-                let b = message.header_as_record_batch().context("bad Arrow batch")?;
-                out.push(reader::read_record_batch(&body, b, s, &dictionaries, None, &message.version())?);
+                let b = message
+                    .header_as_record_batch()
+                    .context("bad Arrow batch")?;
+                out.push(reader::read_record_batch(
+                    &body,
+                    b,
+                    s,
+                    &dictionaries,
+                    None,
+                    &message.version(),
+                )?);
             }
             _ => {}
         }
@@ -237,18 +282,28 @@ fn decode_ipc(bytes: &[u8]) -> anyhow::Result<Vec<RecordBatch>> {
 
 /// Every row of a result: the first rowset and then each chunk, in order.
 pub async fn rows(http: &reqwest::Client, data: &QueryData) -> anyhow::Result<Rows> {
-    let mut rows = Rows { columns: data.rowtype.iter().map(|r| r.name.clone()).collect(), rows: Vec::new() };
+    let mut rows = Rows {
+        columns: data.rowtype.iter().map(|r| r.name.clone()).collect(),
+        rows: Vec::new(),
+    };
     let arrow = data.format.as_deref() == Some("arrow") || data.rowset_base64.is_some();
     if arrow {
         if let Some(b64) = data.rowset_base64.as_deref().filter(|s| !s.is_empty()) {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).context("bad base64 result")?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .context("bad base64 result")?;
             for batch in decode_ipc(&bytes)? {
                 append_arrow(&mut rows, &data.rowtype, &batch)?;
             }
         }
     } else if let Some(set) = &data.rowset {
         for r in set {
-            rows.rows.push(r.iter().zip(&data.rowtype).map(|(v, rt)| json_value(rt, v)).collect::<anyhow::Result<_>>()?);
+            rows.rows.push(
+                r.iter()
+                    .zip(&data.rowtype)
+                    .map(|(v, rt)| json_value(rt, v))
+                    .collect::<anyhow::Result<_>>()?,
+            );
         }
     }
     for chunk in &data.chunks {
@@ -263,11 +318,17 @@ pub async fn rows(http: &reqwest::Client, data: &QueryData) -> anyhow::Result<Ro
                 .header("x-amz-server-side-encryption-customer-algorithm", "AES256")
                 .header("x-amz-server-side-encryption-customer-key", key);
         }
-        let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot fetch a result chunk: {}", e.without_url()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot fetch a result chunk: {}", e.without_url()))?;
         if !resp.status().is_success() {
             bail!("cannot fetch a result chunk: HTTP {}", resp.status());
         }
-        let body = resp.bytes().await.map_err(|e| anyhow::anyhow!("cannot fetch a result chunk: {}", e.without_url()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot fetch a result chunk: {}", e.without_url()))?;
         let before = rows.rows.len();
         if arrow {
             for batch in decode_ipc(&body)? {
@@ -276,13 +337,23 @@ pub async fn rows(http: &reqwest::Client, data: &QueryData) -> anyhow::Result<Ro
         } else {
             // JSON chunks are rows without the enclosing brackets.
             let text = format!("[{}]", String::from_utf8_lossy(&body));
-            let set: Vec<Vec<Json>> = serde_json::from_str(&text).context("bad JSON result chunk")?;
+            let set: Vec<Vec<Json>> =
+                serde_json::from_str(&text).context("bad JSON result chunk")?;
             for r in &set {
-                rows.rows.push(r.iter().zip(&data.rowtype).map(|(v, rt)| json_value(rt, v)).collect::<anyhow::Result<_>>()?);
+                rows.rows.push(
+                    r.iter()
+                        .zip(&data.rowtype)
+                        .map(|(v, rt)| json_value(rt, v))
+                        .collect::<anyhow::Result<_>>()?,
+                );
             }
         }
         if chunk.row_count > 0 && (rows.rows.len() - before) as u64 != chunk.row_count {
-            bail!("a result chunk held {} rows, Snowflake announced {}", rows.rows.len() - before, chunk.row_count);
+            bail!(
+                "a result chunk held {} rows, Snowflake announced {}",
+                rows.rows.len() - before,
+                chunk.row_count
+            );
         }
     }
     Ok(rows)
@@ -291,7 +362,15 @@ pub async fn rows(http: &reqwest::Client, data: &QueryData) -> anyhow::Result<Ro
 /// Rows a DML statement affected, from its result (`number of rows inserted`, ...).
 pub fn affected(rows: &Rows) -> u64 {
     if rows.columns.iter().any(|c| c.starts_with("number of rows")) {
-        rows.rows.first().map(|r| r.iter().filter_map(|v| v.as_i64()).map(|v| v.max(0) as u64).sum()).unwrap_or(0)
+        rows.rows
+            .first()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_i64())
+                    .map(|v| v.max(0) as u64)
+                    .sum()
+            })
+            .unwrap_or(0)
     } else {
         0
     }
@@ -302,18 +381,53 @@ mod tests {
     use super::*;
 
     fn rt(ty: &str, scale: i64) -> RowType {
-        RowType { name: "c".into(), ty: ty.into(), scale: Some(scale) }
+        RowType {
+            name: "c".into(),
+            ty: ty.into(),
+            scale: Some(scale),
+        }
     }
 
     #[test]
     fn json_cells_keep_exact_values() {
-        assert_eq!(json_value(&rt("fixed", 8), &Json::from("42000.01")).unwrap(), Value::Decimal { value: 4_200_001_000_000, scale: 8 });
-        assert_eq!(json_value(&rt("fixed", 0), &Json::from("-7")).unwrap(), Value::Int(-7));
-        assert_eq!(json_value(&rt("fixed", 0), &Json::from("99999999999999999999999")).unwrap(), Value::Decimal { value: 99_999_999_999_999_999_999_999, scale: 0 });
-        assert_eq!(json_value(&rt("timestamp_ntz", 9), &Json::from("1704067200.123000000")).unwrap(), Value::Timestamp(1_704_067_200_123_000));
-        assert_eq!(json_value(&rt("timestamp_tz", 9), &Json::from("1704067200.000000000 1440")).unwrap(), Value::Timestamp(1_704_067_200_000_000));
-        assert_eq!(json_value(&rt("date", 0), &Json::from("19723")).unwrap(), Value::Date(19723));
-        assert_eq!(json_value(&rt("text", 0), &Json::Null).unwrap(), Value::Null);
+        assert_eq!(
+            json_value(&rt("fixed", 8), &Json::from("42000.01")).unwrap(),
+            Value::Decimal {
+                value: 4_200_001_000_000,
+                scale: 8
+            }
+        );
+        assert_eq!(
+            json_value(&rt("fixed", 0), &Json::from("-7")).unwrap(),
+            Value::Int(-7)
+        );
+        assert_eq!(
+            json_value(&rt("fixed", 0), &Json::from("99999999999999999999999")).unwrap(),
+            Value::Decimal {
+                value: 99_999_999_999_999_999_999_999,
+                scale: 0
+            }
+        );
+        assert_eq!(
+            json_value(&rt("timestamp_ntz", 9), &Json::from("1704067200.123000000")).unwrap(),
+            Value::Timestamp(1_704_067_200_123_000)
+        );
+        assert_eq!(
+            json_value(
+                &rt("timestamp_tz", 9),
+                &Json::from("1704067200.000000000 1440")
+            )
+            .unwrap(),
+            Value::Timestamp(1_704_067_200_000_000)
+        );
+        assert_eq!(
+            json_value(&rt("date", 0), &Json::from("19723")).unwrap(),
+            Value::Date(19723)
+        );
+        assert_eq!(
+            json_value(&rt("text", 0), &Json::Null).unwrap(),
+            Value::Null
+        );
         assert!(json_value(&rt("fixed", 2), &Json::from("1.234")).is_err());
     }
 }

@@ -51,7 +51,10 @@ pub struct LoginSpec {
 
 impl std::fmt::Debug for LoginSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginSpec").field("base_url", &self.base_url).field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("LoginSpec")
+            .field("base_url", &self.base_url)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,9 +82,17 @@ struct Envelope {
 
 fn error_of(env: &Envelope) -> SnowflakeError {
     let data = env.data.as_ref();
-    let get = |k: &str| data.and_then(|d| d.get(k)).and_then(|v| v.as_str()).map(str::to_string);
+    let get = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
     SnowflakeError {
-        code: env.code.clone().or_else(|| get("errorCode")).unwrap_or_else(|| "unknown".into()),
+        code: env
+            .code
+            .clone()
+            .or_else(|| get("errorCode"))
+            .unwrap_or_else(|| "unknown".into()),
         sql_state: get("sqlState").unwrap_or_else(|| "-".into()),
         message: env.message.clone().unwrap_or_else(|| "no message".into()),
         query_id: get("queryId"),
@@ -89,7 +100,10 @@ fn error_of(env: &Envelope) -> SnowflakeError {
 }
 
 impl Session {
-    pub async fn login(http: reqwest::Client, spec: std::sync::Arc<LoginSpec>) -> anyhow::Result<Session> {
+    pub async fn login(
+        http: reqwest::Client,
+        spec: std::sync::Arc<LoginSpec>,
+    ) -> anyhow::Result<Session> {
         let mut data = json!({
             "CLIENT_APP_ID": "klines",
             "CLIENT_APP_VERSION": env!("CARGO_PKG_VERSION"),
@@ -107,7 +121,12 @@ impl Session {
             }
         }
         let mut query: Vec<(&str, String)> = vec![("requestId", uuid::Uuid::new_v4().to_string())];
-        for (k, v) in [("databaseName", &spec.database), ("schemaName", &spec.schema), ("warehouse", &spec.warehouse), ("roleName", &spec.role)] {
+        for (k, v) in [
+            ("databaseName", &spec.database),
+            ("schemaName", &spec.schema),
+            ("warehouse", &spec.warehouse),
+            ("roleName", &spec.role),
+        ] {
             if let Some(v) = v {
                 query.push((k, v.clone()));
             }
@@ -119,14 +138,24 @@ impl Session {
             .json(&json!({ "data": data }))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach Snowflake at {}: {}", spec.base_url, e.without_url()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach Snowflake at {}: {}",
+                    spec.base_url,
+                    e.without_url()
+                )
+            })?;
         let status = resp.status();
-        let env: Envelope = resp
-            .json()
-            .await
-            .map_err(|e| anyhow::anyhow!("Snowflake login at {}: HTTP {status}, unreadable answer: {}", spec.base_url, e.without_url()))?;
+        let env: Envelope = resp.json().await.map_err(|e| {
+            anyhow::anyhow!(
+                "Snowflake login at {}: HTTP {status}, unreadable answer: {}",
+                spec.base_url,
+                e.without_url()
+            )
+        })?;
         if !env.success {
-            return Err(anyhow::Error::new(error_of(&env)).context(format!("cannot log in to Snowflake as {}", spec.user)));
+            return Err(anyhow::Error::new(error_of(&env))
+                .context(format!("cannot log in to Snowflake as {}", spec.user)));
         }
         let token = env
             .data
@@ -134,18 +163,32 @@ impl Session {
             .and_then(|d| d.get("token"))
             .and_then(|t| t.as_str())
             .context("Snowflake login: no token in the answer")?;
-        Ok(Session { http, spec, token: Secret::new(token), sequence: 0, in_transaction: false })
+        Ok(Session {
+            http,
+            spec,
+            token: Secret::new(token),
+            sequence: 0,
+            in_transaction: false,
+        })
     }
 
     /// Runs one statement and fetches all of its rows. `bindings` are `?` parameters.
-    pub async fn query(&mut self, sql: &str, bindings: &[Json]) -> anyhow::Result<(Rows, QueryData)> {
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        bindings: &[Json],
+    ) -> anyhow::Result<(Rows, QueryData)> {
         match self.query_once(sql, bindings).await {
-            Err(e) if e.downcast_ref::<SnowflakeError>().is_some_and(|s| SESSION_EXPIRED.contains(&s.code.as_str())) => {
+            Err(e)
+                if e.downcast_ref::<SnowflakeError>()
+                    .is_some_and(|s| SESSION_EXPIRED.contains(&s.code.as_str())) =>
+            {
                 if self.in_transaction {
                     return Err(e.context("the Snowflake session expired during a transaction: none of it was committed"));
                 }
                 tracing::debug!("Snowflake session expired; logging in again");
-                *self = Session::login(self.http.clone(), std::sync::Arc::clone(&self.spec)).await?;
+                *self =
+                    Session::login(self.http.clone(), std::sync::Arc::clone(&self.spec)).await?;
                 self.query_once(sql, bindings).await
             }
             other => other,
@@ -154,14 +197,17 @@ impl Session {
 
     /// Turns autocommit off: the statements until [`Session::end`] form one transaction.
     pub async fn begin(&mut self) -> anyhow::Result<()> {
-        self.query("ALTER SESSION SET AUTOCOMMIT = FALSE", &[]).await?;
+        self.query("ALTER SESSION SET AUTOCOMMIT = FALSE", &[])
+            .await?;
         self.in_transaction = true;
         Ok(())
     }
 
     /// Commits (or rolls back) the transaction and turns autocommit back on.
     pub async fn end(&mut self, commit: bool) -> anyhow::Result<()> {
-        let ended = self.query(if commit { "COMMIT" } else { "ROLLBACK" }, &[]).await;
+        let ended = self
+            .query(if commit { "COMMIT" } else { "ROLLBACK" }, &[])
+            .await;
         self.in_transaction = false;
         let restored = self.query("ALTER SESSION SET AUTOCOMMIT = TRUE", &[]).await;
         ended?;
@@ -172,7 +218,11 @@ impl Session {
         format!("Snowflake Token=\"{}\"", self.token.expose())
     }
 
-    async fn query_once(&mut self, sql: &str, bindings: &[Json]) -> anyhow::Result<(Rows, QueryData)> {
+    async fn query_once(
+        &mut self,
+        sql: &str,
+        bindings: &[Json],
+    ) -> anyhow::Result<(Rows, QueryData)> {
         self.sequence += 1;
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut body = json!({ "sqlText": sql, "sequenceId": self.sequence, "asyncExec": false });
@@ -200,15 +250,22 @@ impl Session {
                 anyhow::bail!(crate::cancel::Interrupted);
             }
         };
-        let mut env: Envelope = resp
-            .json()
-            .await
-            .map_err(|e| anyhow::anyhow!("Snowflake query: unreadable answer: {}", e.without_url()))?;
+        let mut env: Envelope = resp.json().await.map_err(|e| {
+            anyhow::anyhow!("Snowflake query: unreadable answer: {}", e.without_url())
+        })?;
         // Queries that outlive one request: poll their result.
-        while !env.success && env.code.as_deref().is_some_and(|c| QUERY_IN_PROGRESS.contains(&c)) {
+        while !env.success
+            && env
+                .code
+                .as_deref()
+                .is_some_and(|c| QUERY_IN_PROGRESS.contains(&c))
+        {
             if started.elapsed() > self.spec.query_timeout {
                 self.abort(sql, &request_id).await;
-                anyhow::bail!("Snowflake query ran longer than query_timeout ({}s); cancelled it", self.spec.query_timeout.as_secs());
+                anyhow::bail!(
+                    "Snowflake query ran longer than query_timeout ({}s); cancelled it",
+                    self.spec.query_timeout.as_secs()
+                );
             }
             let url = env
                 .data
@@ -234,12 +291,18 @@ impl Session {
                 .map_err(|e| anyhow::anyhow!("Snowflake result poll failed: {}", e.without_url()))?
                 .json()
                 .await
-                .map_err(|e| anyhow::anyhow!("Snowflake result poll: unreadable answer: {}", e.without_url()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "Snowflake result poll: unreadable answer: {}",
+                        e.without_url()
+                    )
+                })?;
         }
         if !env.success {
             return Err(error_of(&env).into());
         }
-        let data: QueryData = serde_json::from_value(env.data.unwrap_or(Json::Null)).context("Snowflake query: unexpected answer")?;
+        let data: QueryData = serde_json::from_value(env.data.unwrap_or(Json::Null))
+            .context("Snowflake query: unexpected answer")?;
         let rows = results::rows(&self.http, &data).await?;
         Ok((rows, data))
     }
@@ -256,7 +319,9 @@ impl Session {
             .await;
         match r {
             Ok(_) => tracing::warn!(request_id, "asked Snowflake to cancel the running query"),
-            Err(e) => tracing::warn!(request_id, error = %e.without_url(), "could not ask Snowflake to cancel the query"),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e.without_url(), "could not ask Snowflake to cancel the query")
+            }
         }
     }
 
@@ -277,7 +342,9 @@ fn binding(v: &Json) -> Json {
     match v {
         Json::Null => json!({"type": "ANY", "value": null}),
         Json::Bool(b) => json!({"type": "BOOLEAN", "value": b.to_string()}),
-        Json::Number(n) if n.is_i64() || n.is_u64() => json!({"type": "FIXED", "value": n.to_string()}),
+        Json::Number(n) if n.is_i64() || n.is_u64() => {
+            json!({"type": "FIXED", "value": n.to_string()})
+        }
         Json::Number(n) => json!({"type": "REAL", "value": n.to_string()}),
         Json::String(s) => json!({"type": "TEXT", "value": s}),
         other => json!({"type": "TEXT", "value": other.to_string()}),

@@ -19,47 +19,98 @@ fn cast(ty: ColType) -> &'static str {
 }
 
 /// The setup script. `stage_url` is the klines stage (`s3://bucket/prefix`).
-pub fn script(o: &SnowflakeOutput, stage_url: &str, role_arn: Option<&str>) -> anyhow::Result<String> {
+pub fn script(
+    o: &SnowflakeOutput,
+    stage_url: &str,
+    role_arn: Option<&str>,
+) -> anyhow::Result<String> {
     let k = Kind::Snowflake;
     let raw_schema = &o.raw_schema;
     ident::validate(&o.database).map_err(|e| anyhow::anyhow!("database: {e}"))?;
     let db = fold(k, &o.database);
-    let stage = o.stage.clone().unwrap_or_else(|| format!("{db}.{}.KLINES_STAGE", fold(k, raw_schema)));
-    let pipe = o.pipe.clone().unwrap_or_else(|| format!("{db}.{}.KLINES_PIPE", fold(k, raw_schema)));
-    let integration = o.storage_integration.clone().unwrap_or_else(|| "KLINES_S3".into());
+    let stage = o
+        .stage
+        .clone()
+        .unwrap_or_else(|| format!("{db}.{}.KLINES_STAGE", fold(k, raw_schema)));
+    let pipe = o
+        .pipe
+        .clone()
+        .unwrap_or_else(|| format!("{db}.{}.KLINES_PIPE", fold(k, raw_schema)));
+    let integration = o
+        .storage_integration
+        .clone()
+        .unwrap_or_else(|| "KLINES_S3".into());
     super::validate_qualified("stage", &stage)?;
     super::validate_qualified("pipe", &pipe)?;
     ident::validate(&integration).map_err(|e| anyhow::anyhow!("storage_integration: {e}"))?;
     let url = format!("{}/", stage_url.trim_end_matches('/'));
     if !url.starts_with("s3://") {
-        anyhow::bail!("Snowflake reads the stage from S3: set `stage: s3://bucket/prefix` in klines.yml (it is {stage_url})");
+        anyhow::bail!(
+            "Snowflake reads the stage from S3: set `stage: s3://bucket/prefix` in klines.yml (it is {stage_url})"
+        );
     }
     let file_format = format!("{db}.{}.KLINES_PARQUET", fold(k, raw_schema));
     let mut s = String::new();
-    let _ = writeln!(s, "-- klines setup for Snowflake: run as a role that may create integrations, stages and pipes.");
-    let _ = writeln!(s, "-- 1. Snowflake reads the klines stage ({url}) through an IAM role.");
+    let _ = writeln!(
+        s,
+        "-- klines setup for Snowflake: run as a role that may create integrations, stages and pipes."
+    );
+    let _ = writeln!(
+        s,
+        "-- 1. Snowflake reads the klines stage ({url}) through an IAM role."
+    );
     let _ = writeln!(s, "CREATE STORAGE INTEGRATION IF NOT EXISTS {integration}");
     let _ = writeln!(s, "  TYPE = EXTERNAL_STAGE");
     let _ = writeln!(s, "  STORAGE_PROVIDER = 'S3'");
     let _ = writeln!(s, "  ENABLED = TRUE");
-    let _ = writeln!(s, "  STORAGE_AWS_ROLE_ARN = {}", literal(role_arn.unwrap_or("arn:aws:iam::<account>:role/<role for Snowflake>")));
+    let _ = writeln!(
+        s,
+        "  STORAGE_AWS_ROLE_ARN = {}",
+        literal(role_arn.unwrap_or("arn:aws:iam::<account>:role/<role for Snowflake>"))
+    );
     let _ = writeln!(s, "  STORAGE_ALLOWED_LOCATIONS = ({});", literal(&url));
-    let _ = writeln!(s, "-- DESC INTEGRATION {integration}; gives STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID for the role's trust policy.");
+    let _ = writeln!(
+        s,
+        "-- DESC INTEGRATION {integration}; gives STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID for the role's trust policy."
+    );
     let _ = writeln!(s);
     let _ = writeln!(s, "USE DATABASE {db};");
-    let _ = writeln!(s, "-- 2. The raw schema, the raw table and the load history (klines load creates them too).");
+    let _ = writeln!(
+        s,
+        "-- 2. The raw schema, the raw table and the load history (klines load creates them too)."
+    );
     for st in raw::ddl(k, raw_schema) {
         let _ = writeln!(s, "{st};");
     }
     let _ = writeln!(s);
-    let _ = writeln!(s, "-- 3. The file format and the external stage over the same bucket and prefix.");
-    let _ = writeln!(s, "CREATE FILE FORMAT IF NOT EXISTS {file_format} TYPE = PARQUET USE_LOGICAL_TYPE = TRUE;");
-    let _ = writeln!(s, "CREATE STAGE IF NOT EXISTS {stage} URL = {} STORAGE_INTEGRATION = {integration} FILE_FORMAT = {file_format};", literal(&url));
+    let _ = writeln!(
+        s,
+        "-- 3. The file format and the external stage over the same bucket and prefix."
+    );
+    let _ = writeln!(
+        s,
+        "CREATE FILE FORMAT IF NOT EXISTS {file_format} TYPE = PARQUET USE_LOGICAL_TYPE = TRUE;"
+    );
+    let _ = writeln!(
+        s,
+        "CREATE STAGE IF NOT EXISTS {stage} URL = {} STORAGE_INTEGRATION = {integration} FILE_FORMAT = {file_format};",
+        literal(&url)
+    );
     let _ = writeln!(s);
-    let _ = writeln!(s, "-- 4. For `klines load --snowpipe`: a landing table the pipe copies into; klines merges it into");
-    let _ = writeln!(s, "--    the raw table once Snowpipe reports the files LOADED.");
+    let _ = writeln!(
+        s,
+        "-- 4. For `klines load --snowpipe`: a landing table the pipe copies into; klines merges it into"
+    );
+    let _ = writeln!(
+        s,
+        "--    the raw table once Snowpipe reports the files LOADED."
+    );
     let _ = writeln!(s, "{};", super::landing_ddl(raw_schema));
-    let cols: Vec<String> = raw::STAGED.iter().map(|(n, _)| quote(k, n)).chain([quote(k, "_file")]).collect();
+    let cols: Vec<String> = raw::STAGED
+        .iter()
+        .map(|(n, _)| quote(k, n))
+        .chain([quote(k, "_file")])
+        .collect();
     let selects: Vec<String> = raw::STAGED
         .iter()
         .map(|(n, t)| format!("$1:{n}::{}", cast(*t)))
@@ -72,8 +123,20 @@ pub fn script(o: &SnowflakeOutput, stage_url: &str, role_arn: Option<&str>) -> a
         cols.join(", "),
         selects.join(", ")
     );
-    let _ = writeln!(s, "-- Key-pair authentication, for the connector and Snowpipe's REST API:");
-    let _ = writeln!(s, "-- ALTER USER {} SET RSA_PUBLIC_KEY = '<the public key, without its PEM header and footer>';", fold(k, &o.user));
-    let _ = writeln!(s, "-- Types: decimals {}, times {} (UTC).", sql_type(k, ColType::Decimal), sql_type(k, ColType::Timestamp));
+    let _ = writeln!(
+        s,
+        "-- Key-pair authentication, for the connector and Snowpipe's REST API:"
+    );
+    let _ = writeln!(
+        s,
+        "-- ALTER USER {} SET RSA_PUBLIC_KEY = '<the public key, without its PEM header and footer>';",
+        fold(k, &o.user)
+    );
+    let _ = writeln!(
+        s,
+        "-- Types: decimals {}, times {} (UTC).",
+        sql_type(k, ColType::Decimal),
+        sql_type(k, ColType::Timestamp)
+    );
     Ok(s)
 }

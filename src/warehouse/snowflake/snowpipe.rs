@@ -30,7 +30,10 @@ pub struct FileReport {
 impl FileReport {
     /// LOADED, LOAD_FAILED and PARTIALLY_LOADED are final; LOAD_IN_PROGRESS is not.
     pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "LOADED" | "LOAD_FAILED" | "PARTIALLY_LOADED")
+        matches!(
+            self.status.as_str(),
+            "LOADED" | "LOAD_FAILED" | "PARTIALLY_LOADED"
+        )
     }
 }
 
@@ -66,7 +69,10 @@ pub struct Snowpipe {
 impl Snowpipe {
     pub fn new(o: &SnowflakeOutput, http: reqwest::Client, pipe: &str) -> anyhow::Result<Snowpipe> {
         super::validate_qualified("pipe", pipe)?;
-        let path = o.private_key_path.as_deref().context("Snowpipe's REST API needs key-pair authentication: set private_key_path")?;
+        let path = o
+            .private_key_path
+            .as_deref()
+            .context("Snowpipe's REST API needs key-pair authentication: set private_key_path")?;
         Ok(Snowpipe {
             http,
             base_url: super::base_url(o)?,
@@ -80,7 +86,15 @@ impl Snowpipe {
     }
 
     fn bearer(&self) -> anyhow::Result<String> {
-        Ok(format!("Bearer {}", self.key.token(&self.account, &self.user, chrono::Utc::now().timestamp(), 3540)?))
+        Ok(format!(
+            "Bearer {}",
+            self.key.token(
+                &self.account,
+                &self.user,
+                chrono::Utc::now().timestamp(),
+                3540
+            )?
+        ))
     }
 
     fn url(&self, what: &str) -> String {
@@ -105,9 +119,16 @@ impl Snowpipe {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
             let parsed: Option<InsertResponse> = serde_json::from_str(&text).ok();
-            if !status.is_success() || parsed.as_ref().and_then(|r| r.response_code.as_deref()) != Some("SUCCESS") {
-                let msg = parsed.and_then(|r| r.message).unwrap_or_else(|| text.chars().take(200).collect());
-                bail!("Snowpipe insertFiles for {}: HTTP {status}: {msg}", self.pipe);
+            if !status.is_success()
+                || parsed.as_ref().and_then(|r| r.response_code.as_deref()) != Some("SUCCESS")
+            {
+                let msg = parsed
+                    .and_then(|r| r.message)
+                    .unwrap_or_else(|| text.chars().take(200).collect());
+                bail!(
+                    "Snowpipe insertFiles for {}: HTTP {status}: {msg}",
+                    self.pipe
+                );
             }
         }
         Ok(())
@@ -115,7 +136,11 @@ impl Snowpipe {
 
     /// Follows insertReport until every path has a final status, or `timeout` passes. Paths
     /// without a final status are reported with their last status (or `NOT_REPORTED`).
-    pub async fn wait(&self, paths: &BTreeSet<String>, timeout: Duration) -> anyhow::Result<BTreeMap<String, FileReport>> {
+    pub async fn wait(
+        &self,
+        paths: &BTreeSet<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<BTreeMap<String, FileReport>> {
         let started = Instant::now();
         let mut seen: BTreeMap<String, FileReport> = BTreeMap::new();
         let mut begin_mark: Option<String> = None;
@@ -134,12 +159,17 @@ impl Snowpipe {
                 .header("Accept", "application/json")
                 .send()
                 .await
-                .map_err(|e| anyhow::anyhow!("Snowpipe insertReport failed: {}", e.without_url()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("Snowpipe insertReport failed: {}", e.without_url())
+                })?;
             let status = resp.status();
             if !status.is_success() {
                 bail!("Snowpipe insertReport for {}: HTTP {status}", self.pipe);
             }
-            let report: Report = resp.json().await.map_err(|e| anyhow::anyhow!("Snowpipe insertReport: {}", e.without_url()))?;
+            let report: Report = resp
+                .json()
+                .await
+                .map_err(|e| anyhow::anyhow!("Snowpipe insertReport: {}", e.without_url()))?;
             if report.next_begin_mark.is_some() {
                 begin_mark = report.next_begin_mark;
             }
@@ -148,7 +178,10 @@ impl Snowpipe {
                     seen.insert(f.path.clone(), f);
                 }
             }
-            if paths.iter().all(|p| seen.get(p).is_some_and(FileReport::is_final)) {
+            if paths
+                .iter()
+                .all(|p| seen.get(p).is_some_and(FileReport::is_final))
+            {
                 return Ok(seen);
             }
             if started.elapsed() >= timeout || crate::cancel::is_cancelled() {

@@ -21,7 +21,9 @@ pub fn ms(s: &str) -> i64 {
 /// test fails: it does not skip.
 pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which starts the servers they need")
+        panic!(
+            "{name} is not set: run the tests with scripts/test, which starts the servers they need"
+        )
     })
 }
 
@@ -49,8 +51,17 @@ impl Project {
     /// The klines binary, run in this project with no inherited log settings.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_klines"));
-        c.current_dir(self.path()).env_remove("KLINES_LOG").env_remove("RUST_LOG").env("NO_COLOR", "1");
-        for var in ["KLINES_STAGE", "KLINES_STATE", "KLINES_BASE_URL", "KLINES_TARGET", "KLINES_PROFILES_DIR"] {
+        c.current_dir(self.path())
+            .env_remove("KLINES_LOG")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        for var in [
+            "KLINES_STAGE",
+            "KLINES_STATE",
+            "KLINES_BASE_URL",
+            "KLINES_TARGET",
+            "KLINES_PROFILES_DIR",
+        ] {
             c.env_remove(var);
         }
         c
@@ -83,7 +94,9 @@ impl Project {
 pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -100,7 +113,10 @@ pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// The staged Parquet files below `dir`, by relative path.
 pub fn parquet_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    files(dir).into_iter().filter(|(k, _)| k.ends_with(".parquet") && !k.starts_with('_')).collect()
+    files(dir)
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".parquet") && !k.starts_with('_'))
+        .collect()
 }
 
 /// All staged klines by (symbol, interval, open time), files read in name order with
@@ -111,14 +127,23 @@ pub fn staged_klines(dir: &Path) -> BTreeMap<(String, String, i64), Kline> {
         let d = klines::stage::parquet::decode(&name, bytes.into()).unwrap();
         let s = d.series.expect("a series");
         for k in d.klines.iter() {
-            out.insert((s.symbol.to_string(), s.interval.to_string(), k.open_time), k);
+            out.insert(
+                (s.symbol.to_string(), s.interval.to_string(), k.open_time),
+                k,
+            );
         }
     }
     out
 }
 
 /// The closed klines the exchange has for `symbol` in `[from, to)` at its current time.
-pub fn expected(exchange: &TestExchange, symbol: &str, interval: &str, from: i64, to: i64) -> Vec<Kline> {
+pub fn expected(
+    exchange: &TestExchange,
+    symbol: &str,
+    interval: &str,
+    from: i64,
+    to: i64,
+) -> Vec<Kline> {
     let now = exchange.now();
     let iv: klines::exchange::Interval = interval.parse().unwrap();
     exchange
@@ -132,12 +157,21 @@ pub fn expected(exchange: &TestExchange, symbol: &str, interval: &str, from: i64
 /// Asserts the staged klines of `symbol` equal `want`, naming the first difference.
 pub fn assert_staged(dir: &Path, symbol: &str, interval: &str, want: &[Kline]) {
     let staged = staged_klines(dir);
-    let got: Vec<&Kline> =
-        staged.iter().filter(|((s, i, _), _)| s == symbol && i == interval).map(|(_, k)| k).collect();
+    let got: Vec<&Kline> = staged
+        .iter()
+        .filter(|((s, i, _), _)| s == symbol && i == interval)
+        .map(|(_, k)| k)
+        .collect();
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(*g, w, "{symbol} {interval}: row {i} differs");
     }
-    assert_eq!(got.len(), want.len(), "{symbol} {interval}: staged {} rows, expected {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{symbol} {interval}: staged {} rows, expected {}",
+        got.len(),
+        want.len()
+    );
 }
 
 pub fn batch(rows: &[Kline]) -> KlineBatch {
@@ -158,9 +192,17 @@ pub fn stderr(o: &Output) -> String {
 
 /// Reads `n` from "... <n> <word> ..." in a summary line.
 pub fn summary_number(summary: &str, word: &str) -> u64 {
-    let words: Vec<&str> = summary.split(|c: char| c.is_whitespace() || c == ',' || c == ';').filter(|w| !w.is_empty()).collect();
-    let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("no {word:?} in {summary:?}"));
-    words[i - 1].parse().unwrap_or_else(|_| panic!("no number before {word:?} in {summary:?}"))
+    let words: Vec<&str> = summary
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let i = words
+        .iter()
+        .position(|w| *w == word)
+        .unwrap_or_else(|| panic!("no {word:?} in {summary:?}"));
+    words[i - 1]
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before {word:?} in {summary:?}"))
 }
 
 /// A fresh PostgreSQL database on the test server, dropped at the end.
@@ -170,7 +212,9 @@ pub struct PgDb {
 
 fn pg_admin_config() -> tokio_postgres::Config {
     let conn = required_env("KLINES_TEST_PG");
-    let mut c: tokio_postgres::Config = conn.parse().unwrap_or_else(|e| panic!("KLINES_TEST_PG {conn:?}: {e}"));
+    let mut c: tokio_postgres::Config = conn
+        .parse()
+        .unwrap_or_else(|e| panic!("KLINES_TEST_PG {conn:?}: {e}"));
     c.dbname("postgres");
     c
 }
@@ -178,17 +222,28 @@ fn pg_admin_config() -> tokio_postgres::Config {
 fn pg_admin(sql: &str) {
     // On a thread of its own: callers may be inside a runtime already.
     let sql = sql.to_string();
-    std::thread::spawn(move || pg_admin_blocking(&sql)).join().unwrap();
+    std::thread::spawn(move || pg_admin_blocking(&sql))
+        .join()
+        .unwrap();
 }
 
 fn pg_admin_blocking(sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let (client, conn) = pg_admin_config().connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| {
-            panic!("cannot reach the test PostgreSQL server (KLINES_TEST_PG): {e}")
-        });
+        let (client, conn) = pg_admin_config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach the test PostgreSQL server (KLINES_TEST_PG): {e}")
+            });
         let task = tokio::spawn(conn);
-        client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         drop(client);
         let _ = task.await;
     });
@@ -208,7 +263,11 @@ impl PgDb {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => "127.0.0.1".into(),
         };
-        (host, c.get_ports().first().copied().unwrap_or(5432), c.get_user().unwrap_or("postgres").to_string())
+        (
+            host,
+            c.get_ports().first().copied().unwrap_or(5432),
+            c.get_user().unwrap_or("postgres").to_string(),
+        )
     }
 
     /// A postgres output for profiles.yml, indented for `outputs:`.
@@ -222,14 +281,20 @@ impl PgDb {
 
     pub fn output(&self) -> klines::config::profiles::PostgresOutput {
         let (host, port, user) = self.fields();
-        let yaml = format!("host: {host}\nport: {port}\nuser: {user}\ndbname: {}\nschema: analytics\nsslmode: disable\n", self.name);
+        let yaml = format!(
+            "host: {host}\nport: {port}\nuser: {user}\ndbname: {}\nschema: analytics\nsslmode: disable\n",
+            self.name
+        );
         yaml_serde::from_str(&yaml).unwrap()
     }
 }
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        pg_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        pg_admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
     }
 }
 
@@ -237,7 +302,11 @@ impl Project {
     /// Writes profiles.yml with the profile `klines` and these outputs (YAML under
     /// `outputs:`), the first being the default target.
     pub fn profiles(&self, target: &str, outputs: &str) {
-        std::fs::write(self.path().join("profiles.yml"), format!("klines:\n  target: {target}\n  outputs:\n{outputs}")).unwrap();
+        std::fs::write(
+            self.path().join("profiles.yml"),
+            format!("klines:\n  target: {target}\n  outputs:\n{outputs}"),
+        )
+        .unwrap();
     }
 }
 
@@ -257,10 +326,17 @@ impl FakeSnow {
     }
 
     pub fn create() -> FakeSnow {
-        let database = format!("KLINES_TEST_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
+        let database = format!(
+            "KLINES_TEST_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+        .to_uppercase();
         let db = database.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 use klines::warehouse::snowflake::session::{Auth, LoginSpec, Session};
                 let spec = std::sync::Arc::new(LoginSpec {
@@ -274,8 +350,12 @@ impl FakeSnow {
                     schema: None,
                     query_timeout: std::time::Duration::from_secs(60),
                 });
-                let mut s = Session::login(reqwest::Client::new(), spec).await.expect("log in to fakesnow");
-                s.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"), &[]).await.expect("create database");
+                let mut s = Session::login(reqwest::Client::new(), spec)
+                    .await
+                    .expect("log in to fakesnow");
+                s.query(&format!("CREATE DATABASE IF NOT EXISTS {db}"), &[])
+                    .await
+                    .expect("create database");
             });
         })
         .join()
@@ -298,7 +378,12 @@ impl FakeSnow {
     }
 
     pub fn output(&self, stage: Option<&str>) -> klines::config::profiles::SnowflakeOutput {
-        let yaml: String = self.output_yaml("x", stage).lines().skip(2).map(|l| format!("{}\n", l.trim_start())).collect();
+        let yaml: String = self
+            .output_yaml("x", stage)
+            .lines()
+            .skip(2)
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
         yaml_serde::from_str(&yaml).unwrap()
     }
 
@@ -308,14 +393,24 @@ impl FakeSnow {
         let out = self.output(None);
         let sql = vec![
             format!("CREATE SCHEMA IF NOT EXISTS {}.RAW", self.database),
-            format!("CREATE OR REPLACE STAGE {name} URL = '{}/'", s3_url.trim_end_matches('/')),
+            format!(
+                "CREATE OR REPLACE STAGE {name} URL = '{}/'",
+                s3_url.trim_end_matches('/')
+            ),
         ];
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
-                let sf = klines::warehouse::snowflake::Snowflake::connect(&out).await.unwrap();
+                let sf = klines::warehouse::snowflake::Snowflake::connect(&out)
+                    .await
+                    .unwrap();
                 for s in sql {
-                    sf.run(&s, &[]).await.unwrap_or_else(|e| panic!("{s}: {e:#}"));
+                    sf.run(&s, &[])
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e:#}"));
                 }
             });
         })

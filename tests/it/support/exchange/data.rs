@@ -73,7 +73,9 @@ pub fn mix(a: u64, b: u64) -> u64 {
 }
 
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
+    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    })
 }
 
 /// True when the exchange was down during this minute (no symbol has a kline).
@@ -97,17 +99,26 @@ pub struct Market {
 
 impl Market {
     pub fn synthetic() -> Market {
-        Market { synthetic: default_symbols(), ..Default::default() }
+        Market {
+            synthetic: default_symbols(),
+            ..Default::default()
+        }
     }
 
     /// The real fixtures only (XRPETH, BTCUSDT, ETHUSDT, SOLUSDT).
     pub fn real(fixtures: &Path) -> Market {
-        Market { real: load_real(fixtures), ..Default::default() }
+        Market {
+            real: load_real(fixtures),
+            ..Default::default()
+        }
     }
 
     pub fn symbol_names(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> =
-            self.synthetic.iter().map(|s| (s.name.clone(), s.status.clone())).collect();
+        let mut out: Vec<(String, String)> = self
+            .synthetic
+            .iter()
+            .map(|s| (s.name.clone(), s.status.clone()))
+            .collect();
         for name in self.real.keys() {
             if !out.iter().any(|(n, _)| n == name) {
                 out.push((name.clone(), "TRADING".into()));
@@ -126,7 +137,10 @@ impl Market {
         if let Some(rows) = self.real.get(name) {
             return rows.keys().next().copied();
         }
-        self.synthetic.iter().find(|s| s.name == name).map(|s| s.listed_from)
+        self.synthetic
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.listed_from)
     }
 
     /// The symbol's 1m kline opening at `t`, if the exchange has one.
@@ -151,7 +165,11 @@ impl Market {
             None => return Vec::new(),
         };
         if let Some(rows) = self.real.get(name) {
-            let mut out: Vec<Kline> = rows.range(start..end.max(start)).take(limit).map(|(_, k)| k.clone()).collect();
+            let mut out: Vec<Kline> = rows
+                .range(start..end.max(start))
+                .take(limit)
+                .map(|(_, k)| k.clone())
+                .collect();
             for k in out.iter_mut() {
                 if let Some(o) = self.overrides.get(&(name.to_string(), k.open_time)) {
                     *k = o.clone();
@@ -173,14 +191,28 @@ impl Market {
 
     /// The first `limit` klines of any interval opening in `[start, end)` whose 1m data exists
     /// up to `now` (the candle containing `now` is included, unclosed).
-    pub fn klines(&self, name: &str, interval: Interval, start: i64, end: i64, now: i64, limit: usize) -> Vec<Kline> {
+    pub fn klines(
+        &self,
+        name: &str,
+        interval: Interval,
+        start: i64,
+        end: i64,
+        now: i64,
+        limit: usize,
+    ) -> Vec<Kline> {
         let end = end.min(interval.floor(now) + 1);
         match interval {
             Interval::M1 => self.minutes(name, start, end, limit),
             Interval::S1 => self.seconds(name, start, end, limit),
             _ => {
                 let mut out = Vec::new();
-                let mut b = interval.ceil(start.max(self.first_minute(name).map(|f| interval.floor(f)).unwrap_or(start)));
+                let mut b = interval.ceil(
+                    start.max(
+                        self.first_minute(name)
+                            .map(|f| interval.floor(f))
+                            .unwrap_or(start),
+                    ),
+                );
                 while b < end && out.len() < limit {
                     let next = interval.next(b);
                     let minutes = self.minutes(name, b, next.min(now + 1), usize::MAX);
@@ -195,7 +227,9 @@ impl Market {
     }
 
     fn seconds(&self, name: &str, start: i64, end: i64, limit: usize) -> Vec<Kline> {
-        let Some(s) = self.synthetic.iter().find(|s| s.name == name) else { return Vec::new() };
+        let Some(s) = self.synthetic.iter().find(|s| s.name == name) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         let mut t = start.max(s.listed_from).div_euclid(1000) * 1000;
         if t < start {
@@ -207,7 +241,11 @@ impl Market {
                 let h = mix(name_hash(&s.name) ^ 0x5EC, t as u64);
                 let price = level(s, minute) + (h % 7) as i128 * s.tick;
                 let traded = h % 3 != 0;
-                let volume = if traded { (h % 10_000) as i128 * 10_000 + 1 } else { 0 };
+                let volume = if traded {
+                    (h % 10_000) as i128 * 10_000 + 1
+                } else {
+                    0
+                };
                 out.push(Kline {
                     open_time: t,
                     open: price,
@@ -306,7 +344,10 @@ fn synthetic_minute(s: &SyntheticSymbol, t: i64) -> Kline {
 /// traded minutes only; close from the last minute; sums over all; all fillers give a filler.
 pub fn rollup(minutes: &[Kline], open_time: i64, close_time: i64) -> Option<Kline> {
     let last = minutes.last()?;
-    let traded: Vec<&Kline> = minutes.iter().filter(|k| k.trades > 0 || k.volume > 0).collect();
+    let traded: Vec<&Kline> = minutes
+        .iter()
+        .filter(|k| k.trades > 0 || k.volume > 0)
+        .collect();
     let (open, high, low) = match traded.first() {
         Some(first) => (
             first.open,
@@ -340,7 +381,11 @@ pub fn fixtures_dir() -> std::path::PathBuf {
 fn real_kline(symbol: &str, t: i64, o: &str, h: &str, l: &str, c: &str, v: &str) -> Kline {
     let p = |s: &str| decimal::parse(s).unwrap_or_else(|e| panic!("fixture {symbol} {t}: {e}"));
     let (open, high, low, close, volume) = (p(o), p(h), p(l), p(c), p(v));
-    let trades = if volume == 0 { 0 } else { 1 + (mix(name_hash(symbol), t as u64) % 500) as i64 };
+    let trades = if volume == 0 {
+        0
+    } else {
+        1 + (mix(name_hash(symbol), t as u64) % 500) as i64
+    };
     let taker = volume / 2;
     Kline {
         open_time: t,
@@ -364,7 +409,8 @@ fn load_real(dir: &Path) -> HashMap<String, BTreeMap<i64, Kline>> {
     out.insert("XRPETH".to_string(), parse_json_rows("XRPETH", &text));
     for sym in ["BTCUSDT", "ETHUSDT", "SOLUSDT"] {
         let path = dir.join(format!("rocketalerts_spot/{sym}_1m.csv"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         out.insert(sym.to_string(), parse_csv_rows(sym, &text));
     }
     out
@@ -373,12 +419,18 @@ fn load_real(dir: &Path) -> HashMap<String, BTreeMap<i64, Kline>> {
 /// `[[ms, o, h, l, c, v], ...]`, numbers kept as written.
 pub fn parse_json_rows(symbol: &str, text: &str) -> BTreeMap<i64, Kline> {
     let mut rows = BTreeMap::new();
-    for row in text.split(']').map(|r| r.trim_start_matches([',', '[', ' ', '\n'])).filter(|r| !r.trim().is_empty()) {
+    for row in text
+        .split(']')
+        .map(|r| r.trim_start_matches([',', '[', ' ', '\n']))
+        .filter(|r| !r.trim().is_empty())
+    {
         let f: Vec<&str> = row.split(',').map(str::trim).collect();
         if f.len() < 6 {
             continue;
         }
-        let t: i64 = f[0].parse().unwrap_or_else(|_| panic!("{symbol}: bad time {:?}", f[0]));
+        let t: i64 = f[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("{symbol}: bad time {:?}", f[0]));
         rows.insert(t, real_kline(symbol, t, f[1], f[2], f[3], f[4], f[5]));
     }
     rows

@@ -37,7 +37,10 @@ pub enum Clock {
 
 impl Clock {
     pub fn running_from(start: i64) -> Clock {
-        Clock::Running { start, at: Instant::now() }
+        Clock::Running {
+            start,
+            at: Instant::now(),
+        }
     }
 
     pub fn now(&self) -> i64 {
@@ -98,7 +101,10 @@ impl Config {
     }
 
     pub fn real(now: i64) -> Config {
-        Config { market: Market::real(&data::fixtures_dir()), ..Config::synthetic(now) }
+        Config {
+            market: Market::real(&data::fixtures_dir()),
+            ..Config::synthetic(now)
+        }
     }
 }
 
@@ -148,7 +154,10 @@ pub struct TestExchange {
 }
 
 fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl TestExchange {
@@ -166,7 +175,9 @@ impl TestExchange {
             limits: Mutex::new(Limits::default()),
         });
         let listener = std::net::TcpListener::bind(bind).expect("bind the test exchange");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local address");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(Arc::clone(&shared));
@@ -179,7 +190,8 @@ impl TestExchange {
                     .build()
                     .expect("exchange runtime");
                 rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     axum::serve(listener, app)
                         .with_graceful_shutdown(async move {
                             let _ = rx.await;
@@ -189,7 +201,13 @@ impl TestExchange {
                 });
             })
             .expect("spawn the exchange thread");
-        TestExchange { addr, url: format!("http://{addr}"), shared, shutdown: Some(tx), thread: Some(thread) }
+        TestExchange {
+            addr,
+            url: format!("http://{addr}"),
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn set_clock(&self, clock: Clock) {
@@ -222,7 +240,13 @@ impl TestExchange {
 
     /// Publishes a corrected 1m kline.
     pub fn correct(&self, symbol: &str, kline: klines::kline::Kline) {
-        self.shared.config.lock().unwrap().market.overrides.insert((symbol.to_string(), kline.open_time), kline);
+        self.shared
+            .config
+            .lock()
+            .unwrap()
+            .market
+            .overrides
+            .insert((symbol.to_string(), kline.open_time), kline);
     }
 
     pub fn stats(&self) -> Stats {
@@ -248,12 +272,30 @@ impl Drop for TestExchange {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/api/v3/time", get(|s, q| endpoint(s, q, Endpoint::Time(false))))
-        .route("/fapi/v1/time", get(|s, q| endpoint(s, q, Endpoint::Time(true))))
-        .route("/api/v3/exchangeInfo", get(|s, q| endpoint(s, q, Endpoint::Info(false))))
-        .route("/fapi/v1/exchangeInfo", get(|s, q| endpoint(s, q, Endpoint::Info(true))))
-        .route("/api/v3/klines", get(|s, q| endpoint(s, q, Endpoint::Klines(false))))
-        .route("/fapi/v1/klines", get(|s, q| endpoint(s, q, Endpoint::Klines(true))))
+        .route(
+            "/api/v3/time",
+            get(|s, q| endpoint(s, q, Endpoint::Time(false))),
+        )
+        .route(
+            "/fapi/v1/time",
+            get(|s, q| endpoint(s, q, Endpoint::Time(true))),
+        )
+        .route(
+            "/api/v3/exchangeInfo",
+            get(|s, q| endpoint(s, q, Endpoint::Info(false))),
+        )
+        .route(
+            "/fapi/v1/exchangeInfo",
+            get(|s, q| endpoint(s, q, Endpoint::Info(true))),
+        )
+        .route(
+            "/api/v3/klines",
+            get(|s, q| endpoint(s, q, Endpoint::Klines(false))),
+        )
+        .route(
+            "/fapi/v1/klines",
+            get(|s, q| endpoint(s, q, Endpoint::Klines(true))),
+        )
         .route("/__admin/stats", get(admin_stats))
         .route("/__admin/clock", post(admin_clock))
         .with_state(shared)
@@ -271,12 +313,18 @@ type Params = Query<BTreeMap<String, String>>;
 fn json(status: StatusCode, body: String) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json;charset=UTF-8"));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
     r
 }
 
 fn api_error(code: i64, msg: &str) -> Response {
-    json(StatusCode::BAD_REQUEST, format!("{{\"code\":{code},\"msg\":\"{msg}\"}}"))
+    json(
+        StatusCode::BAD_REQUEST,
+        format!("{{\"code\":{code},\"msg\":\"{msg}\"}}"),
+    )
 }
 
 fn weight_of(e: Endpoint, q: &BTreeMap<String, String>) -> u32 {
@@ -285,7 +333,11 @@ fn weight_of(e: Endpoint, q: &BTreeMap<String, String>) -> u32 {
         Endpoint::Info(false) => 20,
         Endpoint::Info(true) => 1,
         Endpoint::Klines(false) => 2,
-        Endpoint::Klines(true) => match q.get("limit").and_then(|l| l.parse::<u32>().ok()).unwrap_or(500) {
+        Endpoint::Klines(true) => match q
+            .get("limit")
+            .and_then(|l| l.parse::<u32>().ok())
+            .unwrap_or(500)
+        {
             0..100 => 1,
             100..500 => 2,
             500..=1000 => 5,
@@ -345,7 +397,14 @@ async fn endpoint(State(shared): State<Arc<Shared>>, Query(q): Params, e: Endpoi
             axum::http::HeaderName::from_bytes(header_name.as_bytes()).unwrap(),
             HeaderValue::from_str(&used.to_string()).unwrap(),
         );
-        shared.stats.lock().unwrap().statuses.entry(r.status().as_u16()).and_modify(|n| *n += 1).or_insert(1);
+        shared
+            .stats
+            .lock()
+            .unwrap()
+            .statuses
+            .entry(r.status().as_u16())
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
         r
     };
     if let Some((status, until)) = limited {
@@ -361,7 +420,10 @@ async fn endpoint(State(shared): State<Arc<Shared>>, Query(q): Params, e: Endpoi
         match f {
             Fault::Status(s) => {
                 let status = StatusCode::from_u16(*s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return finish(json(status, "{\"code\":-1000,\"msg\":\"An unknown error occurred.\"}".into()));
+                return finish(json(
+                    status,
+                    "{\"code\":-1000,\"msg\":\"An unknown error occurred.\"}".into(),
+                ));
             }
             Fault::TooMany(secs) => {
                 // As if the limit was broken: requests before Retry-After count towards a ban.
@@ -380,25 +442,42 @@ async fn endpoint(State(shared): State<Arc<Shared>>, Query(q): Params, e: Endpoi
         }
     }
     let response = match e {
-        Endpoint::Time(_) => json(StatusCode::OK, format!("{{\"serverTime\":{}}}", config.clock.now())),
+        Endpoint::Time(_) => json(
+            StatusCode::OK,
+            format!("{{\"serverTime\":{}}}", config.clock.now()),
+        ),
         Endpoint::Info(futures) => exchange_info(&config, &q, futures, now_real),
         Endpoint::Klines(futures) => klines(&config, &q, futures),
     };
     let response = match fault {
-        Some(Fault::Truncate) | Some(Fault::Drop) | Some(Fault::Malformed) if response.status() == StatusCode::OK => {
-            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+        Some(Fault::Truncate) | Some(Fault::Drop) | Some(Fault::Malformed)
+            if response.status() == StatusCode::OK =>
+        {
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
             match fault {
-                Some(Fault::Truncate) => json(StatusCode::OK, String::from_utf8_lossy(&body[..body.len() / 2]).into_owned()),
-                Some(Fault::Malformed) => json(StatusCode::OK, "<html><body>502 Bad Gateway</body></html>".into()),
+                Some(Fault::Truncate) => json(
+                    StatusCode::OK,
+                    String::from_utf8_lossy(&body[..body.len() / 2]).into_owned(),
+                ),
+                Some(Fault::Malformed) => json(
+                    StatusCode::OK,
+                    "<html><body>502 Bad Gateway</body></html>".into(),
+                ),
                 _ => {
                     // Part of the body, then the connection goes away.
                     let half = body.slice(..body.len() / 2);
                     let stream = futures::stream::iter(vec![
                         Ok::<_, std::io::Error>(half),
-                        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "dropped")),
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "dropped",
+                        )),
                     ]);
                     let mut r = Response::new(Body::from_stream(stream));
-                    r.headers_mut().insert("content-length", HeaderValue::from(body.len()));
+                    r.headers_mut()
+                        .insert("content-length", HeaderValue::from(body.len()));
                     r
                 }
             }
@@ -415,7 +494,8 @@ fn retry_after(status: u16, secs: u64) -> Response {
         "{\"code\":-1003,\"msg\":\"Too many requests; current limit exceeded.\"}"
     };
     let mut r = json(StatusCode::from_u16(status).unwrap(), body.into());
-    r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from(secs));
     r
 }
 
@@ -427,7 +507,8 @@ fn next_fault(shared: &Shared) -> Option<Fault> {
     let (p, state, faults) = random.as_mut()?;
     *state = data::mix(*state, 0x5EED);
     let draw = (*state >> 11) as f64 / (1u64 << 53) as f64;
-    (draw < *p && !faults.is_empty()).then(|| faults[(*state % faults.len() as u64) as usize].clone())
+    (draw < *p && !faults.is_empty())
+        .then(|| faults[(*state % faults.len() as u64) as usize].clone())
 }
 
 fn requested_symbols(q: &BTreeMap<String, String>) -> Result<Option<Vec<String>>, Response> {
@@ -442,7 +523,12 @@ fn requested_symbols(q: &BTreeMap<String, String>) -> Result<Option<Vec<String>>
     Ok(None)
 }
 
-fn exchange_info(config: &Config, q: &BTreeMap<String, String>, futures: bool, now_real: i64) -> Response {
+fn exchange_info(
+    config: &Config,
+    q: &BTreeMap<String, String>,
+    futures: bool,
+    now_real: i64,
+) -> Response {
     let all = config.market.symbol_names();
     let wanted = match requested_symbols(q) {
         Ok(w) => w,
@@ -453,7 +539,11 @@ fn exchange_info(config: &Config, q: &BTreeMap<String, String>, futures: bool, n
     {
         return api_error(-1121, "Invalid symbol.");
     }
-    let (num, unit) = if config.window_secs % 60 == 0 { (config.window_secs / 60, "MINUTE") } else { (config.window_secs, "SECOND") };
+    let (num, unit) = if config.window_secs % 60 == 0 {
+        (config.window_secs / 60, "MINUTE")
+    } else {
+        (config.window_secs, "SECOND")
+    };
     let symbols: Vec<serde_json::Value> = all
         .iter()
         .filter(|(n, _)| wanted.as_ref().is_none_or(|w| w.contains(n)))
@@ -475,7 +565,10 @@ fn exchange_info(config: &Config, q: &BTreeMap<String, String>, futures: bool, n
 
 fn klines(config: &Config, q: &BTreeMap<String, String>, futures: bool) -> Response {
     let Some(symbol) = q.get("symbol") else {
-        return api_error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.");
+        return api_error(
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+        );
     };
     if !config.market.has_symbol(symbol) {
         return api_error(-1121, "Invalid symbol.");
@@ -491,12 +584,21 @@ fn klines(config: &Config, q: &BTreeMap<String, String>, futures: bool) -> Respo
     };
     let time = |k: &str| q.get(k).map(|v| v.parse::<i64>());
     let (start, end) = match (time("startTime"), time("endTime")) {
-        (Some(Err(_)), _) | (_, Some(Err(_))) => return api_error(-1100, "Illegal characters found in a parameter."),
+        (Some(Err(_)), _) | (_, Some(Err(_))) => {
+            return api_error(-1100, "Illegal characters found in a parameter.");
+        }
         (s, e) => (s.map(|r| r.unwrap_or(0)), e.map(|r| r.unwrap_or(0))),
     };
     let now = config.clock.now();
     let rows = match start {
-        Some(s) => config.market.klines(symbol, interval, s, end.map_or(i64::MAX, |e| e + 1), now, limit),
+        Some(s) => config.market.klines(
+            symbol,
+            interval,
+            s,
+            end.map_or(i64::MAX, |e| e + 1),
+            now,
+            limit,
+        ),
         None => {
             // The latest `limit` candles up to endTime (or now).
             let last = interval.floor(end.unwrap_or(now).min(now));
@@ -506,7 +608,9 @@ fn klines(config: &Config, q: &BTreeMap<String, String>, futures: bool) -> Respo
             } else {
                 from
             };
-            config.market.klines(symbol, interval, from, last + 1, now, limit)
+            config
+                .market
+                .klines(symbol, interval, from, last + 1, now, limit)
         }
     };
     json(StatusCode::OK, data::to_json(&rows))
