@@ -54,13 +54,17 @@ fn rowtype() -> Json_ {
 }
 
 async fn login(State(m): State<Arc<Mock>>, Json(body): Json<Json_>) -> Response {
-    if body["data"]["PASSWORD"] != "pw" || body["data"]["LOGIN_NAME"] != "tester" {
+    if !["pw", "hunter2-pw"].contains(&body["data"]["PASSWORD"].as_str().unwrap_or(""))
+        || body["data"]["LOGIN_NAME"] != "tester"
+    {
         return fail("390100", "Incorrect username or password was specified.");
     }
     let mut n = m.logins.lock().unwrap();
     *n += 1;
     m.note("login".into());
-    ok(json!({"token": format!("tok-{n}"), "masterToken": "master", "validityInSeconds": 3600}))
+    ok(
+        json!({"token": format!("tok-{n}"), "masterToken": "master-token-6b1f", "validityInSeconds": 3600}),
+    )
 }
 
 async fn query(
@@ -312,4 +316,50 @@ fn a_query_past_its_timeout_is_aborted() {
             >= 2,
         "{log:?}"
     );
+}
+
+/// Passwords and session tokens stay out of logs (at the most verbose), errors and artifacts.
+#[test]
+fn secrets_stay_out_of_logs_errors_and_artifacts() {
+    let (mock, url) = start();
+    let p = crate::support::Project::new("http://127.0.0.1:9", "");
+    std::fs::create_dir_all(p.path().join("models")).unwrap();
+    std::fs::write(p.path().join("models/m.sql"), "select 1 as x").unwrap();
+    p.profiles(
+        "sf",
+        &format!("    sf:\n      type: snowflake\n      account: klines\n      host: {url}\n      user: tester\n      password: \"{{{{ env_var('KLINES_TEST_SF_PW') }}}}\"\n      database: DB\n"),
+    );
+    let mut seen = String::new();
+    for args in [&["run", "-vv"][..], &["run", "-vv", "--log-format", "json"]] {
+        let out = p
+            .cmd()
+            .args(args)
+            .env("KLINES_TEST_SF_PW", "hunter2-pw")
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        seen += &crate::support::stdout(&out);
+        seen += &crate::support::stderr(&out);
+    }
+    // A wrong password fails with Snowflake's message, and without the password.
+    let out = p
+        .cmd()
+        .args(["run"])
+        .env("KLINES_TEST_SF_PW", "wrong-pw-77")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::support::stderr(&out);
+    assert!(
+        err.contains("cannot log in to Snowflake as tester") && err.contains("390100"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pw-77"), "{err}");
+    assert!(*mock.logins.lock().unwrap() >= 2);
+    for f in ["manifest.json", "run_results.json"] {
+        seen += &std::fs::read_to_string(p.path().join("target").join(f)).unwrap();
+    }
+    for secret in ["hunter2-pw", "tok-1", "tok-2", "master-token-6b1f"] {
+        assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
+    }
 }

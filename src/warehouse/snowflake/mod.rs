@@ -385,7 +385,9 @@ impl Warehouse for Snowflake {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        self.run(&format!("CREATE TABLE {incoming} ({cols})"), &[])
+        // Transient: no Time Travel or Fail-safe for a scratch table. Not TEMPORARY, as fakesnow
+        // cannot COPY INTO one.
+        self.run(&format!("CREATE TRANSIENT TABLE {incoming} ({cols})"), &[])
             .await?;
         let loaded_at = crate::time::now_ms();
         let result = async {

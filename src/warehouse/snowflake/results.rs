@@ -430,4 +430,74 @@ mod tests {
         );
         assert!(json_value(&rt("fixed", 2), &Json::from("1.234")).is_err());
     }
+
+    #[test]
+    fn arrow_cells_decode_snowflake_timestamps_as_utc() {
+        use arrow::array::{ArrayRef, Int32Array, Int64Array, StructArray};
+        use arrow::datatypes::Field;
+        use std::sync::Arc;
+        let field = |n: &str, t: DataType| Arc::new(Field::new(n, t, false));
+        let i64s = |v: i64| Arc::new(Int64Array::from(vec![v])) as ArrayRef;
+        let i32s = |v: i32| Arc::new(Int32Array::from(vec![v])) as ArrayRef;
+        // TIMESTAMP_TZ(3): {epoch in ms, timezone}; the zone does not move the instant.
+        let tz3 = StructArray::from(vec![
+            (field("epoch", DataType::Int64), i64s(1_704_067_200_123)),
+            (field("timezone", DataType::Int32), i32s(1440 + 60)),
+        ]);
+        assert_eq!(
+            arrow_cell(&rt("timestamp_tz", 3), &tz3, 0).unwrap(),
+            Value::Timestamp(1_704_067_200_123_000)
+        );
+        // TIMESTAMP_TZ(9): {epoch seconds, fraction ns, timezone}.
+        let tz9 = StructArray::from(vec![
+            (field("epoch", DataType::Int64), i64s(1_704_067_199)),
+            (field("fraction", DataType::Int32), i32s(999_999_000)),
+            (field("timezone", DataType::Int32), i32s(1440)),
+        ]);
+        assert_eq!(
+            arrow_cell(&rt("timestamp_tz", 9), &tz9, 0).unwrap(),
+            Value::Timestamp(1_704_067_199_999_999)
+        );
+        // TIMESTAMP_NTZ(9) before 1970: the fraction counts forward from the epoch second.
+        let ntz9 = StructArray::from(vec![
+            (field("epoch", DataType::Int64), i64s(-1)),
+            (field("fraction", DataType::Int32), i32s(500_000_000)),
+        ]);
+        assert_eq!(
+            arrow_cell(&rt("timestamp_ntz", 9), &ntz9, 0).unwrap(),
+            Value::Timestamp(-500_000)
+        );
+        // TIMESTAMP_LTZ(6) and NTZ(0): scaled integers.
+        assert_eq!(
+            arrow_cell(
+                &rt("timestamp_ltz", 6),
+                &Int64Array::from(vec![1_704_067_200_000_001]),
+                0
+            )
+            .unwrap(),
+            Value::Timestamp(1_704_067_200_000_001)
+        );
+        assert_eq!(
+            arrow_cell(
+                &rt("timestamp_ntz", 0),
+                &Int64Array::from(vec![1_704_067_200]),
+                0
+            )
+            .unwrap(),
+            Value::Timestamp(1_704_067_200_000_000)
+        );
+        // NUMBER(38, 8) as a scaled Int64 stays exact.
+        assert_eq!(
+            arrow_cell(
+                &rt("fixed", 8),
+                &Int64Array::from(vec![-4_200_001_000_000]),
+                0
+            )
+            .unwrap(),
+            Value::Decimal {
+                value: -4_200_001_000_000,
+                scale: 8
+            }
+        );
+    }
 }
