@@ -63,6 +63,34 @@ pub enum Command {
     Ls(LsArgs),
     /// Print the DDL that sets a warehouse up for klines (`klines setup snowflake`)
     Setup(SetupArgs),
+    /// Backfill, load, then build (seed, run, test): the whole pipeline, for schedulers and cron
+    Pipeline(PipelineArgs),
+    /// Check the configuration, the warehouse connection, the stage and the exchange
+    Debug,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    #[command(flatten)]
+    pub backfill: BackfillArgs,
+    /// Build only these nodes (as `klines build --select`) [default: everything]
+    #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// Selectors of nodes to leave out of the build
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// Variables for models, as YAML: '{market: spot}'
+    #[arg(long, value_name = "YAML")]
+    pub vars: Option<String>,
+    /// Nodes built at once [default: the profile's threads]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Snowflake: load through Snowpipe (DB.SCHEMA.PIPE, default: the profile's `pipe`)
+    #[arg(long, value_name = "PIPE", num_args = 0..=1, default_missing_value = "")]
+    pub snowpipe: Option<String>,
+    /// How long to follow Snowpipe's insertReport before giving up on unreported files
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub snowpipe_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

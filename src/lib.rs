@@ -28,6 +28,7 @@ use clap::Parser;
 pub fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
+    let json_logs = cli.global.log_format == logging::LogFormat::Json;
     logging::init(cli.global.log_format, verbosity);
     progress::init(cli.global.quiet == 0 && cli.global.log_format == logging::LogFormat::Text);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -65,8 +66,14 @@ pub fn main() -> std::process::ExitCode {
             if let Some(bars) = progress::bars() {
                 let _ = bars.clear();
             }
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(exit::classify(&e) as u8)
+            let code = exit::classify(&e) as u8;
+            if json_logs {
+                // Every stderr line stays a JSON object.
+                tracing::error!(exit_code = code, "{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

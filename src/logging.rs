@@ -2,7 +2,7 @@
 //! log shippers. `-v`/`-q` move the level; `KLINES_LOG` takes a full filter
 //! (`klines=debug,reqwest=info`).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -35,8 +35,11 @@ pub fn init(format: LogFormat, verbosity: i8) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(filter_for(verbosity)));
+    // Colours only on a terminal, and never with NO_COLOR set.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(Stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),

@@ -2,8 +2,10 @@
 //! calls of the library and printing results on stdout.
 
 mod backfill;
+mod debug;
 mod load;
 mod models;
+mod pipeline;
 mod setup;
 
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ls(args) => models::ls(&cli.global, args).await,
         Command::Setup(args) => setup::run(&cli.global, args).await,
+        Command::Pipeline(args) => pipeline::run(&cli.global, args).await,
+        Command::Debug => debug::run(&cli.global).await,
     }
 }
 

@@ -6,6 +6,7 @@ mod backfill;
 mod compile;
 mod load;
 mod models;
+mod operate;
 mod runner;
 mod snowflake;
 mod snowflake_protocol;
