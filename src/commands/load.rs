@@ -35,7 +35,7 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
         .into());
     }
     let wh = warehouse::connect(&target, &project.dir).await?;
-    tracing::info!(stage = %stage.url(), warehouse = %wh.describe(), target = %target.name, dry_run = args.dry_run, "load");
+    tracing::info!(stage = %stage.url(), warehouse = %wh.describe(), output = %target.name, dry_run = args.dry_run, "load");
     let opts = Options {
         dry_run: args.dry_run,
         batch_rows: project.load_batch_rows,

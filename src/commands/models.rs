@@ -86,7 +86,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
         compiled: Mutex::new(BTreeMap::new()),
         on_result: Box::new(printer),
     });
-    tracing::info!(command = mode.as_str(), nodes = count, target = %target.name, threads = runner.threads, "start");
+    tracing::info!(command = mode.as_str(), nodes = count, output = %target.name, threads = runner.threads, "start");
     let results = Arc::clone(&runner).execute(&selected, mode).await;
     let compiled = runner
         .compiled

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod airflow;
 mod backfill;
 mod compile;
 mod load;

@@ -186,7 +186,15 @@ fn json_logs_are_one_object_a_line_with_time_level_target_message_and_fields() {
         "results stay on stdout"
     );
     let mut start = None;
-    for line in stderr(&out).lines() {
+    // Loads log their own events; each line's keys are unique.
+    let load = p.run(&["load", "--log-format", "json", "-v"]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    for line in stderr(&out).lines().chain(stderr(&load).lines()) {
+        assert_eq!(
+            line.matches("\"target\":").count(),
+            1,
+            "one target per line: {line}"
+        );
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         let ts = v["timestamp"]
