@@ -23,17 +23,6 @@ use klines::kline::{self, KlineBatch};
 use klines::stage::layout::{self, Series};
 use klines::stage::{Stage, manifest, parquet};
 
-fn rusage(who: i32) -> (f64, u64) {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut u) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        secs(u.ru_utime) + secs(u.ru_stime),
-        u.ru_maxrss as u64 * 1024,
-    )
-}
-
 /// This thread's CPU time, in seconds, with nanosecond resolution.
 fn thread_cpu() -> f64 {
     // SAFETY: clock_gettime fills the timespec it is given.
@@ -155,11 +144,36 @@ fn run_child(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
+    // Peak memory: the child's VmHWM, polled. (wait4's ru_maxrss would not do: Linux carries
+    // the high-water mark of the forking process's memory over the exec, so a child of this
+    // benchmark, which holds its bodies in memory, would start at the benchmark's size.)
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hwm = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    for line in status.lines() {
+                        if let Some(kb) = line.strip_prefix("VmHWM:") {
+                            let kb: u64 =
+                                kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                            peak = peak.max(kb * 1024);
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            peak
+        })
+    };
     let mut status = 0;
     // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
     let wall = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = hwm.join().unwrap();
     let mut out = String::new();
     use std::io::Read;
     child
@@ -176,7 +190,7 @@ fn run_child(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
     (
         wall,
         secs(u.ru_utime) + secs(u.ru_stime),
-        u.ru_maxrss as u64 * 1024,
+        peak,
         out.trim().to_string(),
     )
 }
