@@ -3,8 +3,10 @@
 //! 1. Parse and compile a generated project of 1,000 models (refs, config, a macro, vars):
 //!    reading the files, rendering each model at parse time, building the graph, and compiling
 //!    every model. Median of 10 runs, in this process.
-//! 2. `klines run models` (the release binary, embedded DuckDB) on a year of 1m klines for one
-//!    symbol: the first run, then an incremental run after one more day is loaded.
+//! 2. `klines run models` (the release binary) on a year of 1m klines for one symbol, into
+//!    embedded DuckDB and into Postgres (`KLINES_TEST_PG`, default
+//!    `host=127.0.0.1 port=5432 user=postgres`): the first run, then an incremental run after
+//!    one more day is loaded.
 
 #[path = "../tests/it/support/exchange/data.rs"]
 #[allow(dead_code)]
@@ -165,28 +167,73 @@ fn main() {
     );
 
     let days = if quick { 31 } else { 365 };
+    year_run("DuckDB", days, None);
+    let (profile, drop) = postgres_profile();
+    year_run("Postgres", days, Some(profile));
+    drop();
+}
+
+/// A fresh Postgres database for the benchmark, as a profiles.yml, and what drops it.
+fn postgres_profile() -> (String, impl FnOnce()) {
+    let conn = std::env::var("KLINES_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into());
+    let field = |name: &str, default: &str| {
+        conn.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap_or_else(|| default.to_string())
+    };
+    let (host, port, user) = (
+        field("host", "127.0.0.1"),
+        field("port", "5432"),
+        field("user", "postgres"),
+    );
+    let db = format!("klines_models_bench_{}", std::process::id());
+    let profile = format!(
+        "klines:\n  target: pg\n  outputs:\n    pg:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      dbname: {db}\n      sslmode: disable\n"
+    );
+    let psql = move |sql: &str| {
+        let st = Command::new("psql")
+            .args([
+                "-X", "-q", "-h", &host, "-p", &port, "-U", &user, "-d", "postgres", "-c", sql,
+            ])
+            .status()
+            .expect("psql");
+        assert!(st.success(), "psql failed: {sql}");
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    (profile, move || {
+        psql(&format!("DROP DATABASE IF EXISTS {db}"))
+    })
+}
+
+/// The first run on `days` days, then an incremental run after one more day.
+fn year_run(name: &str, days: i64, profiles: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for sub in ["models", "macros", "seeds"] {
         copy_dir(&root.join(sub), &dir.path().join(sub));
+    }
+    if let Some(p) = profiles {
+        std::fs::write(dir.path().join("profiles.yml"), p).unwrap();
     }
     let rows = stage_days(dir.path(), T0, days);
     klines(dir.path(), &["load"]);
     klines(dir.path(), &["seed"]);
     let (first, _) = klines(dir.path(), &["run", "models"]);
     println!(
-        "klines run models, first run on {days} days of 1m klines ({rows} rows) into DuckDB: {first:.2}s"
+        "{name}: klines run models, first run on {days} days of 1m klines ({rows} rows): {first:.2}s"
     );
     let more = stage_days(dir.path(), T0 + days * DAY, 1);
     klines(dir.path(), &["load"]);
     let (inc, out) = klines(dir.path(), &["run", "models"]);
     println!(
-        "klines run models, incremental after one more day ({more} rows): {inc:.2}s = {:.1}% of the first run",
+        "{name}: incremental run after one more day ({more} rows): {inc:.3}s = {:.1}% of the first run",
         inc / first * 100.0
     );
     print!("{out}");
     let (none, _) = klines(dir.path(), &["run", "models"]);
-    println!("klines run models with nothing new: {none:.2}s");
+    println!("{name}: klines run models with nothing new: {none:.3}s");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

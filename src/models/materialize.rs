@@ -178,6 +178,28 @@ pub async fn table(
     swap_in(wh, node, &tmp, extra).await
 }
 
+/// Postgres: an index on (batch key, event time), so that an incremental run finds the rows of
+/// its ranges, to replace them and to read them downstream, without scanning the whole table.
+/// DuckDB and Snowflake prune by their own per-block min/max metadata instead.
+pub async fn range_index(
+    wh: &dyn Warehouse,
+    node: &Node,
+    batch_key: &str,
+    event_time: &str,
+) -> anyhow::Result<()> {
+    let kind = wh.kind();
+    if kind != Kind::Postgres {
+        return Ok(());
+    }
+    let name = quote(kind, &format!("{}__klines_range", node.identifier));
+    wh.execute(&format!(
+        "CREATE INDEX IF NOT EXISTS {name} ON {} ({batch_key}, {event_time})",
+        node.relation
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The statements that replace the rows of `filter_sql` (a WHERE condition) with `sql`'s.
 pub async fn replace_range(
     wh: &dyn Warehouse,

@@ -316,6 +316,7 @@ impl Runner {
                 crate::time::now_ms(),
             ));
             let rows = materialize::swap_in(wh, node, &tmp, extra).await?;
+            materialize::range_index(wh, node, &batch_key, &event_time).await?;
             return Ok(ok(rows, format!("built {}: {rows} rows", node.relation)));
         }
         let mut ranges = Vec::new();

@@ -5,6 +5,7 @@
 //! merged in the same transaction.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
@@ -136,12 +137,24 @@ impl Warehouse for DuckDb {
 
     async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
         let sql = sql.to_string();
-        self.with(move |c| Ok(c.execute(&sql, [])? as u64)).await
+        self.with(move |c| {
+            let t = Instant::now();
+            let n = c.execute(&sql, [])? as u64;
+            super::log_sql(t, &sql);
+            Ok(n)
+        })
+        .await
     }
 
     async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
         let sql = sql.to_string();
-        self.with(move |c| query_rows(c, &sql)).await
+        self.with(move |c| {
+            let t = Instant::now();
+            let rows = query_rows(c, &sql)?;
+            super::log_sql(t, &sql);
+            Ok(rows)
+        })
+        .await
     }
 
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>> {
@@ -150,13 +163,17 @@ impl Warehouse for DuckDb {
             let tx = c.transaction()?;
             let mut counts = Vec::with_capacity(statements.len());
             for s in &statements {
+                let t = Instant::now();
                 counts.push(
                     tx.execute(s, [])
                         .with_context(|| format!("in: {}", first_line(s)))?
                         as u64,
                 );
+                super::log_sql(t, s);
             }
+            let t = Instant::now();
             tx.commit()?;
+            super::log_sql(t, "COMMIT");
             Ok(counts)
         })
         .await
@@ -198,13 +215,17 @@ impl Warehouse for DuckDb {
             }
             let mut counts = Vec::with_capacity(statements.len());
             for s in &statements {
+                let t = Instant::now();
                 counts.push(
                     tx.execute(s, [])
                         .with_context(|| format!("in: {}", first_line(s)))?
                         as u64,
                 );
+                super::log_sql(t, s);
             }
+            let t = Instant::now();
             tx.commit()?;
+            super::log_sql(t, "COMMIT");
             Ok(if fresh {
                 LoadCounts {
                     inserted: rows,

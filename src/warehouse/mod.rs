@@ -172,3 +172,13 @@ pub async fn connect(target: &Target, project_dir: &Path) -> anyhow::Result<Arc<
         Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),
     })
 }
+
+/// Logs a statement at debug level (`-v`) on one line, with how long it took (target
+/// `klines::sql`, so `KLINES_LOG=klines::sql=debug` shows just these).
+pub(crate) fn log_sql(started: std::time::Instant, sql: &str) {
+    if tracing::enabled!(target: "klines::sql", tracing::Level::DEBUG) {
+        let one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+        tracing::debug!(target: "klines::sql", ms, sql = %one_line, "statement");
+    }
+}

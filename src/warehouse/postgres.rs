@@ -5,7 +5,7 @@
 //! pooled, one per concurrent model (`threads`).
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
@@ -224,14 +224,18 @@ impl Warehouse for Postgres {
 
     async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
         let (client, _permit) = self.client().await?;
+        let t = Instant::now();
         let result = client.execute(sql, &[]).await.pg();
+        super::log_sql(t, sql);
         self.put_back(client);
         result
     }
 
     async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
         let (client, _permit) = self.client().await?;
+        let t = Instant::now();
         let result = client.query(sql, &[]).await.pg();
+        super::log_sql(t, sql);
         self.put_back(client);
         let pg_rows = result?;
         let mut rows = Rows::default();
@@ -268,9 +272,13 @@ impl Warehouse for Postgres {
             let tx = client.transaction().await.pg()?;
             let mut counts = Vec::with_capacity(statements.len());
             for s in statements {
+                let t = Instant::now();
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
+                super::log_sql(t, s);
             }
+            let t = Instant::now();
             tx.commit().await.pg()?;
+            super::log_sql(t, "COMMIT");
             Ok(counts)
         }
         .await;

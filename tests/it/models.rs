@@ -346,6 +346,28 @@ fn incremental_equals_full_refresh(wh: Wh) {
         ),
     );
     assert_eq!(open[0][0].as_i64(), Some(2), "one forming day per symbol");
+    // On Postgres, each time-range model has an index on (batch key, event time), kept
+    // through full refreshes, so incremental runs do not scan whole tables.
+    if let Wh::Postgres(_) = wh {
+        let idx = wh.query(&p, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'analytics' AND indexname LIKE '%klines_range' ORDER BY 1");
+        let names: Vec<&str> = idx.iter().map(|r| r[0].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "trades_ohlc_15m__klines_range",
+                "trades_ohlc_1d__klines_range",
+                "trades_ohlc_1m__klines_range",
+                "trades_ohlc_5m__klines_range"
+            ]
+        );
+        for r in &idx {
+            assert!(
+                r[1].as_str().unwrap().ends_with("(symbol, open_time)"),
+                "{:?}",
+                r[1]
+            );
+        }
+    }
 }
 
 #[test]

@@ -232,3 +232,28 @@ fn json_logs_are_one_object_a_line_with_time_level_target_message_and_fields() {
         "{last}"
     );
 }
+
+/// `-v` logs every warehouse statement on one line with its duration (target klines::sql).
+#[test]
+fn verbose_logs_show_each_statement_and_its_time() {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let p = Project::new(&ex.url, "");
+    std::fs::create_dir_all(p.path().join("models")).unwrap();
+    std::fs::write(p.path().join("models/m.sql"), "select\n  42 as answer").unwrap();
+    let out = p.run(&["run", "-v", "--log-format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let statements: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["target"] == "klines::sql")
+        .collect();
+    let create = statements
+        .iter()
+        .find(|v| v["sql"].as_str().unwrap().contains("select 42 as answer"))
+        .unwrap_or_else(|| panic!("no model statement in {statements:?}"));
+    assert!(create["ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(create["message"], "statement");
+    // Not at the default level.
+    let quiet = p.run(&["run"]);
+    assert!(!stderr(&quiet).contains("statement"), "{}", stderr(&quiet));
+}

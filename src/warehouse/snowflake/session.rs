@@ -178,6 +178,17 @@ impl Session {
         sql: &str,
         bindings: &[Json],
     ) -> anyhow::Result<(Rows, QueryData)> {
+        let started = Instant::now();
+        let result = self.query_renewing(sql, bindings).await;
+        crate::warehouse::log_sql(started, sql);
+        result
+    }
+
+    async fn query_renewing(
+        &mut self,
+        sql: &str,
+        bindings: &[Json],
+    ) -> anyhow::Result<(Rows, QueryData)> {
         match self.query_once(sql, bindings).await {
             Err(e)
                 if e.downcast_ref::<SnowflakeError>()
