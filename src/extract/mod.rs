@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::exchange::{BinanceClient, Interval, Symbol};
 use crate::stage::Stage;
-use crate::stage::layout::Series;
+use crate::stage::layout::{self, Series};
 use state::StateStore;
 
 /// What to backfill.
@@ -119,6 +119,15 @@ pub async fn backfill(
     let mut locks = Vec::with_capacity(all.len());
     for s in &all {
         locks.push(state.lock(s).await?);
+        // Holding the lock, nobody else writes these files: clear what a killed run left.
+        for prefix in [
+            s.prefix(),
+            format!("{}/{}", layout::MANIFEST_DIR, s.prefix()),
+        ] {
+            stage
+                .remove_stale_staging_files(&prefix)
+                .with_context(|| format!("cannot clean {prefix} in the stage"))?;
+        }
     }
     let ctx = Arc::new(series::RunContext {
         client: Arc::clone(&client),

@@ -138,6 +138,36 @@ impl Stage {
         }
     }
 
+    /// Removes what killed local writes left under `prefix`: object_store writes a file as
+    /// `<file>#<n>` and renames it into place, so a `kill -9` in between leaves the staging
+    /// file behind. Only call it while holding the lock of everything written under `prefix`,
+    /// or another writer's file in progress goes too. Object stores (S3) keep no such files.
+    pub fn remove_stale_staging_files(&self, prefix: &str) -> std::io::Result<usize> {
+        let Some(dir) = self.local_path(prefix) else {
+            return Ok(0);
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let staging = name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staging && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                tracing::debug!(file = %entry.path().display(), "removed a staging file left by an interrupted write");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// A stage rooted at `sub` below this one (`_state` for checkpoints kept in the stage).
     pub fn child(&self, sub: &str) -> Stage {
         let location = match &self.location {
@@ -324,6 +354,36 @@ fn validate_bucket(bucket: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_staging_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::open("stage", &BTreeMap::new(), dir.path()).unwrap();
+        let series = dir
+            .path()
+            .join("stage/market=spot/interval=1m/symbol=BTCUSDT");
+        std::fs::create_dir_all(&series).unwrap();
+        for f in ["a.parquet", "a.parquet#1", "b.parquet#12", "c#x", "d#"] {
+            std::fs::write(series.join(f), b"x").unwrap();
+        }
+        let removed = stage
+            .remove_stale_staging_files("market=spot/interval=1m/symbol=BTCUSDT")
+            .unwrap();
+        assert_eq!(removed, 2);
+        let mut left: Vec<String> = std::fs::read_dir(&series)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.parquet", "c#x", "d#"]);
+        // A prefix with nothing staged yet is fine.
+        assert_eq!(
+            stage
+                .remove_stale_staging_files("market=spot/none")
+                .unwrap(),
+            0
+        );
+    }
 
     #[test]
     fn parses_stage_urls() {
