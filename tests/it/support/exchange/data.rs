@@ -1,5 +1,5 @@
 //! The test exchange's market data: deterministic synthetic klines, and Binance's real 1m
-//! klines from `../shared/fixtures/binance-real/`.
+//! klines from `tests/fixtures/binance-real/` (a copy of `../shared/fixtures/binance-real/`).
 //!
 //! Synthetic 1m klines are a pure function of (symbol, minute):
 //! - exchange-wide outages: about one minute in a thousand, plus 02:10-02:25 UTC on every
@@ -371,9 +371,13 @@ pub fn rollup(minutes: &[Kline], open_time: i64, close_time: i64) -> Option<Klin
     })
 }
 
-/// Where the real fixtures are, from the crate root.
+/// Where the real fixtures are: `KLINES_REAL_FIXTURES` if set, else the repository's copy
+/// of `../shared/fixtures/binance-real` (so a clean clone tests anywhere).
 pub fn fixtures_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/binance-real")
+    match std::env::var_os("KLINES_REAL_FIXTURES") {
+        Some(dir) => dir.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/binance-real"),
+    }
 }
 
 /// Fills the fields the fixtures lack, deterministically: quote volume = volume x close,
