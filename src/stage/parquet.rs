@@ -75,7 +75,9 @@ fn writer_properties() -> WriterProperties {
         // Level 1: day files are small, and higher levels spend most of their time setting up
         // tables for inputs this size; the size gained is a few percent.
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        // Min/max per column chunk: a day file is one row group of one page per column, so a
+        // page index would repeat the same statistics (it cost 6% of encoding and 1% of bytes).
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(false)
         .set_created_by(concat!("klines ", env!("CARGO_PKG_VERSION")).to_string());
     // One value per file: a dictionary of one entry, nothing worth compressing (and each
@@ -331,6 +333,15 @@ mod tests {
                 "{:?} has no statistics",
                 c.column_path()
             );
+        }
+        // Readers prune files by the time range in the chunk statistics.
+        let open_time = rg.column(3).statistics();
+        match open_time {
+            Some(parquet::file::statistics::Statistics::Int64(s)) => {
+                assert_eq!(s.min_opt(), Some(&1_700_000_000_000));
+                assert_eq!(s.max_opt(), Some(&(1_700_000_000_000 + 99 * 60_000)));
+            }
+            other => panic!("open_time statistics: {other:?}"),
         }
     }
 
