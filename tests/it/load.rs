@@ -2,55 +2,13 @@
 //! into a fresh database on the real PostgreSQL server.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use klines::kline::Kline;
-use klines::warehouse::Warehouse;
 
 use crate::support::*;
 
 const NOW: &str = "2024-01-05T13:37:30Z";
-
-/// Where a test loads: the default DuckDB file, or a fresh Postgres database.
-enum Wh {
-    DuckDb,
-    Postgres(PgDb),
-}
-
-impl Wh {
-    fn setup(&self, p: &Project) {
-        match self {
-            // No profiles.yml at all: the embedded default, ./klines.duckdb.
-            Wh::DuckDb => {}
-            Wh::Postgres(db) => p.profiles("pg", &db.output_yaml("pg")),
-        }
-    }
-
-    fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            match self {
-                Wh::DuckDb => Arc::new(
-                    klines::warehouse::duckdb::DuckDb::open(
-                        p.path().join("klines.duckdb").to_str().unwrap(),
-                        1,
-                    )
-                    .await
-                    .unwrap(),
-                ) as Arc<dyn Warehouse>,
-                Wh::Postgres(db) => Arc::new(
-                    klines::warehouse::postgres::Postgres::connect(&db.output())
-                        .await
-                        .unwrap(),
-                ) as Arc<dyn Warehouse>,
-            }
-        })
-    }
-}
 
 /// The raw table's klines by (symbol, open time), and the number of rows.
 fn raw_klines(wh: &Wh, p: &Project) -> (BTreeMap<(String, i64), Kline>, usize) {

@@ -2,74 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use klines::warehouse::{Value, Warehouse};
+use klines::warehouse::Value;
 
 use crate::support::exchange::data;
 use crate::support::*;
 
-/// Where models are built.
-pub enum Wh {
-    DuckDb,
-    Postgres(PgDb),
-}
-
 impl Wh {
-    pub fn postgres() -> Wh {
-        Wh::Postgres(PgDb::create())
-    }
-
-    pub fn setup(&self, p: &Project) {
-        match self {
-            Wh::DuckDb => {}
-            Wh::Postgres(db) => p.profiles("pg", &db.output_yaml("pg")),
-        }
-    }
-
-    /// The schema models are built in.
-    pub fn schema(&self) -> &'static str {
-        match self {
-            Wh::DuckDb => "main",
-            Wh::Postgres(_) => "analytics",
-        }
-    }
-
-    pub fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            match self {
-                Wh::DuckDb => Arc::new(
-                    klines::warehouse::duckdb::DuckDb::open(
-                        p.path().join("klines.duckdb").to_str().unwrap(),
-                        1,
-                    )
-                    .await
-                    .unwrap(),
-                ) as Arc<dyn Warehouse>,
-                Wh::Postgres(db) => Arc::new(
-                    klines::warehouse::postgres::Postgres::connect(&db.output())
-                        .await
-                        .unwrap(),
-                ) as Arc<dyn Warehouse>,
-            }
-        })
-    }
-
-    pub fn query(&self, p: &Project, sql: &str) -> Vec<Vec<Value>> {
-        let w = self.connect(p);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(w.query(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e:#}"))
-            .rows
-    }
-
     /// Every row of a model, as text, in key order.
     pub fn snapshot(&self, p: &Project, model: &str) -> Vec<String> {
         self.query(

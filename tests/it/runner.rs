@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use klines::warehouse::RelationType;
 
-use crate::models::Wh;
 use crate::support::*;
 
 fn write(root: &Path, path: &str, text: &str) {

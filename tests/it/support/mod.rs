@@ -7,8 +7,10 @@ pub mod exchange;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use klines::kline::{Kline, KlineBatch};
+use klines::warehouse::{Value, Warehouse};
 
 pub use exchange::{Clock, Config as ExchangeConfig, Fault, TestExchange};
 
@@ -417,5 +419,68 @@ impl FakeSnow {
         .join()
         .unwrap();
         name
+    }
+}
+
+/// The warehouse a test loads into and builds models in: the default DuckDB file
+/// (`./klines.duckdb`, no profiles.yml at all), or a fresh database on the real Postgres server.
+pub enum Wh {
+    DuckDb,
+    Postgres(PgDb),
+}
+
+impl Wh {
+    pub fn postgres() -> Wh {
+        Wh::Postgres(PgDb::create())
+    }
+
+    pub fn setup(&self, p: &Project) {
+        match self {
+            Wh::DuckDb => {}
+            Wh::Postgres(db) => p.profiles("pg", &db.output_yaml("pg")),
+        }
+    }
+
+    /// The schema models are built in.
+    pub fn schema(&self) -> &'static str {
+        match self {
+            Wh::DuckDb => "main",
+            Wh::Postgres(_) => "analytics",
+        }
+    }
+
+    pub fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            match self {
+                Wh::DuckDb => Arc::new(
+                    klines::warehouse::duckdb::DuckDb::open(
+                        p.path().join("klines.duckdb").to_str().unwrap(),
+                        1,
+                    )
+                    .await
+                    .unwrap(),
+                ) as Arc<dyn Warehouse>,
+                Wh::Postgres(db) => Arc::new(
+                    klines::warehouse::postgres::Postgres::connect(&db.output())
+                        .await
+                        .unwrap(),
+                ) as Arc<dyn Warehouse>,
+            }
+        })
+    }
+
+    pub fn query(&self, p: &Project, sql: &str) -> Vec<Vec<Value>> {
+        let w = self.connect(p);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(w.query(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e:#}"))
+            .rows
     }
 }
