@@ -60,6 +60,27 @@ impl DuckDb {
     }
 }
 
+/// Runs `statements` in `tx`, logging each; returns the rows each affected.
+fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::Result<Vec<u64>> {
+    let mut counts = Vec::with_capacity(statements.len());
+    for s in statements {
+        let t = Instant::now();
+        counts.push(
+            tx.execute(s, [])
+                .with_context(|| format!("in: {}", first_line(s)))? as u64,
+        );
+        super::log_sql(t, s);
+    }
+    Ok(counts)
+}
+
+fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
+    let t = Instant::now();
+    tx.commit()?;
+    super::log_sql(t, "COMMIT");
+    Ok(())
+}
+
 fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
     let mut stmt = conn.prepare(sql)?;
     let mut rows = Rows::default();
@@ -161,19 +182,8 @@ impl Warehouse for DuckDb {
         let statements = statements.to_vec();
         self.with(move |c| {
             let tx = c.transaction()?;
-            let mut counts = Vec::with_capacity(statements.len());
-            for s in &statements {
-                let t = Instant::now();
-                counts.push(
-                    tx.execute(s, [])
-                        .with_context(|| format!("in: {}", first_line(s)))?
-                        as u64,
-                );
-                super::log_sql(t, s);
-            }
-            let t = Instant::now();
-            tx.commit()?;
-            super::log_sql(t, "COMMIT");
+            let counts = execute_all(&tx, &statements)?;
+            commit(tx)?;
             Ok(counts)
         })
         .await
@@ -213,19 +223,8 @@ impl Warehouse for DuckDb {
                 }
                 appender.flush()?;
             }
-            let mut counts = Vec::with_capacity(statements.len());
-            for s in &statements {
-                let t = Instant::now();
-                counts.push(
-                    tx.execute(s, [])
-                        .with_context(|| format!("in: {}", first_line(s)))?
-                        as u64,
-                );
-                super::log_sql(t, s);
-            }
-            let t = Instant::now();
-            tx.commit()?;
-            super::log_sql(t, "COMMIT");
+            let counts = execute_all(&tx, &statements)?;
+            commit(tx)?;
             Ok(if fresh {
                 LoadCounts {
                     inserted: rows,
