@@ -10,19 +10,17 @@
 #[path = "../tests/it/support/exchange/data.rs"]
 #[allow(dead_code)]
 mod data;
+mod support;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use klines::decimal::format as d;
-use klines::exchange::{Interval, Market, Symbol};
-use klines::kline::{Kline, KlineBatch};
-use klines::stage::layout::{self, Series};
-use klines::stage::manifest::{self, ManifestEntry};
-use klines::stage::{Stage, parquet};
+use klines::kline::Kline;
+
+use support::{DAY, DayStager};
 
 const T0: i64 = 1_577_836_800_000; // 2020-01-01
 
@@ -58,46 +56,15 @@ fn psql(db: &str, sql: &str) {
 
 /// Stages `rows` klines as day files; returns them all, for the CSV.
 fn stage_rows(dir: &Path, rows: usize) -> Vec<Kline> {
-    let market = data::Market::synthetic();
-    let series = Series {
-        market: Market::Spot,
-        symbol: Symbol::parse("BTCUSDT").unwrap(),
-        interval: Interval::M1,
-    };
-    let stage = Stage::open("stage", &BTreeMap::new(), dir).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let stager = DayStager::open(dir);
     let mut all = Vec::with_capacity(rows);
     let mut day = T0;
     while all.len() < rows {
-        let mut klines = market.minutes("BTCUSDT", day, day + 86_400_000, usize::MAX);
+        let mut klines = stager.minutes(day);
         klines.truncate(rows - all.len());
-        let mut batch = KlineBatch::default();
-        klines.iter().for_each(|k| batch.push(k));
-        let rows_n = batch.len();
-        let bytes = parquet::encode(&series, batch).unwrap();
-        let path = layout::data_key(&series, (day, day + 86_400_000), day, day + 86_400_000);
-        let entry = ManifestEntry {
-            version: 1,
-            path: path.clone(),
-            market: Market::Spot,
-            symbol: series.symbol.clone(),
-            interval: Interval::M1,
-            start: day,
-            end: day + 86_400_000,
-            complete: true,
-            rows: rows_n as u64,
-            bytes: bytes.len() as u64,
-            sha256: manifest::sha256_hex(&bytes),
-        };
-        rt.block_on(async {
-            stage.put(&path, bytes).await.unwrap();
-            manifest::write(&stage, &entry).await.unwrap();
-        });
+        stager.stage(day, &klines);
         all.extend(klines);
-        day += 86_400_000;
+        day += DAY;
     }
     all
 }

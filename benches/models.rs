@@ -11,6 +11,7 @@
 #[path = "../tests/it/support/exchange/data.rs"]
 #[allow(dead_code)]
 mod data;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,12 +19,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use klines::exchange::{Interval, Market, Symbol};
-use klines::kline::KlineBatch;
 use klines::models::runner::{Mode, Runner};
-use klines::stage::layout::{self, Series};
-use klines::stage::manifest::{self, ManifestEntry};
-use klines::stage::{Stage, parquet};
+
+use support::{DAY, DayStager};
 
 fn generate_project(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("models/gen")).unwrap();
@@ -81,50 +79,19 @@ fn parse_and_compile(dir: &Path) -> (f64, usize) {
     (started.elapsed().as_secs_f64() * 1000.0, bytes)
 }
 
-const DAY: i64 = 86_400_000;
 const T0: i64 = 1_672_531_200_000; // 2023-01-01
 
+/// Stages `days` synthetic days from `first_day`; returns the number of klines.
 fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
-    let market = data::Market::synthetic();
-    let series = Series {
-        market: Market::Spot,
-        symbol: Symbol::parse("BTCUSDT").unwrap(),
-        interval: Interval::M1,
-    };
-    let stage = Stage::open("stage", &BTreeMap::new(), dir).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut rows = 0;
-    for d in 0..days {
-        let day = first_day + d * DAY;
-        let klines = market.minutes("BTCUSDT", day, day + DAY, usize::MAX);
-        let mut batch = KlineBatch::default();
-        klines.iter().for_each(|k| batch.push(k));
-        let rows_n = batch.len();
-        let bytes = parquet::encode(&series, batch).unwrap();
-        let path = layout::data_key(&series, (day, day + DAY), day, day + DAY);
-        let entry = ManifestEntry {
-            version: 1,
-            path: path.clone(),
-            market: Market::Spot,
-            symbol: series.symbol.clone(),
-            interval: Interval::M1,
-            start: day,
-            end: day + DAY,
-            complete: true,
-            rows: rows_n as u64,
-            bytes: bytes.len() as u64,
-            sha256: manifest::sha256_hex(&bytes),
-        };
-        rt.block_on(async {
-            stage.put(&path, bytes).await.unwrap();
-            manifest::write(&stage, &entry).await.unwrap();
-        });
-        rows += rows_n;
-    }
-    rows
+    let stager = DayStager::open(dir);
+    (0..days)
+        .map(|d| {
+            let day = first_day + d * DAY;
+            let klines = stager.minutes(day);
+            stager.stage(day, &klines);
+            klines.len()
+        })
+        .sum()
 }
 
 fn klines(dir: &Path, args: &[&str]) -> (f64, String) {

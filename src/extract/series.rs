@@ -334,26 +334,13 @@ async fn write_unit(
             .context("Parquet encoder panicked")??
         };
         let (bytes, n) = encoded;
-        let sha256 = manifest::sha256_hex(&bytes);
-        let size = bytes.len() as u64;
+        let entry = ManifestEntry::new(series, key.clone(), (start, end), complete, n, &bytes);
+        let size = entry.bytes;
         lock.check()?;
         ctx.stage
             .put(&key, bytes)
             .await
             .with_context(|| format!("cannot stage {key} to {}", ctx.stage.url()))?;
-        let entry = ManifestEntry {
-            version: manifest::MANIFEST_VERSION,
-            path: key.clone(),
-            market: series.market,
-            symbol: series.symbol.clone(),
-            interval: series.interval,
-            start,
-            end,
-            complete,
-            rows: n as u64,
-            bytes: size,
-            sha256,
-        };
         manifest::write(&ctx.stage, &entry).await?;
         ctx.totals.files.fetch_add(1, Ordering::Relaxed);
         ctx.totals.bytes.fetch_add(size, Ordering::Relaxed);

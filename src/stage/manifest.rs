@@ -37,6 +37,31 @@ pub struct ManifestEntry {
 }
 
 impl ManifestEntry {
+    /// The entry for the data file `bytes` staged at `path`, holding `rows` klines of `series`
+    /// for open times `[start, end)`.
+    pub fn new(
+        series: &Series,
+        path: String,
+        (start, end): (i64, i64),
+        complete: bool,
+        rows: usize,
+        bytes: &[u8],
+    ) -> ManifestEntry {
+        ManifestEntry {
+            version: MANIFEST_VERSION,
+            path,
+            market: series.market,
+            symbol: series.symbol.clone(),
+            interval: series.interval,
+            start,
+            end,
+            complete,
+            rows: rows as u64,
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
+    }
+
     pub fn series(&self) -> Series {
         Series {
             market: self.market,

@@ -63,19 +63,14 @@ async fn batch(stage: Option<&klines::stage::Stage>, files: Vec<File>, fresh: bo
             stage.put(f.path, bytes.clone()).await.unwrap();
         }
         b.files.push(LoadFile {
-            entry: ManifestEntry {
-                version: 1,
-                path: f.path.into(),
-                market: Market::Spot,
-                symbol: Symbol::parse("BTCUSDT").unwrap(),
-                interval: Interval::M1,
-                start: f.start,
-                end: f.end,
-                complete: false,
-                rows: f.rows.len() as u64,
-                bytes: bytes.len() as u64,
-                sha256: klines::stage::manifest::sha256_hex(&bytes),
-            },
+            entry: ManifestEntry::new(
+                &series(),
+                f.path.into(),
+                (f.start, f.end),
+                false,
+                f.rows.len(),
+                &bytes,
+            ),
             staged_at: f.staged_at,
         });
         all.extend(f.rows.into_iter().map(|k| (k, i as u32)));

@@ -1,0 +1,67 @@
+//! What the benchmarks share: synthetic klines staged as a backfill stages them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use klines::exchange::{Interval, Market, Symbol};
+use klines::kline::{Kline, KlineBatch};
+use klines::stage::layout::{self, Series};
+use klines::stage::manifest::{self, ManifestEntry};
+use klines::stage::{Stage, parquet};
+
+use crate::data;
+
+pub const DAY: i64 = 86_400_000;
+
+/// The test exchange's synthetic BTCUSDT 1m klines, staged as day files with their manifest
+/// entries in a local stage.
+pub struct DayStager {
+    market: data::Market,
+    series: Series,
+    stage: Stage,
+    rt: tokio::runtime::Runtime,
+}
+
+impl DayStager {
+    /// A stager for the stage `stage/` under `dir`.
+    pub fn open(dir: &Path) -> DayStager {
+        DayStager {
+            market: data::Market::synthetic(),
+            series: Series {
+                market: Market::Spot,
+                symbol: Symbol::parse("BTCUSDT").unwrap(),
+                interval: Interval::M1,
+            },
+            stage: Stage::open("stage", &BTreeMap::new(), dir).unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// The klines of the UTC day that starts at `day`.
+    pub fn minutes(&self, day: i64) -> Vec<Kline> {
+        self.market.minutes("BTCUSDT", day, day + DAY, usize::MAX)
+    }
+
+    /// Stages `klines` as the complete day file of `day`, with its manifest entry.
+    pub fn stage(&self, day: i64, klines: &[Kline]) {
+        let mut batch = KlineBatch::default();
+        klines.iter().for_each(|k| batch.push(k));
+        let bytes = parquet::encode(&self.series, batch).unwrap();
+        let path = layout::data_key(&self.series, (day, day + DAY), day, day + DAY);
+        let entry = ManifestEntry::new(
+            &self.series,
+            path.clone(),
+            (day, day + DAY),
+            true,
+            klines.len(),
+            &bytes,
+        );
+        self.rt.block_on(async {
+            self.stage.put(&path, bytes).await.unwrap();
+            manifest::write(&self.stage, &entry).await.unwrap();
+        });
+    }
+}
