@@ -13,10 +13,7 @@ const NOW: &str = "2024-01-05T13:37:30Z";
 /// The raw table's klines by (symbol, open time), and the number of rows.
 fn raw_klines(wh: &Wh, p: &Project) -> (BTreeMap<(String, i64), Kline>, usize) {
     let w = wh.connect(p);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let rows = rt
         .block_on(w.query(
             "SELECT symbol, open_time, open, high, low, close, volume, close_time, quote_volume, trades, \
@@ -72,10 +69,7 @@ fn assert_raw_equals(
 
 fn scalar(wh: &Wh, p: &Project, sql: &str) -> i64 {
     let w = wh.connect(p);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(w.query(sql))
         .unwrap()
         .scalar()
@@ -339,10 +333,7 @@ fn dry_run_changes_nothing() {
     );
     // No tables were made.
     let w = Wh::DuckDb.connect(&p);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     assert!(rt.block_on(w.relation("raw", "klines")).unwrap().is_none());
 }
 

@@ -197,10 +197,7 @@ fn materializations(wh: Wh) {
     let out = p.ok(&["build"]);
     assert!(out.contains("build: 9 nodes: 9 ok"), "{out}");
     let w = wh.connect(&p);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let schema = wh.schema();
     assert_eq!(
         rt.block_on(w.relation(schema, "stg_prices")).unwrap(),
@@ -387,10 +384,7 @@ fn a_table_swap_never_shows_readers_a_missing_or_partial_table() {
         let stop = std::sync::Arc::clone(&stop);
         let out = db.output();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = runtime();
             rt.block_on(async {
                 let w = klines::warehouse::postgres::Postgres::connect(&out)
                     .await

@@ -174,10 +174,7 @@ fn start() -> (Arc<Mock>, String) {
     *mock.url.lock().unwrap() = url.clone();
     let m = Arc::clone(&mock);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::support::runtime();
         rt.block_on(async move {
             let app = axum::Router::new()
                 .route("/session/v1/login-request", axum::routing::post(login))
@@ -203,10 +200,7 @@ fn connect(url: &str) -> (tokio::runtime::Runtime, Snowflake) {
         "account: klines\nhost: {url}\nuser: tester\npassword: pw\ndatabase: DB\nthreads: 1\nquery_timeout: 2\n"
     );
     let out: klines::config::profiles::SnowflakeOutput = yaml_serde::from_str(&yaml).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let sf = rt.block_on(Snowflake::connect(&out)).unwrap();
     (rt, sf)
 }

@@ -311,10 +311,7 @@ fn openssl(dir: &std::path::Path, script: &str) {
 fn count(out: &SnowflakeOutput, sql: &str) -> i64 {
     let (out, sql) = (out.clone(), sql.to_string());
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
             let sf = Snowflake::connect(&out).await.unwrap();
             let n = sf
@@ -416,14 +413,7 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     p.ok(&["backfill", "--from", "2024-01-03", "--to", "2024-01-04"]);
     let landed = std::thread::spawn({
         let (m, path) = (Arc::clone(&mock), day("2024-01-03"));
-        move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(m.land(&path))
-                .unwrap()
-        }
+        move || runtime().block_on(m.land(&path)).unwrap()
     })
     .join()
     .unwrap();

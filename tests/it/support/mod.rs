@@ -14,6 +14,14 @@ use klines::warehouse::{Value, Warehouse};
 
 pub use exchange::{Clock, Config as ExchangeConfig, Fault, TestExchange};
 
+/// A current-thread Tokio runtime, for calling the async library from a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Epoch ms of an RFC 3339 time or a date.
 pub fn ms(s: &str) -> i64 {
     klines::time::parse("test time", s, 0).unwrap_or_else(|e| panic!("{e}"))
@@ -230,10 +238,7 @@ fn pg_admin(sql: &str) {
 }
 
 fn pg_admin_blocking(sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let (client, conn) = pg_admin_config()
             .connect(tokio_postgres::NoTls)
@@ -335,10 +340,7 @@ impl FakeSnow {
         .to_uppercase();
         let db = database.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = runtime();
             rt.block_on(async {
                 use klines::warehouse::snowflake::session::{Auth, LoginSpec, Session};
                 let spec = std::sync::Arc::new(LoginSpec {
@@ -401,10 +403,7 @@ impl FakeSnow {
             ),
         ];
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = runtime();
             rt.block_on(async {
                 let sf = klines::warehouse::snowflake::Snowflake::connect(&out)
                     .await
@@ -450,10 +449,7 @@ impl Wh {
     }
 
     pub fn connect(&self, p: &Project) -> Arc<dyn Warehouse> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
             match self {
                 Wh::DuckDb => Arc::new(
@@ -475,10 +471,7 @@ impl Wh {
 
     pub fn query(&self, p: &Project, sql: &str) -> Vec<Vec<Value>> {
         let w = self.connect(p);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(w.query(sql))
             .unwrap_or_else(|e| panic!("{sql}: {e:#}"))
             .rows
