@@ -52,6 +52,16 @@ pub async fn columns(
         .collect())
 }
 
+/// The model's columns as stored, quoted, comma-separated: the column list of an INSERT.
+async fn column_list(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<String> {
+    let cols = columns(wh, &node.schema, &node.identifier).await?;
+    Ok(cols
+        .iter()
+        .map(|(c, _)| exact(c))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 /// A column name exactly as stored, quoted.
 pub fn exact(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -207,12 +217,7 @@ pub async fn replace_range(
     condition: &str,
     sql: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let cols = columns(wh, &node.schema, &node.identifier).await?;
-    let list = cols
-        .iter()
-        .map(|(c, _)| exact(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = column_list(wh, node).await?;
     Ok(vec![
         format!("DELETE FROM {} WHERE {condition}", node.relation),
         format!(
@@ -224,12 +229,7 @@ pub async fn replace_range(
 
 /// `incremental` with `append`: insert the model's rows.
 pub async fn append(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
-    let cols = columns(wh, &node.schema, &node.identifier).await?;
-    let list = cols
-        .iter()
-        .map(|(c, _)| exact(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = column_list(wh, node).await?;
     let counts = wh
         .transaction(&[format!(
             "INSERT INTO {} ({list}) SELECT {list} FROM (\n{sql}\n) AS klines_new",
@@ -249,12 +249,7 @@ pub async fn delete_insert(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow
         );
     }
     let tmp = build_tmp(wh, node, sql).await?;
-    let cols = columns(wh, &node.schema, &node.identifier).await?;
-    let list = cols
-        .iter()
-        .map(|(c, _)| exact(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = column_list(wh, node).await?;
     let keys = node
         .config
         .unique_key
