@@ -40,6 +40,20 @@ pub const STAGED: [(&str, ColType); 14] = [
 ];
 
 /// The natural key.
+/// The load history's columns (besides `load_id`), in order.
+const HISTORY: [(&str, ColType); 10] = [
+    ("file", ColType::Text),
+    ("sha256", ColType::Text),
+    ("market", ColType::Text),
+    ("symbol", ColType::Text),
+    ("interval", ColType::Text),
+    ("range_start", ColType::Timestamp),
+    ("range_end", ColType::Timestamp),
+    ("rows", ColType::BigInt),
+    ("staged_at", ColType::Timestamp),
+    ("loaded_at", ColType::Timestamp),
+];
+
 pub const KEY: [&str; 4] = ["market", "symbol", "interval", "open_time"];
 
 /// Columns of the incoming table: the staged ones, then the file and when it was staged.
@@ -107,18 +121,6 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
             literal(&seq)
         ),
     };
-    let history = [
-        ("file", ColType::Text),
-        ("sha256", ColType::Text),
-        ("market", ColType::Text),
-        ("symbol", ColType::Text),
-        ("interval", ColType::Text),
-        ("range_start", ColType::Timestamp),
-        ("range_end", ColType::Timestamp),
-        ("rows", ColType::BigInt),
-        ("staged_at", ColType::Timestamp),
-        ("loaded_at", ColType::Timestamp),
-    ];
     let mut out = vec![
         format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, raw_schema)),
         format!(
@@ -134,7 +136,7 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
     out.push(format!(
         "CREATE TABLE IF NOT EXISTS {} ({load_id}, {}, PRIMARY KEY ({}))",
         relation(kind, raw_schema, LOAD_HISTORY),
-        column_defs(kind, &history),
+        column_defs(kind, &HISTORY),
         list(kind, &["file", "sha256"], "")
     ));
     out
@@ -240,18 +242,7 @@ pub fn history_insert(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let cols = [
-        "file",
-        "sha256",
-        "market",
-        "symbol",
-        "interval",
-        "range_start",
-        "range_end",
-        "rows",
-        "staged_at",
-        "loaded_at",
-    ];
+    let cols: Vec<&str> = HISTORY.iter().map(|(n, _)| *n).collect();
     let history = relation(kind, raw_schema, LOAD_HISTORY);
     Some(format!(
         "INSERT INTO {history} ({}) SELECT {} FROM (VALUES {rows}) AS v ({}) \
@@ -310,15 +301,8 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
 
 /// The query listing the load history's files.
 pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
-    let cols = [
-        "file",
-        "sha256",
-        "market",
-        "symbol",
-        "interval",
-        "range_start",
-        "range_end",
-    ];
+    // What a LoadedFile holds: file, sha256, market, symbol, interval, range_start, range_end.
+    let cols: Vec<&str> = HISTORY[..7].iter().map(|(n, _)| *n).collect();
     format!(
         "SELECT {} FROM {}",
         list(kind, &cols, ""),
