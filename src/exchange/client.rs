@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::error::{Attempt, ExchangeError};
-use super::ratelimit::{RateLimit, RateLimiter, wall_clock_ms};
+use super::ratelimit::{RateLimit, RateLimiter};
 use super::{Interval, Market, Symbol};
 use crate::kline::{self, KlineBatch};
 use crate::redact::redact_url;
@@ -405,7 +405,9 @@ impl BinanceClient {
                         "rate-limited by the exchange; every request waits"
                     );
                     self.limiter
-                        .pause_until(wall_clock_ms() + retry_after.as_millis() as i64);
+                        .pause_until(self.limiter.now_ms().saturating_add(
+                            i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX),
+                        ));
                     // Waiting out a limit is not a failed attempt, but a server that keeps
                     // answering 429 must not keep the run forever.
                     attempt -= 1;
@@ -482,12 +484,17 @@ fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 }
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// `Retry-After` in seconds (Binance sends whole ones). A value too large for a `Duration`
+/// (`1e30`) is a very long wait, not a panic: it exceeds any `max_wait` and ends the run.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs = v.trim().parse::<f64>().ok()?;
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
 /// An error's chain without the URL (which could carry credentials).
@@ -527,6 +534,25 @@ mod tests {
             assert!(d >= base && d <= max, "{attempt}: {d:?}");
         }
         assert_eq!(backoff(1, base, max), base);
+    }
+
+    #[test]
+    fn retry_after_takes_any_number_without_panicking() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("1e30"), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retry_after_never_panics(s in "\\PC{0,40}", x in proptest::num::f64::ANY) {
+            let _ = parse_retry_after(&s);
+            let _ = parse_retry_after(&x.to_string());
+            let _ = parse_retry_after(&format!("{x:e}"));
+        }
     }
 
     #[test]

@@ -12,9 +12,46 @@
 //! after it began, this machine's clock is probably ahead of the exchange's: the limiter probes
 //! again shortly instead of waiting for the next window. A 429 or 418 pauses every request
 //! until `Retry-After` has passed.
+//!
+//! Time comes from a [`Clock`]: epoch milliseconds that advance with tokio's clock, so tests
+//! pause tokio's time (`start_paused`) and run windows, probes and pauses deterministically,
+//! at any speed, whatever else the machine is doing.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Epoch milliseconds: a starting point, then tokio's monotonic clock. In production the start
+/// is this machine's clock; tests start it anywhere and pause tokio's time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin_ms: i64,
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    /// This machine's clock.
+    pub fn system() -> Clock {
+        Clock::starting_at(system_ms())
+    }
+
+    /// A clock that reads `ms` now and advances with tokio's time.
+    pub fn starting_at(ms: i64) -> Clock {
+        Clock {
+            origin_ms: ms,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.origin_ms + self.origin.elapsed().as_millis() as i64
+    }
+
+    /// Sleeps until the clock reads `ms`.
+    pub async fn sleep_until(&self, ms: i64) {
+        let wait = (ms - self.now_ms()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
 
 use reqwest::header::HeaderMap;
 use tokio::sync::Notify;
@@ -99,6 +136,7 @@ struct State {
 pub struct RateLimiter {
     state: Mutex<State>,
     changed: Notify,
+    clock: Clock,
 }
 
 /// A request's claim on the budget. Hand it back through [`RateLimiter::observe`] with the
@@ -113,7 +151,7 @@ pub struct Ticket {
     sent_at_ms: i64,
 }
 
-fn now_ms() -> i64 {
+fn system_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -128,6 +166,11 @@ enum Wait {
 impl RateLimiter {
     /// A limiter that lets every request through until [`RateLimiter::set_limits`] is called.
     pub fn new() -> Arc<RateLimiter> {
+        RateLimiter::with_clock(Clock::system())
+    }
+
+    /// The same, on `clock`.
+    pub fn with_clock(clock: Clock) -> Arc<RateLimiter> {
         Arc::new(RateLimiter {
             state: Mutex::new(State {
                 windows: Vec::new(),
@@ -135,7 +178,13 @@ impl RateLimiter {
                 stats: LimiterStats::default(),
             }),
             changed: Notify::new(),
+            clock,
         })
+    }
+
+    /// The limiter's time, epoch milliseconds: what windows and pauses are measured on.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -179,24 +228,24 @@ impl RateLimiter {
             let notified = self.changed.notified();
             let wait = {
                 let mut st = self.lock();
-                match Self::try_claim(&mut st, weight) {
+                let now = self.clock.now_ms();
+                match Self::try_claim(&mut st, weight, now) {
                     Ok((indices, probes)) => {
                         return Ticket {
                             limiter: Arc::clone(self),
                             indices,
                             probes,
-                            sent_at_ms: now_ms(),
+                            sent_at_ms: now,
                         };
                     }
                     Err(w) => w,
                 }
             };
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             match wait {
                 Wait::Until(t) => {
-                    let ms = (t - now_ms()).max(1) as u64;
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                        _ = self.clock.sleep_until(t.max(self.clock.now_ms() + 1)) => {}
                         _ = notified => {}
                     }
                 }
@@ -210,8 +259,7 @@ impl RateLimiter {
         }
     }
 
-    fn try_claim(st: &mut State, weight: u32) -> Result<(Vec<i64>, Vec<usize>), Wait> {
-        let now = now_ms();
+    fn try_claim(st: &mut State, weight: u32, now: i64) -> Result<(Vec<i64>, Vec<usize>), Wait> {
         if st.pause_until_ms > now {
             return Err(Wait::Until(st.pause_until_ms));
         }
@@ -289,7 +337,7 @@ impl RateLimiter {
                 if early && spent && w.reprobes < MAX_REPROBES {
                     // Most likely the exchange's clock is behind: it still counts the old window.
                     w.reprobes += 1;
-                    w.reprobe_at = now_ms() + REPROBE_DELAY_MS;
+                    w.reprobe_at = self.clock.now_ms() + REPROBE_DELAY_MS;
                     continue;
                 }
                 w.confirmed = true;
@@ -303,7 +351,8 @@ impl RateLimiter {
         self.changed.notify_waiters();
     }
 
-    /// Stops every request until `until_ms` (wall clock): the answer to a 429 or 418.
+    /// Stops every request until `until_ms` (the limiter's clock): the answer to a 429 or 418.
+    /// Requests already on the wire are not recalled; their answers still count.
     pub fn pause_until(&self, until_ms: i64) {
         let mut st = self.lock();
         st.pause_until_ms = st.pause_until_ms.max(until_ms);
@@ -335,9 +384,9 @@ impl Drop for Ticket {
     }
 }
 
-/// The current epoch milliseconds on this machine's clock, the clock windows align to.
+/// The current epoch milliseconds on this machine's clock.
 pub fn wall_clock_ms() -> i64 {
-    now_ms()
+    system_ms()
 }
 
 /// Reads `X-MBX-USED-WEIGHT-<n><unit>` headers as (window length in ms, used weight).
@@ -405,64 +454,70 @@ mod tests {
         assert_eq!(got, vec![(10_000, 7), (60_000, 1234)]);
     }
 
-    #[tokio::test]
+    /// A limiter whose clock starts `offset_ms` into a window of `window_ms`, on tokio's
+    /// paused time: the tests below never read this machine's clock.
+    fn limiter_at(offset_ms: i64, window_ms: i64) -> Arc<RateLimiter> {
+        RateLimiter::with_clock(Clock::starting_at(1_700_000_000_000 / window_ms * window_ms + window_ms + offset_ms))
+    }
+
+    /// Whether `fut` completes within `ms` of the limiter's (paused) time.
+    async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(Duration::from_millis(ms), fut).await.ok()
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn never_claims_more_than_the_budget_in_one_window() {
-        let limiter = RateLimiter::new();
-        // An hour-long window: the test does not live to see it roll over.
-        let window = 3_600_000;
+        let window = 60_000;
+        let limiter = limiter_at(0, window);
         limiter.set_limits(&[weight(10, window)], 1.0);
-        let t = limiter.acquire(2).await;
-        limiter.observe(t, &HeaderMap::new());
-        for _ in 0..4 {
+        for _ in 0..5 {
             let t = limiter.acquire(2).await;
             limiter.observe(t, &HeaderMap::new());
         }
-        // 10 of 10 used: the next claim must wait for the next window.
-        let blocked = tokio::time::timeout(Duration::from_millis(200), limiter.acquire(2)).await;
-        assert!(blocked.is_err(), "a sixth request fit into a window of 10");
+        // 10 of 10 used: the next claim waits for the next window, exactly.
+        let start = limiter.now_ms();
+        assert!(within(59_000, limiter.acquire(2)).await.is_none(), "a sixth request fit");
+        let t = limiter.acquire(2).await;
+        assert_eq!(limiter.now_ms() - start, window, "released when the next window began");
+        assert_eq!(limiter.now_ms() % window, 0);
+        drop(t);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn server_count_raises_the_local_one() {
-        let limiter = RateLimiter::new();
+        // Ten minutes into the window: a high count is believed (not taken for clock skew).
+        let limiter = limiter_at(600_000, 3_600_000);
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         let t = limiter.acquire(2).await;
         let mut h = HeaderMap::new();
         h.insert("x-mbx-used-weight-60m", HeaderValue::from_static("99"));
         limiter.observe(t, &h);
-        let blocked = tokio::time::timeout(Duration::from_millis(200), limiter.acquire(2)).await;
-        assert!(blocked.is_err(), "the server said 99 of 100 were used");
+        assert!(
+            within(2_900_000, limiter.acquire(2)).await.is_none(),
+            "the server said 99 of 100 were used"
+        );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn only_the_probe_goes_until_its_answer_arrives() {
-        let limiter = RateLimiter::new();
+        let limiter = limiter_at(0, 3_600_000);
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         let probe = limiter.acquire(1).await;
-        let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
         assert!(
-            second.is_err(),
+            within(4_000, limiter.acquire(1)).await.is_none(),
             "a second request went before the probe's answer"
         );
         limiter.observe(probe, &HeaderMap::new());
-        let second = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
-        assert!(second.is_ok());
+        assert!(within(1, limiter.acquire(1)).await.is_some());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_probe_lets_the_next_request_probe() {
-        let limiter = RateLimiter::new();
+        let limiter = limiter_at(0, 3_600_000);
         limiter.set_limits(&[weight(100, 3_600_000)], 1.0);
         drop(limiter.acquire(1).await);
-        let next = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1)).await;
-        assert!(next.is_ok());
-    }
-
-    /// Sleeps until `offset_ms` into the next window of `window_ms`.
-    async fn align(window_ms: i64, offset_ms: i64) {
-        let now = wall_clock_ms();
-        let target = (now / window_ms + 1) * window_ms + offset_ms;
-        tokio::time::sleep(Duration::from_millis((target - now) as u64)).await;
+        let next = within(1, limiter.acquire(1)).await.expect("not held back");
+        assert!(next.probes.contains(&0));
     }
 
     fn nearly_spent() -> HeaderMap {
@@ -471,47 +526,67 @@ mod tests {
         h
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_window_that_looks_spent_at_its_start_is_probed_again() {
-        let limiter = RateLimiter::new();
-        limiter.set_limits(&[weight(100, 1_000)], 1.0);
         // Just after the window began, the server says 99 of 100 are used: its clock is
-        // behind. Another probe goes soon, not after the whole window.
-        align(1_000, 10).await;
-        let probe = limiter.acquire(2).await;
-        limiter.observe(probe, &nearly_spent());
-        let next = tokio::time::timeout(Duration::from_millis(600), limiter.acquire(2))
-            .await
-            .expect("re-probed");
-        assert!(next.probes.contains(&0));
-        assert!(
-            wall_clock_ms() % 1_000 < 600,
-            "the re-probe waited for the next window"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_spent_window_is_believed_late_in_the_window() {
-        let limiter = RateLimiter::new();
+        // behind. Another probe goes after REPROBE_DELAY_MS, not after the whole window.
+        let limiter = limiter_at(10, 1_000);
         limiter.set_limits(&[weight(100, 1_000)], 1.0);
-        align(1_000, 500).await;
         let probe = limiter.acquire(2).await;
         limiter.observe(probe, &nearly_spent());
-        let next = tokio::time::timeout(Duration::from_millis(300), limiter.acquire(2)).await;
-        assert!(
-            next.is_err(),
-            "99 of 100 used, and a request of 2 went in the same window"
-        );
+        let at = limiter.now_ms();
+        let next = limiter.acquire(2).await;
+        assert!(next.probes.contains(&0));
+        assert_eq!(limiter.now_ms() - at, REPROBE_DELAY_MS, "re-probed after the delay");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_window_is_believed_late_in_the_window() {
+        let limiter = limiter_at(500, 1_000);
+        limiter.set_limits(&[weight(100, 1_000)], 1.0);
+        let probe = limiter.acquire(2).await;
+        limiter.observe(probe, &nearly_spent());
+        let at = limiter.now_ms();
+        let next = limiter.acquire(2).await;
+        assert_eq!(limiter.now_ms() - at, 500, "99 of 100 used: it waited for the next window");
+        drop(next);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pause_holds_every_request() {
-        let limiter = RateLimiter::new();
-        limiter.pause_until(wall_clock_ms() + 300);
-        let started = std::time::Instant::now();
+        let limiter = limiter_at(0, 60_000);
+        limiter.pause_until(limiter.now_ms() + 300);
+        let at = limiter.now_ms();
         let t = limiter.acquire(1).await;
-        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert_eq!(limiter.now_ms() - at, 300);
         limiter.observe(t, &HeaderMap::new());
+        assert_eq!(limiter.stats().rejected, 1);
+    }
+
+    /// A 429 arrives while other requests are on the wire: they are not recalled, their
+    /// answers (with the server's count) still count, and nothing new goes until Retry-After.
+    #[tokio::test(start_paused = true)]
+    async fn requests_in_flight_when_a_429_arrives_still_count() {
+        let limiter = limiter_at(0, 60_000);
+        limiter.set_limits(&[weight(100, 60_000)], 1.0);
+        let probe = limiter.acquire(1).await;
+        limiter.observe(probe, &HeaderMap::new());
+        let on_the_wire: Vec<Ticket> = futures::future::join_all((0..3).map(|_| limiter.acquire(1))).await;
+        // The first answer is a 429 with Retry-After: 2.
+        limiter.pause_until(limiter.now_ms() + 2_000);
+        let at = limiter.now_ms();
+        // The others answer after it, the last one reporting the server's count.
+        let mut h = HeaderMap::new();
+        h.insert("x-mbx-used-weight-1m", HeaderValue::from_static("98"));
+        let none = HeaderMap::new();
+        for (i, t) in on_the_wire.into_iter().enumerate() {
+            limiter.observe(t, if i == 2 { &h } else { &none });
+        }
+        let t = limiter.acquire(1).await;
+        assert_eq!(limiter.now_ms() - at, 2_000, "nothing went before Retry-After");
+        limiter.observe(t, &HeaderMap::new());
+        // 98 + 1 + 1 of 100: a request of 2 waits for the next window.
+        assert!(within(50_000, limiter.acquire(2)).await.is_none());
         assert_eq!(limiter.stats().rejected, 1);
     }
 }
