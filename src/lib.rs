@@ -12,6 +12,7 @@ pub mod decimal;
 pub mod exchange;
 pub mod exit;
 pub mod extract;
+pub mod failpoint;
 pub mod kline;
 pub mod load;
 pub mod logging;
@@ -26,7 +27,28 @@ use clap::Parser;
 
 /// The `klines` binary: parse, set up logging, run, and map the outcome to an exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let shown = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+            if shown || !logging::json_requested(&args) {
+                e.exit();
+            }
+            // JSON logs stay JSON: the usage error as one line, without clap's help text.
+            let text = e.kind().as_str().map(str::to_string).unwrap_or_default();
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .map(|l| l.trim_start_matches("error:").trim().to_string())
+                .unwrap_or(text);
+            eprintln!("{}", logging::json_error_line(&first, exit::Code::Usage as u8));
+            return std::process::ExitCode::from(exit::Code::Usage as u8);
+        }
+    };
     let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
     let json_logs = cli.global.log_format == logging::LogFormat::Json;
     logging::init(cli.global.log_format, verbosity);

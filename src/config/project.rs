@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
 
 use super::template;
@@ -30,6 +29,7 @@ struct ProjectFile {
     stage: Option<String>,
     stage_options: Option<BTreeMap<String, String>>,
     state: Option<String>,
+    lease_secs: Option<f64>,
     #[serde(rename = "model-paths")]
     model_paths: Option<Vec<String>>,
     #[serde(rename = "seed-paths")]
@@ -113,6 +113,8 @@ pub struct Project {
     pub stage: String,
     pub stage_options: BTreeMap<String, String>,
     pub state: String,
+    /// How long an object-store lock lasts without renewal.
+    pub lease: Duration,
     /// Rows per load transaction, and staged files fetched at once.
     pub load_batch_rows: usize,
     pub load_fetch_concurrency: usize,
@@ -144,7 +146,10 @@ impl Project {
                 Some((path, parsed))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            // A directory or an unreadable file in klines.yml's place is a configuration error.
+            Err(e) => {
+                return Err(UsageError(format!("cannot read {}: {e}", path.display())).into());
+            }
         };
         let (file, f) = match file {
             Some((p, f)) => (Some(p), f),
@@ -181,10 +186,18 @@ impl Project {
         }
         let exchange = ExchangeSettings {
             base_url: e.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
-            timeout: Duration::from_secs_f64(positive(
-                "timeout_secs",
-                e.timeout_secs.unwrap_or(30.0),
-            )?),
+            timeout: {
+                let secs = positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?;
+                // At most a day: a larger timeout is a mistake, and 1e30 would not fit a Duration.
+                if secs > 86_400.0 {
+                    return Err(UsageError(format!(
+                        "{}: exchange.timeout_secs must be at most 86400, got {secs}",
+                        where_()
+                    ))
+                    .into());
+                }
+                Duration::from_secs_f64(secs)
+            },
             max_attempts: e.max_attempts.unwrap_or(8).max(1),
             retry_base: Duration::from_millis(e.retry_base_ms.unwrap_or(500)),
             retry_max: Duration::from_millis(e.retry_max_ms.unwrap_or(30_000)),
@@ -203,10 +216,27 @@ impl Project {
         if intervals.is_empty() {
             return Err(UsageError(format!("{}: intervals is empty", where_())).into());
         }
+        let lease_secs = f.lease_secs.unwrap_or(60.0);
+        if !(1.0..=3600.0).contains(&lease_secs) {
+            return Err(UsageError(format!(
+                "{}: lease_secs must be from 1 to 3600, got {lease_secs}",
+                where_()
+            ))
+            .into());
+        }
+        let name = f.name.unwrap_or_else(|| "klines".into());
+        // The name becomes a folder under target/ and a part of unique ids: no path tricks.
+        if !valid_name(&name) {
+            return Err(UsageError(format!(
+                "{}: name {name:?} must start with a letter or _ and hold only letters, digits and _",
+                where_()
+            ))
+            .into());
+        }
         Ok(Project {
             dir: dir.to_path_buf(),
             file,
-            name: f.name.unwrap_or_else(|| "klines".into()),
+            name,
             profile: f.profile.unwrap_or_else(|| "klines".into()),
             market: f.market.unwrap_or_default(),
             symbols,
@@ -216,6 +246,7 @@ impl Project {
             stage: f.stage.unwrap_or_else(|| "stage".into()),
             stage_options: f.stage_options.unwrap_or_default(),
             state: f.state.unwrap_or_else(|| "state".into()),
+            lease: Duration::from_secs_f64(lease_secs),
             load_batch_rows: f
                 .load
                 .as_ref()
@@ -248,6 +279,16 @@ impl Project {
             self.dir.join(p)
         }
     }
+}
+
+/// A project name: an identifier (letters, digits, `_`, not starting with a digit), as dbt asks.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
 }
 
 #[cfg(test)]
@@ -300,5 +341,44 @@ mod tests {
         assert!(err.contains("unknown interval \"2m\""), "{err}");
         let err = load("exchange:\n  weight_share: 1.5\n").unwrap_err();
         assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
+    }
+
+    #[test]
+    fn a_project_name_cannot_leave_the_target_folder() {
+        for bad in ["../../../x", "a/b", "", "1x", "x y", "..", "x\\y"] {
+            let err = load(&format!("name: {bad:?}\n")).unwrap_err();
+            assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage, "{bad}");
+            assert!(err.to_string().contains("name"), "{err}");
+        }
+        assert_eq!(load("name: my_project_2\n").unwrap().name, "my_project_2");
+    }
+
+    #[test]
+    fn a_directory_in_place_of_klines_yml_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(PROJECT_FILE)).unwrap();
+        let err = Project::load(dir.path()).unwrap_err();
+        assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
+        assert!(err.to_string().contains("klines.yml"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Any number in exchange settings is taken or refused with an error, never a panic.
+        #[test]
+        fn exchange_numbers_never_panic(x in proptest::num::f64::ANY, n in proptest::num::i64::ANY) {
+            for key in ["timeout_secs", "weight_share"] {
+                let _ = load(&format!("exchange:\n  {key}: {x:e}\n"));
+            }
+            for key in ["max_attempts", "retry_base_ms", "retry_max_ms", "max_wait_secs", "max_in_flight", "spans_in_flight"] {
+                let _ = load(&format!("exchange:\n  {key}: {n}\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_timeout_is_refused_not_a_panic() {
+        let err = load("exchange: {timeout_secs: 1e30}\n").unwrap_err();
+        assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
+        assert!(err.to_string().contains("timeout_secs"), "{err}");
     }
 }

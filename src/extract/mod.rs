@@ -98,10 +98,12 @@ pub async fn backfill(
         .unwrap_or(server_time)
         .min(server_time.max(plan.from));
     if plan.from >= server_time {
-        bail!(
-            "--from ({}) is in the future of the exchange's clock",
-            crate::time::format_ms(plan.from)
-        );
+        return Err(crate::exit::UsageError(format!(
+            "--from ({}) is in the future of the exchange's clock ({})",
+            crate::time::format_ms(plan.from),
+            crate::time::format_ms(server_time)
+        ))
+        .into());
     }
     let market = client.market();
     let all: Vec<Series> = plan

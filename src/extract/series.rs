@@ -67,7 +67,7 @@ pub fn target_range(interval: Interval, from: i64, to: i64, server_time: i64) ->
 pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow::Result<()> {
     let interval = series.interval;
     let mut cp = if ctx.full_refresh {
-        ctx.state.reset(series).await?;
+        ctx.state.reset(series, lock).await?;
         Checkpoint::new(series)
     } else {
         ctx.state
@@ -75,6 +75,21 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
             .await?
             .unwrap_or_else(|| Checkpoint::new(series))
     };
+    // Coverage past the exchange's clock cannot be true (a checkpoint from another exchange
+    // or clock, or edited): it would skip ranges silently, so it is dropped, with a warning.
+    let closed_until = interval.floor(ctx.server_time);
+    if let Some((_, covered_end)) = cp.covered.span()
+        && covered_end > closed_until
+    {
+        tracing::warn!(
+            series = %series,
+            checkpoint_until = %crate::time::format_ms(covered_end),
+            exchange_clock = %crate::time::format_ms(ctx.server_time),
+            "the checkpoint covers candles past the exchange's clock; that part is fetched again"
+        );
+        cp.covered = cp.covered.within(i64::MIN, closed_until);
+        cp.empty = cp.empty.within(i64::MIN, closed_until);
+    }
     let (start, end) = target_range(interval, ctx.from, ctx.to, ctx.server_time);
     let missing = if start < end {
         cp.covered.missing(start, end)
@@ -144,8 +159,8 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     .await;
     // Whatever was staged before a failure is kept: the checkpoint records it.
     if saver.dirty {
-        lock.check()?;
-        ctx.state.save(&cp).await?;
+        ctx.state.save(&cp, lock).await?;
+        crate::failpoint::hit("backfill.after_checkpoint");
     }
     result?;
     task.finish("done");
@@ -341,7 +356,9 @@ async fn write_unit(
             .put(&key, bytes)
             .await
             .with_context(|| format!("cannot stage {key} to {}", ctx.stage.url()))?;
+        crate::failpoint::hit("backfill.after_data_put");
         manifest::write(&ctx.stage, &entry).await?;
+        crate::failpoint::hit("backfill.after_manifest");
         ctx.totals.files.fetch_add(1, Ordering::Relaxed);
         ctx.totals.bytes.fetch_add(size, Ordering::Relaxed);
         tracing::debug!(series = %series, file = %key, rows = n, bytes = size, "staged");
@@ -357,7 +374,8 @@ async fn write_unit(
     }
     saver.dirty = true;
     if saver.last.elapsed() >= SAVE_EVERY {
-        ctx.state.save(cp).await?;
+        ctx.state.save(cp, lock).await?;
+        crate::failpoint::hit("backfill.after_checkpoint");
         saver.last = std::time::Instant::now();
         saver.dirty = false;
     }

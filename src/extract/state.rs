@@ -22,13 +22,14 @@ use super::checkpoint::Checkpoint;
 use crate::stage::layout::Series;
 use crate::stage::{Location, Stage};
 
-/// How long an object-store lock lasts without renewal.
+/// How long an object-store lock lasts without renewal, unless klines.yml `lease_secs` says.
 pub const LEASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub enum StateStore {
     Dir(PathBuf),
-    Object(Stage),
+    /// The object store, and how long a lease lasts without renewal.
+    Object(Stage, Duration),
 }
 
 /// Raised when a series is locked by another run.
@@ -46,15 +47,14 @@ impl StateStore {
         if spec == "stage" {
             return Ok(match stage.location() {
                 Location::Local(dir) => StateStore::Dir(dir.join("_state")),
-                _ => StateStore::Object(stage.child("_state")),
+                _ => StateStore::Object(stage.child("_state"), LEASE),
             });
         }
         if spec.starts_with("s3://") || spec == "memory://" {
-            return Ok(StateStore::Object(Stage::open(
-                spec,
-                &Default::default(),
-                project_dir,
-            )?));
+            return Ok(StateStore::Object(
+                Stage::open(spec, &Default::default(), project_dir)?,
+                LEASE,
+            ));
         }
         let dir = Path::new(spec.strip_prefix("file://").unwrap_or(spec));
         Ok(StateStore::Dir(if dir.is_absolute() {
@@ -64,10 +64,18 @@ impl StateStore {
         }))
     }
 
+    /// The same store with leases of `lease` (object stores only).
+    pub fn with_lease(self, lease: Duration) -> StateStore {
+        match self {
+            StateStore::Object(s, _) => StateStore::Object(s, lease),
+            dir => dir,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             StateStore::Dir(d) => d.display().to_string(),
-            StateStore::Object(s) => s.url(),
+            StateStore::Object(s, _) => s.url(),
         }
     }
 
@@ -93,7 +101,7 @@ impl StateStore {
                     }
                 }
             }
-            StateStore::Object(stage) => match stage.get_opt(&key).await {
+            StateStore::Object(stage, _) => match stage.get_opt(&key).await {
                 Ok(Some((b, _))) => b.to_vec(),
                 Ok(None) => return Ok(None),
                 Err(e) => {
@@ -110,7 +118,12 @@ impl StateStore {
         Ok(Some(cp))
     }
 
-    pub async fn save(&self, cp: &Checkpoint) -> anyhow::Result<()> {
+    /// Saves the checkpoint of the series `lock` holds. In an object store the write is
+    /// conditional on the checkpoint being as this holder last left it, so a holder whose
+    /// lease another run took over (a paused process waking up) cannot overwrite the new
+    /// holder's checkpoint: its write fails and its run stops.
+    pub async fn save(&self, cp: &Checkpoint, lock: &SeriesLock) -> anyhow::Result<()> {
+        lock.check()?;
         let series = Series {
             market: cp.series.market,
             symbol: cp.series.symbol.clone(),
@@ -125,26 +138,51 @@ impl StateStore {
                     .await
                     .context("checkpoint writer panicked")??;
             }
-            StateStore::Object(stage) => {
-                stage
-                    .put(&key, Bytes::from(body))
-                    .await
-                    .with_context(|| format!("cannot write checkpoint {}/{key}", stage.url()))?;
+            StateStore::Object(stage, _) => {
+                let mut fence = lock.fence.lock().await;
+                let mode = match fence.clone() {
+                    Some(Some(v)) => PutMode::Update(v),
+                    Some(None) => PutMode::Create,
+                    None => PutMode::Overwrite,
+                };
+                match stage.put_mode(&key, Bytes::from(body), mode).await {
+                    Ok(r) => *fence = Some(Some(version_of(&r))),
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. },
+                    ) => {
+                        lock.lost.store(true, Ordering::SeqCst);
+                        bail!(
+                            "{}: another run took the lock over and wrote the checkpoint {}/{key}; stopping",
+                            lock.series,
+                            stage.url()
+                        );
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot write checkpoint {}/{key}", stage.url())
+                        });
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Deletes the series' checkpoint (for `--full-refresh`).
-    pub async fn reset(&self, series: &Series) -> anyhow::Result<()> {
+    /// Deletes the checkpoint of the series `lock` holds (for `--full-refresh`).
+    pub async fn reset(&self, series: &Series, lock: &SeriesLock) -> anyhow::Result<()> {
         let key = Self::checkpoint_key(series);
+        lock.check()?;
+        if let Some(fence) = lock.fence.lock().await.as_mut() {
+            *fence = None;
+        }
         match self {
             StateStore::Dir(dir) => match std::fs::remove_file(dir.join(&key)) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e).with_context(|| format!("cannot delete checkpoint {key}")),
             },
-            StateStore::Object(stage) => stage
+            StateStore::Object(stage, _) => stage
                 .delete(&key)
                 .await
                 .with_context(|| format!("cannot delete checkpoint {key}")),
@@ -156,7 +194,11 @@ impl StateStore {
         let key = Self::lock_key(series);
         match self {
             StateStore::Dir(dir) => lock_file(series, &dir.join(key)),
-            StateStore::Object(stage) => lock_object(series, stage, key).await,
+            StateStore::Object(stage, lease) => {
+                let lock = lock_object(series, stage, key, *lease).await?;
+                claim_checkpoint(stage, &Self::checkpoint_key(series), &lock).await?;
+                Ok(lock)
+            }
         }
     }
 }
@@ -190,6 +232,9 @@ pub struct SeriesLock {
     inner: LockInner,
     lost: Arc<AtomicBool>,
     series: String,
+    /// Object stores: the checkpoint's version as this holder last wrote or claimed it
+    /// (`Some(None)`: there is none yet; `None`: not fenced, a directory).
+    fence: tokio::sync::Mutex<Option<Option<UpdateVersion>>>,
 }
 
 #[derive(Debug)]
@@ -271,6 +316,7 @@ fn lock_file(series: &Series, path: &Path) -> anyhow::Result<SeriesLock> {
         inner: LockInner::File(file),
         lost: Arc::new(AtomicBool::new(false)),
         series: series.to_string(),
+        fence: tokio::sync::Mutex::new(None),
     })
 }
 
@@ -291,10 +337,10 @@ fn now_ms() -> i64 {
     crate::exchange::ratelimit::wall_clock_ms()
 }
 
-fn lease_body(owner: &str) -> Bytes {
+fn lease_body(owner: &str, lease: Duration) -> Bytes {
     let lease = Lease {
         owner: owner.to_string(),
-        expires_at_ms: now_ms() + LEASE.as_millis() as i64,
+        expires_at_ms: now_ms() + lease.as_millis() as i64,
     };
     Bytes::from(serde_json::to_vec(&lease).unwrap_or_default())
 }
@@ -306,7 +352,44 @@ fn version_of(r: &object_store::PutResult) -> UpdateVersion {
     }
 }
 
-async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Result<SeriesLock> {
+/// After taking a lease: rewrites the checkpoint as it is (or notes that there is none), so
+/// its version changes and the previous holder's next conditional write fails.
+async fn claim_checkpoint(stage: &Stage, key: &str, lock: &SeriesLock) -> anyhow::Result<()> {
+    for _ in 0..10 {
+        let current = stage
+            .get_opt(key)
+            .await
+            .with_context(|| format!("cannot read checkpoint {}/{key}", stage.url()))?;
+        let Some((bytes, meta)) = current else {
+            *lock.fence.lock().await = Some(None);
+            return Ok(());
+        };
+        let seen = UpdateVersion {
+            e_tag: meta.e_tag.clone(),
+            version: None,
+        };
+        match stage.put_mode(key, bytes, PutMode::Update(seen)).await {
+            Ok(r) => {
+                *lock.fence.lock().await = Some(Some(version_of(&r)));
+                return Ok(());
+            }
+            // The previous holder wrote in between: read it again.
+            Err(object_store::Error::Precondition { .. }) => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot claim checkpoint {}/{key}", stage.url()));
+            }
+        }
+    }
+    bail!("{}: the checkpoint {key} keeps changing under a lock this run holds", lock.series)
+}
+
+async fn lock_object(
+    series: &Series,
+    stage: &Stage,
+    key: String,
+    lease_for: Duration,
+) -> anyhow::Result<SeriesLock> {
     let owner = format!(
         "pid {} on {} ({})",
         std::process::id(),
@@ -314,7 +397,7 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
         uuid::Uuid::new_v4()
     );
     let put = match stage
-        .put_mode(&key, lease_body(&owner), PutMode::Create)
+        .put_mode(&key, lease_body(&owner, lease_for), PutMode::Create)
         .await
     {
         Ok(r) => r,
@@ -325,7 +408,7 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
                 .with_context(|| format!("cannot read lock {key}"))?
             else {
                 // Released between the two calls: one more try.
-                return Box::pin(lock_object(series, stage, key)).await;
+                return Box::pin(lock_object(series, stage, key, lease_for)).await;
             };
             let lease: Lease = serde_json::from_slice(&bytes).unwrap_or(Lease {
                 owner: "unknown".into(),
@@ -348,7 +431,11 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
                 version: None,
             };
             match stage
-                .put_mode(&key, lease_body(&owner), PutMode::Update(version))
+                .put_mode(
+                    &key,
+                    lease_body(&owner, lease_for),
+                    PutMode::Update(version),
+                )
                 .await
             {
                 Ok(r) => {
@@ -378,17 +465,32 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
             series.to_string(),
         );
         let mut version = version_of(&put);
+        let mut renewed = tokio::time::Instant::now();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE / 3).await;
+                tokio::time::sleep(lease_for / 3).await;
                 match stage
-                    .put_mode(&key, lease_body(&owner), PutMode::Update(version.clone()))
+                    .put_mode(
+                        &key,
+                        lease_body(&owner, lease_for),
+                        PutMode::Update(version.clone()),
+                    )
                     .await
                 {
-                    Ok(r) => version = version_of(&r),
+                    Ok(r) => {
+                        version = version_of(&r);
+                        renewed = tokio::time::Instant::now();
+                    }
                     Err(object_store::Error::Precondition { .. })
                     | Err(object_store::Error::NotFound { .. }) => {
                         tracing::error!(series = %series, "lost the lock to another run");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // Not renewed for most of a lease: another run may take it over any
+                    // moment, so this one stops writing before that can happen.
+                    Err(e) if renewed.elapsed() >= lease_for * 5 / 6 => {
+                        tracing::error!(series = %series, error = %e, "could not renew the lock in time; giving it up");
                         lost.store(true, Ordering::SeqCst);
                         return;
                     }
@@ -407,6 +509,7 @@ async fn lock_object(series: &Series, stage: &Stage, key: String) -> anyhow::Res
         },
         lost,
         series: series.to_string(),
+        fence: tokio::sync::Mutex::new(None),
     })
 }
 
@@ -442,7 +545,7 @@ mod tests {
     #[tokio::test]
     async fn an_object_lease_refuses_a_second_holder_until_released() {
         let stage = Stage::open("memory://", &Default::default(), Path::new(".")).unwrap();
-        let store = StateStore::Object(stage);
+        let store = StateStore::Object(stage, LEASE);
         let held = store.lock(&series()).await.unwrap();
         let err = store.lock(&series()).await.unwrap_err();
         assert!(err.downcast_ref::<LockConflict>().is_some(), "{err}");
@@ -456,15 +559,42 @@ mod tests {
         let stage = Stage::open("memory://", &Default::default(), Path::new(".")).unwrap();
         for store in [
             StateStore::Dir(dir.path().to_path_buf()),
-            StateStore::Object(stage),
+            StateStore::Object(stage, LEASE),
         ] {
             assert!(store.load(&series()).await.unwrap().is_none());
+            let lock = store.lock(&series()).await.unwrap();
             let mut cp = Checkpoint::new(&series());
             cp.covered.insert(0, 60_000);
-            store.save(&cp).await.unwrap();
-            assert_eq!(store.load(&series()).await.unwrap(), Some(cp));
-            store.reset(&series()).await.unwrap();
+            store.save(&cp, &lock).await.unwrap();
+            assert_eq!(store.load(&series()).await.unwrap(), Some(cp.clone()));
+            store.reset(&series(), &lock).await.unwrap();
             assert!(store.load(&series()).await.unwrap().is_none());
+            store.save(&cp, &lock).await.unwrap();
+            store.reset(&series(), &lock).await.unwrap();
         }
+    }
+
+    /// A holder whose lease was taken over cannot write the checkpoint any more.
+    #[tokio::test]
+    async fn a_taken_over_lease_fences_the_old_holders_checkpoint_writes() {
+        let stage = Stage::open("memory://", &Default::default(), Path::new(".")).unwrap();
+        let store = StateStore::Object(stage, Duration::from_millis(300));
+        let old = store.lock(&series()).await.unwrap();
+        let mut cp = Checkpoint::new(&series());
+        cp.covered.insert(0, 60_000);
+        store.save(&cp, &old).await.unwrap();
+        // The old holder pauses (its renewals stop) and the lease expires.
+        if let LockInner::Lease { renew, .. } = &old.inner {
+            renew.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let new = store.lock(&series()).await.unwrap();
+        cp.covered.insert(60_000, 120_000);
+        let err = store.save(&cp, &old).await.unwrap_err();
+        assert!(err.to_string().contains("another run took the lock over"), "{err}");
+        assert!(old.check().is_err());
+        cp.covered.insert(120_000, 180_000);
+        store.save(&cp, &new).await.unwrap();
+        assert_eq!(store.load(&series()).await.unwrap(), Some(cp));
     }
 }

@@ -204,7 +204,10 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
     assert_eq!(ex.stats().klines_requests, before);
 
     // A lease held elsewhere stops a second run.
-    let store = klines::extract::state::StateStore::Object(stage.child("_state"));
+    let store = klines::extract::state::StateStore::Object(
+        stage.child("_state"),
+        klines::extract::state::LEASE,
+    );
     let series = klines::stage::layout::Series {
         market: klines::exchange::Market::Spot,
         symbol: "BTCUSDT".parse().unwrap(),
