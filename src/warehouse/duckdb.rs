@@ -19,7 +19,17 @@ use crate::stage::parquet;
 
 pub struct DuckDb {
     conn: Arc<Mutex<duckdb::Connection>>,
+    /// Stops the running statement on Ctrl-C or SIGTERM.
+    interrupt: Arc<duckdb::InterruptHandle>,
     path: String,
+}
+
+/// DuckDB's message alone: its error's source only adds "Error code 1: Unknown error code".
+fn db_err(e: duckdb::Error) -> anyhow::Error {
+    match e {
+        duckdb::Error::DuckDBFailure(_, Some(msg)) => anyhow::anyhow!(msg),
+        other => anyhow::Error::new(other),
+    }
 }
 
 impl DuckDb {
@@ -41,6 +51,7 @@ impl DuckDb {
         .await?
         .with_context(|| format!("cannot open DuckDB database {path}"))?;
         Ok(DuckDb {
+            interrupt: conn.interrupt_handle(),
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_string(),
         })
@@ -51,12 +62,21 @@ impl DuckDb {
         f: impl FnOnce(&mut duckdb::Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut guard)
-        })
-        .await
-        .context("DuckDB worker panicked")?
+        });
+        tokio::pin!(task);
+        tokio::select! {
+            r = &mut task => r.context("DuckDB worker panicked")?,
+            () = crate::cancel::cancelled() => {
+                // Interrupt the statement and wait for DuckDB to roll its transaction back.
+                tracing::warn!(database = %self.path, "interrupting the running DuckDB statement");
+                self.interrupt.interrupt();
+                let _ = task.await;
+                Err(crate::cancel::Interrupted.into())
+            }
+        }
     }
 }
 
@@ -67,6 +87,7 @@ fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::R
         let t = Instant::now();
         counts.push(
             tx.execute(s, [])
+                .map_err(db_err)
                 .with_context(|| format!("in: {}", first_line(s)))? as u64,
         );
         super::log_sql(t, s);
@@ -76,15 +97,15 @@ fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::R
 
 fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
     let t = Instant::now();
-    tx.commit()?;
+    tx.commit().map_err(db_err)?;
     super::log_sql(t, "COMMIT");
     Ok(())
 }
 
 fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare(sql).map_err(db_err)?;
     let mut rows = Rows::default();
-    let arrow = stmt.query_arrow([])?;
+    let arrow = stmt.query_arrow([]).map_err(db_err)?;
     let schema = arrow.get_schema();
     for batch in arrow {
         rows.extend_from_arrow(&batch)?;
@@ -160,7 +181,7 @@ impl Warehouse for DuckDb {
         let sql = sql.to_string();
         self.with(move |c| {
             let t = Instant::now();
-            let n = c.execute(&sql, [])? as u64;
+            let n = c.execute(&sql, []).map_err(db_err)? as u64;
             super::log_sql(t, &sql);
             Ok(n)
         })
@@ -224,7 +245,9 @@ impl Warehouse for DuckDb {
                 appender.flush()?;
             }
             let counts = execute_all(&tx, &statements)?;
+            crate::failpoint::hit("load.mid_batch");
             commit(tx)?;
+            crate::failpoint::hit("load.after_commit");
             Ok(if fresh {
                 LoadCounts {
                     inserted: rows,

@@ -150,6 +150,28 @@ pub trait Warehouse: Send + Sync {
     /// recorded in the load history. All of it, or nothing. When `batch.fresh` says no row can
     /// exist yet, the rows may go straight into the raw table.
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts>;
+
+    /// Takes the warehouse-side lock `key` (one `klines load` or model run per project and
+    /// target at a time), waiting up to `wait` for another holder; held until the guard drops.
+    /// Embedded DuckDB needs none (one process holds the file); Snowflake has no session locks.
+    async fn lock(&self, key: &str, wait: std::time::Duration) -> anyhow::Result<LockGuard> {
+        let _ = (key, wait);
+        Ok(LockGuard(None))
+    }
+}
+
+/// A held warehouse lock; dropping it releases the lock.
+pub struct LockGuard(pub Option<Box<dyn std::any::Any + Send + Sync>>);
+
+/// Another klines command holds the lock.
+#[derive(Debug, thiserror::Error)]
+#[error("another klines command holds the lock {key} on {target}{holder}; it was not released within {waited_secs}s, try again when it has finished")]
+pub struct LockBusy {
+    pub key: String,
+    pub target: String,
+    /// ` (Postgres backend pid 123, running since ...)`, when known.
+    pub holder: String,
+    pub waited_secs: u64,
 }
 
 /// `"schema"."name"` for this warehouse.

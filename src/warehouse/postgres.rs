@@ -44,7 +44,16 @@ pub fn pg_error(e: tokio_postgres::Error) -> anyhow::Error {
             }
             anyhow::anyhow!(msg)
         }
-        None => anyhow::anyhow!("postgres: {e}"),
+        None => {
+            // The causes too ("error performing TLS handshake" alone does not say why).
+            let mut msg = format!("postgres: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            anyhow::anyhow!(msg)
+        }
     }
 }
 
@@ -79,15 +88,19 @@ impl Postgres {
             }
             "allow" | "prefer" => {
                 config.ssl_mode(SslMode::Prefer);
-                Some(tls::connector(false, None)?)
+                Some(tls::connector(tls::Verify::Nothing, None)?)
             }
             "require" => {
                 config.ssl_mode(SslMode::Require);
-                Some(tls::connector(false, None)?)
+                Some(tls::connector(tls::Verify::Nothing, None)?)
             }
-            "verify-ca" | "verify-full" => {
+            "verify-ca" => {
                 config.ssl_mode(SslMode::Require);
-                Some(tls::connector(true, o.sslrootcert.as_deref())?)
+                Some(tls::connector(tls::Verify::Chain, o.sslrootcert.as_deref())?)
+            }
+            "verify-full" => {
+                config.ssl_mode(SslMode::Require);
+                Some(tls::connector(tls::Verify::Full, o.sslrootcert.as_deref())?)
             }
             other => bail!(
                 "unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"
@@ -139,6 +152,11 @@ impl Postgres {
             }
         };
         client.batch_execute("SET TIME ZONE 'UTC'").await.pg()?;
+        // PostgreSQL 14+: a backend whose client died (kill -9) stops its statement within a
+        // second instead of running on with its locks and half-built tables.
+        let _ = client
+            .batch_execute("SET client_connection_check_interval = '1s'")
+            .await;
         Ok(client)
     }
 
@@ -163,6 +181,41 @@ impl Postgres {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(client);
         }
+    }
+}
+
+/// `work`'s outcome, or `None` when Ctrl-C or SIGTERM came first.
+async fn unless_cancelled<T>(work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        r = work => Some(r),
+        () = crate::cancel::cancelled() => None,
+    }
+}
+
+impl Postgres {
+    /// After [`unless_cancelled`]: the connection goes back to the pool with the result, or,
+    /// when interrupted, the server is asked to cancel the running statement (its transaction
+    /// rolls back) and the connection is closed.
+    async fn settle<T>(
+        &self,
+        client: Client,
+        token: tokio_postgres::CancelToken,
+        outcome: Option<anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        if let Some(r) = outcome {
+            self.put_back(client);
+            return r;
+        }
+        tracing::warn!(server = %self.describe, "cancelling the running Postgres statement");
+        let sent = match &self.tls {
+            None => token.cancel_query(NoTls).await,
+            Some(tls) => token.cancel_query(tls.clone()).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not ask Postgres to cancel the statement");
+        }
+        drop(client);
+        Err(crate::cancel::Interrupted.into())
     }
 }
 
@@ -224,20 +277,28 @@ impl Warehouse for Postgres {
 
     async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
         let (client, _permit) = self.client().await?;
-        let t = Instant::now();
-        let result = client.execute(sql, &[]).await.pg();
-        super::log_sql(t, sql);
-        self.put_back(client);
-        result
+        let token = client.cancel_token();
+        let outcome = unless_cancelled(async {
+            let t = Instant::now();
+            let result = client.execute(sql, &[]).await.pg();
+            super::log_sql(t, sql);
+            result
+        })
+        .await;
+        self.settle(client, token, outcome).await
     }
 
     async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
         let (client, _permit) = self.client().await?;
-        let t = Instant::now();
-        let result = client.query(sql, &[]).await.pg();
-        super::log_sql(t, sql);
-        self.put_back(client);
-        let pg_rows = result?;
+        let token = client.cancel_token();
+        let outcome = unless_cancelled(async {
+            let t = Instant::now();
+            let result = client.query(sql, &[]).await.pg();
+            super::log_sql(t, sql);
+            result
+        })
+        .await;
+        let pg_rows = self.settle(client, token, outcome).await?;
         let mut rows = Rows::default();
         if let Some(first) = pg_rows.first() {
             rows.columns = first
@@ -268,7 +329,8 @@ impl Warehouse for Postgres {
 
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>> {
         let (mut client, _permit) = self.client().await?;
-        let result = async {
+        let token = client.cancel_token();
+        let outcome = unless_cancelled(async {
             let tx = client.transaction().await.pg()?;
             let mut counts = Vec::with_capacity(statements.len());
             for s in statements {
@@ -280,10 +342,57 @@ impl Warehouse for Postgres {
             tx.commit().await.pg()?;
             super::log_sql(t, "COMMIT");
             Ok(counts)
-        }
+        })
         .await;
-        self.put_back(client);
-        result
+        self.settle(client, token, outcome).await
+    }
+
+    async fn lock(&self, key: &str, wait: Duration) -> anyhow::Result<super::LockGuard> {
+        // A connection of its own, outside the pool: the session-level lock lives as long as
+        // it does, and the server releases it if klines dies.
+        let client = self.new_client().await?;
+        let id = format!("hashtext({})", literal(key));
+        let started = Instant::now();
+        loop {
+            let got: bool = client
+                .query_one(&format!("SELECT pg_try_advisory_lock({id})"), &[])
+                .await
+                .pg()?
+                .get(0);
+            if got {
+                return Ok(super::LockGuard(Some(Box::new(client))));
+            }
+            if started.elapsed().is_zero() || started.elapsed() < Duration::from_millis(300) {
+                tracing::info!(lock = key, "another klines command holds the lock; waiting");
+            }
+            if started.elapsed() >= wait || crate::cancel::is_cancelled() {
+                let holder = client
+                    .query_opt(
+                        &format!(
+                            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(to_char(a.query_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') \
+                             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.objid = ({id})::oid AND l.pid <> pg_backend_pid() LIMIT 1"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| {
+                        let (pid, app, since): (i32, String, String) = (r.get(0), r.get(1), r.get(2));
+                        format!(" (Postgres backend pid {pid}, {app}, statement since {since})")
+                    })
+                    .unwrap_or_default();
+                return Err(super::LockBusy {
+                    key: key.to_string(),
+                    target: self.describe.clone(),
+                    holder,
+                    waited_secs: wait.as_secs(),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
@@ -316,7 +425,8 @@ impl Warehouse for Postgres {
             raw::merge(Kind::Postgres, raw_schema, batch, loaded_at)
         };
         let (mut client, _permit) = self.client().await?;
-        let result = async {
+        let token = client.cancel_token();
+        let outcome = unless_cancelled(async {
             let tx = client.transaction().await.pg()?;
             // One load at a time per raw schema.
             tx.execute(
@@ -353,7 +463,9 @@ impl Warehouse for Postgres {
             for s in &statements {
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
             }
+            crate::failpoint::hit("load.mid_batch");
             tx.commit().await.pg()?;
+            crate::failpoint::hit("load.after_commit");
             Ok(if batch.fresh {
                 LoadCounts {
                     inserted: batch.row_count() as u64,
@@ -365,10 +477,9 @@ impl Warehouse for Postgres {
                     inserted: counts[1],
                 }
             })
-        }
+        })
         .await;
-        self.put_back(client);
-        result
+        self.settle(client, token, outcome).await
     }
 }
 
@@ -503,14 +614,74 @@ mod tls {
         }
     }
 
+    /// What the client checks of the server's certificate, as libpq's sslmodes do.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Verify {
+        /// `prefer`, `require`: encrypted, the certificate not checked.
+        Nothing,
+        /// `verify-ca`: signed by a trusted CA, whatever host it names.
+        Chain,
+        /// `verify-full`: signed by a trusted CA and naming the host connected to.
+        Full,
+    }
+
+    /// `verify-ca`: webpki's checks, but a certificate for another name is accepted (webpki
+    /// checks the name after the chain, so a name error means the chain is good).
+    #[derive(Debug)]
+    struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    NotValidForName | NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
     pub fn connector(
-        verify: bool,
+        verify: Verify,
         root_cert: Option<&str>,
     ) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?;
-        let config = if verify {
+        let roots = || -> anyhow::Result<rustls::RootCertStore> {
             let mut roots = rustls::RootCertStore::empty();
             match root_cert {
                 Some(path) => {
@@ -522,12 +693,25 @@ mod tls {
                 }
                 None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        } else {
-            builder
+            Ok(roots)
+        };
+        let config = match verify {
+            Verify::Full => builder.with_root_certificates(roots()?).with_no_client_auth(),
+            Verify::Chain => {
+                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots()?),
+                    Arc::clone(&provider),
+                )
+                .build()?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+                    .with_no_client_auth()
+            }
+            Verify::Nothing => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-                .with_no_client_auth()
+                .with_no_client_auth(),
         };
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }
