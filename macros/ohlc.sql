@@ -36,8 +36,9 @@
 
 {#
   Candles of `seconds` seconds from the candles of `relation` (which has the columns of
-  TRADES_OHLC_1M). `is_complete` is true once the staged and loaded 1m data covers the whole
-  bucket: the newest bucket, still forming, is kept and marked false.
+  TRADES_OHLC_1M). `is_complete` is true once the loaded 1m data covers the whole bucket (from
+  the first loaded minute to the last): the newest bucket, still forming, and the first one
+  when a backfill began inside it, are kept and marked false.
 #}
 {% macro ohlc_rollup(relation, seconds) %}
 with buckets as (
@@ -59,7 +60,7 @@ with buckets as (
 ),
 
 coverage as (
-    select symbol, max(range_end) as covered_until
+    select symbol, min(range_start) as covered_from, max(range_end) as covered_until
     from {{ source('binance', 'klines_load_history') }}
     where market = '{{ var("market", "spot") }}' and {{ adapter.quote('interval') }} = '1m'
     group by symbol
@@ -78,7 +79,11 @@ select
     b.taker_buy_base_volume,
     b.taker_buy_quote_volume,
     b.candles,
-    coalesce({{ epoch_ms('c.covered_until') }} >= {{ epoch_ms('b.open_time') }} + {{ seconds * 1000 }}, false) as is_complete
+    coalesce(
+        {{ epoch_ms('c.covered_from') }} <= {{ epoch_ms('b.open_time') }}
+        and {{ epoch_ms('c.covered_until') }} >= {{ epoch_ms('b.open_time') }} + {{ seconds * 1000 }},
+        false
+    ) as is_complete
 from buckets as b
 left join coverage as c on c.symbol = b.symbol
 {% endmacro %}

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::cli::{GlobalArgs, LsArgs, RunArgs};
+use clap::ValueEnum;
+
+use crate::cli::{GlobalArgs, LsArgs, LsOutput, RunArgs};
 use crate::exit::PartialFailure;
 use crate::models::artifacts::{self, NodeResult};
 use crate::models::parse::{Node, ResourceType};
@@ -18,6 +20,15 @@ fn label(n: &Node) -> String {
     match n.resource_type {
         ResourceType::Model => format!("{} model {}", n.config.materialized.as_str(), n.name),
         other => format!("{} {}", other.as_str(), n.name),
+    }
+}
+
+/// A message's first non-empty line, and the rest.
+fn split_message(msg: &str) -> (&str, &str) {
+    let msg = msg.trim();
+    match msg.split_once('\n') {
+        Some((first, rest)) => (first.trim_end(), rest.trim()),
+        None => (msg, ""),
     }
 }
 
@@ -40,6 +51,18 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
             None
         }
         Err(e) => return Err(e),
+    };
+    // One model run per project and target schema at a time: two would race on the same
+    // relations and change records.
+    let _lock = match &wh {
+        Some(wh) if matches!(mode, Mode::Run | Mode::Seed | Mode::Build) => Some(
+            wh.lock(
+                &format!("klines.command.models.{}.{}", project.name, target.schema()),
+                super::LOCK_WAIT,
+            )
+            .await?,
+        ),
+        _ => None,
     };
     if let Some(wh) = &wh
         && mode != Mode::Compile
@@ -68,13 +91,18 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
                 "skipped" => "SKIP",
                 _ => "ERROR",
             };
+            // One line a node; a warehouse's multi-line detail (DuckDB's LINE/caret lines)
+            // goes to the log at -v.
+            let (first, rest) = split_message(&r.message);
             println!(
-                "{:>3} of {count} {status:<5} {} [{:.2}s] {}",
+                "{:>3} of {count} {status:<5} {} [{:.2}s] {first}",
                 *d,
                 label(n),
                 r.execution_time,
-                r.message
             );
+            if !rest.is_empty() {
+                tracing::debug!(node = %n.unique_id, detail = rest, "the rest of the message");
+            }
         }
     };
     let runner = Arc::new(Runner {
@@ -141,7 +169,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
         .find(|r| r.status == "error" || r.status == "fail")
         .map(|r| {
             let n = &parsed.nodes[&r.unique_id];
-            format!("{} ({}): {}", n.name, n.path, r.message)
+            format!("{} ({}): {}", n.name, n.path, split_message(&r.message).0)
         });
     let msg = format!(
         "{failed} of {} nodes failed; first: {}",
@@ -166,23 +194,23 @@ pub async fn ls(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<()> {
         }
         let n = &parsed.nodes[&id];
         if !args.resource_type.is_empty()
-            && !args
-                .resource_type
-                .iter()
-                .any(|t| t == n.resource_type.as_str())
+            && !args.resource_type.iter().any(|t| {
+                t.to_possible_value()
+                    .is_some_and(|v| v.get_name() == n.resource_type.as_str())
+            })
         {
             continue;
         }
-        match args.output.as_str() {
-            "name" => println!("{}", n.name),
-            "path" => println!("{}", n.path),
-            "json" => println!(
+        match args.output {
+            LsOutput::Name => println!("{}", n.name),
+            LsOutput::Path => println!("{}", n.path),
+            LsOutput::Json => println!(
                 "{}",
                 json!({"name": n.name, "resource_type": n.resource_type.as_str(), "unique_id": n.unique_id, "path": n.path,
                        "config": {"materialized": n.config.materialized.as_str(), "tags": n.config.tags}, "depends_on": n.depends_on})
             ),
-            _ => match n.resource_type {
-                ResourceType::Source => println!("source:{}", n.fqn.join(".")),
+            LsOutput::Selector => match n.resource_type {
+                ResourceType::Source => println!("source:{}", n.fqn[1..].join(".")),
                 _ => println!("{}", n.fqn.join(".")),
             },
         }

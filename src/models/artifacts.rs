@@ -137,7 +137,8 @@ fn node_json(p: &Parsed, n: &Node, compiled: Option<&str>, target_path: &str) ->
                     "compiled_path".into(),
                     json!(format!(
                         "{target_path}/compiled/{}/{}",
-                        p.project_name, n.path
+                        p.project_name,
+                        n.compiled_path()
                     )),
                 );
                 o.insert("extra_ctes_injected".into(), json!(true));

@@ -110,6 +110,40 @@ impl NodeConfig {
         if severity != "error" && severity != "warn" {
             return Err(format!("severity must be error or warn, not {severity:?}"));
         }
+        // Known keys with a wrong value are errors, not silent defaults.
+        if let Some(st) = all.get("incremental_strategy") {
+            match st.as_str() {
+                Some("time_range" | "append" | "delete+insert" | "merge") => {}
+                _ => {
+                    return Err(format!(
+                        "unknown incremental_strategy {st} (time_range, append, delete+insert, merge)"
+                    ));
+                }
+            }
+        }
+        for key in ["enabled", "full_refresh"] {
+            if let Some(v) = all.get(key)
+                && !v.is_boolean()
+                && !v.is_null()
+            {
+                return Err(format!("{key} must be true or false, not {v}"));
+            }
+        }
+        for key in ["schema", "alias", "event_time", "batch_key", "time_grain"] {
+            if let Some(v) = all.get(key)
+                && !v.is_string()
+                && !v.is_null()
+            {
+                return Err(format!("{key} must be a string, not {v}"));
+            }
+        }
+        if let Some(v) = all.get("unique_key")
+            && !(v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Json::is_string)))
+        {
+            return Err(format!(
+                "unique_key must be a column or a list of columns, not {v}"
+            ));
+        }
         let column_types = all
             .get("column_types")
             .and_then(|v| v.as_object())
@@ -204,6 +238,17 @@ mod tests {
         assert_eq!(c.unique_key, ["symbol", "open_time"]);
         let bad = json!({"materialized": "snapshot"});
         assert!(NodeConfig::from_layers(Materialized::View, &[bad.as_object().unwrap()]).is_err());
+        for (bad, says) in [
+            (json!({"incremental_strategy": "upsert"}), "unknown incremental_strategy \"upsert\""),
+            (json!({"incremental_strategy": 3}), "unknown incremental_strategy 3"),
+            (json!({"enabled": "yes"}), "enabled must be true or false"),
+            (json!({"unique_key": {"a": 1}}), "unique_key must be"),
+            (json!({"event_time": 1}), "event_time must be a string"),
+        ] {
+            let err = NodeConfig::from_layers(Materialized::Incremental, &[bad.as_object().unwrap()])
+                .unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub async fn swap_in(
         &format!("{}{OLD_SUFFIX}", node.identifier),
     );
     let rel = &node.relation;
+    if kind == Kind::Snowflake {
+        return swap_in_snowflake(wh, node, tmp, extra, rows).await;
+    }
     let mut statements = Vec::new();
     match existing(wh, node).await? {
         None => statements.push(format!("ALTER TABLE {tmp} RENAME TO {ident}")),
@@ -136,13 +139,6 @@ pub async fn swap_in(
             statements.push(format!("ALTER TABLE {tmp} RENAME TO {ident}"));
         }
         Some(RelationType::Table) => match kind {
-            Kind::Snowflake => {
-                // Atomic in Snowflake, whose DDL does not wait for a COMMIT.
-                statements.push(format!(
-                    "CREATE OR REPLACE TABLE {rel} AS SELECT * FROM {tmp}"
-                ));
-                statements.push(format!("DROP TABLE {tmp}"));
-            }
             Kind::Postgres if same_columns(wh, node, tmp).await? => {
                 // Keeps the table (and the views bound to it): readers see the old rows until
                 // the commit, then the new ones.
@@ -163,6 +159,43 @@ pub async fn swap_in(
     }
     statements.extend(extra);
     wh.transaction(&statements).await?;
+    Ok(rows)
+}
+
+/// Snowflake commits every DDL statement at once, so no transaction can hold a swap: readers
+/// would see the table missing or half-built between statements. `ALTER TABLE ... SWAP WITH`
+/// exchanges the two tables in one atomic step instead. The change records (`extra`) follow
+/// in a transaction of their own: a crash between the two leaves the new table with the old
+/// watermarks, and the next run recomputes those ranges into the same rows. The old table,
+/// left under the temporary name, is dropped last.
+async fn swap_in_snowflake(
+    wh: &dyn Warehouse,
+    node: &Node,
+    tmp: &str,
+    extra: Vec<String>,
+    rows: u64,
+) -> anyhow::Result<u64> {
+    let rel = &node.relation;
+    let ident = quote(Kind::Snowflake, &node.identifier);
+    match existing(wh, node).await? {
+        Some(RelationType::Table) => {
+            wh.execute(&format!("ALTER TABLE {tmp} SWAP WITH {rel}"))
+                .await?;
+        }
+        Some(RelationType::View) => {
+            wh.execute(&format!("DROP VIEW {rel}")).await?;
+            wh.execute(&format!("ALTER TABLE {tmp} RENAME TO {ident}"))
+                .await?;
+        }
+        None => {
+            wh.execute(&format!("ALTER TABLE {tmp} RENAME TO {ident}"))
+                .await?;
+        }
+    }
+    if !extra.is_empty() {
+        wh.transaction(&extra).await?;
+    }
+    wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
     Ok(rows)
 }
 

@@ -69,6 +69,16 @@ pub struct Node {
 }
 
 impl Node {
+    /// Where its compiled SQL goes under `target/compiled/<project>/`: the file itself, or for
+    /// a generic test `<yml path>/<test name>.sql`, one file per test, as dbt does.
+    pub fn compiled_path(&self) -> String {
+        if self.resource_type == ResourceType::Test && !self.path.ends_with(".sql") {
+            format!("{}/{}.sql", self.path, self.name)
+        } else {
+            self.path.clone()
+        }
+    }
+
     pub fn relation_object(&self) -> Relation {
         Relation {
             database: None,
@@ -76,6 +86,15 @@ impl Node {
             identifier: self.identifier.clone(),
             rendered: self.relation.clone(),
         }
+    }
+}
+
+/// The folders of a yml file below its top folder: `models/ohlc/schema.yml` gives `[ohlc]`.
+fn yml_folders(path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.len() {
+        0..=2 => Vec::new(),
+        n => parts[1..n - 1].iter().map(|s| s.to_string()).collect(),
     }
 }
 
@@ -361,13 +380,19 @@ pub fn parse(
             .unwrap_or_default();
         let config = NodeConfig::from_layers(Materialized::Test, &[&test_config])
             .map_err(|e| usage(format!("{path}: {name}: {e}")))?;
+        // dbt's fqn for a test: project, the yml's folders, the test's unique name; so
+        // `klines ls` prints a name that selects this one test.
+        let fqn = std::iter::once(project.clone())
+            .chain(yml_folders(path))
+            .chain(std::iter::once(name.clone()))
+            .collect();
         tests.push(Node {
             unique_id,
             resource_type: ResourceType::Test,
             name,
             path: path.to_string(),
             folders: Vec::new(),
-            fqn: vec![project.clone(), attached.name.clone(), def.name.clone()],
+            fqn,
             raw_code: String::new(),
             template: None,
             description: String::new(),

@@ -165,7 +165,7 @@ impl Runner {
     }
 
     fn write_compiled(&self, node: &Node, sql: &str) {
-        let path = self.compiled_dir.join(&node.path);
+        let path = self.compiled_dir.join(node.compiled_path());
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }

@@ -92,6 +92,8 @@ fn direct(p: &Parsed, atom: &Atom) -> Result<BTreeSet<String>, String> {
         let hit = match atom.method.as_str() {
             "name" => {
                 n.name == atom.value
+                    // dbt's fqn method: what `klines ls` prints (`klines.ohlc.TRADES_OHLC_5M`).
+                    || n.fqn.join(".") == atom.value
                     || (n.resource_type == ResourceType::Source
                         && format!("{}.{}", n.fqn[1], n.name) == atom.value)
             }
