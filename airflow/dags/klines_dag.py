@@ -23,6 +23,7 @@ Params (trigger form or `airflow dags trigger --conf`): `symbols` (comma-separat
 from __future__ import annotations
 
 import os
+import shlex
 from datetime import datetime, timedelta, timezone
 
 try:  # Airflow 3
@@ -44,10 +45,26 @@ def klines_from(start, end):
 
 # klines' exit codes: 2 is bad usage or configuration (a retry will not help), 3 partly failed,
 # 4 rate-limited by the exchange (a later retry will), 130 interrupted.
+# Templated values go through the environment, never into the command's text.
+ENV = {
+    "KLINES_DAG_SYMBOLS": "{{ params.symbols }}",
+    "KLINES_DAG_TARGET": "{{ params.target }}",
+    "KLINES_DAG_FROM": "{{ klines_from(data_interval_start, data_interval_end) }}",
+    "KLINES_DAG_TO": "{{ data_interval_end.isoformat() }}",
+}
 COMMON = (
-    f"{KLINES} --project-dir {PROJECT_DIR} --log-format json"
-    "{% if params.target %} --target {{ params.target }}{% endif %}"
+    f"{shlex.quote(KLINES)} --project-dir {shlex.quote(PROJECT_DIR)} --log-format json"
+    ' ${KLINES_DAG_TARGET:+--target "$KLINES_DAG_TARGET"}'
 )
+SYMBOLS = r"^[A-Za-z0-9]{1,20}(,[A-Za-z0-9]{1,20})*$"
+TARGET = r"^([A-Za-z0-9_-]{1,64})?$"
+
+
+def klines_task(task_id, command):
+    return BashOperator(
+        task_id=task_id, bash_command=f"{COMMON} {command}", env=ENV, append_env=True
+    )
+
 
 with DAG(
     dag_id="klines",
@@ -64,24 +81,27 @@ with DAG(
         "execution_timeout": timedelta(minutes=50),
     },
     params={
-        "symbols": Param("BTCUSDT", type="string", description="Symbols, comma-separated"),
-        "target": Param("", type="string", description="profiles.yml output; empty for the default"),
+        "symbols": Param(
+            "BTCUSDT", type="string", pattern=SYMBOLS, description="Symbols, comma-separated"
+        ),
+        "target": Param(
+            "",
+            type="string",
+            pattern=TARGET,
+            description="profiles.yml output; empty for the default",
+        ),
     },
     user_defined_macros={"klines_from": klines_from},
     tags=["klines"],
 ) as dag:
-    backfill = BashOperator(
-        task_id="backfill",
-        bash_command=(
-            f"{COMMON} backfill --symbols {{{{ params.symbols }}}}"
-            " --from {{ klines_from(data_interval_start, data_interval_end) }}"
-            " --to {{ data_interval_end.isoformat() }}"
-        ),
+    backfill = klines_task(
+        "backfill",
+        'backfill --symbols "$KLINES_DAG_SYMBOLS" --from "$KLINES_DAG_FROM" --to "$KLINES_DAG_TO"',
     )
-    load = BashOperator(task_id="load", bash_command=f"{COMMON} load")
-    seed = BashOperator(task_id="seed", bash_command=f"{COMMON} seed")
-    run_models = BashOperator(task_id="run_models", bash_command=f"{COMMON} run models")
-    test = BashOperator(task_id="test", bash_command=f"{COMMON} test")
+    load = klines_task("load", "load")
+    seed = klines_task("seed", "seed")
+    run_models = klines_task("run_models", "run models")
+    test = klines_task("test", "test")
 
     backfill >> load >> run_models >> test
     seed >> run_models

@@ -54,6 +54,7 @@ print(json.dumps({
     "params": sorted(dag.params.keys()) if dag else None,
     "schedule": str(getattr(dag, "schedule", None)) if dag else None,
     "backfill": dag.get_task("backfill").bash_command if dag else None,
+    "env": dag.get_task("backfill").env if dag else None,
 }))
 "#;
     let out = ok(
@@ -84,12 +85,15 @@ print(json.dumps({
     );
     assert_eq!(v["params"], serde_json::json!(["symbols", "target"]));
     assert_eq!(v["schedule"], "@hourly");
+    // Nothing templated stands in the command: values arrive as quoted environment variables.
     let backfill = v["backfill"].as_str().unwrap();
     assert!(
-        backfill.contains("--to {{ data_interval_end.isoformat() }}")
-            && backfill.contains("{{ params.symbols }}"),
+        backfill.contains(r#"--symbols "$KLINES_DAG_SYMBOLS""#)
+            && backfill.contains(r#"--to "$KLINES_DAG_TO""#)
+            && !backfill.contains("{{"),
         "{backfill}"
     );
+    assert_eq!(v["env"]["KLINES_DAG_SYMBOLS"], "{{ params.symbols }}");
 }
 
 /// Two DAG runs: each stages, loads and models exactly its hour; the second one's symbols
@@ -175,5 +179,31 @@ fn airflow_dags_test_runs_the_pipeline_for_the_runs_interval() {
         count("SELECT count(*) FROM main.TRADES_OHLC_1D"),
         2,
         "one forming day per symbol"
+    );
+
+    // Shell in the params runs nothing: refused by the params' patterns when triggered, and
+    // even then only ever an argument.
+    let pwned = home.path().join("pwned");
+    for conf in [
+        format!(r#"{{"symbols": "BTCUSDT; touch {}; echo"}}"#, pwned.display()),
+        format!(r#"{{"symbols": "BTCUSDT$(touch {})"}}"#, pwned.display()),
+        format!(r#"{{"target": "x; touch {}"}}"#, pwned.display()),
+    ] {
+        let out = airflow(home.path(), "airflow")
+            .args(["dags", "test", "klines", "2024-01-02T08:00:00+00:00", "--conf", &conf])
+            .env("KLINES_PROJECT_DIR", p.path())
+            .output()
+            .unwrap();
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!pwned.exists(), "{conf} ran a command:\n{text}");
+        assert!(
+            !out.status.success() || !text.contains(" state=success,"),
+            "{conf} was accepted:\n{text}"
+        );
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM raw.klines"),
+        btc_5 + btc_6 + eth_6,
+        "nothing was loaded by the refused runs"
     );
 }
