@@ -371,6 +371,90 @@ pub fn rollup(minutes: &[Kline], open_time: i64, close_time: i64) -> Option<Klin
     })
 }
 
+/// Where the 12-field real fixtures are: the repository's copy of
+/// `../shared/fixtures/binance-real-full12` (`KLINES_REAL_FULL12` to use another).
+pub fn full12_dir() -> std::path::PathBuf {
+    match std::env::var_os("KLINES_REAL_FULL12") {
+        Some(dir) => dir.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/binance-real-full12"),
+    }
+}
+
+/// One line of Binance's 12 kline fields, every one as Binance wrote it: the open time as epoch
+/// ms or `YYYY-MM-DD HH:MM:SS` (UTC), decimals as text, the trade count. `None` for a header.
+pub fn parse_full_row(line: &str) -> Option<Kline> {
+    let f: Vec<&str> = line.trim().split(',').map(str::trim).collect();
+    if f.len() < 11 {
+        return None;
+    }
+    let t = match f[0].parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => chrono::NaiveDateTime::parse_from_str(f[0], "%Y-%m-%d %H:%M:%S")
+            .ok()?
+            .and_utc()
+            .timestamp_millis(),
+    };
+    let d = |s: &str| decimal::parse(s).ok();
+    Some(Kline {
+        open_time: t,
+        open: d(f[1])?,
+        high: d(f[2])?,
+        low: d(f[3])?,
+        close: d(f[4])?,
+        volume: d(f[5])?,
+        close_time: f[6].parse().ok()?,
+        quote_volume: d(f[7])?,
+        trades: f[8].parse().ok()?,
+        taker_buy_base_volume: d(f[9])?,
+        taker_buy_quote_volume: d(f[10])?,
+    })
+}
+
+/// The 12-field rows of a CSV file or of the one CSV in a data.binance.vision zip.
+pub fn read_full_rows(path: &Path) -> BTreeMap<i64, Kline> {
+    let text = if path.extension().is_some_and(|e| e == "zip") {
+        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut zip = zip::ZipArchive::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut inner = zip.by_index(0).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut inner, &mut text).unwrap();
+        text
+    } else {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    text.lines()
+        .filter_map(parse_full_row)
+        .map(|k| (k.open_time, k))
+        .collect()
+}
+
+impl Market {
+    /// Real klines with all 12 fields as Binance published them: spot ETHUSDT (a REST dump
+    /// of 2021-09-23 to 26 and the archives of 2022-08-14 and 15).
+    pub fn real_full12_spot(dir: &Path) -> Market {
+        let mut eth = read_full_rows(&dir.join("spot/ETHUSDT_1m_2021-09-23.csv"));
+        for day in ["14", "15"] {
+            eth.extend(read_full_rows(&dir.join(format!("spot/ETHUSDT-1m-2022-08-{day}.zip"))));
+        }
+        Market {
+            real: HashMap::from([("ETHUSDT".to_string(), eth)]),
+            ..Default::default()
+        }
+    }
+
+    /// USD-M futures BTCUSDT from the archives of 2022-09-05 and 06, all 12 fields.
+    pub fn real_full12_usdm(dir: &Path) -> Market {
+        let mut btc = BTreeMap::new();
+        for day in ["05", "06"] {
+            btc.extend(read_full_rows(&dir.join(format!("usdm/BTCUSDT-1m-2022-09-{day}.zip"))));
+        }
+        Market {
+            real: HashMap::from([("BTCUSDT".to_string(), btc)]),
+            ..Default::default()
+        }
+    }
+}
+
 /// Where the real fixtures are: `KLINES_REAL_FIXTURES` if set, else the repository's copy
 /// of `../shared/fixtures/binance-real` (so a clean clone tests anywhere).
 pub fn fixtures_dir() -> std::path::PathBuf {

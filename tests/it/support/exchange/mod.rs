@@ -70,11 +70,15 @@ pub enum Fault {
     TooMany(u64),
     /// A 418 with this Retry-After (seconds).
     Ban(u64),
+    /// A 429 whose Retry-After header is this text, as it is.
+    TooManyRaw(&'static str),
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub market: Market,
+    /// What `/fapi` (USD-M futures) serves, when it differs from `market`.
+    pub usdm: Option<Market>,
     pub clock: Clock,
     /// REQUEST_WEIGHT limit per window.
     pub weight_limit: u32,
@@ -91,6 +95,7 @@ impl Config {
     pub fn synthetic(now: i64) -> Config {
         Config {
             market: Market::synthetic(),
+            usdm: None,
             clock: Clock::Fixed(now),
             weight_limit: 6000,
             window_secs: 60,
@@ -104,6 +109,24 @@ impl Config {
         Config {
             market: Market::real(&data::fixtures_dir()),
             ..Config::synthetic(now)
+        }
+    }
+
+    /// The 12-field real fixtures: spot ETHUSDT, and USD-M BTCUSDT on `/fapi`.
+    pub fn real_full12(now: i64) -> Config {
+        let dir = data::full12_dir();
+        Config {
+            market: Market::real_full12_spot(&dir),
+            usdm: Some(Market::real_full12_usdm(&dir)),
+            ..Config::synthetic(now)
+        }
+    }
+
+    /// The market `/fapi` (futures) or `/api` (spot) serves.
+    pub fn market_for(&self, futures: bool) -> &Market {
+        match (&self.usdm, futures) {
+            (Some(m), true) => m,
+            _ => &self.market,
         }
     }
 }
@@ -256,6 +279,11 @@ impl TestExchange {
     /// The market data, for computing what a test expects.
     pub fn market(&self) -> Market {
         self.shared.config.lock().unwrap().market.clone()
+    }
+
+    /// What the USD-M futures endpoints serve.
+    pub fn usdm_market(&self) -> Market {
+        self.shared.config.lock().unwrap().market_for(true).clone()
     }
 }
 
@@ -437,6 +465,12 @@ async fn endpoint(State(shared): State<Arc<Shared>>, Query(q): Params, e: Endpoi
                 shared.limits.lock().unwrap().ban_until = now_real + *secs as i64 * 1000;
                 return finish(retry_after(418, *secs));
             }
+            Fault::TooManyRaw(text) => {
+                let mut r = retry_after(429, 0);
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static(text));
+                return finish(r);
+            }
             Fault::Delay(d) => tokio::time::sleep(*d).await,
             _ => {}
         }
@@ -529,7 +563,7 @@ fn exchange_info(
     futures: bool,
     now_real: i64,
 ) -> Response {
-    let all = config.market.symbol_names();
+    let all = config.market_for(futures).symbol_names();
     let wanted = match requested_symbols(q) {
         Ok(w) => w,
         Err(r) => return r,
@@ -570,7 +604,8 @@ fn klines(config: &Config, q: &BTreeMap<String, String>, futures: bool) -> Respo
             "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
         );
     };
-    if !config.market.has_symbol(symbol) {
+    let market = config.market_for(futures);
+    if !market.has_symbol(symbol) {
         return api_error(-1121, "Invalid symbol.");
     }
     let Some(interval) = q.get("interval").and_then(|i| i.parse::<Interval>().ok()) else {
@@ -591,7 +626,7 @@ fn klines(config: &Config, q: &BTreeMap<String, String>, futures: bool) -> Respo
     };
     let now = config.clock.now();
     let rows = match start {
-        Some(s) => config.market.klines(
+        Some(s) => market.klines(
             symbol,
             interval,
             s,
@@ -608,9 +643,7 @@ fn klines(config: &Config, q: &BTreeMap<String, String>, futures: bool) -> Respo
             } else {
                 from
             };
-            config
-                .market
-                .klines(symbol, interval, from, last + 1, now, limit)
+            market.klines(symbol, interval, from, last + 1, now, limit)
         }
     };
     json(StatusCode::OK, data::to_json(&rows))
