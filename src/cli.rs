@@ -45,6 +45,11 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a new project (klines.yml, models, macros, seeds, tests, a DuckDB profile) into DIR
+    Init {
+        /// Where [default: the current directory]
+        dir: Option<PathBuf>,
+    },
     /// Download closed klines from the exchange into the stage, resuming from checkpoints
     Backfill(BackfillArgs),
     /// Load staged files the warehouse has not loaded yet into its raw table, exactly once
@@ -67,6 +72,18 @@ pub enum Command {
     Pipeline(PipelineArgs),
     /// Check the configuration, the warehouse connection, the stage and the exchange
     Debug,
+    /// Write the manifest entries of staged data files that have none, so that they load
+    Repair(RepairArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RepairArgs {
+    /// The stage [default: klines.yml `stage`, else ./stage]
+    #[arg(long, value_name = "URL", env = "KLINES_STAGE")]
+    pub stage: Option<String>,
+    /// List the files that have no entry, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -144,12 +161,28 @@ pub struct RunArgs {
 pub struct LsArgs {
     #[command(flatten)]
     pub select: SelectArgs,
-    /// Only nodes of these types: model, seed, test, source
-    #[arg(long, num_args = 1.., value_name = "TYPE")]
-    pub resource_type: Vec<String>,
-    /// name, path, selector (the default) or json
-    #[arg(long, short = 'o', default_value = "selector")]
-    pub output: String,
+    /// Only nodes of these types
+    #[arg(long, num_args = 1.., value_name = "TYPE", value_enum)]
+    pub resource_type: Vec<LsResourceType>,
+    /// What to print of each node: a selector that picks it, its name, its path, or JSON
+    #[arg(long, short = 'o', value_enum, default_value_t = LsOutput::Selector)]
+    pub output: LsOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LsResourceType {
+    Model,
+    Seed,
+    Test,
+    Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LsOutput {
+    Selector,
+    Name,
+    Path,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,10 +217,10 @@ pub struct BackfillArgs {
     )]
     pub intervals: Vec<Interval>,
     /// First candle, inclusive: a UTC date (2024-01-01), date-time, or -7d [default: klines.yml `start`]
-    #[arg(long, value_name = "WHEN")]
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
     pub from: Option<String>,
     /// End, exclusive: a UTC date or date-time [default: now]
-    #[arg(long, value_name = "WHEN")]
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
     pub to: Option<String>,
     /// spot or usdm (USD-M futures) [default: klines.yml `market`, else spot]
     #[arg(long)]

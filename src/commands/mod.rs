@@ -3,9 +3,11 @@
 
 mod backfill;
 mod debug;
+pub mod init;
 mod load;
 mod models;
 mod pipeline;
+mod repair;
 mod setup;
 
 use std::path::PathBuf;
@@ -18,9 +20,14 @@ use crate::config::profiles::{self, Target};
 use crate::exit::UsageError;
 use crate::stage::Stage;
 
+/// How long a command waits for another klines command's warehouse lock (a killed run's
+/// session ends within seconds on Postgres 14+).
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init { dir } => init::run(dir),
         Command::Backfill(args) => backfill::run(&cli.global, args).await,
         Command::Load(args) => load::run(&cli.global, args).await,
         Command::Run(args) => {
@@ -42,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Setup(args) => setup::run(&cli.global, args).await,
         Command::Pipeline(args) => pipeline::run(&cli.global, args).await,
         Command::Debug => debug::run(&cli.global).await,
+        Command::Repair(args) => repair::run(&cli.global, args).await,
     }
 }
 

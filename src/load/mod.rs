@@ -109,6 +109,9 @@ pub(crate) async fn pending(
     dry_run: bool,
 ) -> anyhow::Result<(Vec<Candidate>, Vec<Failure>, Covered)> {
     let listed = manifest::list(stage).await?;
+    // Data files no manifest entry names would never load: each is reported as failed.
+    let orphans =
+        crate::stage::repair::orphans(stage, &listed, std::time::Duration::from_secs(60)).await?;
     let exists = wh
         .relation(
             &crate::warehouse::ident::fold(wh.kind(), raw_schema),
@@ -145,7 +148,13 @@ pub(crate) async fn pending(
         .collect()
         .await;
     let mut out = Vec::new();
-    let mut failed = Vec::new();
+    let mut failed: Vec<Failure> = orphans
+        .into_iter()
+        .map(|o| Failure {
+            file: o.key,
+            error: "staged without a manifest entry, so it cannot be loaded; `klines repair` writes its entry".into(),
+        })
+        .collect();
     for (l, e) in todo.iter().zip(entries) {
         match e {
             Ok(entry) => out.push(Candidate {

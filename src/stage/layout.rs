@@ -105,6 +105,49 @@ pub fn parse_manifest_key(key: &str) -> Option<(&str, &str)> {
     data.ends_with(".parquet").then_some((data, hash))
 }
 
+/// A data file's series and open-time range, read back from its key: the inverse of
+/// [`data_key`]. `None` for anything that is not a data file klines names.
+pub fn parse_data_key(key: &str) -> Option<(Series, (i64, i64))> {
+    let mut parts = key.split('/');
+    let market = parts.next()?.strip_prefix("market=")?.parse().ok()?;
+    let interval: Interval = parts.next()?.strip_prefix("interval=")?.parse().ok()?;
+    let symbol = Symbol::parse(parts.next()?.strip_prefix("symbol=")?).ok()?;
+    let name = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let series = Series {
+        market,
+        symbol,
+        interval,
+    };
+    let body = name
+        .strip_prefix(&format!("{}-{}-", series.symbol, series.interval))?
+        .strip_suffix(".parquet")?;
+    let day = |s: &str| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp_millis())
+    };
+    let instant = |s: &str| {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc().timestamp_millis())
+    };
+    let range = if let Some((a, b)) = body.split_once('-').filter(|(a, _)| a.contains('T')) {
+        (instant(a)?, instant(b)?)
+    } else if interval.is_intraday() {
+        unit_of(interval, day(body)?)
+    } else {
+        unit_of(interval, day(&format!("{body}-01-01"))?)
+    };
+    // Only the names klines writes: the key must come out the same.
+    let unit = unit_of(interval, range.0);
+    (range.0 < range.1 && data_key(&series, unit, range.0, range.1) == key)
+        .then_some((series, range))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +187,34 @@ mod tests {
             data_key(&series(Interval::D1), year, year.0, year.1),
             "market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet"
         );
+    }
+
+    #[test]
+    fn data_keys_parse_back() {
+        let s = series(Interval::M1);
+        let day = unit_of(Interval::M1, ms("2024-01-05T13:37:00Z"));
+        let part = (day.0, ms("2024-01-05T13:37:00Z"));
+        for (series, unit, range) in [
+            (s.clone(), day, day),
+            (s.clone(), day, part),
+            (
+                series(Interval::D1),
+                unit_of(Interval::D1, ms("2023-06-01T00:00:00Z")),
+                unit_of(Interval::D1, ms("2023-06-01T00:00:00Z")),
+            ),
+        ] {
+            let key = data_key(&series, unit, range.0, range.1);
+            assert_eq!(parse_data_key(&key), Some((series, range)), "{key}");
+        }
+        for bad in [
+            "market=spot/interval=1m/symbol=BTCUSDT/ETHUSDT-1m-2024-01-05.parquet",
+            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-13-05.parquet",
+            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet#1",
+            "market=spot/interval=2m/symbol=BTCUSDT/BTCUSDT-2m-2024-01-05.parquet",
+            "_manifest/x.parquet",
+        ] {
+            assert_eq!(parse_data_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod layout;
 pub mod manifest;
 pub mod parquet;
+pub mod repair;
 
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};

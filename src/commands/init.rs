@@ -1,0 +1,73 @@
+//! `klines init [DIR]`: a ready project from files embedded in the binary, so the quick start
+//! works from an installed binary alone.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::exit::UsageError;
+
+/// The project files, as in this repository (a test keeps the two the same).
+pub const FILES: &[(&str, &str)] = &[
+    ("klines.yml", include_str!("../../klines.yml")),
+    ("models/sources.yml", include_str!("../../models/sources.yml")),
+    ("models/ohlc/schema.yml", include_str!("../../models/ohlc/schema.yml")),
+    ("models/ohlc/TRADES_OHLC_1M.sql", include_str!("../../models/ohlc/TRADES_OHLC_1M.sql")),
+    ("models/ohlc/TRADES_OHLC_5M.sql", include_str!("../../models/ohlc/TRADES_OHLC_5M.sql")),
+    ("models/ohlc/TRADES_OHLC_15M.sql", include_str!("../../models/ohlc/TRADES_OHLC_15M.sql")),
+    ("models/ohlc/TRADES_OHLC_1D.sql", include_str!("../../models/ohlc/TRADES_OHLC_1D.sql")),
+    ("macros/ohlc.sql", include_str!("../../macros/ohlc.sql")),
+    ("seeds/symbols.csv", include_str!("../../seeds/symbols.csv")),
+    ("seeds/schema.yml", include_str!("../../seeds/schema.yml")),
+    (
+        "data_tests/ohlc_buckets_hold_at_most_their_minutes.sql",
+        include_str!("../../data_tests/ohlc_buckets_hold_at_most_their_minutes.sql"),
+    ),
+    ("profiles.yml", PROFILES),
+    (".gitignore", GITIGNORE),
+];
+
+const PROFILES: &str = "\
+# Where the warehouse is (dbt's shape). Embedded DuckDB needs no server; see klines'
+# profiles.example.yml for Postgres and Snowflake outputs.
+klines:
+  target: dev
+  outputs:
+    dev:
+      type: duckdb
+      path: klines.duckdb
+      schema: main
+      raw_schema: raw
+";
+
+const GITIGNORE: &str = "/target\n/stage\n/state\n/klines.duckdb\n/klines.duckdb.wal\n";
+
+pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+    // Nothing is overwritten: any file already there stops the command before it writes.
+    if let Some((name, _)) = FILES.iter().find(|(name, _)| dir.join(name).exists()) {
+        return Err(UsageError(format!(
+            "{}: already exists; klines init writes a new project and overwrites nothing",
+            dir.join(name).display()
+        ))
+        .into());
+    }
+    for (name, text) in FILES {
+        write(&dir.join(name), text)?;
+    }
+    println!(
+        "init: wrote {} files to {}; next: cd {} && klines pipeline",
+        FILES.len(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
