@@ -30,7 +30,44 @@ pub fn filter_for(verbosity: i8) -> String {
     }
 }
 
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines are JSON: then every stderr line must be one, messages printed
+/// outside `tracing` too.
+pub fn is_json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `--log-format json` or `KLINES_LOG_FORMAT=json`, read from the raw arguments: for the
+/// command-line errors reported before clap has parsed anything.
+pub fn json_requested(args: &[std::ffi::OsString]) -> bool {
+    let mut it = args.iter().map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "--log-format=json" || (a == "--log-format" && it.next().as_deref() == Some("json"))
+        {
+            return true;
+        }
+    }
+    std::env::var("KLINES_LOG_FORMAT").is_ok_and(|v| v == "json")
+}
+
+/// One JSON log line for an error that ends the run, in the shape the JSON logs have.
+pub fn json_error_line(message: &str, exit_code: u8) -> String {
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": "ERROR",
+        "message": message,
+        "exit_code": exit_code,
+        "target": "klines",
+    })
+    .to_string()
+}
+
 pub fn init(format: LogFormat, verbosity: i8) {
+    JSON.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let filter = std::env::var("KLINES_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())

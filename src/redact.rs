@@ -34,10 +34,72 @@ mod tests {
     }
 }
 
+/// A serde error about a configuration value, without the value: `invalid type: integer
+/// `8472991337`, expected a string` becomes `invalid type: integer (value hidden), expected a
+/// string`. Field names (`unknown field `hots``) are kept: they come from keys, not values.
+pub fn config_error(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let before = &rest[..start];
+        let quoted = &rest[start..start + len + 2];
+        out.push_str(before);
+        // The value stands right after "invalid type: <kind> " or "invalid value: <kind> ".
+        let is_value = (msg.contains("invalid type:") || msg.contains("invalid value:"))
+            && !before.ends_with("field ")
+            && !before.ends_with("variant ");
+        out.push_str(if is_value { "(value hidden)" } else { quoted });
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A secret from configuration: usable, never printed (`Debug` and `Display` show `***`).
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
+/// An all-digit password that YAML reads as a number is still a secret, not a type error
+/// that would print it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u128<E>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                // The text is lost to the float: quote the value in the file.
+                Err(E::custom(
+                    "a secret that YAML reads as a decimal number must be quoted",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Secret {
@@ -65,6 +127,21 @@ impl std::fmt::Display for Secret {
 #[cfg(test)]
 mod secret_tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_secrets_too_and_errors_hide_values() {
+        let s: Secret = yaml_serde::from_str("8472991337").unwrap();
+        assert_eq!(s.expose(), "8472991337");
+        assert!(yaml_serde::from_str::<Secret>("[1]").is_err());
+        assert_eq!(
+            config_error("invalid type: integer `8472991337`, expected a string"),
+            "invalid type: integer (value hidden), expected a string"
+        );
+        assert_eq!(
+            config_error("unknown field `hots`, expected one of `host`, `port`"),
+            "unknown field `hots`, expected one of `host`, `port`"
+        );
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -15,6 +15,12 @@ pub struct TimeError {
 /// Parses `2024-01-31` (UTC midnight), `2024-01-31T12:00[:00[.000]][Z|+02:00]`,
 /// `2024-01-31 12:00[:00]`, `now`, or a duration before `now_ms` like `-7d`, `-12h`, `-30m`,
 /// `-45s`. `what` names the flag or setting in the error.
+/// Whether `value` depends on the current time (`now`, `-7d`).
+pub fn is_relative(value: &str) -> bool {
+    let v = value.trim();
+    v == "now" || v.starts_with('-')
+}
+
 pub fn parse(what: &str, value: &str, now_ms: i64) -> Result<i64, TimeError> {
     parse_inner(value.trim(), now_ms).ok_or_else(|| TimeError {
         what: what.to_string(),
@@ -37,7 +43,7 @@ fn parse_inner(v: &str, now_ms: i64) -> Option<i64> {
             "w" => 7 * 86_400_000,
             _ => return None,
         };
-        return Some(now_ms - n.checked_mul(ms)?);
+        return now_ms.checked_sub(n.checked_mul(ms)?);
     }
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
         return Some(

@@ -13,26 +13,11 @@ use crate::time;
 
 pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
-    let now = time::now_ms();
-    let from = time::parse(
-        "--from",
-        args.from.as_deref().unwrap_or(&project.start),
-        now,
-    )?;
-    let to = args
-        .to
-        .as_deref()
-        .map(|t| time::parse("--to", t, now))
-        .transpose()?;
-    if let Some(to) = to
-        && to <= from
-    {
-        return Err(UsageError(format!(
-            "--to {} is not after --from {}",
-            time::format_ms(to),
-            time::format_ms(from)
-        ))
-        .into());
+    let from_text = args.from.clone().unwrap_or_else(|| project.start.clone());
+    // Checked first, so a typo fails before any request.
+    time::parse("--from", &from_text, 0)?;
+    if let Some(t) = &args.to {
+        time::parse("--to", t, 0)?;
     }
     let market = args.market.unwrap_or(project.market);
     let mut exchange = project.exchange.clone();
@@ -46,7 +31,16 @@ pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> 
     let stage = super::stage(&project, args.stage)?;
     let state_spec = args.state.unwrap_or_else(|| project.state.clone());
     let state = StateStore::open(&state_spec, &stage, &project.dir)
-        .map_err(|e| UsageError(format!("{e:#}")))?;
+        .map_err(|e| UsageError(format!("{e:#}")))?
+        .with_lease(project.lease);
+    // `-2h` and `now` mean the exchange's time: its clock decides which candles are closed.
+    let now = if time::is_relative(&from_text) || args.to.as_deref().is_some_and(time::is_relative)
+    {
+        client.server_time().await.context("the exchange's clock")?
+    } else {
+        time::now_ms()
+    };
+    let (from, to) = times(&from_text, args.to.as_deref(), now)?;
     let plan = Plan {
         symbols: if args.symbols.is_empty() {
             project.symbols.clone()
@@ -86,6 +80,23 @@ pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> 
             .remove(0)
             .context(PartialFailure(format!("{n} of {total} series failed")))),
     }
+}
+
+/// `--from` and `--to` at `now`; `--to` must be after `--from`.
+fn times(from: &str, to: Option<&str>, now: i64) -> anyhow::Result<(i64, Option<i64>)> {
+    let from = time::parse("--from", from, now)?;
+    let to = to.map(|t| time::parse("--to", t, now)).transpose()?;
+    if let Some(to) = to
+        && to <= from
+    {
+        return Err(UsageError(format!(
+            "--to {} is not after --from {}",
+            time::format_ms(to),
+            time::format_ms(from)
+        ))
+        .into());
+    }
+    Ok((from, to))
 }
 
 fn dedup<T: PartialEq>(v: Vec<T>) -> Vec<T> {

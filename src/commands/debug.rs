@@ -161,7 +161,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
     }
 
     r.section("exchange");
-    r.info("url", &project.exchange.base_url);
+    r.info("url", crate::redact::redact_url(&project.exchange.base_url));
     let mut config = project.exchange.client_config(project.market);
     // A quick verdict: no long retries.
     config.max_attempts = 2;

@@ -35,6 +35,13 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
         .into());
     }
     let wh = warehouse::connect(&target, &project.dir).await?;
+    // One load per raw schema at a time, across processes and machines.
+    let _lock = wh
+        .lock(
+            &format!("klines.command.load.{}", target.raw_schema()),
+            super::LOCK_WAIT,
+        )
+        .await?;
     tracing::info!(stage = %stage.url(), warehouse = %wh.describe(), output = %target.name, dry_run = args.dry_run, "load");
     let opts = Options {
         dry_run: args.dry_run,
@@ -51,7 +58,11 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
         println!("{summary}");
     }
     for f in &summary.failed {
-        eprintln!("failed: {}: {}", f.file, f.error);
+        if crate::logging::is_json() {
+            tracing::error!(file = %f.file, error = %f.error, "failed");
+        } else {
+            eprintln!("failed: {}: {}", f.file, f.error);
+        }
     }
     match summary.failed.len() {
         0 => Ok(()),

@@ -25,6 +25,9 @@ use crate::redact::Secret;
 
 pub const PROFILES_FILE: &str = "profiles.yml";
 
+/// Postgres' sslmode values klines knows.
+pub const SSLMODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "verify-full"];
+
 /// The chosen output of a profile.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -271,7 +274,9 @@ pub fn resolve(
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {name}"))?;
     let rendered = template::render(&name, &text)?;
     let mut profiles: BTreeMap<String, ProfileFile> =
-        yaml_serde::from_str(&rendered).map_err(|e| UsageError(format!("{name}: {e}")))?;
+        yaml_serde::from_str(&rendered).map_err(|e| {
+            UsageError(format!("{name}: {}", crate::redact::config_error(&e.to_string())))
+        })?;
     let Some(p) = profiles.remove(profile) else {
         let known: Vec<&String> = profiles.keys().collect();
         return Err(
@@ -312,13 +317,31 @@ pub fn resolve(
     let value = yaml_serde::Value::Mapping(map);
     let output = match ty.as_str() {
         "duckdb" => Output::DuckDb(
-            yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?,
+            yaml_serde::from_value(value).map_err(|e| {
+                UsageError(format!(
+                    "{}: {}",
+                    at(),
+                    crate::redact::config_error(&e.to_string())
+                ))
+            })?,
         ),
         "postgres" => Output::Postgres(
-            yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?,
+            yaml_serde::from_value(value).map_err(|e| {
+                UsageError(format!(
+                    "{}: {}",
+                    at(),
+                    crate::redact::config_error(&e.to_string())
+                ))
+            })?,
         ),
         "snowflake" => Output::Snowflake(
-            yaml_serde::from_value(value).map_err(|e| UsageError(format!("{}: {e}", at())))?,
+            yaml_serde::from_value(value).map_err(|e| {
+                UsageError(format!(
+                    "{}: {}",
+                    at(),
+                    crate::redact::config_error(&e.to_string())
+                ))
+            })?,
         ),
         other => {
             return Err(UsageError(format!(
@@ -341,6 +364,16 @@ pub fn resolve(
     ] {
         crate::warehouse::ident::validate(ident)
             .map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
+    }
+    if let Output::Postgres(pg) = &target.output
+        && !SSLMODES.contains(&pg.sslmode.as_str())
+    {
+        return Err(UsageError(format!(
+            "{at}: unknown sslmode {:?} ({})",
+            pg.sslmode,
+            SSLMODES.join(", ")
+        ))
+        .into());
     }
     Ok(target)
 }

@@ -260,3 +260,55 @@ fn jwt_fingerprints_match_openssl() {
         3600
     );
 }
+
+/// A rebuilt `table` model is swapped in with `ALTER TABLE ... SWAP WITH`, Snowflake's one
+/// atomic way: Snowflake commits DDL at once, so a swap inside a transaction would let readers
+/// see the table missing or half-built. fakesnow cannot show atomicity (scripts/test gives it
+/// SWAP WITH as renames), so the statement sequence klines sends is the snapshot.
+#[test]
+fn snowflake_swaps_a_rebuilt_table_in_with_swap_with() {
+    let sf = FakeSnow::create();
+    let p = Project::new("http://127.0.0.1:9", "");
+    p.profiles("sf", &sf.output_yaml("sf", None));
+    std::fs::create_dir_all(p.path().join("models")).unwrap();
+    std::fs::write(
+        p.path().join("models/m.sql"),
+        "{{ config(materialized='table') }} select 1 as x union all select 2",
+    )
+    .unwrap();
+    p.ok(&["run"]);
+    std::fs::write(
+        p.path().join("models/m.sql"),
+        "{{ config(materialized='table') }} select 1 as x union all select 2 union all select 3",
+    )
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["run", "--log-format", "json"])
+        .env("KLINES_LOG", "klines::sql=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let writes: Vec<String> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["sql"].as_str().map(str::to_string))
+        .filter(|s| {
+            let head = s.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+            !matches!(head.as_str(), "SELECT" | "SHOW" | "DESCRIBE" | "USE")
+        })
+        .collect();
+    insta::assert_snapshot!("snowflake_table_swap", writes.join("\n"));
+    let conn_rows = p.ok(&["ls"]);
+    assert!(conn_rows.contains("klines.m"), "{conn_rows}");
+    rt().block_on(async {
+        let w = Snowflake::connect(&sf.output(None)).await.unwrap();
+        let n = w.query("SELECT count(*) FROM ANALYTICS.M").await.unwrap();
+        assert_eq!(n.scalar().and_then(|v| v.as_i64()), Some(3));
+        let left = w
+            .query("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'M__KLINES%'")
+            .await
+            .unwrap();
+        assert_eq!(left.scalar().and_then(|v| v.as_i64()), Some(0));
+    });
+}

@@ -18,6 +18,32 @@ fn cast(ty: ColType) -> &'static str {
     }
 }
 
+/// The stage URL goes into SQL comments and literals: only `s3://bucket/prefix` with a valid
+/// bucket name and the characters AWS calls safe in keys, so nothing can end a line or a string.
+fn validate_stage_url(stage_url: &str) -> anyhow::Result<()> {
+    let Some(rest) = stage_url.strip_prefix("s3://") else {
+        anyhow::bail!(
+            "Snowflake reads the stage from S3: set `stage: s3://bucket/prefix` in klines.yml (it is {stage_url:?})"
+        );
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && !bucket.starts_with(['.', '-'])
+        && !bucket.ends_with(['.', '-']);
+    let prefix_ok = prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/!-_.*()=".contains(c));
+    if !bucket_ok || !prefix_ok {
+        anyhow::bail!(
+            "--stage {stage_url:?} is not an S3 URL klines can put into SQL: s3://bucket/prefix with a valid bucket name and letters, digits and /!-_.*()= in the prefix"
+        );
+    }
+    Ok(())
+}
+
 /// The setup script. `stage_url` is the klines stage (`s3://bucket/prefix`).
 pub fn script(
     o: &SnowflakeOutput,
@@ -43,11 +69,14 @@ pub fn script(
     super::validate_qualified("stage", &stage)?;
     super::validate_qualified("pipe", &pipe)?;
     ident::validate(&integration).map_err(|e| anyhow::anyhow!("storage_integration: {e}"))?;
+    validate_stage_url(stage_url)?;
     let url = format!("{}/", stage_url.trim_end_matches('/'));
-    if !url.starts_with("s3://") {
-        anyhow::bail!(
-            "Snowflake reads the stage from S3: set `stage: s3://bucket/prefix` in klines.yml (it is {stage_url})"
-        );
+    if let Some(arn) = role_arn
+        && !arn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-:/".contains(c))
+    {
+        anyhow::bail!("--aws-role-arn {arn:?} is not an IAM role ARN");
     }
     let file_format = format!("{db}.{}.KLINES_PARQUET", fold(k, raw_schema));
     let mut s = String::new();
