@@ -1,6 +1,7 @@
 //! `klines load --snowpipe` against a Snowpipe REST mock that checks the contract (key-pair JWT,
-//! path, requestId, body, beginMark) and emulates the pipe by copying each submitted file from
-//! the S3 stage into the landing table on fakesnow. Everything else (SQL) is passed through to
+//! path, requestId, body, beginMark) and emulates the pipe by running the pipe's own COPY (from
+//! the CREATE PIPE `klines setup snowflake` prints) for each submitted file, from the S3 stage
+//! into the landing table on fakesnow. Everything else (SQL) is passed through to
 //! fakesnow, so klines talks to one host, as it does with Snowflake.
 
 use std::collections::{BTreeSet, HashMap};
@@ -41,7 +42,8 @@ struct Mock {
     pipe: String,
     /// The fakesnow output the emulated pipe runs its COPYs with.
     direct: SnowflakeOutput,
-    stage: String,
+    /// The pipe's own COPY, as `klines setup snowflake` prints it in its CREATE PIPE.
+    pipe_copy: std::sync::OnceLock<String>,
     http: reqwest::Client,
     log: Mutex<Log>,
 }
@@ -108,25 +110,21 @@ impl Mock {
         log.events.push((seq, report));
     }
 
-    /// What the pipe does with one file: COPY it into the landing table, the file's path in
-    /// `_file` (as `METADATA$FILENAME` does).
+    /// What the pipe does with one file: the COPY of the CREATE PIPE that `klines setup
+    /// snowflake` printed (with `$1:col::type` and `METADATA$FILENAME`), for that one file, as
+    /// Snowpipe runs it. So the DDL users paste is what lands the files here.
     async fn land(&self, path: &str) -> anyhow::Result<u64> {
+        let copy = self
+            .pipe_copy
+            .get()
+            .expect("the pipe's COPY, from klines setup snowflake");
+        let sql = copy.replacen(
+            " FILE_FORMAT = ",
+            &format!(" FILES = ('{path}') FILE_FORMAT = "),
+            1,
+        );
         let sf = Snowflake::connect(&self.direct).await?;
-        let landing = "\"RAW\".\"KLINES_LANDING\"";
-        let copied = sf
-            .run(
-                &format!(
-                    "COPY INTO {landing} FROM @{} FILES = ('{path}') FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE",
-                    self.stage
-                ),
-                &[],
-            )
-            .await?;
-        sf.run(
-            &format!("UPDATE {landing} SET \"_FILE\" = '{path}' WHERE \"_FILE\" IS NULL"),
-            &[],
-        )
-        .await?;
+        let copied = sf.run(&sql, &[]).await?;
         sf.close().await;
         let col = copied
             .column("rows_loaded")
@@ -138,6 +136,43 @@ impl Mock {
             .unwrap_or(0);
         Ok(rows as u64)
     }
+}
+
+/// The file format and the pipe's COPY from the setup script `klines setup snowflake` prints:
+/// the format is created on fakesnow, the COPY returned for the emulated pipe.
+fn pipe_from_setup(p: &Project, direct: &SnowflakeOutput) -> String {
+    let script = p.ok(&["setup", "snowflake"]);
+    let line = |prefix: &str| {
+        script
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{script}"))
+            .trim_end_matches(';')
+            .to_string()
+    };
+    let format = line("CREATE FILE FORMAT");
+    let pipe = line("CREATE PIPE");
+    let copy = pipe
+        .split_once(" AS COPY INTO ")
+        .map(|(_, c)| format!("COPY INTO {c}"))
+        .unwrap_or_else(|| panic!("{pipe}"));
+    assert!(
+        copy.contains("$1:open_time::TIMESTAMP_NTZ") && copy.contains("METADATA$FILENAME"),
+        "{copy}"
+    );
+    let out = direct.clone();
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            let sf = Snowflake::connect(&out).await.unwrap();
+            sf.run(&format, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{format}: {e:#}"));
+            sf.close().await;
+        })
+    })
+    .join()
+    .unwrap();
+    copy
 }
 
 async fn insert_files(
@@ -348,9 +383,9 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
         public_pem: std::fs::read(keys.path().join("pub.pem")).unwrap(),
         pipe: pipe.clone(),
         direct: direct.clone(),
-        stage: stage.clone(),
         http: reqwest::Client::new(),
         log: Mutex::new(Log::default()),
+        pipe_copy: std::sync::OnceLock::new(),
     });
     let mock_url = start(Arc::clone(&mock));
 
@@ -367,6 +402,9 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
             ),
         );
     p.profiles("sf", &profile);
+    mock.pipe_copy
+        .set(pipe_from_setup(&p, &direct))
+        .unwrap();
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-03"]);
     let day = |d: &str| format!("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet");
     let rows = |from: &str, to: &str| expected(&ex, "BTCUSDT", "1m", ms(from), ms(to)).len() as i64;
