@@ -315,34 +315,22 @@ pub fn resolve(
         }
     };
     let value = yaml_serde::Value::Mapping(map);
+    // Errors name the place, never the value (it may be a secret).
+    fn parse<T: serde::de::DeserializeOwned>(
+        value: yaml_serde::Value,
+        at: &str,
+    ) -> Result<T, UsageError> {
+        yaml_serde::from_value(value).map_err(|e| {
+            UsageError(format!(
+                "{at}: {}",
+                crate::redact::config_error(&e.to_string())
+            ))
+        })
+    }
     let output = match ty.as_str() {
-        "duckdb" => Output::DuckDb(
-            yaml_serde::from_value(value).map_err(|e| {
-                UsageError(format!(
-                    "{}: {}",
-                    at(),
-                    crate::redact::config_error(&e.to_string())
-                ))
-            })?,
-        ),
-        "postgres" => Output::Postgres(
-            yaml_serde::from_value(value).map_err(|e| {
-                UsageError(format!(
-                    "{}: {}",
-                    at(),
-                    crate::redact::config_error(&e.to_string())
-                ))
-            })?,
-        ),
-        "snowflake" => Output::Snowflake(
-            yaml_serde::from_value(value).map_err(|e| {
-                UsageError(format!(
-                    "{}: {}",
-                    at(),
-                    crate::redact::config_error(&e.to_string())
-                ))
-            })?,
-        ),
+        "duckdb" => Output::DuckDb(parse(value, &at())?),
+        "postgres" => Output::Postgres(parse(value, &at())?),
+        "snowflake" => Output::Snowflake(parse(value, &at())?),
         other => {
             return Err(UsageError(format!(
                 "{}: unknown type {other:?} (duckdb, postgres or snowflake)",
