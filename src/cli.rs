@@ -54,6 +54,9 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Load staged files the warehouse has not loaded yet into its raw table, exactly once
     Load(LoadArgs),
+    /// Catch up from the checkpoint, then follow the exchange's WebSocket: closed candles into
+    /// the stage (and the warehouse with --load), gap-free
+    Stream(StreamArgs),
     /// Build the selected models (`klines run models` runs everything under models/)
     Run(RunArgs),
     /// Write the compiled SQL of the selected models and tests to target/compiled/
@@ -74,6 +77,46 @@ pub enum Command {
     Debug,
     /// Write the manifest entries of staged data files that have none, so that they load
     Repair(RepairArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Symbols, comma-separated [default: klines.yml `symbols`]
+    #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
+    pub symbols: Vec<Symbol>,
+    /// Kline intervals, comma-separated [default: klines.yml `intervals`, else 1m]
+    #[arg(long = "interval", visible_alias = "intervals", value_delimiter = ',', value_name = "INTERVAL")]
+    pub intervals: Vec<Interval>,
+    /// Where to start a series that has no checkpoint: a date, date-time or -7d
+    /// [default: klines.yml `start`]
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
+    pub from: Option<String>,
+    /// Stop once every candle closing before this exchange time is staged (and loaded)
+    /// [default: run until Ctrl-C or SIGTERM]
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// spot or usdm [default: klines.yml `market`, else spot]
+    #[arg(long)]
+    pub market: Option<Market>,
+    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`]
+    #[arg(long, value_name = "URL", env = "KLINES_BASE_URL")]
+    pub base_url: Option<String>,
+    /// The exchange's WebSocket base URL [default: klines.yml `exchange.ws_url`, else
+    /// wss://data-stream.binance.vision (spot) or wss://fstream.binance.com (usdm)]
+    #[arg(long, value_name = "URL", env = "KLINES_WS_URL")]
+    pub ws_url: Option<String>,
+    /// The stage [default: klines.yml `stage`, else ./stage]
+    #[arg(long, value_name = "URL", env = "KLINES_STAGE")]
+    pub stage: Option<String>,
+    /// Checkpoints and locks [default: klines.yml `state`, else ./state]
+    #[arg(long, value_name = "DIR|URL", env = "KLINES_STATE")]
+    pub state: Option<String>,
+    /// Load every flush into the profile's warehouse, in this process
+    #[arg(long)]
+    pub load: bool,
+    /// Seconds between flushes of closed candles to the stage
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub flush_secs: f64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -59,6 +59,18 @@ impl Task {
         }
     }
 
+    /// A task that shows nothing (the small steps of a live run).
+    pub fn hidden() -> Task {
+        Task {
+            name: String::new(),
+            unit: "",
+            bar: None,
+            total: 0,
+            // Never old enough to log.
+            done: Mutex::new((0, Instant::now() + Duration::from_secs(86_400 * 365))),
+        }
+    }
+
     /// Adds `n` to the work done; `msg` is shown beside the bar.
     pub fn advance(&self, n: u64, msg: &str) {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());

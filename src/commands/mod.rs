@@ -9,6 +9,7 @@ mod models;
 mod pipeline;
 mod repair;
 mod setup;
+mod stream;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { dir } => init::run(dir),
         Command::Backfill(args) => backfill::run(&cli.global, args).await,
         Command::Load(args) => load::run(&cli.global, args).await,
+        Command::Stream(args) => stream::run(&cli.global, args).await,
         Command::Run(args) => {
             models::run(&cli.global, args, crate::models::runner::Mode::Run).await
         }

@@ -50,6 +50,7 @@ struct ProjectFile {
 #[serde(deny_unknown_fields)]
 struct ExchangeFile {
     base_url: Option<String>,
+    ws_url: Option<String>,
     timeout_secs: Option<f64>,
     max_attempts: Option<u32>,
     retry_base_ms: Option<u64>,
@@ -71,6 +72,8 @@ struct LoadFile {
 #[derive(Debug, Clone)]
 pub struct ExchangeSettings {
     pub base_url: String,
+    /// The WebSocket base for `klines stream`; `None`: the market's default.
+    pub ws_url: Option<String>,
     pub timeout: Duration,
     pub max_attempts: u32,
     pub retry_base: Duration,
@@ -186,6 +189,7 @@ impl Project {
         }
         let exchange = ExchangeSettings {
             base_url: e.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
+            ws_url: e.ws_url,
             timeout: {
                 let secs = positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?;
                 // At most a day: a larger timeout is a mistake, and 1e30 would not fit a Duration.

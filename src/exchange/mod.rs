@@ -5,6 +5,7 @@ pub mod error;
 pub mod interval;
 pub mod ratelimit;
 pub mod symbol;
+pub mod ws;
 
 pub use client::{BinanceClient, ClientConfig};
 pub use error::ExchangeError;

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod ranges;
 pub mod series;
 pub mod state;
+pub mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -73,6 +74,28 @@ pub struct Outcome {
     pub errors: Vec<anyhow::Error>,
 }
 
+/// Takes every series' lock first, so that a conflict stops the run before any download, and
+/// clears what a killed run left in their folders (holding the lock, nobody else writes them).
+pub async fn lock_all(
+    state: &StateStore,
+    stage: &Stage,
+    all: &[Series],
+) -> anyhow::Result<Vec<state::SeriesLock>> {
+    let mut locks = Vec::with_capacity(all.len());
+    for s in all {
+        locks.push(state.lock(s).await?);
+        for prefix in [
+            s.prefix(),
+            format!("{}/{}", layout::MANIFEST_DIR, s.prefix()),
+        ] {
+            stage
+                .remove_stale_staging_files(&prefix)
+                .with_context(|| format!("cannot clean {prefix} in the stage"))?;
+        }
+    }
+    Ok(locks)
+}
+
 /// Runs a backfill: checks the symbols, takes the locks, then works on every series at once
 /// under the client's shared rate budget.
 pub async fn backfill(
@@ -117,20 +140,7 @@ pub async fn backfill(
             })
         })
         .collect();
-    // Every lock first, so that a conflict stops the run before any download.
-    let mut locks = Vec::with_capacity(all.len());
-    for s in &all {
-        locks.push(state.lock(s).await?);
-        // Holding the lock, nobody else writes these files: clear what a killed run left.
-        for prefix in [
-            s.prefix(),
-            format!("{}/{}", layout::MANIFEST_DIR, s.prefix()),
-        ] {
-            stage
-                .remove_stale_staging_files(&prefix)
-                .with_context(|| format!("cannot clean {prefix} in the stage"))?;
-        }
-    }
+    let locks = lock_all(&state, &stage, &all).await?;
     let ctx = Arc::new(series::RunContext {
         client: Arc::clone(&client),
         stage,
@@ -141,6 +151,8 @@ pub async fn backfill(
         full_refresh: plan.full_refresh,
         spans_in_flight: plan.spans_in_flight,
         totals: Default::default(),
+        prefetched: None,
+        live: false,
     });
     let mut tasks = tokio::task::JoinSet::new();
     for (s, lock) in all.iter().cloned().zip(locks) {

@@ -21,7 +21,7 @@ use super::checkpoint::Checkpoint;
 use super::ranges::RangeSet;
 use super::state::{SeriesLock, StateStore};
 use crate::exchange::{BinanceClient, Interval};
-use crate::kline::KlineBatch;
+use crate::kline::{Kline, KlineBatch};
 use crate::progress::Task;
 use crate::stage::layout::{self, Series};
 use crate::stage::manifest::{self, ManifestEntry};
@@ -39,6 +39,54 @@ pub struct RunContext {
     /// Requests in flight per series.
     pub spans_in_flight: usize,
     pub totals: Totals,
+    /// Closed candles that arrived another way (the WebSocket): a span they cover whole is
+    /// taken from here instead of a request.
+    pub prefetched: Option<Arc<Prefetched>>,
+    /// A live run (`klines stream`): no progress bars or "up to date" lines every tick, and
+    /// a unit's superseded partial files are deleted once the checkpoint no longer names them.
+    pub live: bool,
+}
+
+/// Closed candles by series and open time, waiting to be staged.
+#[derive(Debug, Default)]
+pub struct Prefetched(std::sync::Mutex<std::collections::HashMap<Series, BTreeMap<i64, Kline>>>);
+
+impl Prefetched {
+    /// Keeps a closed candle (a later copy of the same candle replaces the earlier one).
+    pub fn insert(&self, series: Series, k: Kline) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(series).or_default().insert(k.open_time, k);
+    }
+
+    /// The newest open time held for `series`.
+    pub fn newest(&self, series: &Series) -> Option<i64> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(series)?.keys().next_back().copied()
+    }
+
+    /// Every candle of `[s, e)`, if all are here (an outage minute or a missed event means
+    /// the span is asked of REST, which also confirms what the exchange never produced).
+    /// Candles before `e` are dropped either way: they are staged now.
+    fn take_span(&self, series: &Series, s: i64, e: i64) -> Option<KlineBatch> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = map.get_mut(series)?;
+        let mut out = KlineBatch::default();
+        let mut t = s;
+        let mut whole = true;
+        while t < e {
+            match rows.get(&t) {
+                Some(k) => out.push(k),
+                None => {
+                    whole = false;
+                    break;
+                }
+            }
+            t = series.interval.next(t);
+        }
+        let later = rows.split_off(&e);
+        *rows = later;
+        whole.then_some(out)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -97,12 +145,18 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
         Vec::new()
     };
     let total: i64 = missing.iter().map(|(s, e)| e - s).sum();
-    let task = Task::new(series.to_string(), total.max(0) as u64, "backfill");
     if missing.is_empty() {
-        task.finish("up to date");
-        tracing::info!(series = %series, "up to date");
+        if !ctx.live {
+            Task::new(series.to_string(), 0, "backfill").finish("up to date");
+            tracing::info!(series = %series, "up to date");
+        }
         return Ok(());
     }
+    let task = if ctx.live {
+        Task::hidden()
+    } else {
+        Task::new(series.to_string(), total.max(0) as u64, "backfill")
+    };
 
     let listed_from = match cp.listed_from {
         Some(t) => Some(t),
@@ -152,6 +206,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     let mut saver = Saver {
         last: std::time::Instant::now(),
         dirty: false,
+        superseded: Vec::new(),
     };
     let result = fetch_and_write(
         ctx, series, lock, &mut cp, &mut saver, pending, spans, &task,
@@ -159,8 +214,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     .await;
     // Whatever was staged before a failure is kept: the checkpoint records it.
     if saver.dirty {
-        ctx.state.save(&cp, lock).await?;
-        crate::failpoint::hit("backfill.after_checkpoint");
+        saver.save(ctx, &cp, lock).await?;
     }
     result?;
     task.finish("done");
@@ -172,6 +226,28 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
 struct Saver {
     last: std::time::Instant,
     dirty: bool,
+    /// Live runs: partial files (data key, manifest key) a newer file of their unit replaced,
+    /// deleted once a saved checkpoint no longer names them.
+    superseded: Vec<(String, String)>,
+}
+
+impl Saver {
+    async fn save(&mut self, ctx: &RunContext, cp: &Checkpoint, lock: &SeriesLock) -> anyhow::Result<()> {
+        ctx.state.save(cp, lock).await?;
+        crate::failpoint::hit("backfill.after_checkpoint");
+        self.last = std::time::Instant::now();
+        self.dirty = false;
+        // The manifest entry first: a loader that lists it next finds the newer file instead.
+        for (data, entry) in self.superseded.drain(..) {
+            for key in [&entry, &data] {
+                ctx.stage
+                    .delete(key)
+                    .await
+                    .with_context(|| format!("cannot delete superseded {key}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -191,6 +267,9 @@ async fn fetch_and_write(
     let span_starts: Vec<i64> = spans.iter().map(|s| s.0).collect();
     let client = &ctx.client;
     let mut fetched = futures::stream::iter(spans.into_iter().map(|(s, e)| async move {
+        if let Some(rows) = ctx.prefetched.as_ref().and_then(|p| p.take_span(series, s, e)) {
+            return Ok((s, e, rows));
+        }
         let mut rows = KlineBatch::default();
         client
             .klines(&series.symbol, interval, s, e, &mut rows)
@@ -313,12 +392,17 @@ async fn write_unit(
     let mut covered = cp.covered.within(unit_start, unit.end);
     // Rows staged earlier for this unit, in the files of its partial coverage.
     let mut earlier = Vec::new();
+    let mut earlier_files = Vec::new();
     for key in cp.partial.get(&unit_start).into_iter().flatten() {
         let bytes = ctx
             .stage
             .get(key)
             .await
             .with_context(|| format!("cannot read back {key} from {}", ctx.stage.url()))?;
+        earlier_files.push((
+            key.clone(),
+            layout::manifest_key(key, &manifest::sha256_hex(&bytes)),
+        ));
         let decoded = parquet::decode(key, bytes)?;
         earlier.push(decoded.klines);
     }
@@ -367,6 +451,15 @@ async fn write_unit(
     lock.check()?;
     cp.covered.union(&unit.fetched);
     cp.empty.union(&unit.empty);
+    if ctx.live && written.is_some() {
+        // Bounded files per series and day: each flush of a live run rewrites the day's
+        // partial file with all its rows, so the earlier one goes once the checkpoint moved on.
+        saver.superseded.extend(
+            earlier_files
+                .into_iter()
+                .filter(|(data, _)| Some(data) != written.as_ref()),
+        );
+    }
     if complete {
         cp.partial.remove(&unit_start);
     } else if let Some(key) = written {
@@ -374,10 +467,7 @@ async fn write_unit(
     }
     saver.dirty = true;
     if saver.last.elapsed() >= SAVE_EVERY {
-        ctx.state.save(cp, lock).await?;
-        crate::failpoint::hit("backfill.after_checkpoint");
-        saver.last = std::time::Instant::now();
-        saver.dirty = false;
+        saver.save(ctx, cp, lock).await?;
     }
     Ok(())
 }

@@ -16,5 +16,6 @@ mod runner;
 mod snowflake;
 mod snowflake_protocol;
 mod snowpipe;
+mod stream;
 mod stage;
 mod warehouse;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use klines::kline::{Kline, KlineBatch};
 use klines::warehouse::{Value, Warehouse};
 
-pub use exchange::{Clock, Config as ExchangeConfig, Fault, TestExchange};
+pub use exchange::{Clock, Config as ExchangeConfig, Fault, TestExchange, WsFault};
 
 /// A current-thread Tokio runtime, for calling the async library from a test.
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -25,6 +25,9 @@ use axum::routing::{get, post};
 use klines::exchange::Interval;
 
 pub use data::Market;
+pub use ws::WsFault;
+
+mod ws;
 
 /// The exchange's clock.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +36,9 @@ pub enum Clock {
     Fixed(i64),
     /// Starts at `start` and runs with real time.
     Running { start: i64, at: Instant },
+    /// Starts at `start` and runs `speed` times faster than real time: an hour of exchange
+    /// time in seconds.
+    Scaled { start: i64, at: Instant, speed: u32 },
 }
 
 impl Clock {
@@ -43,10 +49,21 @@ impl Clock {
         }
     }
 
+    pub fn scaled(start: i64, speed: u32) -> Clock {
+        Clock::Scaled {
+            start,
+            at: Instant::now(),
+            speed,
+        }
+    }
+
     pub fn now(&self) -> i64 {
         match *self {
             Clock::Fixed(t) => t,
             Clock::Running { start, at } => start + at.elapsed().as_millis() as i64,
+            Clock::Scaled { start, at, speed } => {
+                start + at.elapsed().as_millis() as i64 * speed as i64
+            }
         }
     }
 }
@@ -141,6 +158,9 @@ pub struct Stats {
     /// Weight counted per window index (epoch ms / window ms).
     pub weight_by_window: BTreeMap<i64, u32>,
     pub faults_served: u64,
+    /// WebSocket connections accepted, and messages sent on them.
+    pub ws_connections: u64,
+    pub ws_messages: u64,
 }
 
 impl Stats {
@@ -160,6 +180,8 @@ struct Limits {
 
 struct Shared {
     config: Mutex<Config>,
+    /// Faults for the WebSocket streams, in order.
+    ws_faults: Mutex<VecDeque<WsFault>>,
     faults: Mutex<VecDeque<Fault>>,
     /// (probability, rng state, faults to draw from)
     random: Mutex<Option<(f64, u64, Vec<Fault>)>>,
@@ -192,6 +214,7 @@ impl TestExchange {
     pub fn start_on(bind: &str, config: Config) -> TestExchange {
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
+            ws_faults: Mutex::new(VecDeque::new()),
             faults: Mutex::new(VecDeque::new()),
             random: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
@@ -249,6 +272,16 @@ impl TestExchange {
         let mut c = self.shared.config.lock().unwrap();
         c.weight_limit = weight_limit;
         c.window_secs = window_secs;
+    }
+
+    /// Queues faults for the WebSocket streams, in order.
+    pub fn inject_ws(&self, faults: impl IntoIterator<Item = WsFault>) {
+        self.shared.ws_faults.lock().unwrap().extend(faults);
+    }
+
+    /// The WebSocket base URL (`ws://127.0.0.1:port`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
     }
 
     /// Queues faults for the next klines requests, in order.
@@ -324,6 +357,8 @@ fn router(shared: Arc<Shared>) -> Router {
             "/fapi/v1/klines",
             get(|s, q| endpoint(s, q, Endpoint::Klines(true))),
         )
+        .route("/stream", get(ws::combined))
+        .route("/market/stream", get(ws::combined))
         .route("/__admin/stats", get(admin_stats))
         .route("/__admin/clock", post(admin_clock))
         .with_state(shared)

@@ -1,0 +1,177 @@
+//! `klines stream`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{GlobalArgs, StreamArgs};
+use crate::exchange::{BinanceClient, ws};
+use crate::exit::UsageError;
+use crate::extract::state::StateStore;
+use crate::extract::stream::{self, Sink, StreamPlan};
+use crate::extract::{self, Plan, Summary};
+use crate::load::{self, Options};
+use crate::stage::Stage;
+use crate::time;
+use crate::warehouse::{self, Warehouse};
+
+/// `--load`: every flush is loaded into the warehouse, on the one connection of this process.
+struct LoadSink {
+    stage: Stage,
+    wh: Arc<dyn Warehouse>,
+    raw_schema: String,
+    opts: Options,
+}
+
+#[async_trait::async_trait(?Send)]
+impl Sink for LoadSink {
+    async fn flushed(&mut self, _: &Summary) -> anyhow::Result<()> {
+        let summary = load::load(&self.stage, Arc::clone(&self.wh), &self.raw_schema, &self.opts)
+            .await
+            .context("load")?;
+        for f in &summary.failed {
+            tracing::error!(file = %f.file, error = %f.error, "failed");
+        }
+        tracing::info!(files = summary.files, rows = summary.rows, "loaded");
+        Ok(())
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
+    let project = super::project(global)?;
+    let from_text = args.from.clone().unwrap_or_else(|| project.start.clone());
+    time::parse("--from", &from_text, 0)?;
+    if let Some(u) = &args.until {
+        time::parse("--until", u, 0)?;
+    }
+    if !(args.flush_secs.is_finite() && (0.05..=3600.0).contains(&args.flush_secs)) {
+        return Err(UsageError(format!(
+            "--flush-secs must be from 0.05 to 3600, got {}",
+            args.flush_secs
+        ))
+        .into());
+    }
+    let market = args.market.unwrap_or(project.market);
+    let mut exchange = project.exchange.clone();
+    if let Some(url) = args.base_url {
+        exchange.base_url = url;
+    }
+    let ws_url = args
+        .ws_url
+        .or(exchange.ws_url.clone())
+        .unwrap_or_else(|| ws::default_ws_url(market).to_string());
+    if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
+        return Err(UsageError(format!(
+            "--ws-url {:?} is not a ws:// or wss:// URL",
+            crate::redact::redact_url(&ws_url)
+        ))
+        .into());
+    }
+    let client = Arc::new(
+        BinanceClient::new(exchange.client_config(market)).map_err(|e| UsageError(e.to_string()))?,
+    );
+    let stage = super::stage(&project, args.stage)?;
+    let state_spec = args.state.unwrap_or_else(|| project.state.clone());
+    let state = StateStore::open(&state_spec, &stage, &project.dir)
+        .map_err(|e| UsageError(format!("{e:#}")))?
+        .with_lease(project.lease);
+    // A load target is resolved before anything is fetched, so a bad profile stops at once.
+    let mut sink = if args.load {
+        let target = super::target(global, &project)?;
+        let wh = warehouse::connect(&target, &project.dir).await?;
+        Some(LoadSink {
+            stage: stage.clone(),
+            wh,
+            raw_schema: target.raw_schema().to_string(),
+            opts: Options {
+                dry_run: false,
+                batch_rows: project.load_batch_rows,
+                fetch_concurrency: project.load_fetch_concurrency,
+            },
+        })
+    } else {
+        None
+    };
+
+    let symbols = if args.symbols.is_empty() {
+        project.symbols.clone()
+    } else {
+        args.symbols
+    };
+    client.check_symbols(&symbols).await?;
+    let now = client.server_time().await.context("the exchange's clock")?;
+    let from = time::parse("--from", &from_text, now)?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|u| time::parse("--until", u, now))
+        .transpose()?;
+    if let Some(u) = until
+        && u <= from
+    {
+        return Err(UsageError(format!(
+            "--until {} is not after --from {}",
+            time::format_ms(u),
+            time::format_ms(from)
+        ))
+        .into());
+    }
+    let plan = Plan {
+        symbols,
+        intervals: if args.intervals.is_empty() {
+            project.intervals.clone()
+        } else {
+            args.intervals
+        },
+        from,
+        to: until,
+        full_refresh: false,
+        spans_in_flight: exchange.spans_in_flight,
+    };
+    let all = stream::all_series(&client, &plan);
+    let locks = extract::lock_all(&state, &stage, &all).await?;
+    tracing::info!(
+        series = %stream::describe(&all),
+        market = %market,
+        from = %time::format_ms(from),
+        until = %until.map(time::format_ms).unwrap_or_else(|| "SIGTERM".into()),
+        ws = %crate::redact::redact_url(&ws_url),
+        stage = %stage.url(),
+        load = args.load,
+        "stream"
+    );
+    let sp = StreamPlan {
+        plan,
+        ws_url,
+        flush_every: Duration::from_secs_f64(args.flush_secs),
+        grace: Duration::from_secs(10),
+        silence: Duration::from_secs(60),
+        resync: Duration::from_secs(30),
+    };
+    let result = stream::stream(
+        client,
+        stage,
+        state,
+        &sp,
+        all,
+        locks,
+        sink.as_mut().map(|s| s as &mut dyn Sink),
+    )
+    .await;
+    let (summary, stats) = result?;
+    println!(
+        "stream: {} series, {} rows, {} files, {} bytes in {:.1}s; {} events ({} closed), {} reconnects, {} dead letters; {} requests",
+        summary.series,
+        summary.rows,
+        summary.files,
+        summary.bytes,
+        summary.seconds,
+        stats.events.load(std::sync::atomic::Ordering::Relaxed),
+        stats.closed.load(std::sync::atomic::Ordering::Relaxed),
+        stats.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        stats.dead_letters.load(std::sync::atomic::Ordering::Relaxed),
+        summary.requests,
+    );
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! `klines stream`: the backfill, kept going. It catches up over REST from the checkpoint,
+//! then follows Binance's combined kline streams; closed candles (`x: true`) are kept by
+//! series and open time (a duplicate or late copy replaces the earlier one, the open candle is
+//! never kept) and staged through the same per-series path as a backfill, which takes a span
+//! from these candles when they cover it whole and asks REST otherwise. So after a reconnect,
+//! a missed event, an outage minute or a silent socket, the gap is filled and checkpointed
+//! exactly as a backfill would, under the same rate budget, lock and checkpoint.
+//!
+//! Each tick (`flush_every`) stages every candle that closed, for each series, up to:
+//! - the newest close the stream delivered, and
+//! - the exchange's clock less `grace` (so a candle whose close is overdue comes from REST).
+//!
+//! The exchange's clock is read from `/time` at the start, after every (re)connect and every
+//! `resync` while connected; in between it advances with this machine's monotonic clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+
+use super::series::{self, Prefetched, RunContext};
+use super::state::{SeriesLock, StateStore};
+use super::{Plan, Summary};
+use crate::exchange::ws::{self, Message};
+use crate::exchange::BinanceClient;
+use crate::stage::Stage;
+use crate::stage::layout::Series;
+
+/// How a stream runs.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    /// Symbols, intervals, `--from` (where no checkpoint exists), `--until` as `to`.
+    pub plan: Plan,
+    /// The WebSocket base (`wss://data-stream.binance.vision`).
+    pub ws_url: String,
+    /// How often closed candles are staged.
+    pub flush_every: Duration,
+    /// How long past its close a candle may be missing from the stream before REST is asked.
+    pub grace: Duration,
+    /// A socket silent this long is replaced.
+    pub silence: Duration,
+    /// How often the exchange's clock is read while the stream is connected.
+    pub resync: Duration,
+}
+
+/// Called after every tick that staged files, with the run's totals so far.
+#[async_trait::async_trait(?Send)]
+pub trait Sink {
+    async fn flushed(&mut self, totals: &Summary) -> anyhow::Result<()>;
+}
+
+/// Counters of a stream, for logs, the summary and metrics.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub events: AtomicU64,
+    pub closed: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// The exchange's clock: the last reading of `/time` plus the time elapsed since here.
+struct ExchangeClock {
+    read: std::sync::Mutex<(i64, Instant)>,
+    /// The newest event time the stream delivered: the exchange's clock was at least there.
+    seen: std::sync::atomic::AtomicI64,
+    /// Set by the socket task after a (re)connect: read the clock and catch up now.
+    stale: AtomicBool,
+}
+
+impl ExchangeClock {
+    fn now(&self) -> i64 {
+        let (ms, at) = *self.read.lock().unwrap_or_else(|e| e.into_inner());
+        (ms + at.elapsed().as_millis() as i64).max(self.seen.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, ms: i64) {
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = (ms, Instant::now());
+    }
+}
+
+/// Runs until `--until` is staged, or until Ctrl-C/SIGTERM (then what is closed is staged and
+/// checkpointed before it returns). `locks` are the series' locks, held throughout.
+pub async fn stream(
+    client: Arc<BinanceClient>,
+    stage: Stage,
+    state: StateStore,
+    sp: &StreamPlan,
+    all: Vec<Series>,
+    locks: Vec<SeriesLock>,
+    mut sink: Option<&mut dyn Sink>,
+) -> anyhow::Result<(Summary, Arc<StreamStats>)> {
+    let started = Instant::now();
+    let prefetched = Arc::new(Prefetched::default());
+    let stats = Arc::new(StreamStats::default());
+    let clock = Arc::new(ExchangeClock {
+        read: std::sync::Mutex::new((client.server_time().await?, Instant::now())),
+        seen: std::sync::atomic::AtomicI64::new(i64::MIN),
+        stale: AtomicBool::new(false),
+    });
+    let streams: Vec<String> = all
+        .iter()
+        .map(|s| ws::stream_name(&s.symbol, s.interval))
+        .collect();
+    let mut sockets = tokio::task::JoinSet::new();
+    for chunk in streams.chunks(ws::MAX_STREAMS) {
+        let url = ws::stream_url(&sp.ws_url, client.market(), chunk);
+        sockets.spawn(follow(
+            url,
+            client.market(),
+            Arc::clone(&prefetched),
+            Arc::clone(&stats),
+            Arc::clone(&clock),
+            stage.clone(),
+            sp.silence,
+        ));
+    }
+
+    let totals = Arc::new(series::Totals::default());
+    let mut last_sync = Instant::now();
+    let mut ticker = tokio::time::interval(sp.flush_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = crate::cancel::cancelled() => stopping = true,
+            }
+        }
+        // Read the exchange's clock again after a reconnect (catch up at once) or now and then.
+        if clock.stale.swap(false, Ordering::SeqCst) || last_sync.elapsed() >= sp.resync {
+            if let Ok(t) = client.server_time().await {
+                clock.set(t);
+            }
+            last_sync = Instant::now();
+        }
+        let exchange_now = clock.now();
+        let files_before = totals.files.load(Ordering::Relaxed);
+        for (s, lock) in all.iter().zip(&locks) {
+            // Up to the newest close the stream delivered, or what the clock says closed more
+            // than `grace` ago (the stream missed it, or the socket is down).
+            let delivered = prefetched
+                .newest(s)
+                .map(|t| s.interval.close_time(t) + 1)
+                .unwrap_or(i64::MIN);
+            let overdue = exchange_now - sp.grace.as_millis() as i64;
+            let server_time = delivered.max(overdue);
+            let ctx = RunContext {
+                client: Arc::clone(&client),
+                stage: stage.clone(),
+                state: state.clone(),
+                server_time,
+                from: sp.plan.from,
+                to: sp.plan.to.unwrap_or(i64::MAX).min(server_time),
+                full_refresh: false,
+                spans_in_flight: sp.plan.spans_in_flight,
+                totals: series::Totals::default(),
+                prefetched: Some(Arc::clone(&prefetched)),
+                live: true,
+            };
+            series::run(&ctx, s, lock)
+                .await
+                .with_context(|| s.to_string())?;
+            for (sum, part) in [
+                (&totals.rows, &ctx.totals.rows),
+                (&totals.files, &ctx.totals.files),
+                (&totals.bytes, &ctx.totals.bytes),
+            ] {
+                sum.fetch_add(part.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let summary = summary(&client, &sp.plan, &all, &totals, started);
+        if totals.files.load(Ordering::Relaxed) > files_before {
+            tracing::info!(
+                rows = summary.rows,
+                files = summary.files,
+                exchange_time = %crate::time::format_ms(exchange_now),
+                "staged"
+            );
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.flushed(&summary).await?;
+            }
+        }
+        if stopping {
+            break;
+        }
+        if let Some(until) = sp.plan.to
+            && exchange_now >= until
+            && until_staged(&state, &all, &sp.plan, until).await?
+        {
+            break;
+        }
+    }
+    sockets.abort_all();
+    for lock in locks {
+        lock.release().await;
+    }
+    let summary = summary(&client, &sp.plan, &all, &totals, started);
+    if stopping {
+        anyhow::bail!(crate::cancel::Interrupted);
+    }
+    Ok((summary, stats))
+}
+
+/// Whether every series' checkpoint covers `[from, until)` (as far as candles are closed).
+async fn until_staged(
+    state: &StateStore,
+    all: &[Series],
+    plan: &Plan,
+    until: i64,
+) -> anyhow::Result<bool> {
+    for s in all {
+        let (start, end) = series::target_range(s.interval, plan.from, until, until);
+        let Some(cp) = state.load(s).await? else {
+            return Ok(false);
+        };
+        if start < end && !cp.covered.covers(start, end) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn summary(
+    client: &BinanceClient,
+    plan: &Plan,
+    all: &[Series],
+    totals: &series::Totals,
+    started: Instant,
+) -> Summary {
+    let stats = client.stats();
+    Summary {
+        symbols: plan.symbols.len(),
+        series: all.len(),
+        rows: totals.rows.load(Ordering::Relaxed),
+        files: totals.files.load(Ordering::Relaxed),
+        bytes: totals.bytes.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        requests: stats.requests.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
+        rate_limited: client.limiter().stats().rejected,
+        failed: Vec::new(),
+    }
+}
+
+/// One connection's life: connect (backing off with jitter after a failure), read events until
+/// the socket fails, closes, falls silent or the server announces a shutdown, then again.
+async fn follow(
+    url: String,
+    market: crate::exchange::Market,
+    prefetched: Arc<Prefetched>,
+    stats: Arc<StreamStats>,
+    clock: Arc<ExchangeClock>,
+    stage: Stage,
+    silence: Duration,
+) {
+    let mut failures = 0u32;
+    loop {
+        let socket = match ws::connect(&url).await {
+            Ok(s) => s,
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "stream connection failed");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        if failures > 0 || stats.reconnects.load(Ordering::Relaxed) > 0 {
+            tracing::info!("stream connected again; catching up over REST");
+        }
+        clock.stale.store(true, Ordering::SeqCst);
+        let (mut tx, mut rx) = socket.split();
+        loop {
+            let next = tokio::time::timeout(silence, rx.next()).await;
+            let msg = match next {
+                Err(_) => {
+                    tracing::warn!(silent_secs = silence.as_secs(), "the stream fell silent; replacing the socket");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "the stream failed");
+                    break;
+                }
+                Ok(Some(Ok(m))) => m,
+            };
+            use tokio_tungstenite::tungstenite::Message as Frame;
+            let text = match msg {
+                Frame::Text(t) => t.to_string(),
+                Frame::Ping(payload) => {
+                    let _ = tx.send(Frame::Pong(payload)).await;
+                    continue;
+                }
+                Frame::Close(_) => break,
+                _ => continue,
+            };
+            failures = 0;
+            stats.events.fetch_add(1, Ordering::Relaxed);
+            match ws::parse_message(&text) {
+                Ok(Message::Kline(e)) => {
+                    clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
+                    if e.closed {
+                        stats.closed.fetch_add(1, Ordering::Relaxed);
+                        let series = Series {
+                            market,
+                            symbol: e.symbol.clone(),
+                            interval: e.interval,
+                        };
+                        prefetched.insert(series, e.kline);
+                    }
+                }
+                Ok(Message::ServerShutdown) => {
+                    tracing::info!("the exchange announced a restart; reconnecting");
+                    break;
+                }
+                Ok(Message::Other) => {}
+                Err(reason) => {
+                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    dead_letter(&stage, &text, &reason).await;
+                }
+            }
+        }
+        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        failures += 1;
+        tokio::time::sleep(backoff(failures)).await;
+    }
+}
+
+/// 0.25 s doubling to 30 s, with full jitter.
+fn backoff(failures: u32) -> Duration {
+    let cap = (250u64 << failures.min(7)).min(30_000);
+    Duration::from_millis(fastrand::u64(cap / 2..=cap))
+}
+
+/// Keeps a message the stream could not use, with why, under `_dead_letters/<UTC date>/` in
+/// the stage. Never fails the stream: a write that fails is logged.
+async fn dead_letter(stage: &Stage, raw: &str, reason: &str) {
+    let now = chrono::Utc::now();
+    let key = format!(
+        "_dead_letters/{}/{}-{}.json",
+        now.format("%Y-%m-%d"),
+        now.format("%H%M%S%.3f"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let body = serde_json::json!({
+        "received_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "reason": reason,
+        "raw": raw,
+    });
+    tracing::warn!(reason, file = %key, "a stream message could not be used; kept as a dead letter");
+    if let Err(e) = stage.put(&key, Bytes::from(body.to_string())).await {
+        tracing::error!(error = %e, file = %key, "cannot write the dead letter");
+    }
+}
+
+/// The series of a plan, in order.
+pub fn all_series(client: &BinanceClient, plan: &Plan) -> Vec<Series> {
+    let market = client.market();
+    plan.symbols
+        .iter()
+        .flat_map(|s| {
+            plan.intervals.iter().map(move |&i| Series {
+                market,
+                symbol: s.clone(),
+                interval: i,
+            })
+        })
+        .collect()
+}
+
+/// Marks a series map for logs.
+pub fn describe(all: &[Series]) -> String {
+    let mut by: HashMap<String, Vec<&str>> = HashMap::new();
+    for s in all {
+        by.entry(s.symbol.to_string()).or_default().push(s.interval.as_str());
+    }
+    let mut parts: Vec<String> = by
+        .into_iter()
+        .map(|(k, v)| format!("{k} {}", v.join(",")))
+        .collect();
+    parts.sort();
+    parts.join("; ")
+}

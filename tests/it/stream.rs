@@ -1,0 +1,166 @@
+//! `klines stream` against the test exchange's REST and WebSocket, on a clock that runs 120
+//! times faster than real time (two exchange minutes a second): it stages exactly what a
+//! backfill of the same range stages, fills every gap (dropped sockets, missed events,
+//! restarts) over REST, keeps bad messages as dead letters, stops on SIGTERM with its
+//! checkpoint saved, and loads every flush with --load.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const START: &str = "2024-01-05T13:37:30Z";
+const FROM: &str = "2024-01-05";
+const UNTIL: &str = "2024-01-05T13:48:00Z";
+
+fn fast_exchange() -> TestExchange {
+    let mut config = ExchangeConfig::synthetic(ms(START));
+    config.clock = Clock::scaled(ms(START), 120);
+    TestExchange::start(config)
+}
+
+fn stream_args<'a>(ex: &'a TestExchange, ws: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let _ = ex;
+    let mut args = vec!["stream", "--from", FROM, "--ws-url", ws, "--flush-secs", "0.2"];
+    args.extend(extra);
+    args
+}
+
+/// What the exchange has for [FROM, UNTIL): every candle closed by UNTIL.
+fn expected_until(ex: &TestExchange, symbol: &str) -> Vec<klines::kline::Kline> {
+    let iv: klines::exchange::Interval = "1m".parse().unwrap();
+    ex.market()
+        .klines(symbol, iv, ms(FROM), ms(UNTIL), ms(UNTIL), usize::MAX)
+        .into_iter()
+        .filter(|k| k.close_time < ms(UNTIL))
+        .collect()
+}
+
+#[test]
+fn stream_stages_exactly_what_a_backfill_of_the_range_stages() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    let p = Project::new(&ex.url, "");
+    let before = ex.stats();
+    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL]));
+    assert!(out.starts_with("stream: 1 series"), "{out}");
+    let want = expected_until(&ex, "BTCUSDT");
+    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
+    // Live candles came over the socket: REST was asked only to catch up.
+    let after = ex.stats();
+    assert!(after.ws_connections >= 1, "{after:?}");
+    let live_minutes = (ms(UNTIL) - ms(START)) / 60_000;
+    assert!(
+        after.klines_requests - before.klines_requests < 2 + live_minutes as u64 / 2,
+        "{} klines requests for {live_minutes} live minutes",
+        after.klines_requests - before.klines_requests
+    );
+    // The same files, byte for byte, as a backfill of [FROM, UNTIL).
+    let q = Project::new(&ex.url, "");
+    q.ok(&["backfill", "--from", FROM, "--to", UNTIL]);
+    assert_eq!(
+        parquet_files(&p.stage_dir()),
+        parquet_files(&q.stage_dir()),
+        "one partial file for the day, the backfill's"
+    );
+}
+
+#[test]
+fn stream_fills_every_gap_over_rest() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    ex.inject_ws([
+        WsFault::Duplicate,
+        WsFault::Skip,
+        WsFault::Drop,
+        WsFault::Skip,
+        WsFault::Shutdown,
+        WsFault::Duplicate,
+    ]);
+    let p = Project::new(&ex.url, "");
+    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--symbols", "BTCUSDT,ETHUSDT"]));
+    for sym in ["BTCUSDT", "ETHUSDT"] {
+        assert_staged(&p.stage_dir(), sym, "1m", &expected_until(&ex, sym));
+    }
+    assert!(ex.stats().ws_connections >= 3, "{:?}\n{out}", ex.stats());
+    assert!(summary_number(&out, "reconnects") >= 2, "{out}");
+}
+
+#[test]
+fn malformed_messages_become_dead_letters_and_the_stream_goes_on() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    ex.inject_ws([
+        WsFault::Before("{not json".into()),
+        WsFault::Before(r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{"t":1704462000000,"T":1704462059999,"s":"BTCUSDT","i":"1m","o":"1","c":"1","h":"0.5","l":"1","v":"1","n":1,"x":true,"q":"1","V":"0","Q":"0"}}}"#.into()),
+    ]);
+    let p = Project::new(&ex.url, "");
+    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL]));
+    assert_eq!(summary_number(&out, "dead"), 2, "{out}");
+    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
+    let letters: Vec<serde_json::Value> = files(&p.stage_dir().join("_dead_letters"))
+        .values()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2);
+    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("not a stream message")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("out of order")), "{reasons:?}");
+    assert!(letters.iter().any(|l| l["raw"] == "{not json"));
+}
+
+#[test]
+fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    let p = Project::new(&ex.url, "");
+    let child = p
+        .cmd()
+        .args(stream_args(&ex, &ws, &[]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(signalled.elapsed() < Duration::from_secs(8));
+    // Everything the checkpoint claims is staged, exactly; a stream resumes from it.
+    let staged = staged_klines(&p.stage_dir());
+    let last = *staged.keys().map(|(_, _, t)| t).max().unwrap();
+    assert!(last > ms(START), "live candles were staged");
+    let iv: klines::exchange::Interval = "1m".parse().unwrap();
+    let want: Vec<_> = ex
+        .market()
+        .klines("BTCUSDT", iv, ms(FROM), last + 1, last + 60_000, usize::MAX);
+    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
+    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL]));
+    assert!(out.contains("stream: 1 series"), "{out}");
+    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
+}
+
+#[test]
+fn stream_load_puts_every_flush_into_the_warehouse() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    let p = Project::new(&ex.url, "");
+    p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--load"]));
+    let want = expected_until(&ex, "BTCUSDT");
+    let conn = duckdb::Connection::open(p.path().join("klines.duckdb")).unwrap();
+    let (n, first, last): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), epoch_ms(min(open_time)), epoch_ms(max(open_time)) FROM raw.klines",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(n as usize, want.len());
+    assert_eq!((first, last), (want[0].open_time, want[want.len() - 1].open_time));
+    let sum: String = conn
+        .query_row("SELECT sum(close)::varchar FROM raw.klines", [], |r| r.get(0))
+        .unwrap();
+    let want_sum: i128 = want.iter().map(|k| k.close).sum();
+    assert_eq!(klines::decimal::parse(&sum).unwrap(), want_sum, "each row once, exact");
+}

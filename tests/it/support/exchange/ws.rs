@@ -1,0 +1,160 @@
+//! Binance's combined kline streams (`/stream?streams=...`, USD-M at `/market/stream`), over a
+//! real WebSocket: every candle that closes on the exchange's clock is sent once with `x: true`
+//! (outage minutes send nothing, as on Binance), the open candle is sent with `x: false`
+//! about every 250 ms, and queued [`WsFault`]s replace the next closed events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{OriginalUri, Query, State};
+use axum::response::{IntoResponse, Response};
+use klines::decimal;
+use klines::exchange::Interval;
+use klines::kline::Kline;
+
+use super::Shared;
+
+/// What happens instead of the next closed candle's event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsFault {
+    /// The event is not sent (a missed event: only REST can fill it).
+    Skip,
+    /// The event is sent twice.
+    Duplicate,
+    /// This text is sent first, then the event.
+    Before(String),
+    /// The connection is dropped instead (the client reconnects and catches up).
+    Drop,
+    /// `serverShutdown` is sent, then the connection closes.
+    Shutdown,
+}
+
+struct Stream {
+    name: String,
+    symbol: String,
+    interval: Interval,
+    /// The open time of the next candle whose close is to be sent.
+    next: i64,
+}
+
+pub async fn combined(
+    upgrade: WebSocketUpgrade,
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let futures = uri.path().starts_with("/market");
+    let now = shared.config.lock().unwrap().clock.now();
+    let mut streams = Vec::new();
+    for name in q.get("streams").map(String::as_str).unwrap_or("").split('/') {
+        let Some((sym, iv)) = name.split_once("@kline_") else {
+            return (axum::http::StatusCode::BAD_REQUEST, format!("bad stream {name:?}")).into_response();
+        };
+        let Ok(interval) = iv.parse::<Interval>() else {
+            return (axum::http::StatusCode::BAD_REQUEST, format!("bad interval {iv:?}")).into_response();
+        };
+        streams.push(Stream {
+            name: name.to_string(),
+            symbol: sym.to_ascii_uppercase(),
+            interval,
+            next: interval.floor(now),
+        });
+    }
+    upgrade.on_upgrade(move |socket| serve(socket, shared, streams, futures))
+}
+
+fn event(stream: &Stream, k: &Kline, closed: bool, now: i64) -> String {
+    let d = decimal::format;
+    format!(
+        concat!(
+            r#"{{"stream":"{}","data":{{"e":"kline","E":{},"s":"{}","k":{{"t":{},"T":{},"s":"{}","i":"{}","f":0,"L":0,"#,
+            r#""o":"{}","c":"{}","h":"{}","l":"{}","v":"{}","n":{},"x":{},"q":"{}","V":"{}","Q":"{}","B":"0"}}}}}}"#
+        ),
+        stream.name,
+        now,
+        stream.symbol,
+        k.open_time,
+        k.close_time,
+        stream.symbol,
+        stream.interval.as_str(),
+        d(k.open),
+        d(k.close),
+        d(k.high),
+        d(k.low),
+        d(k.volume),
+        k.trades,
+        closed,
+        d(k.quote_volume),
+        d(k.taker_buy_base_volume),
+        d(k.taker_buy_quote_volume),
+    )
+}
+
+async fn send(socket: &mut WebSocket, shared: &Shared, text: String) -> bool {
+    shared.stats.lock().unwrap().ws_messages += 1;
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stream>, futures: bool) {
+    shared.stats.lock().unwrap().ws_connections += 1;
+    let mut last_update = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (now, market) = {
+            let c = shared.config.lock().unwrap();
+            (c.clock.now(), c.market_for(futures).clone())
+        };
+        for i in 0..streams.len() {
+            let s = &streams[i];
+            let open = s.interval.floor(now);
+            let mut t = s.next;
+            while t < open {
+                let candle = market
+                    .klines(&s.symbol, s.interval, t, t + 1, now, 1)
+                    .into_iter()
+                    .find(|k| k.open_time == t);
+                t = s.interval.next(t);
+                let Some(k) = candle else { continue };
+                let text = event(s, &k, true, now);
+                let fault = shared.ws_faults.lock().unwrap().pop_front();
+                let ok = match fault {
+                    None => send(&mut socket, &shared, text).await,
+                    Some(WsFault::Skip) => true,
+                    Some(WsFault::Duplicate) => {
+                        send(&mut socket, &shared, text.clone()).await
+                            && send(&mut socket, &shared, text).await
+                    }
+                    Some(WsFault::Before(raw)) => {
+                        send(&mut socket, &shared, raw).await && send(&mut socket, &shared, text).await
+                    }
+                    Some(WsFault::Drop) => false,
+                    Some(WsFault::Shutdown) => {
+                        let _ = send(&mut socket, &shared, format!(r#"{{"e":"serverShutdown","E":{now}}}"#)).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        false
+                    }
+                };
+                if !ok {
+                    return;
+                }
+            }
+            streams[i].next = t;
+        }
+        if last_update.elapsed() >= Duration::from_millis(250) {
+            last_update = Instant::now();
+            for s in &streams {
+                let open = s.interval.floor(now);
+                if let Some(k) = market
+                    .klines(&s.symbol, s.interval, open, open + 1, now, 1)
+                    .into_iter()
+                    .find(|k| k.open_time == open)
+                    && !send(&mut socket, &shared, event(s, &k, false, now)).await
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
