@@ -114,9 +114,18 @@ pub struct StreamArgs {
     /// Load every flush into the profile's warehouse, in this process
     #[arg(long)]
     pub load: bool,
+    /// After each load, run the selected models incrementally (implies --load)
+    #[arg(long)]
+    pub build: bool,
+    /// The models --build runs [default: tag:ohlc, the TRADES_OHLC models]
+    #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
     /// Seconds between flushes of closed candles to the stage
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub flush_secs: f64,
+    /// Exchange seconds a closed candle may be late on the socket before REST is asked for it
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

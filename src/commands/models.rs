@@ -33,16 +33,8 @@ fn split_message(msg: &str) -> (&str, &str) {
 }
 
 pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let started_at = chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
-    let (parsed, files) = models::load(&project, &target, args.select.vars.as_deref())?;
-    let parsed = Arc::new(parsed);
-    let selected = selector::select(&parsed, &args.select.all_selectors(), &args.select.exclude)?;
-    let target_dir = project.path(&project.target_path);
     // `compile` works without a warehouse when it cannot reach one.
     let wh = match warehouse::connect(&target, &project.dir).await {
         Ok(w) => Some(w),
@@ -52,6 +44,27 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
         }
         Err(e) => return Err(e),
     };
+    run_on(&project, &target, wh, args, mode, true).await
+}
+
+/// Runs `mode` for the selected nodes on `wh` (a connection the caller may share: a stream
+/// builds on the one it loads with). `per_node`: print a line per node, else the summary only.
+pub(crate) async fn run_on(
+    project: &crate::config::Project,
+    target: &crate::config::profiles::Target,
+    wh: Option<Arc<dyn warehouse::Warehouse>>,
+    args: RunArgs,
+    mode: Mode,
+    per_node: bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let (parsed, files) = models::load(project, target, args.select.vars.as_deref())?;
+    let parsed = Arc::new(parsed);
+    let selected = selector::select(&parsed, &args.select.all_selectors(), &args.select.exclude)?;
+    let target_dir = project.path(&project.target_path);
     // One model run per project and target schema at a time: two would race on the same
     // relations and change records.
     let _lock = match &wh {
@@ -94,12 +107,14 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
             // One line a node; a warehouse's multi-line detail (DuckDB's LINE/caret lines)
             // goes to the log at -v.
             let (first, rest) = split_message(&r.message);
-            println!(
-                "{:>3} of {count} {status:<5} {} [{:.2}s] {first}",
-                *d,
-                label(n),
-                r.execution_time,
-            );
+            if per_node || !matches!(status, "OK" | "PASS") {
+                println!(
+                    "{:>3} of {count} {status:<5} {} [{:.2}s] {first}",
+                    *d,
+                    label(n),
+                    r.execution_time,
+                );
+            }
             if !rest.is_empty() {
                 tracing::debug!(node = %n.unique_id, detail = rest, "the rest of the message");
             }

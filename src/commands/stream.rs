@@ -16,12 +16,20 @@ use crate::stage::Stage;
 use crate::time;
 use crate::warehouse::{self, Warehouse};
 
-/// `--load`: every flush is loaded into the warehouse, on the one connection of this process.
+/// `--load`: every flush is loaded into the warehouse, on the one connection of this process
+/// (embedded DuckDB allows one writer); `--build`: then the selected models run on it.
 struct LoadSink {
     stage: Stage,
     wh: Arc<dyn Warehouse>,
     raw_schema: String,
     opts: Options,
+    build: Option<Build>,
+}
+
+struct Build {
+    project: crate::config::Project,
+    target: crate::config::profiles::Target,
+    select: Vec<String>,
 }
 
 #[async_trait::async_trait(?Send)]
@@ -34,6 +42,31 @@ impl Sink for LoadSink {
             tracing::error!(file = %f.file, error = %f.error, "failed");
         }
         tracing::info!(files = summary.files, rows = summary.rows, "loaded");
+        if let Some(b) = &self.build {
+            let args = crate::cli::RunArgs {
+                select: crate::cli::SelectArgs {
+                    selectors: Vec::new(),
+                    select: b.select.clone(),
+                    exclude: Vec::new(),
+                    vars: None,
+                },
+                full_refresh: false,
+                threads: None,
+            };
+            // A model that fails is reported; the stream goes on staging and loading.
+            if let Err(e) = super::models::run_on(
+                &b.project,
+                &b.target,
+                Some(Arc::clone(&self.wh)),
+                args,
+                crate::models::runner::Mode::Run,
+                false,
+            )
+            .await
+            {
+                tracing::error!(error = %format!("{e:#}"), "the models failed; the stream goes on");
+            }
+        }
         Ok(())
     }
 }
@@ -77,7 +110,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         .map_err(|e| UsageError(format!("{e:#}")))?
         .with_lease(project.lease);
     // A load target is resolved before anything is fetched, so a bad profile stops at once.
-    let mut sink = if args.load {
+    let mut sink = if args.load || args.build {
         let target = super::target(global, &project)?;
         let wh = warehouse::connect(&target, &project.dir).await?;
         Some(LoadSink {
@@ -89,6 +122,15 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
                 batch_rows: project.load_batch_rows,
                 fetch_concurrency: project.load_fetch_concurrency,
             },
+            build: args.build.then(|| Build {
+                project: project.clone(),
+                target: target.clone(),
+                select: if args.select.is_empty() {
+                    vec!["tag:ohlc".to_string()]
+                } else {
+                    args.select.clone()
+                },
+            }),
         })
     } else {
         None
@@ -145,7 +187,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         plan,
         ws_url,
         flush_every: Duration::from_secs_f64(args.flush_secs),
-        grace: Duration::from_secs(10),
+        grace: Duration::from_secs(args.grace_secs),
         silence: Duration::from_secs(60),
         resync: Duration::from_secs(30),
     };
@@ -161,7 +203,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
     .await;
     let (summary, stats) = result?;
     println!(
-        "stream: {} series, {} rows, {} files, {} bytes in {:.1}s; {} events ({} closed), {} reconnects, {} dead letters; {} requests",
+        "stream: {} series, {} rows, {} files, {} bytes in {:.1}s; {} events ({} closed), {} reconnects, {} rotations, {} dead letters; {} requests",
         summary.series,
         summary.rows,
         summary.files,
@@ -170,6 +212,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         stats.events.load(std::sync::atomic::Ordering::Relaxed),
         stats.closed.load(std::sync::atomic::Ordering::Relaxed),
         stats.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        stats.rotations.load(std::sync::atomic::Ordering::Relaxed),
         stats.dead_letters.load(std::sync::atomic::Ordering::Relaxed),
         summary.requests,
     );

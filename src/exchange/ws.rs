@@ -193,6 +193,11 @@ pub type Socket = tokio_tungstenite::WebSocketStream<
     tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
 >;
 
+/// [`connect`] with an owned URL (a future that can be kept while another socket is read).
+pub async fn connect_owned(url: String) -> anyhow::Result<Socket> {
+    connect(&url).await
+}
+
 /// Opens a WebSocket (`ws://` or `wss://`, rustls with the Mozilla roots).
 pub async fn connect(url: &str) -> anyhow::Result<Socket> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

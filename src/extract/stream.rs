@@ -60,6 +60,8 @@ pub struct StreamStats {
     pub closed: AtomicU64,
     pub dead_letters: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Sockets replaced before they closed (serverShutdown, the 24-hour limit).
+    pub rotations: AtomicU64,
 }
 
 /// The exchange's clock: the last reading of `/time` plus the time elapsed since here.
@@ -247,8 +249,20 @@ fn summary(
     }
 }
 
+/// How a socket's reading ended.
+enum Ended {
+    /// Failed, closed or fell silent: reconnect (and catch up over REST).
+    Lost,
+    /// `serverShutdown`, or the socket is near Binance's 24-hour limit: the new socket was
+    /// opened while the old one was still read, so nothing was missed.
+    Rotated(Box<ws::Socket>),
+}
+
+/// Binance closes a connection after 24 hours; it is replaced a little before.
+const MAX_AGE: Duration = Duration::from_secs(23 * 3600);
+
 /// One connection's life: connect (backing off with jitter after a failure), read events until
-/// the socket fails, closes, falls silent or the server announces a shutdown, then again.
+/// the socket is lost (then again) or must be replaced (then the new one first).
 async fn follow(
     url: String,
     market: crate::exchange::Market,
@@ -258,76 +272,137 @@ async fn follow(
     stage: Stage,
     silence: Duration,
 ) {
+    let mut socket = connect_until_open(&url).await;
+    let reader = Reader {
+        market,
+        prefetched,
+        stats: Arc::clone(&stats),
+        clock: Arc::clone(&clock),
+        stage,
+        silence,
+    };
+    loop {
+        clock.stale.store(true, Ordering::SeqCst);
+        match reader.read(socket, &url).await {
+            Ended::Rotated(new) => {
+                stats.rotations.fetch_add(1, Ordering::Relaxed);
+                socket = *new;
+            }
+            Ended::Lost => {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(1)).await;
+                socket = connect_until_open(&url).await;
+                tracing::info!("stream connected again; catching up over REST");
+            }
+        }
+    }
+}
+
+async fn connect_until_open(url: &str) -> ws::Socket {
     let mut failures = 0u32;
     loop {
-        let socket = match ws::connect(&url).await {
-            Ok(s) => s,
+        match ws::connect(url).await {
+            Ok(s) => return s,
             Err(e) => {
                 failures += 1;
                 let wait = backoff(failures);
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "stream connection failed");
                 tokio::time::sleep(wait).await;
-                continue;
             }
-        };
-        if failures > 0 || stats.reconnects.load(Ordering::Relaxed) > 0 {
-            tracing::info!("stream connected again; catching up over REST");
         }
-        clock.stale.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Reader {
+    market: crate::exchange::Market,
+    prefetched: Arc<Prefetched>,
+    stats: Arc<StreamStats>,
+    clock: Arc<ExchangeClock>,
+    stage: Stage,
+    silence: Duration,
+}
+
+impl Reader {
+    async fn read(&self, socket: ws::Socket, url: &str) -> Ended {
+        use tokio_tungstenite::tungstenite::Message as Frame;
+        let opened = Instant::now();
         let (mut tx, mut rx) = socket.split();
+        // The replacement being opened while this socket is still read.
+        let mut next: Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ws::Socket>> + Send>>> = None;
         loop {
-            let next = tokio::time::timeout(silence, rx.next()).await;
-            let msg = match next {
-                Err(_) => {
-                    tracing::warn!(silent_secs = silence.as_secs(), "the stream fell silent; replacing the socket");
-                    break;
+            if next.is_none() && opened.elapsed() >= MAX_AGE {
+                tracing::info!("the socket nears Binance's 24-hour limit; opening its replacement");
+                next = Some(Box::pin(ws::connect_owned(url.to_string())));
+            }
+            let frame = tokio::select! {
+                opened_new = async { next.as_mut().expect("checked").await }, if next.is_some() => {
+                    match opened_new {
+                        Ok(s) => return Ended::Rotated(Box::new(s)),
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "could not open the replacement socket; trying again");
+                            next = Some(Box::pin(ws::connect_owned(url.to_string())));
+                            continue;
+                        }
+                    }
                 }
-                Ok(None) => break,
+                r = tokio::time::timeout(self.silence, rx.next()) => r,
+            };
+            let msg = match frame {
+                Err(_) => {
+                    tracing::warn!(silent_secs = self.silence.as_secs(), "the stream fell silent; replacing the socket");
+                    return Ended::Lost;
+                }
+                Ok(None) | Ok(Some(Ok(Frame::Close(_)))) => {
+                    // Closed after a serverShutdown: wait for the replacement already opening.
+                    if let Some(n) = next.take() {
+                        return match n.await {
+                            Ok(s) => Ended::Rotated(Box::new(s)),
+                            Err(_) => Ended::Lost,
+                        };
+                    }
+                    return Ended::Lost;
+                }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e, "the stream failed");
-                    break;
+                    return Ended::Lost;
                 }
                 Ok(Some(Ok(m))) => m,
             };
-            use tokio_tungstenite::tungstenite::Message as Frame;
             let text = match msg {
                 Frame::Text(t) => t.to_string(),
                 Frame::Ping(payload) => {
                     let _ = tx.send(Frame::Pong(payload)).await;
                     continue;
                 }
-                Frame::Close(_) => break,
                 _ => continue,
             };
-            failures = 0;
-            stats.events.fetch_add(1, Ordering::Relaxed);
+            self.stats.events.fetch_add(1, Ordering::Relaxed);
             match ws::parse_message(&text) {
                 Ok(Message::Kline(e)) => {
-                    clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
+                    self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
                     if e.closed {
-                        stats.closed.fetch_add(1, Ordering::Relaxed);
+                        self.stats.closed.fetch_add(1, Ordering::Relaxed);
                         let series = Series {
-                            market,
+                            market: self.market,
                             symbol: e.symbol.clone(),
                             interval: e.interval,
                         };
-                        prefetched.insert(series, e.kline);
+                        self.prefetched.insert(series, e.kline);
                     }
                 }
                 Ok(Message::ServerShutdown) => {
-                    tracing::info!("the exchange announced a restart; reconnecting");
-                    break;
+                    if next.is_none() {
+                        tracing::info!("the exchange announced a restart; opening the new socket before the old one closes");
+                        next = Some(Box::pin(ws::connect_owned(url.to_string())));
+                    }
                 }
                 Ok(Message::Other) => {}
                 Err(reason) => {
-                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    dead_letter(&stage, &text, &reason).await;
+                    self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    dead_letter(&self.stage, &text, &reason).await;
                 }
             }
         }
-        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        failures += 1;
-        tokio::time::sleep(backoff(failures)).await;
     }
 }
 

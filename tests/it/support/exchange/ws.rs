@@ -27,7 +27,8 @@ pub enum WsFault {
     Before(String),
     /// The connection is dropped instead (the client reconnects and catches up).
     Drop,
-    /// `serverShutdown` is sent, then the connection closes.
+    /// `serverShutdown` is sent (with the event), and the connection closes a second later,
+    /// as Binance closes it some time after the announcement.
     Shutdown,
 }
 
@@ -100,8 +101,13 @@ async fn send(socket: &mut WebSocket, shared: &Shared, text: String) -> bool {
 async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stream>, futures: bool) {
     shared.stats.lock().unwrap().ws_connections += 1;
     let mut last_update = Instant::now();
+    let mut closing_at: Option<Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if closing_at.is_some_and(|t| Instant::now() >= t) {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
         let (now, market) = {
             let c = shared.config.lock().unwrap();
             (c.clock.now(), c.market_for(futures).clone())
@@ -131,9 +137,9 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stre
                     }
                     Some(WsFault::Drop) => false,
                     Some(WsFault::Shutdown) => {
-                        let _ = send(&mut socket, &shared, format!(r#"{{"e":"serverShutdown","E":{now}}}"#)).await;
-                        let _ = socket.send(Message::Close(None)).await;
-                        false
+                        closing_at = Some(Instant::now() + Duration::from_secs(1));
+                        send(&mut socket, &shared, format!(r#"{{"e":"serverShutdown","E":{now}}}"#)).await
+                            && send(&mut socket, &shared, text).await
                     }
                 };
                 if !ok {
