@@ -41,6 +41,14 @@ fn readme_commands() -> Vec<String> {
     let mut out = Vec::new();
     let mut in_sh = false;
     for line in readme.lines() {
+        // A systemd unit's command line (the binary by its path).
+        if let Some(cmd) = line.strip_prefix("ExecStart=") {
+            let mut words = cmd.split_whitespace();
+            if words.next().is_some_and(|bin| bin.ends_with("/klines")) {
+                out.push(format!("klines {}", words.collect::<Vec<_>>().join(" ")));
+            }
+            continue;
+        }
         if let Some(lang) = line.trim_start().strip_prefix("```") {
             in_sh = !in_sh && lang.trim() == "sh";
             continue;
@@ -75,6 +83,10 @@ fn every_command_line_in_the_readme_parses() {
     assert!(
         commands.iter().any(|c| c == "klines pipeline --from -2h --log-format json"),
         "the crontab line: {commands:#?}"
+    );
+    assert!(
+        commands.iter().any(|c| c.starts_with("klines stream --load --build")),
+        "the systemd unit: {commands:#?}"
     );
     for c in &commands {
         if let Err(e) = klines::cli::Cli::try_parse_from(words(c)) {
