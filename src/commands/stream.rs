@@ -85,6 +85,13 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if !(args.silence_secs.is_finite() && (0.1..=3600.0).contains(&args.silence_secs)) {
+        return Err(UsageError(format!(
+            "--silence-secs must be from 0.1 to 3600, got {}",
+            args.silence_secs
+        ))
+        .into());
+    }
     let market = args.market.unwrap_or(project.market);
     let mut exchange = project.exchange.clone();
     if let Some(url) = args.base_url {
@@ -188,7 +195,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         ws_url,
         flush_every: Duration::from_secs_f64(args.flush_secs),
         grace: Duration::from_secs(args.grace_secs),
-        silence: Duration::from_secs(60),
+        silence: Duration::from_secs_f64(args.silence_secs),
         resync: Duration::from_secs(30),
     };
     let result = stream::stream(

@@ -218,3 +218,91 @@ fn stream_build_keeps_the_models_equal_to_a_full_build() {
         assert_eq!(streamed, built, "{model}");
     }
 }
+
+/// Hours of exchange time for three symbols with every fault the test exchange has (missed,
+/// duplicated, late and out-of-order closes, dropped and silent sockets, serverShutdown,
+/// garbage) and `kill -9` of the stream at varied moments: the stage equals a backfill of the
+/// range, the raw table holds each kline once, and every TRADES_OHLC table equals a build
+/// from scratch.
+#[test]
+fn hours_of_faults_and_kill_9_leave_the_warehouse_equal_to_a_full_build() {
+    let mut config = ExchangeConfig::synthetic(ms("2024-01-05T10:00:00Z"));
+    config.clock = Clock::scaled(ms("2024-01-05T10:00:00Z"), 600);
+    let ex = TestExchange::start(config);
+    let ws = ex.ws_url();
+    let until = "2024-01-05T13:00:00Z";
+    let symbols = "BTCUSDT,ETHUSDT,SOLUSDT";
+    let faults = || {
+        let mut f = Vec::new();
+        for i in 0..40 {
+            f.push(match i % 8 {
+                0 => WsFault::Skip,
+                1 => WsFault::Duplicate,
+                2 => WsFault::Late,
+                3 => WsFault::Before("garbage".into()),
+                4 => WsFault::Drop,
+                5 => WsFault::Silent(Duration::from_millis(700)),
+                6 => WsFault::Shutdown,
+                _ => WsFault::Late,
+            });
+            for _ in 0..3 {
+                f.push(WsFault::Duplicate);
+            }
+        }
+        f
+    };
+    ex.inject_ws(faults());
+    let p = Project::new(&ex.url, "");
+    crate::models::with_repo_models(&p);
+    let args = [
+        "stream", "--symbols", symbols, "--from", "2024-01-05", "--until", until, "--ws-url", &ws,
+        "--flush-secs", "0.1", "--silence-secs", "0.5", "--build",
+    ];
+    // Killed three times at varied moments, restarted each time.
+    for wait_ms in [700, 1900, 1300] {
+        let mut child = p
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let out = p.ok(&args);
+    assert!(out.contains("stream: 3 series"), "{out}");
+    assert!(ex.stats().ws_connections >= 5, "{:?}", ex.stats());
+
+    let q = Project::new(&ex.url, "");
+    crate::models::with_repo_models(&q);
+    q.ok(&["backfill", "--symbols", symbols, "--from", "2024-01-05", "--to", until]);
+    assert_eq!(parquet_files(&p.stage_dir()), parquet_files(&q.stage_dir()), "the stage");
+    q.ok(&["load"]);
+    q.ok(&["run", "-s", "tag:ohlc"]);
+    let rows = |project: &Project, table: &str| -> Vec<String> {
+        let conn = duckdb::Connection::open(project.path().join("klines.duckdb")).unwrap();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT CAST(COLUMNS(* EXCLUDE (_file, _staged_at, _loaded_at)) AS VARCHAR) FROM {table} ORDER BY symbol, open_time"
+            ))
+            .or_else(|_| conn.prepare(&format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM {table} ORDER BY symbol, open_time")))
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            Ok((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default()).collect::<Vec<_>>().join("|"))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+    };
+    for table in ["raw.klines", "main.TRADES_OHLC_1M", "main.TRADES_OHLC_5M", "main.TRADES_OHLC_15M", "main.TRADES_OHLC_1D"] {
+        let (streamed, built) = (rows(&p, table), rows(&q, table));
+        assert!(!built.is_empty(), "{table}");
+        assert_eq!(streamed.len(), built.len(), "{table}: rows");
+        for (a, b) in streamed.iter().zip(&built) {
+            assert_eq!(a, b, "{table}");
+        }
+    }
+}

@@ -161,6 +161,8 @@ pub struct Stats {
     /// WebSocket connections accepted, and messages sent on them.
     pub ws_connections: u64,
     pub ws_messages: u64,
+    /// Clients dropped for a late pong or too many messages.
+    pub ws_dropped: u64,
 }
 
 impl Stats {

@@ -1,7 +1,9 @@
 //! Binance's combined kline streams (`/stream?streams=...`, USD-M at `/market/stream`), over a
 //! real WebSocket: every candle that closes on the exchange's clock is sent once with `x: true`
-//! (outage minutes send nothing, as on Binance), the open candle is sent with `x: false`
-//! about every 250 ms, and queued [`WsFault`]s replace the next closed events.
+//! (outage minutes send nothing, as on Binance), the open candle is sent with `x: false` every
+//! 2 s of exchange time, and queued [`WsFault`]s replace the next closed events. The server
+//! pings every second and drops a client whose pong is 3 s late, or that sends more than 5
+//! messages in a second (Binance's limits, on real time).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +32,10 @@ pub enum WsFault {
     /// `serverShutdown` is sent (with the event), and the connection closes a second later,
     /// as Binance closes it some time after the announcement.
     Shutdown,
+    /// The event is held back and sent after the next closed event (late, out of order).
+    Late,
+    /// Nothing more is sent on this connection for this long (real time); it stays open.
+    Silent(Duration),
 }
 
 struct Stream {
@@ -100,13 +106,48 @@ async fn send(socket: &mut WebSocket, shared: &Shared, text: String) -> bool {
 
 async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stream>, futures: bool) {
     shared.stats.lock().unwrap().ws_connections += 1;
-    let mut last_update = Instant::now();
+    let mut last_update = shared.config.lock().unwrap().clock.now();
     let mut closing_at: Option<Instant> = None;
+    let mut silent_until: Option<Instant> = None;
+    let mut held: Vec<String> = Vec::new();
+    let mut pinged: Option<Instant> = None;
+    let mut last_ping = Instant::now();
+    let mut incoming: Vec<Instant> = Vec::new();
     loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Whatever the client sent: pongs clear the ping; more than 5 a second is too many.
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(20), socket.recv()).await {
+            let Ok(frame) = frame else { return };
+            incoming.push(Instant::now());
+            incoming.retain(|t| t.elapsed() < Duration::from_secs(1));
+            if incoming.len() > 5 {
+                shared.stats.lock().unwrap().ws_dropped += 1;
+                return;
+            }
+            match frame {
+                Message::Pong(_) => pinged = None,
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+        if pinged.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            shared.stats.lock().unwrap().ws_dropped += 1;
+            return;
+        }
+        if last_ping.elapsed() >= Duration::from_secs(1) {
+            last_ping = Instant::now();
+            if pinged.is_none() {
+                pinged = Some(Instant::now());
+            }
+            if socket.send(Message::Ping(b"klines".to_vec().into())).await.is_err() {
+                return;
+            }
+        }
         if closing_at.is_some_and(|t| Instant::now() >= t) {
             let _ = socket.send(Message::Close(None)).await;
             return;
+        }
+        if silent_until.is_some_and(|t| Instant::now() < t) {
+            continue;
         }
         let (now, market) = {
             let c = shared.config.lock().unwrap();
@@ -125,8 +166,18 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stre
                 let Some(k) = candle else { continue };
                 let text = event(s, &k, true, now);
                 let fault = shared.ws_faults.lock().unwrap().pop_front();
+                let late = std::mem::take(&mut held);
                 let ok = match fault {
                     None => send(&mut socket, &shared, text).await,
+                    Some(WsFault::Late) => {
+                        held.push(text);
+                        true
+                    }
+                    Some(WsFault::Silent(d)) => {
+                        silent_until = Some(Instant::now() + d);
+                        held.push(text);
+                        true
+                    }
                     Some(WsFault::Skip) => true,
                     Some(WsFault::Duplicate) => {
                         send(&mut socket, &shared, text.clone()).await
@@ -145,11 +196,19 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stre
                 if !ok {
                     return;
                 }
+                for text in late {
+                    if !send(&mut socket, &shared, text).await {
+                        return;
+                    }
+                }
+                if silent_until.is_some() {
+                    break;
+                }
             }
             streams[i].next = t;
         }
-        if last_update.elapsed() >= Duration::from_millis(250) {
-            last_update = Instant::now();
+        if now - last_update >= 2_000 {
+            last_update = now;
             for s in &streams {
                 let open = s.interval.floor(now);
                 if let Some(k) = market
