@@ -126,6 +126,9 @@ pub struct StreamArgs {
     /// Exchange seconds a closed candle may be late on the socket before REST is asked for it
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub grace_secs: u64,
+    /// Serve Prometheus metrics on this address (lag, latency, rows, reconnects, errors...)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Seconds without any message after which a socket is replaced
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub silence_secs: f64,

@@ -92,6 +92,14 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if let Some(addr) = args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| UsageError(format!("--metrics {addr}: {e}")))?;
+        stream::metric::describe();
+        tracing::info!(%addr, "Prometheus metrics on /metrics");
+    }
     let market = args.market.unwrap_or(project.market);
     let mut exchange = project.exchange.clone();
     if let Some(url) = args.base_url {

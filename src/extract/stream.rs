@@ -47,6 +47,38 @@ pub struct StreamPlan {
     pub resync: Duration,
 }
 
+/// The Prometheus metrics a stream keeps (served by `--metrics ADDR`).
+pub mod metric {
+    pub const LAG: &str = "klines_stream_lag_seconds";
+    pub const LATENCY: &str = "klines_stream_latency_seconds";
+    pub const ROWS: &str = "klines_stream_rows_total";
+    pub const FILES: &str = "klines_stream_files_total";
+    pub const EVENTS: &str = "klines_stream_events_total";
+    pub const RECONNECTS: &str = "klines_stream_reconnects_total";
+    pub const ROTATIONS: &str = "klines_stream_rotations_total";
+    pub const GAP_REQUESTS: &str = "klines_stream_rest_requests_total";
+    pub const DEAD_LETTERS: &str = "klines_stream_dead_letters_total";
+    pub const ERRORS: &str = "klines_stream_errors_total";
+
+    /// Describes them once, for the exporter's HELP lines.
+    pub fn describe() {
+        metrics::describe_gauge!(LAG, "Exchange time since the newest staged candle closed, per series");
+        metrics::describe_histogram!(LATENCY, "From a candle's close on the exchange to the end of the flush that staged (and loaded, and built) it");
+        metrics::describe_counter!(ROWS, "Closed candles staged");
+        metrics::describe_counter!(FILES, "Files staged");
+        metrics::describe_counter!(EVENTS, "WebSocket messages received");
+        metrics::describe_counter!(RECONNECTS, "Sockets lost and opened again");
+        metrics::describe_counter!(ROTATIONS, "Sockets replaced before they closed (serverShutdown, 24 hours)");
+        metrics::describe_counter!(GAP_REQUESTS, "REST requests the stream made (catch-up and gaps)");
+        metrics::describe_counter!(DEAD_LETTERS, "Messages kept as dead letters");
+        metrics::describe_counter!(ERRORS, "Flushes whose load or build failed");
+        // Counters show from the start, at zero, so a dashboard has every series at once.
+        for c in [ROWS, FILES, EVENTS, RECONNECTS, ROTATIONS, GAP_REQUESTS, DEAD_LETTERS, ERRORS] {
+            metrics::counter!(c).absolute(0);
+        }
+    }
+}
+
 /// Called after every tick that staged files, with the run's totals so far.
 #[async_trait::async_trait(?Send)]
 pub trait Sink {
@@ -122,6 +154,8 @@ pub async fn stream(
     }
 
     let totals = Arc::new(series::Totals::default());
+    let status = Status::new(&all);
+    let mut requests_before = client.stats().requests.load(Ordering::Relaxed);
     let mut last_sync = Instant::now();
     let mut ticker = tokio::time::interval(sp.flush_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -142,7 +176,10 @@ pub async fn stream(
         }
         let exchange_now = clock.now();
         let files_before = totals.files.load(Ordering::Relaxed);
-        for (s, lock) in all.iter().zip(&locks) {
+        let rows_before = totals.rows.load(Ordering::Relaxed);
+        // The newest close staged this tick, over all series.
+        let mut newest_staged: Option<i64> = None;
+        for (i, (s, lock)) in all.iter().zip(&locks).enumerate() {
             // Up to the newest close the stream delivered, or what the clock says closed more
             // than `grace` ago (the stream missed it, or the socket is down).
             let delivered = prefetched
@@ -167,6 +204,14 @@ pub async fn stream(
             series::run(&ctx, s, lock)
                 .await
                 .with_context(|| s.to_string())?;
+            if ctx.totals.files.load(Ordering::Relaxed) > 0
+                && let Some(cp) = state.load(s).await?
+                && let Some((_, end)) = cp.covered.span()
+            {
+                newest_staged = Some(newest_staged.map_or(end, |n: i64| n.max(end)));
+                status.staged(i, end);
+            }
+            status.show(i, exchange_now);
             for (sum, part) in [
                 (&totals.rows, &ctx.totals.rows),
                 (&totals.files, &ctx.totals.files),
@@ -176,16 +221,34 @@ pub async fn stream(
             }
         }
         let summary = summary(&client, &sp.plan, &all, &totals, started);
+        let requests = client.stats().requests.load(Ordering::Relaxed);
+        metrics::counter!(metric::GAP_REQUESTS).increment(requests - requests_before);
+        requests_before = requests;
         if totals.files.load(Ordering::Relaxed) > files_before {
-            tracing::info!(
-                rows = summary.rows,
-                files = summary.files,
-                exchange_time = %crate::time::format_ms(exchange_now),
-                "staged"
+            let (rows, files) = (
+                totals.rows.load(Ordering::Relaxed) - rows_before,
+                totals.files.load(Ordering::Relaxed) - files_before,
             );
-            if let Some(sink) = sink.as_deref_mut() {
-                sink.flushed(&summary).await?;
+            metrics::counter!(metric::ROWS).increment(rows);
+            metrics::counter!(metric::FILES).increment(files);
+            if let Some(sink) = sink.as_deref_mut()
+                && let Err(e) = sink.flushed(&summary).await
+            {
+                metrics::counter!(metric::ERRORS).increment(1);
+                return Err(e);
             }
+            // From the newest staged candle's close to now: staged, and loaded and built.
+            let latency_ms = newest_staged.map(|end| (clock.now() - end).max(0));
+            if let Some(ms) = latency_ms {
+                metrics::histogram!(metric::LATENCY).record(ms as f64 / 1000.0);
+            }
+            tracing::info!(
+                rows,
+                files,
+                latency_ms = latency_ms.unwrap_or(0),
+                exchange_time = %crate::time::format_ms(exchange_now),
+                "flushed"
+            );
         }
         if stopping {
             break;
@@ -206,6 +269,61 @@ pub async fn stream(
         anyhow::bail!(crate::cancel::Interrupted);
     }
     Ok((summary, stats))
+}
+
+/// Per series: the lag gauge, and on a terminal a status line (last close, lag).
+struct Status {
+    labels: Vec<(String, String)>,
+    staged_until: std::sync::Mutex<Vec<Option<i64>>>,
+    bars: Vec<Option<indicatif::ProgressBar>>,
+}
+
+impl Status {
+    fn new(all: &[Series]) -> Status {
+        let bars = all
+            .iter()
+            .map(|s| {
+                crate::progress::bars().map(|m| {
+                    let bar = m.add(indicatif::ProgressBar::new_spinner());
+                    bar.set_prefix(s.to_string());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{prefix:>22} {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    bar
+                })
+            })
+            .collect();
+        Status {
+            labels: all
+                .iter()
+                .map(|s| (s.symbol.to_string(), s.interval.to_string()))
+                .collect(),
+            staged_until: std::sync::Mutex::new(vec![None; all.len()]),
+            bars,
+        }
+    }
+
+    fn staged(&self, i: usize, end: i64) {
+        self.staged_until.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(end);
+    }
+
+    fn show(&self, i: usize, exchange_now: i64) {
+        let Some(end) = self.staged_until.lock().unwrap_or_else(|e| e.into_inner())[i] else {
+            return;
+        };
+        let lag = (exchange_now - end).max(0);
+        let (symbol, interval) = &self.labels[i];
+        metrics::gauge!(metric::LAG, "symbol" => symbol.clone(), "interval" => interval.clone())
+            .set(lag as f64 / 1000.0);
+        if let Some(bar) = &self.bars[i] {
+            bar.set_message(format!(
+                "last close {}, lag {:.1}s",
+                crate::time::format_ms(end - 1),
+                lag as f64 / 1000.0
+            ));
+        }
+    }
 }
 
 /// Whether every series' checkpoint covers `[from, until)` (as far as candles are closed).
@@ -286,10 +404,12 @@ async fn follow(
         match reader.read(socket, &url).await {
             Ended::Rotated(new) => {
                 stats.rotations.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(metric::ROTATIONS).increment(1);
                 socket = *new;
             }
             Ended::Lost => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(metric::RECONNECTS).increment(1);
                 tokio::time::sleep(backoff(1)).await;
                 socket = connect_until_open(&url).await;
                 tracing::info!("stream connected again; catching up over REST");
@@ -377,6 +497,7 @@ impl Reader {
                 _ => continue,
             };
             self.stats.events.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(metric::EVENTS).increment(1);
             match ws::parse_message(&text) {
                 Ok(Message::Kline(e)) => {
                     self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
@@ -399,6 +520,7 @@ impl Reader {
                 Ok(Message::Other) => {}
                 Err(reason) => {
                     self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(metric::DEAD_LETTERS).increment(1);
                     dead_letter(&self.stage, &text, &reason).await;
                 }
             }

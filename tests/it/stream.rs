@@ -114,14 +114,31 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
     let ex = fast_exchange();
     let ws = ex.ws_url();
     let p = Project::new(&ex.url, "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{port}");
     let child = p
         .cmd()
-        .args(stream_args(&ex, &ws, &[]))
+        .args(stream_args(&ex, &ws, &["--metrics", &metrics_addr]))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
+    // The Prometheus endpoint, while it runs.
+    let scraped = runtime()
+        .block_on(async {
+            reqwest::get(format!("http://{metrics_addr}/metrics")).await?.text().await
+        })
+        .unwrap();
+    for line in [
+        "klines_stream_lag_seconds{symbol=\"BTCUSDT\",interval=\"1m\"}",
+        "klines_stream_rows_total ",
+        "klines_stream_events_total ",
+        "klines_stream_latency_seconds{quantile=\"0.99\"}",
+        "# HELP klines_stream_reconnects_total",
+    ] {
+        assert!(scraped.contains(line), "no {line} in:\n{scraped}");
+    }
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let signalled = Instant::now();
