@@ -24,6 +24,9 @@ struct LoadSink {
     raw_schema: String,
     opts: Options,
     build: Option<Build>,
+    /// After the first flush (a full load of whatever is pending), the files each flush staged
+    /// are loaded without listing the stage.
+    follower: Option<load::Follower>,
 }
 
 struct Build {
@@ -34,10 +37,29 @@ struct Build {
 
 #[async_trait::async_trait(?Send)]
 impl Sink for LoadSink {
-    async fn flushed(&mut self, _: &Summary) -> anyhow::Result<()> {
-        let summary = load::load(&self.stage, Arc::clone(&self.wh), &self.raw_schema, &self.opts)
-            .await
-            .context("load")?;
+    async fn flushed(
+        &mut self,
+        _: &Summary,
+        staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
+    ) -> anyhow::Result<()> {
+        let summary = match &mut self.follower {
+            Some(f) => f
+                .load(&self.stage, Arc::clone(&self.wh), &self.raw_schema, &self.opts, staged)
+                .await
+                .context("load")?,
+            None => {
+                let (f, summary) = load::Follower::start(
+                    &self.stage,
+                    Arc::clone(&self.wh),
+                    &self.raw_schema,
+                    &self.opts,
+                )
+                .await
+                .context("load")?;
+                self.follower = Some(f);
+                summary
+            }
+        };
         for f in &summary.failed {
             tracing::error!(file = %f.file, error = %f.error, "failed");
         }
@@ -146,6 +168,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
                     args.select.clone()
                 },
             }),
+            follower: None,
         })
     } else {
         None

@@ -94,6 +94,8 @@ pub struct Totals {
     pub rows: AtomicU64,
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// The manifest entries written, with when (epoch ms): a live run loads exactly these.
+    pub staged: std::sync::Mutex<Vec<(ManifestEntry, i64)>>,
 }
 
 struct UnitBuf {
@@ -443,6 +445,13 @@ async fn write_unit(
         crate::failpoint::hit("backfill.after_data_put");
         manifest::write(&ctx.stage, &entry).await?;
         crate::failpoint::hit("backfill.after_manifest");
+        if ctx.live {
+            ctx.totals
+                .staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((entry.clone(), crate::time::now_ms()));
+        }
         ctx.totals.files.fetch_add(1, Ordering::Relaxed);
         ctx.totals.bytes.fetch_add(size, Ordering::Relaxed);
         tracing::debug!(series = %series, file = %key, rows = n, bytes = size, "staged");

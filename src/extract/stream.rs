@@ -79,10 +79,15 @@ pub mod metric {
     }
 }
 
-/// Called after every tick that staged files, with the run's totals so far.
+/// Called after every tick that staged files, with the run's totals so far and the manifest
+/// entries this tick wrote (oldest first, with when).
 #[async_trait::async_trait(?Send)]
 pub trait Sink {
-    async fn flushed(&mut self, totals: &Summary) -> anyhow::Result<()>;
+    async fn flushed(
+        &mut self,
+        totals: &Summary,
+        staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
+    ) -> anyhow::Result<()>;
 }
 
 /// Counters of a stream, for logs, the summary and metrics.
@@ -179,6 +184,7 @@ pub async fn stream(
         let rows_before = totals.rows.load(Ordering::Relaxed);
         // The newest close staged this tick, over all series.
         let mut newest_staged: Option<i64> = None;
+        let mut staged = Vec::new();
         for (i, (s, lock)) in all.iter().zip(&locks).enumerate() {
             // Up to the newest close the stream delivered, or what the clock says closed more
             // than `grace` ago (the stream missed it, or the socket is down).
@@ -204,6 +210,7 @@ pub async fn stream(
             series::run(&ctx, s, lock)
                 .await
                 .with_context(|| s.to_string())?;
+            staged.append(&mut ctx.totals.staged.lock().unwrap_or_else(|e| e.into_inner()));
             if ctx.totals.files.load(Ordering::Relaxed) > 0
                 && let Some(cp) = state.load(s).await?
                 && let Some((_, end)) = cp.covered.span()
@@ -232,7 +239,7 @@ pub async fn stream(
             metrics::counter!(metric::ROWS).increment(rows);
             metrics::counter!(metric::FILES).increment(files);
             if let Some(sink) = sink.as_deref_mut()
-                && let Err(e) = sink.flushed(&summary).await
+                && let Err(e) = sink.flushed(&summary, std::mem::take(&mut staged)).await
             {
                 metrics::counter!(metric::ERRORS).increment(1);
                 return Err(e);

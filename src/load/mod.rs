@@ -303,7 +303,7 @@ pub async fn load(
     opts: &Options,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let (candidates, mut failed, mut covered) =
+    let (candidates, failed, mut covered) =
         pending(stage, wh.as_ref(), raw_schema, opts.dry_run).await?;
     let mut summary = Summary::default();
     if opts.dry_run {
@@ -321,6 +321,80 @@ pub async fn load(
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
+    load_candidates(stage, wh, raw_schema, opts, candidates, failed, &mut covered, started).await
+}
+
+/// Loads new files without listing the stage: a caller that staged them (`klines stream`)
+/// knows them. `covered` (the ranges loaded per series) is the caller's, kept between calls;
+/// [`Follower::start`] makes it from the load history once, with everything pending then.
+pub struct Follower {
+    covered: Covered,
+}
+
+impl Follower {
+    /// Loads what is pending now (a full [`load`]) and remembers what is loaded.
+    pub async fn start(
+        stage: &Stage,
+        wh: Arc<dyn Warehouse>,
+        raw_schema: &str,
+        opts: &Options,
+    ) -> anyhow::Result<(Follower, Summary)> {
+        let started = Instant::now();
+        let (candidates, failed, mut covered) =
+            pending(stage, wh.as_ref(), raw_schema, false).await?;
+        let summary = load_candidates(
+            stage,
+            wh,
+            raw_schema,
+            opts,
+            candidates,
+            failed,
+            &mut covered,
+            started,
+        )
+        .await?;
+        Ok((Follower { covered }, summary))
+    }
+
+    /// Loads `entries` (just staged, oldest first), exactly once as [`load`] does.
+    pub async fn load(
+        &mut self,
+        stage: &Stage,
+        wh: Arc<dyn Warehouse>,
+        raw_schema: &str,
+        opts: &Options,
+        entries: Vec<(ManifestEntry, i64)>,
+    ) -> anyhow::Result<Summary> {
+        let candidates = entries
+            .into_iter()
+            .map(|(entry, staged_at)| Candidate { entry, staged_at })
+            .collect();
+        load_candidates(
+            stage,
+            wh,
+            raw_schema,
+            opts,
+            candidates,
+            Vec::new(),
+            &mut self.covered,
+            Instant::now(),
+        )
+        .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_candidates(
+    stage: &Stage,
+    wh: Arc<dyn Warehouse>,
+    raw_schema: &str,
+    opts: &Options,
+    candidates: Vec<Candidate>,
+    mut failed: Vec<Failure>,
+    covered: &mut Covered,
+    started: Instant,
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
     let total_rows: u64 = candidates.iter().map(|c| c.entry.rows).sum();
     let task = Task::new("load", total_rows, "load");
     tracing::info!(files = candidates.len(), rows = total_rows, warehouse = %wh.describe(), "loading");
@@ -362,7 +436,7 @@ pub async fn load(
         }
         let rows = assemble(&files, &decoded);
         drop(decoded);
-        let fresh = is_fresh(&files, &covered);
+        let fresh = is_fresh(&files, covered);
         let batch = LoadBatch { files, rows, fresh };
         let n_rows: u64 = batch.files.iter().map(|f| f.entry.rows).sum();
         let counts = wh

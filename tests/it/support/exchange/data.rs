@@ -105,6 +105,23 @@ impl Market {
         }
     }
 
+    /// `n` synthetic symbols (`S000USDT`, `S001USDT`, ...) for benchmarks of many series.
+    pub fn synthetic_n(n: usize) -> Market {
+        Market {
+            synthetic: (0..n)
+                .map(|i| {
+                    SyntheticSymbol::new(
+                        &format!("S{i:03}USDT"),
+                        EPOCH_2017_08_17,
+                        &format!("{}.00", 10 + i * 7),
+                        "0.01",
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// The real fixtures only (XRPETH, BTCUSDT, ETHUSDT, SOLUSDT).
     pub fn real(fixtures: &Path) -> Market {
         Market {
