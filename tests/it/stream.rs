@@ -159,28 +159,80 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
 }
 
-#[test]
-fn stream_load_puts_every_flush_into_the_warehouse() {
+/// `--load` on each warehouse: raw.klines ends holding every closed kline of the range once,
+/// exactly (DuckDB and Postgres in the stream's own connection; Snowflake by COPY INTO from
+/// the S3 stage, per flush).
+fn stream_load(wh: &str) {
     let ex = fast_exchange();
     let ws = ex.ws_url();
-    let p = Project::new(&ex.url, "");
+    let (p, target, sf) = match wh {
+        "snowflake" => {
+            let sf = FakeSnow::create();
+            let url = crate::stage::s3_stage_url();
+            let stage_name = sf.external_stage(&url);
+            let p = Project::new(&ex.url, &format!("stage: {url}\nstate: stage\n"));
+            p.profiles("sf", &sf.output_yaml("sf", Some(&stage_name)));
+            (p, None, Some(sf))
+        }
+        other => {
+            let p = Project::new(&ex.url, "");
+            let target = if other == "postgres" { Wh::postgres() } else { Wh::DuckDb };
+            target.setup(&p);
+            (p, Some(target), None)
+        }
+    };
     p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--load"]));
     let want = expected_until(&ex, "BTCUSDT");
-    let conn = duckdb::Connection::open(p.path().join("klines.duckdb")).unwrap();
-    let (n, first, last): (i64, i64, i64) = conn
-        .query_row(
-            "SELECT count(*), epoch_ms(min(open_time)), epoch_ms(max(open_time)) FROM raw.klines",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    assert_eq!(n as usize, want.len());
-    assert_eq!((first, last), (want[0].open_time, want[want.len() - 1].open_time));
-    let sum: String = conn
-        .query_row("SELECT sum(close)::varchar FROM raw.klines", [], |r| r.get(0))
-        .unwrap();
-    let want_sum: i128 = want.iter().map(|k| k.close).sum();
-    assert_eq!(klines::decimal::parse(&sum).unwrap(), want_sum, "each row once, exact");
+    // Every row, compared exactly (fakesnow would sum decimals as floats).
+    let sql = "SELECT open_time, close, volume, trades FROM raw.klines ORDER BY open_time";
+    let rows = match (&target, &sf) {
+        (Some(t), _) => t.query(&p, sql),
+        (_, Some(sf)) => {
+            let out = sf.output(None);
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    use klines::warehouse::Warehouse;
+                    let w = klines::warehouse::snowflake::Snowflake::connect(&out).await.unwrap();
+                    w.query(sql).await.unwrap().rows
+                })
+            })
+            .join()
+            .unwrap()
+        }
+        _ => unreachable!(),
+    };
+    let got: Vec<(i64, i128, i128, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_millis().unwrap(),
+                r[1].to_scaled(8).unwrap(),
+                r[2].to_scaled(8).unwrap(),
+                r[3].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, i128, i128, i64)> = want
+        .iter()
+        .map(|k| (k.open_time, k.close, k.volume, k.trades))
+        .collect();
+    assert_eq!(got.len(), want.len(), "{wh}: rows");
+    assert_eq!(got, want, "{wh}: each row once, exact");
+}
+
+#[test]
+fn stream_load_puts_every_flush_into_duckdb() {
+    stream_load("duckdb");
+}
+
+#[test]
+fn stream_load_puts_every_flush_into_postgres() {
+    stream_load("postgres");
+}
+
+#[test]
+fn stream_load_puts_every_flush_into_snowflake() {
+    stream_load("snowflake");
 }
 
 /// serverShutdown: the new socket opens before the old one closes, so no candle is missed and
