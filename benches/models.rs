@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use klines::models::runner::{Mode, Runner};
 
-use support::{DAY, DayStager};
+use support::{DAY, DayStager, copy_dir};
 
 fn generate_project(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("models/gen")).unwrap();
@@ -203,14 +203,3 @@ fn year_run(name: &str, days: i64, profiles: Option<String>) {
     println!("{name}: klines run models with nothing new: {none:.3}s");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}

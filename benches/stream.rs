@@ -14,12 +14,15 @@
 #[path = "../tests/it/support/exchange/mod.rs"]
 #[allow(dead_code)]
 mod exchange;
+#[allow(dead_code)]
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use exchange::{Clock, Config, TestExchange, data};
+use support::copy_dir;
 
 const START: i64 = 1_704_412_800_000; // 2024-01-05T00:00:00Z
 const MINUTE: i64 = 60_000;
@@ -69,17 +72,6 @@ fn project(url: &str, pg: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 fn psql(sql: &str) {
     let status = Command::new("psql")

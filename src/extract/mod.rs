@@ -128,18 +128,7 @@ pub async fn backfill(
         ))
         .into());
     }
-    let market = client.market();
-    let all: Vec<Series> = plan
-        .symbols
-        .iter()
-        .flat_map(|s| {
-            plan.intervals.iter().map(move |&i| Series {
-                market,
-                symbol: s.clone(),
-                interval: i,
-            })
-        })
-        .collect();
+    let all = stream::all_series(&client, plan);
     let locks = lock_all(&state, &stage, &all).await?;
     let ctx = Arc::new(series::RunContext {
         client: Arc::clone(&client),

@@ -269,23 +269,37 @@ fn stream_build_keeps_the_models_equal_to_a_full_build() {
     q.ok(&["load"]);
     q.ok(&["run", "-s", "tag:ohlc"]);
     for model in ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"] {
-        let rows = |project: &Project| -> Vec<String> {
-            let conn = duckdb::Connection::open(project.path().join("klines.duckdb")).unwrap();
-            let mut stmt = conn
-                .prepare(&format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM main.{model} ORDER BY symbol, open_time"))
-                .unwrap();
-            let n = stmt.column_count();
-            stmt.query_map([], |r| {
-                Ok((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default()).collect::<Vec<_>>().join("|"))
-            })
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-        };
-        let (streamed, built) = (rows(&p), rows(&q));
+        let table = format!("main.{model}");
+        let (streamed, built) = (table_rows(&p, &table), table_rows(&q, &table));
         assert!(!built.is_empty(), "{model}");
         assert_eq!(streamed, built, "{model}");
     }
+}
+
+/// Every row of a DuckDB table as text, by symbol and open time; for raw.klines without the
+/// columns that say when and from which file a row was loaded.
+fn table_rows(project: &Project, table: &str) -> Vec<String> {
+    let conn = duckdb::Connection::open(project.path().join("klines.duckdb")).unwrap();
+    let columns = if table == "raw.klines" {
+        "COLUMNS(* EXCLUDE (_file, _staged_at, _loaded_at))"
+    } else {
+        "COLUMNS(*)"
+    };
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT CAST({columns} AS VARCHAR) FROM {table} ORDER BY symbol, open_time"
+        ))
+        .unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n)
+            .map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("|"))
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
 }
 
 /// Hours of exchange time for three symbols with every fault the test exchange has (missed,
@@ -350,24 +364,8 @@ fn hours_of_faults_and_kill_9_leave_the_warehouse_equal_to_a_full_build() {
     assert_eq!(parquet_files(&p.stage_dir()), parquet_files(&q.stage_dir()), "the stage");
     q.ok(&["load"]);
     q.ok(&["run", "-s", "tag:ohlc"]);
-    let rows = |project: &Project, table: &str| -> Vec<String> {
-        let conn = duckdb::Connection::open(project.path().join("klines.duckdb")).unwrap();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT CAST(COLUMNS(* EXCLUDE (_file, _staged_at, _loaded_at)) AS VARCHAR) FROM {table} ORDER BY symbol, open_time"
-            ))
-            .or_else(|_| conn.prepare(&format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM {table} ORDER BY symbol, open_time")))
-            .unwrap();
-        let n = stmt.column_count();
-        stmt.query_map([], |r| {
-            Ok((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default()).collect::<Vec<_>>().join("|"))
-        })
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
-    };
     for table in ["raw.klines", "main.TRADES_OHLC_1M", "main.TRADES_OHLC_5M", "main.TRADES_OHLC_15M", "main.TRADES_OHLC_1D"] {
-        let (streamed, built) = (rows(&p, table), rows(&q, table));
+        let (streamed, built) = (table_rows(&p, table), table_rows(&q, table));
         assert!(!built.is_empty(), "{table}");
         assert_eq!(streamed.len(), built.len(), "{table}: rows");
         for (a, b) in streamed.iter().zip(&built) {
