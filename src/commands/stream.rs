@@ -117,6 +117,11 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(stream::metric::LATENCY.to_string()),
+                &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+            )
+            .map_err(|e| UsageError(format!("--metrics: {e}")))?
             .install()
             .map_err(|e| UsageError(format!("--metrics {addr}: {e}")))?;
         stream::metric::describe();

@@ -134,7 +134,8 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
         "klines_stream_lag_seconds{symbol=\"BTCUSDT\",interval=\"1m\"}",
         "klines_stream_rows_total ",
         "klines_stream_events_total ",
-        "klines_stream_latency_seconds{quantile=\"0.99\"}",
+        "klines_stream_latency_seconds_bucket{le=\"5\"}",
+        "klines_stream_latency_seconds_count ",
         "# HELP klines_stream_reconnects_total",
     ] {
         assert!(scraped.contains(line), "no {line} in:\n{scraped}");
@@ -233,6 +234,30 @@ fn stream_load_puts_every_flush_into_postgres() {
 #[test]
 fn stream_load_puts_every_flush_into_snowflake() {
     stream_load("snowflake");
+}
+
+/// USD-M futures (`/market/stream`, 499-row REST pages) and several intervals at once.
+#[test]
+fn usdm_and_several_intervals_stream_too() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    let p = Project::new(&ex.url, "");
+    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--market", "usdm", "--interval", "1m,5m"]));
+    assert!(out.starts_with("stream: 2 series"), "{out}");
+    for iv in ["1m", "5m"] {
+        let interval: klines::exchange::Interval = iv.parse().unwrap();
+        let want: Vec<_> = ex
+            .usdm_market()
+            .klines("BTCUSDT", interval, ms(FROM), ms(UNTIL), ms(UNTIL), usize::MAX)
+            .into_iter()
+            .filter(|k| k.close_time < ms(UNTIL))
+            .collect();
+        assert_staged(&p.stage_dir(), "BTCUSDT", iv, &want);
+    }
+    assert!(
+        files(&p.stage_dir()).keys().all(|k| !k.starts_with("market=spot")),
+        "USD-M data lands under market=usdm"
+    );
 }
 
 /// serverShutdown: the new socket opens before the old one closes, so no candle is missed and
