@@ -14,7 +14,18 @@ use crate::warehouse::snowflake::{Snowflake, snowpipe::Snowpipe};
 pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
-    let stage = super::stage(&project, args.stage.clone())?;
+    run_on(&project, &target, None, args).await
+}
+
+/// Loads into `target`, on `wh` when the caller has a connection already (`klines pipeline`
+/// loads and builds on one).
+pub(crate) async fn run_on(
+    project: &Project,
+    target: &Target,
+    wh: Option<std::sync::Arc<dyn warehouse::Warehouse>>,
+    args: LoadArgs,
+) -> anyhow::Result<()> {
+    let stage = super::stage(project, args.stage.clone())?;
     if let Output::Snowflake(o) = &target.output {
         if !matches!(stage.location(), Location::S3 { .. }) {
             return Err(UsageError(format!(
@@ -24,7 +35,7 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
             .into());
         }
         if let Some(pipe) = &args.snowpipe {
-            return snowpipe(&project, o, &target, &stage, pipe, &args).await;
+            return snowpipe(project, o, target, &stage, pipe, &args).await;
         }
     } else if args.snowpipe.is_some() {
         return Err(UsageError(format!(
@@ -34,7 +45,10 @@ pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let wh = warehouse::connect(&target, &project.dir).await?;
+    let wh = match wh {
+        Some(wh) => wh,
+        None => warehouse::connect(target, &project.dir).await?,
+    };
     // One load per raw schema at a time, across processes and machines.
     let _lock = wh
         .lock(

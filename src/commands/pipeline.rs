@@ -27,9 +27,21 @@ pub async fn run(global: &GlobalArgs, args: PipelineArgs) -> anyhow::Result<()> 
         full_refresh: false,
         threads: args.threads,
     };
+    // One project, one target and one warehouse connection for the whole run.
+    let project = super::project(global)?;
+    let target = super::target(global, &project)?;
     stage("backfill", super::backfill::run(global, args.backfill)).await?;
-    stage("load", super::load::run(global, load)).await?;
-    stage("build", super::models::run(global, build, Mode::Build)).await?;
+    let wh = stage("load", async {
+        let wh = crate::warehouse::connect(&target, &project.dir).await?;
+        super::load::run_on(&project, &target, Some(wh.clone()), load).await?;
+        Ok(wh)
+    })
+    .await?;
+    stage(
+        "build",
+        super::models::run_on(&project, &target, Some(wh), build, Mode::Build, true),
+    )
+    .await?;
     println!(
         "pipeline: backfill, load and build done in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -38,10 +50,10 @@ pub async fn run(global: &GlobalArgs, args: PipelineArgs) -> anyhow::Result<()> 
 }
 
 /// Runs one stage in a span of its name; its error (and so its exit code) stops the pipeline.
-async fn stage(
+async fn stage<T>(
     name: &'static str,
-    work: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tracing::info!(stage = name, "pipeline stage");
     work.instrument(tracing::info_span!("pipeline", stage = name))
         .await
