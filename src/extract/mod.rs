@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod ranges;
 pub mod series;
+mod socket;
 pub mod state;
 pub mod stream;
 

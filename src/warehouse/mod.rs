@@ -4,6 +4,7 @@
 
 pub mod duckdb;
 pub mod ident;
+pub mod pg_tls;
 pub mod pg_types;
 pub mod postgres;
 pub mod raw;
