@@ -117,6 +117,10 @@ pub struct StreamArgs {
     /// After each load, run the selected models incrementally (implies --load)
     #[arg(long)]
     pub build: bool,
+    /// Snowflake: load each flush through Snowpipe (DB.SCHEMA.PIPE, default: the profile's
+    /// `pipe`) instead of COPY INTO (implies --load)
+    #[arg(long, value_name = "PIPE", num_args = 0..=1, default_missing_value = "")]
+    pub snowpipe: Option<String>,
     /// The models --build runs [default: tag:ohlc, the TRADES_OHLC models]
     #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
     pub select: Vec<String>,

@@ -14,6 +14,9 @@ use crate::extract::{self, Plan, Summary};
 use crate::load::{self, Options};
 use crate::stage::Stage;
 use crate::time;
+use crate::config::profiles::Output;
+use crate::stage::Location;
+use crate::warehouse::snowflake::{Snowflake, snowpipe::Snowpipe};
 use crate::warehouse::{self, Warehouse};
 
 /// `--load`: every flush is loaded into the warehouse, on the one connection of this process
@@ -27,6 +30,8 @@ struct LoadSink {
     /// After the first flush (a full load of whatever is pending), the files each flush staged
     /// are loaded without listing the stage.
     follower: Option<load::Follower>,
+    /// `--snowpipe`: each flush goes through the pipe instead.
+    pipe: Option<(Arc<Snowflake>, Snowpipe)>,
 }
 
 struct Build {
@@ -42,6 +47,23 @@ impl Sink for LoadSink {
         _: &Summary,
         staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
     ) -> anyhow::Result<()> {
+        if let Some((sf, pipe)) = &self.pipe {
+            let summary = load::snowpipe::load(
+                &self.stage,
+                sf,
+                pipe,
+                &self.raw_schema,
+                &self.opts,
+                Duration::from_secs(600),
+            )
+            .await
+            .context("snowpipe")?;
+            for f in summary.files.iter().filter(|f| f.status != "LOADED") {
+                tracing::error!(file = %f.file, status = %f.status, error = f.error.as_deref().unwrap_or(""), "failed");
+            }
+            tracing::info!(files = summary.files.len(), inserted = summary.inserted, "loaded through Snowpipe");
+            return self.build().await;
+        }
         let summary = match &mut self.follower {
             Some(f) => f
                 .load(&self.stage, Arc::clone(&self.wh), &self.raw_schema, &self.opts, staged)
@@ -64,6 +86,12 @@ impl Sink for LoadSink {
             tracing::error!(file = %f.file, error = %f.error, "failed");
         }
         tracing::info!(files = summary.files, rows = summary.rows, "loaded");
+        self.build().await
+    }
+}
+
+impl LoadSink {
+    async fn build(&self) -> anyhow::Result<()> {
         if let Some(b) = &self.build {
             let args = crate::cli::RunArgs {
                 select: crate::cli::SelectArgs {
@@ -152,9 +180,43 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         .map_err(|e| UsageError(format!("{e:#}")))?
         .with_lease(project.lease);
     // A load target is resolved before anything is fetched, so a bad profile stops at once.
-    let mut sink = if args.load || args.build {
+    let mut sink = if args.load || args.build || args.snowpipe.is_some() {
         let target = super::target(global, &project)?;
-        let wh = warehouse::connect(&target, &project.dir).await?;
+        let mut pipe = None;
+        let wh: Arc<dyn Warehouse> = match (&args.snowpipe, &target.output) {
+            (Some(name), Output::Snowflake(o)) => {
+                if !matches!(stage.location(), Location::S3 { .. }) {
+                    return Err(UsageError(format!(
+                        "Snowpipe loads from S3: the stage is {}",
+                        stage.url()
+                    ))
+                    .into());
+                }
+                let name = if name.is_empty() {
+                    o.pipe.clone().ok_or_else(|| {
+                        UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
+                    })?
+                } else {
+                    name.clone()
+                };
+                let sf = Arc::new(Snowflake::connect(o).await?);
+                pipe = Some((
+                    Arc::clone(&sf),
+                    Snowpipe::new(o, sf.http().clone(), &name)
+                        .map_err(|e| UsageError(format!("{e:#}")))?,
+                ));
+                sf
+            }
+            (Some(_), _) => {
+                return Err(UsageError(format!(
+                    "--snowpipe needs a Snowflake target; {} is {}",
+                    target.name,
+                    target.type_name()
+                ))
+                .into());
+            }
+            _ => warehouse::connect(&target, &project.dir).await?,
+        };
         Some(LoadSink {
             stage: stage.clone(),
             wh,
@@ -174,6 +236,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
                 },
             }),
             follower: None,
+            pipe,
         })
     } else {
         None

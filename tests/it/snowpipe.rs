@@ -364,10 +364,12 @@ fn count(out: &SnowflakeOutput, sql: &str) -> i64 {
     .unwrap()
 }
 
-/// Snowpipe loads what it reports LOADED; a failed file is named, exits 3 and is submitted
-/// again by the next run; files already landed are merged without a new submission.
-#[test]
-fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
+/// A fakesnow database behind the Snowpipe mock, an S3 stage over SeaweedFS, a key pair, and a
+/// project whose profile loads through the pipe: (mock, project, direct output, keys, db).
+fn with_pipe(
+    ex: &TestExchange,
+    extra: &str,
+) -> (Arc<Mock>, Project, SnowflakeOutput, tempfile::TempDir, FakeSnow) {
     let sf = FakeSnow::create();
     let url = s3_stage_url();
     let stage = sf.external_stage(&url);
@@ -388,9 +390,7 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
         pipe_copy: std::sync::OnceLock::new(),
     });
     let mock_url = start(Arc::clone(&mock));
-
-    let ex = TestExchange::start(ExchangeConfig::synthetic(ms("2024-01-04T12:00:00Z")));
-    let p = Project::new(&ex.url, &format!("stage: {url}\n"));
+    let p = Project::new(&ex.url, &format!("stage: {url}\n{extra}"));
     let profile = sf
         .output_yaml("sf", Some(&stage))
         .replace(&FakeSnow::url(), &mock_url)
@@ -405,6 +405,42 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     mock.pipe_copy
         .set(pipe_from_setup(&p, &direct))
         .unwrap();
+    (mock, p, direct, keys, sf)
+}
+
+/// `klines stream --snowpipe`: every flush is submitted to the pipe and merged once Snowpipe
+/// reports it LOADED; raw.klines ends with every closed kline of the range once.
+#[test]
+fn stream_submits_every_flush_to_snowpipe() {
+    let start = ms("2024-01-05T13:37:30Z");
+    let mut config = ExchangeConfig::synthetic(start);
+    config.clock = Clock::scaled(start, 120);
+    let ex = TestExchange::start(config);
+    let (mock, p, direct, _keys, _sf) = with_pipe(&ex, "state: stage\n");
+    let ws = ex.ws_url();
+    let until = "2024-01-05T13:48:00Z";
+    p.ok(&[
+        "stream", "--from", "2024-01-05", "--until", until, "--ws-url", &ws, "--snowpipe",
+        "--flush-secs", "1",
+    ]);
+    let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-05"), ms(until));
+    let want: Vec<_> = want.into_iter().filter(|k| k.close_time < ms(until)).collect();
+    assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES"), want.len() as i64);
+    assert_eq!(
+        count(&direct, "SELECT count(DISTINCT open_time) FROM RAW.KLINES"),
+        want.len() as i64,
+        "each kline once"
+    );
+    assert!(mock.log.lock().unwrap().submitted.len() >= 2, "one submission a flush");
+    assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES_LANDING"), 0);
+}
+
+/// Snowpipe loads what it reports LOADED; a failed file is named, exits 3 and is submitted
+/// again by the next run; files already landed are merged without a new submission.
+#[test]
+fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms("2024-01-04T12:00:00Z")));
+    let (mock, p, direct, _keys, _sf) = with_pipe(&ex, "");
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-03"]);
     let day = |d: &str| format!("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet");
     let rows = |from: &str, to: &str| expected(&ex, "BTCUSDT", "1m", ms(from), ms(to)).len() as i64;
