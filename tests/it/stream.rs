@@ -398,3 +398,36 @@ fn hours_of_faults_and_kill_9_leave_the_warehouse_equal_to_a_full_build() {
         }
     }
 }
+
+/// The real klines (data.binance.vision's ETHUSDT archive of 2022-08-14, all 12 fields) over
+/// the socket and REST: staged exactly as Binance published them.
+#[test]
+fn real_klines_stream_exactly() {
+    let start = ms("2022-08-14T12:00:00Z");
+    let mut config = ExchangeConfig::real_full12(start);
+    config.clock = Clock::scaled(start, 120);
+    let ex = TestExchange::start(config);
+    let ws = ex.ws_url();
+    let p = Project::new(&ex.url, "");
+    let until = "2022-08-14T12:12:00Z";
+    let out = p.ok(&[
+        "stream", "--symbols", "ETHUSDT", "--from", "2022-08-14", "--until", until, "--ws-url", &ws,
+        "--flush-secs", "0.2", "--grace-secs", "120",
+    ]);
+    let closed: u64 = out
+        .split(" closed)")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(closed >= 8, "the live minutes came over the socket: {out}");
+    let archive = crate::support::exchange::data::read_full_rows(
+        &crate::support::exchange::data::full12_dir().join("spot/ETHUSDT-1m-2022-08-14.zip"),
+    );
+    let want: Vec<_> = archive
+        .into_values()
+        .filter(|k| k.open_time < ms(until) && k.close_time < ms(until))
+        .collect();
+    assert_eq!(want.len(), 12 * 60 + 12);
+    assert_staged(&p.stage_dir(), "ETHUSDT", "1m", &want);
+}
