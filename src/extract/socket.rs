@@ -30,9 +30,11 @@ const MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 
 /// One connection's life: connect (backing off with jitter after a failure), read events until
 /// the socket is lost (then again) or must be replaced (then the new one first).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn follow(
     url: String,
     market: crate::exchange::Market,
+    subscribed: std::collections::HashSet<Series>,
     prefetched: Arc<Prefetched>,
     stats: Arc<StreamStats>,
     clock: Arc<ExchangeClock>,
@@ -42,6 +44,7 @@ pub(super) async fn follow(
     let mut socket = connect_until_open(&url).await;
     let reader = Reader {
         market,
+        subscribed,
         prefetched,
         stats: Arc::clone(&stats),
         clock: Arc::clone(&clock),
@@ -84,6 +87,8 @@ async fn connect_until_open(url: &str) -> ws::Socket {
 
 struct Reader {
     market: crate::exchange::Market,
+    /// The series this connection asked for: an event of another is not trusted.
+    subscribed: std::collections::HashSet<Series>,
     prefetched: Arc<Prefetched>,
     stats: Arc<StreamStats>,
     clock: Arc<ExchangeClock>,
@@ -150,13 +155,18 @@ impl Reader {
             match ws::parse_message(&text) {
                 Ok(Message::Kline(e)) => {
                     self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
-                    if e.closed {
+                    let series = Series {
+                        market: self.market,
+                        symbol: e.symbol.clone(),
+                        interval: e.interval,
+                    };
+                    if !self.subscribed.contains(&series) {
+                        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(metric::DEAD_LETTERS).increment(1);
+                        let reason = format!("an event of {series}, which this connection did not subscribe to");
+                        dead_letter(&self.stage, &text, &reason).await;
+                    } else if e.closed {
                         self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                        let series = Series {
-                            market: self.market,
-                            symbol: e.symbol.clone(),
-                            interval: e.interval,
-                        };
                         self.prefetched.insert(series, e.kline);
                     }
                 }

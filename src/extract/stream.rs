@@ -143,11 +143,12 @@ pub async fn stream(
         .map(|s| ws::stream_name(&s.symbol, s.interval))
         .collect();
     let mut sockets = tokio::task::JoinSet::new();
-    for chunk in streams.chunks(ws::MAX_STREAMS) {
+    for (chunk, series) in streams.chunks(ws::MAX_STREAMS).zip(all.chunks(ws::MAX_STREAMS)) {
         let url = ws::stream_url(&sp.ws_url, client.market(), chunk);
         sockets.spawn(super::socket::follow(
             url,
             client.market(),
+            series.iter().cloned().collect(),
             Arc::clone(&prefetched),
             Arc::clone(&stats),
             Arc::clone(&clock),

@@ -93,20 +93,22 @@ fn malformed_messages_become_dead_letters_and_the_stream_goes_on() {
     let ws = ex.ws_url();
     ex.inject_ws([
         WsFault::Before("{not json".into()),
+        WsFault::Before(r#"{"stream":"dogeusdt@kline_1m","data":{"e":"kline","E":1,"s":"DOGEUSDT","k":{"t":1704462000000,"T":1704462059999,"s":"DOGEUSDT","i":"1m","o":"1","c":"1","h":"1","l":"1","v":"1","n":1,"x":true,"q":"1","V":"0","Q":"0"}}}"#.into()),
         WsFault::Before(r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{"t":1704462000000,"T":1704462059999,"s":"BTCUSDT","i":"1m","o":"1","c":"1","h":"0.5","l":"1","v":"1","n":1,"x":true,"q":"1","V":"0","Q":"0"}}}"#.into()),
     ]);
     let p = Project::new(&ex.url, "");
     let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL]));
-    assert_eq!(summary_number(&out, "dead"), 2, "{out}");
+    assert_eq!(summary_number(&out, "dead"), 3, "{out}");
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
     let letters: Vec<serde_json::Value> = files(&p.stage_dir().join("_dead_letters"))
         .values()
         .map(|b| serde_json::from_slice(b).unwrap())
         .collect();
-    assert_eq!(letters.len(), 2);
+    assert_eq!(letters.len(), 3);
     let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
     assert!(reasons.iter().any(|r| r.contains("not a stream message")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("out of order")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("did not subscribe")), "{reasons:?}");
     assert!(letters.iter().any(|l| l["raw"] == "{not json"));
 }
 
