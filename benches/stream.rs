@@ -9,7 +9,8 @@
 //!    staged a live minute.
 //! 2. A simulated day of 200 symbols (`--load --build` into DuckDB): the child's CPU seconds
 //!    per symbol-hour of exchange time, its peak memory, and its resident memory at 25%, 50%,
-//!    75% and 100% of the run (flat is the goal).
+//!    75% and 100% of the run (flat is the goal). `-- --day HOURS [--load-only]` runs this
+//!    part alone, for that many hours, with or without the models.
 
 #[path = "../tests/it/support/exchange/mod.rs"]
 #[allow(dead_code)]
@@ -215,13 +216,14 @@ fn latency(n: usize, pg: bool, live_minutes: i64, speed: u32) {
     }
 }
 
-fn day(n: usize, hours: i64, speed: u32) {
+fn day(n: usize, hours: i64, speed: u32, build: bool) {
     let ex = exchange_at(n, speed);
     let dir = project(&ex.url, None);
     let until = START + hours * 60 * MINUTE;
     let args: Vec<String> = [
         "stream", "--symbols", &symbols(n), "--from", &klines::time::format_ms(START),
-        "--until", &klines::time::format_ms(until), "--ws-url", &ex.ws_url(), "--build",
+        "--until", &klines::time::format_ms(until), "--ws-url", &ex.ws_url(),
+        if build { "--build" } else { "--load" },
         "--log-format", "json", "--flush-secs", "1", "--grace-secs", "600",
     ]
     .iter()
@@ -231,7 +233,8 @@ fn day(n: usize, hours: i64, speed: u32) {
     let r = run(dir.path(), &args, expected);
     let mb = |b: u64| b as f64 / 1e6;
     println!(
-        "stream, {n} symbols for {hours} h of exchange time (clock x{speed}, --build into DuckDB): {:.3} CPU s per symbol-hour, peak RSS {:.1} MB, RSS at 25/50/75/100%: {} MB (wall {:.1}s, CPU {:.1}s)",
+        "stream, {n} symbols for {hours} h of exchange time (clock x{speed}, {} into DuckDB): {:.3} CPU s per symbol-hour, peak RSS {:.1} MB, RSS at 25/50/75/100%: {} MB (wall {:.1}s, CPU {:.1}s)",
+        if build { "--build" } else { "--load" },
         r.cpu / (n as f64 * hours as f64),
         mb(r.peak),
         r.rss.iter().map(|b| format!("{:.0}", mb(*b))).collect::<Vec<_>>().join("/"),
@@ -241,6 +244,13 @@ fn day(n: usize, hours: i64, speed: u32) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `-- --day HOURS [--load-only]`: the day run alone (for looking into memory).
+    if let Some(i) = args.iter().position(|a| a == "--day") {
+        let hours = args.get(i + 1).and_then(|h| h.parse().ok()).unwrap_or(24);
+        day(200, hours, 480, !args.iter().any(|a| a == "--load-only"));
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let live = if quick { 3 } else { 10 };
     for n in [1, 50, 200] {
@@ -248,8 +258,8 @@ fn main() {
         latency(n, true, live, 20);
     }
     if quick {
-        day(200, 2, 240);
+        day(200, 2, 240, true);
     } else {
-        day(200, 24, 480);
+        day(200, 24, 480, true);
     }
 }
