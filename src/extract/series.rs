@@ -252,6 +252,9 @@ impl Saver {
     }
 }
 
+/// A live run's pieces of one open unit before they are merged into one file.
+const MAX_PIECES: usize = 60;
+
 const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[allow(clippy::too_many_arguments)]
@@ -391,11 +394,27 @@ async fn write_unit(
     unit: UnitBuf,
 ) -> anyhow::Result<()> {
     let unit_range = (unit_start, unit.end);
-    let mut covered = cp.covered.within(unit_start, unit.end);
+    let before = cp.covered.within(unit_start, unit.end);
+    let mut covered = before.clone();
+    covered.union(&unit.fetched);
+    let complete = covered.covers(unit_start, unit.end);
+    // A live run adds its new candles as a piece of their own (a fresh append for the loader)
+    // while the unit is open and its pieces are few; the pieces are merged every MAX_PIECES
+    // flushes and when the unit closes.
+    let earlier_keys = cp.partial.get(&unit_start).cloned().unwrap_or_default();
+    let piece = match (unit.fetched.ranges(), before.span()) {
+        ([(s, _)], last) => {
+            ctx.live
+                && !complete
+                && earlier_keys.len() < MAX_PIECES
+                && last.is_none_or(|(_, e)| e == *s)
+        }
+        _ => false,
+    };
     // Rows staged earlier for this unit, in the files of its partial coverage.
     let mut earlier = Vec::new();
     let mut earlier_files = Vec::new();
-    for key in cp.partial.get(&unit_start).into_iter().flatten() {
+    for key in earlier_keys.iter().filter(|_| !piece) {
         let bytes = ctx
             .stage
             .get(key)
@@ -415,12 +434,12 @@ async fn write_unit(
     } else {
         KlineBatch::merge(&batches)
     };
-    covered.union(&unit.fetched);
-    let complete = covered.covers(unit_start, unit.end);
     let mut written = None;
     if !rows.is_empty() {
         let (start, end) = if complete {
             unit_range
+        } else if piece {
+            unit.fetched.span().unwrap_or(unit_range)
         } else {
             covered.span().unwrap_or(unit_range)
         };
@@ -472,7 +491,11 @@ async fn write_unit(
     if complete {
         cp.partial.remove(&unit_start);
     } else if let Some(key) = written {
-        cp.partial.insert(unit_start, vec![key]);
+        if piece {
+            cp.partial.entry(unit_start).or_default().push(key);
+        } else {
+            cp.partial.insert(unit_start, vec![key]);
+        }
     }
     saver.dirty = true;
     if saver.last.elapsed() >= SAVE_EVERY {
