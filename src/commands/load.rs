@@ -92,14 +92,11 @@ pub(crate) async fn run_on(
     }
 }
 
-async fn snowpipe(
-    project: &Project,
+/// A Snowflake connection and the pipe `--snowpipe [PIPE]` names (empty: the profile's `pipe`).
+pub(crate) async fn connect_pipe(
     o: &SnowflakeOutput,
-    target: &Target,
-    stage: &Stage,
     pipe: &str,
-    args: &LoadArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Snowflake, Snowpipe)> {
     let pipe = if pipe.is_empty() {
         o.pipe.clone().ok_or_else(|| {
             UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
@@ -110,6 +107,18 @@ async fn snowpipe(
     let sf = Snowflake::connect(o).await?;
     let pipe =
         Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| UsageError(format!("{e:#}")))?;
+    Ok((sf, pipe))
+}
+
+async fn snowpipe(
+    project: &Project,
+    o: &SnowflakeOutput,
+    target: &Target,
+    stage: &Stage,
+    pipe: &str,
+    args: &LoadArgs,
+) -> anyhow::Result<()> {
+    let (sf, pipe) = connect_pipe(o, pipe).await?;
     let opts = Options {
         dry_run: false,
         batch_rows: project.load_batch_rows,

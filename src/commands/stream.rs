@@ -192,19 +192,9 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
                     ))
                     .into());
                 }
-                let name = if name.is_empty() {
-                    o.pipe.clone().ok_or_else(|| {
-                        UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
-                    })?
-                } else {
-                    name.clone()
-                };
-                let sf = Arc::new(Snowflake::connect(o).await?);
-                pipe = Some((
-                    Arc::clone(&sf),
-                    Snowpipe::new(o, sf.http().clone(), &name)
-                        .map_err(|e| UsageError(format!("{e:#}")))?,
-                ));
+                let (sf, snowpipe) = super::load::connect_pipe(o, name).await?;
+                let sf = Arc::new(sf);
+                pipe = Some((Arc::clone(&sf), snowpipe));
                 sf
             }
             (Some(_), _) => {

@@ -30,27 +30,9 @@ const MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 
 /// One connection's life: connect (backing off with jitter after a failure), read events until
 /// the socket is lost (then again) or must be replaced (then the new one first).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn follow(
-    url: String,
-    market: crate::exchange::Market,
-    subscribed: std::collections::HashSet<Series>,
-    prefetched: Arc<Prefetched>,
-    stats: Arc<StreamStats>,
-    clock: Arc<ExchangeClock>,
-    stage: Stage,
-    silence: Duration,
-) {
+pub(super) async fn follow(url: String, reader: Reader) {
     let mut socket = connect_until_open(&url).await;
-    let reader = Reader {
-        market,
-        subscribed,
-        prefetched,
-        stats: Arc::clone(&stats),
-        clock: Arc::clone(&clock),
-        stage,
-        silence,
-    };
+    let (stats, clock) = (Arc::clone(&reader.stats), Arc::clone(&reader.clock));
     loop {
         clock.stale.store(true, Ordering::SeqCst);
         match reader.read(socket, &url).await {
@@ -85,15 +67,17 @@ async fn connect_until_open(url: &str) -> ws::Socket {
     }
 }
 
-struct Reader {
-    market: crate::exchange::Market,
+/// What one connection reads into.
+pub(super) struct Reader {
+    pub market: crate::exchange::Market,
     /// The series this connection asked for: an event of another is not trusted.
-    subscribed: std::collections::HashSet<Series>,
-    prefetched: Arc<Prefetched>,
-    stats: Arc<StreamStats>,
-    clock: Arc<ExchangeClock>,
-    stage: Stage,
-    silence: Duration,
+    pub subscribed: std::collections::HashSet<Series>,
+    pub prefetched: Arc<Prefetched>,
+    pub stats: Arc<StreamStats>,
+    pub clock: Arc<ExchangeClock>,
+    pub stage: Stage,
+    /// A socket silent this long is replaced.
+    pub silence: Duration,
 }
 
 impl Reader {

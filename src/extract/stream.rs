@@ -147,13 +147,15 @@ pub async fn stream(
         let url = ws::stream_url(&sp.ws_url, client.market(), chunk);
         sockets.spawn(super::socket::follow(
             url,
-            client.market(),
-            series.iter().cloned().collect(),
-            Arc::clone(&prefetched),
-            Arc::clone(&stats),
-            Arc::clone(&clock),
-            stage.clone(),
-            sp.silence,
+            super::socket::Reader {
+                market: client.market(),
+                subscribed: series.iter().cloned().collect(),
+                prefetched: Arc::clone(&prefetched),
+                stats: Arc::clone(&stats),
+                clock: Arc::clone(&clock),
+                stage: stage.clone(),
+                silence: sp.silence,
+            },
         ));
     }
 
