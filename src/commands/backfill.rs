@@ -1,38 +1,41 @@
 //! `klines backfill`
 
-use std::sync::Arc;
-
 use anyhow::Context;
 
 use crate::cli::{BackfillArgs, GlobalArgs};
-use crate::exchange::BinanceClient;
+use super::source::{self, Source, SourceFlags};
+use crate::config::Project;
 use crate::exit::{PartialFailure, UsageError};
-use crate::extract::state::StateStore;
 use crate::extract::{self, Plan};
 use crate::time;
 
 pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> {
-    let project = super::project(global)?;
+    run_on(&super::project(global)?, args).await
+}
+
+/// The backfill of `project` (`pipeline` runs it with the project it already holds).
+pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Result<()> {
     let from_text = args.from.clone().unwrap_or_else(|| project.start.clone());
     // Checked first, so a typo fails before any request.
     time::parse("--from", &from_text, 0)?;
     if let Some(t) = &args.to {
         time::parse("--to", t, 0)?;
     }
-    let market = args.market.unwrap_or(project.market);
-    let mut exchange = project.exchange.clone();
-    if let Some(url) = args.base_url {
-        exchange.base_url = url;
-    }
-    let client = Arc::new(
-        BinanceClient::new(exchange.client_config(market))
-            .map_err(|e| UsageError(e.to_string()))?,
-    );
-    let stage = super::stage(&project, args.stage)?;
-    let state_spec = args.state.unwrap_or_else(|| project.state.clone());
-    let state = StateStore::open(&state_spec, &stage, &project.dir)
-        .map_err(|e| UsageError(format!("{e:#}")))?
-        .with_lease(project.lease);
+    let Source {
+        market,
+        exchange,
+        client,
+        stage,
+        state,
+    } = Source::open(
+        project,
+        SourceFlags {
+            market: args.market,
+            base_url: args.base_url,
+            stage: args.stage,
+            state: args.state,
+        },
+    )?;
     // `-2h` and `now` mean the exchange's time: its clock decides which candles are closed.
     let now = if time::is_relative(&from_text) || args.to.as_deref().is_some_and(time::is_relative)
     {
@@ -42,16 +45,8 @@ pub async fn run(global: &GlobalArgs, args: BackfillArgs) -> anyhow::Result<()> 
     };
     let (from, to) = times(&from_text, args.to.as_deref(), now)?;
     let plan = Plan {
-        symbols: if args.symbols.is_empty() {
-            project.symbols.clone()
-        } else {
-            dedup(args.symbols)
-        },
-        intervals: if args.intervals.is_empty() {
-            project.intervals.clone()
-        } else {
-            dedup(args.intervals)
-        },
+        symbols: source::symbols(project, args.symbols),
+        intervals: source::intervals(project, args.intervals),
         from,
         to,
         full_refresh: args.full_refresh,
@@ -97,14 +92,4 @@ fn times(from: &str, to: Option<&str>, now: i64) -> anyhow::Result<(i64, Option<
         .into());
     }
     Ok((from, to))
-}
-
-fn dedup<T: PartialEq>(v: Vec<T>) -> Vec<T> {
-    let mut out = Vec::with_capacity(v.len());
-    for x in v {
-        if !out.contains(&x) {
-            out.push(x);
-        }
-    }
-    out
 }

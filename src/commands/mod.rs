@@ -8,6 +8,7 @@ mod load;
 mod models;
 mod pipeline;
 mod repair;
+mod source;
 mod setup;
 mod stream;
 

@@ -30,7 +30,7 @@ pub async fn run(global: &GlobalArgs, args: PipelineArgs) -> anyhow::Result<()> 
     // One project, one target and one warehouse connection for the whole run.
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
-    stage("backfill", super::backfill::run(global, args.backfill)).await?;
+    stage("backfill", super::backfill::run_on(&project, args.backfill)).await?;
     let wh = stage("load", async {
         let wh = crate::warehouse::connect(&target, &project.dir).await?;
         super::load::run_on(&project, &target, Some(wh.clone()), load).await?;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, StreamArgs};
-use crate::exchange::{BinanceClient, ws};
+use super::source::{self, Source, SourceFlags};
+use crate::exchange::ws;
 use crate::exit::UsageError;
-use crate::extract::state::StateStore;
 use crate::extract::stream::{self, Sink, StreamPlan};
 use crate::extract::{self, Plan, Summary};
 use crate::load::{self, Options};
@@ -155,11 +155,21 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         stream::metric::describe();
         tracing::info!(%addr, "Prometheus metrics on /metrics");
     }
-    let market = args.market.unwrap_or(project.market);
-    let mut exchange = project.exchange.clone();
-    if let Some(url) = args.base_url {
-        exchange.base_url = url;
-    }
+    let Source {
+        market,
+        exchange,
+        client,
+        stage,
+        state,
+    } = Source::open(
+        &project,
+        SourceFlags {
+            market: args.market,
+            base_url: args.base_url,
+            stage: args.stage,
+            state: args.state,
+        },
+    )?;
     let ws_url = args
         .ws_url
         .or(exchange.ws_url.clone())
@@ -171,14 +181,6 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let client = Arc::new(
-        BinanceClient::new(exchange.client_config(market)).map_err(|e| UsageError(e.to_string()))?,
-    );
-    let stage = super::stage(&project, args.stage)?;
-    let state_spec = args.state.unwrap_or_else(|| project.state.clone());
-    let state = StateStore::open(&state_spec, &stage, &project.dir)
-        .map_err(|e| UsageError(format!("{e:#}")))?
-        .with_lease(project.lease);
     // A load target is resolved before anything is fetched, so a bad profile stops at once.
     let mut sink = if args.load || args.build || args.snowpipe.is_some() {
         let target = super::target(global, &project)?;
@@ -232,11 +234,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         None
     };
 
-    let symbols = if args.symbols.is_empty() {
-        project.symbols.clone()
-    } else {
-        args.symbols
-    };
+    let symbols = source::symbols(&project, args.symbols);
     client.check_symbols(&symbols).await?;
     let now = client.server_time().await.context("the exchange's clock")?;
     let from = time::parse("--from", &from_text, now)?;
@@ -257,11 +255,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
     }
     let plan = Plan {
         symbols,
-        intervals: if args.intervals.is_empty() {
-            project.intervals.clone()
-        } else {
-            args.intervals
-        },
+        intervals: source::intervals(&project, args.intervals),
         from,
         to: until,
         full_refresh: false,
