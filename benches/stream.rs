@@ -4,13 +4,15 @@
 //! 1. Latency from a 1m candle's close on the exchange to its row in TRADES_OHLC_1M: `klines
 //!    stream --build` against the test exchange (REST and WebSocket on loopback, its clock run
 //!    `SPEED` times faster than real time), with 1, 50 and 200 symbols, on DuckDB and on
-//!    Postgres. Every flush logs the close-to-built latency of its newest candle in exchange
-//!    time; divided by the clock's speed it is real time. p50 and p99 over the flushes that
-//!    staged a live minute.
-//! 2. A simulated day of 200 symbols (`--load --build` into DuckDB): the child's CPU seconds
-//!    per symbol-hour of exchange time, its peak memory, and its resident memory at 25%, 50%,
-//!    75% and 100% of the run (flat is the goal). `-- --day HOURS [--load-only]` runs this
-//!    part alone, for that many hours, with or without the models.
+//!    Postgres. Every flush logs the close-to-built latency of its slowest series' newest
+//!    candle in exchange time; divided by the clock's speed it is real time. p50 and p99 over
+//!    the flushes that staged a live minute (60 of them, one per minute).
+//! 2. A simulated day of 200 symbols (`--build` into DuckDB, its `memory_limit` 256MB as the
+//!    README advises for a long stream): the child's CPU seconds
+//!    per symbol-hour of exchange time, its peak memory, and its resident memory at each eighth
+//!    of the run (flat is the goal). `-- --day HOURS [--stage-only|--load-only]
+//!    [--speed X] [--at HOURS]` runs this part alone, for that many hours, without the warehouse or the
+//!    models, at another clock speed, from HOURS after a UTC midnight.
 
 #[path = "../tests/it/support/exchange/mod.rs"]
 #[allow(dead_code)]
@@ -27,6 +29,8 @@ use support::copy_dir;
 
 const START: i64 = 1_704_412_800_000; // 2024-01-05T00:00:00Z
 const MINUTE: i64 = 60_000;
+/// DuckDB's `memory_limit` in the day run.
+const DAY_MEMORY_LIMIT: &str = "256MB";
 
 fn symbols(n: usize) -> String {
     (0..n)
@@ -35,10 +39,10 @@ fn symbols(n: usize) -> String {
         .join(",")
 }
 
-fn exchange_at(n: usize, speed: u32) -> TestExchange {
+fn exchange_at(n: usize, speed: u32, start: i64) -> TestExchange {
     let mut c = Config::synthetic(START);
     c.market = data::Market::synthetic_n(n);
-    c.clock = Clock::scaled(START, speed);
+    c.clock = Clock::scaled(start, speed);
     TestExchange::start(c)
 }
 
@@ -121,7 +125,7 @@ fn run(dir: &Path, args: &[String], expected_secs: f64) -> Run {
         s
     });
     let sampler = std::thread::spawn(move || {
-        let (mut peak, mut rss, mut next) = (0u64, Vec::new(), 0.25);
+        let (mut peak, mut rss, mut next) = (0u64, Vec::new(), 0.125);
         loop {
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 break;
@@ -130,7 +134,7 @@ fn run(dir: &Path, args: &[String], expected_secs: f64) -> Run {
             let frac = started.elapsed().as_secs_f64() / expected_secs;
             if frac >= next && next <= 1.0 {
                 rss.push(status_kb(pid, "VmRSS:") * 1024);
-                next += 0.25;
+                next += 0.125;
             }
             std::thread::sleep(Duration::from_millis(20));
             if status_kb(pid, "State:") == 0
@@ -172,7 +176,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn latency(n: usize, pg: bool, live_minutes: i64, speed: u32) {
-    let ex = exchange_at(n, speed);
+    let ex = exchange_at(n, speed, START);
     let db = format!("klines_bench_stream_{}", uuid::Uuid::new_v4().simple());
     if pg {
         psql(&format!("CREATE DATABASE {db}"));
@@ -216,25 +220,51 @@ fn latency(n: usize, pg: bool, live_minutes: i64, speed: u32) {
     }
 }
 
-fn day(n: usize, hours: i64, speed: u32, build: bool) {
-    let ex = exchange_at(n, speed);
+/// What the day run does after staging.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    Stage,
+    Load,
+    Build,
+}
+
+/// `n` symbols streamed for `hours` from `at` hours after START (0: a UTC midnight).
+fn day(n: usize, hours: i64, speed: u32, then: Then, at: i64) {
+    let start = START + at * 60 * MINUTE;
+    let ex = exchange_at(n, speed, start);
     let dir = project(&ex.url, None);
-    let until = START + hours * 60 * MINUTE;
+    // DuckDB's buffer pool capped as README advises for a long stream (its default is 80% of
+    // the machine's memory, which a day of data only starts to fill).
+    std::fs::write(
+        dir.path().join("profiles.yml"),
+        format!("klines:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: klines.duckdb\n      settings: {{memory_limit: {DAY_MEMORY_LIMIT}}}\n"),
+    )
+    .unwrap();
+    let until = start + hours * 60 * MINUTE;
     let args: Vec<String> = [
-        "stream", "--symbols", &symbols(n), "--from", &klines::time::format_ms(START),
+        "stream", "--symbols", &symbols(n), "--from", &klines::time::format_ms(start),
         "--until", &klines::time::format_ms(until), "--ws-url", &ex.ws_url(),
-        if build { "--build" } else { "--load" },
         "--log-format", "json", "--flush-secs", "1", "--grace-secs", "600",
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(match then {
+        Then::Stage => None,
+        Then::Load => Some("--load".to_string()),
+        Then::Build => Some("--build".to_string()),
+    })
     .collect();
-    let expected = (until - START) as f64 / speed as f64 / 1000.0;
+    let expected = (until - start) as f64 / speed as f64 / 1000.0;
     let r = run(dir.path(), &args, expected);
     let mb = |b: u64| b as f64 / 1e6;
     println!(
-        "stream, {n} symbols for {hours} h of exchange time (clock x{speed}, {} into DuckDB): {:.3} CPU s per symbol-hour, peak RSS {:.1} MB, RSS at 25/50/75/100%: {} MB (wall {:.1}s, CPU {:.1}s)",
-        if build { "--build" } else { "--load" },
+        "stream, {n} symbols for {hours} h of exchange time from {} (clock x{speed}, {}): {:.3} CPU s per symbol-hour, peak RSS {:.1} MB, RSS at each eighth of the run: {} MB (wall {:.1}s, CPU {:.1}s)",
+        klines::time::format_ms(start),
+        match then {
+            Then::Stage => "staged only".to_string(),
+            Then::Load => format!("--load into DuckDB, memory_limit {DAY_MEMORY_LIMIT}"),
+            Then::Build => format!("--build into DuckDB, memory_limit {DAY_MEMORY_LIMIT}"),
+        },
         r.cpu / (n as f64 * hours as f64),
         mb(r.peak),
         r.rss.iter().map(|b| format!("{:.0}", mb(*b))).collect::<Vec<_>>().join("/"),
@@ -248,18 +278,35 @@ fn main() {
     // `-- --day HOURS [--load-only]`: the day run alone (for looking into memory).
     if let Some(i) = args.iter().position(|a| a == "--day") {
         let hours = args.get(i + 1).and_then(|h| h.parse().ok()).unwrap_or(24);
-        day(200, hours, 480, !args.iter().any(|a| a == "--load-only"));
+        let then = if args.iter().any(|a| a == "--stage-only") {
+            Then::Stage
+        } else if args.iter().any(|a| a == "--load-only") {
+            Then::Load
+        } else {
+            Then::Build
+        };
+        let speed = args
+            .iter()
+            .position(|a| a == "--speed")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(480);
+        let at = args
+            .iter()
+            .position(|a| a == "--at")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(0);
+        day(200, hours, speed, then, at);
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let live = if quick { 3 } else { 10 };
+    let live = if quick { 3 } else { 60 };
     for n in [1, 50, 200] {
         latency(n, false, live, 20);
         latency(n, true, live, 20);
     }
     if quick {
-        day(200, 2, 240, true);
+        day(200, 2, 240, Then::Build, 0);
     } else {
-        day(200, 24, 480, true);
+        day(200, 24, 480, Then::Build, 0);
     }
 }

@@ -101,6 +101,20 @@ pub struct DuckDbOutput {
     pub raw_schema: String,
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// DuckDB settings applied when the database opens (`SET name = value`), as dbt-duckdb's
+    /// `settings:`; `memory_limit` bounds a long `klines stream --load`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingValue>,
+}
+
+/// A DuckDB setting's value: text, a number or a boolean.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
 }
 
 impl DuckDbOutput {
@@ -267,6 +281,7 @@ pub fn resolve(
                 schema: DuckDbOutput::default_schema(),
                 raw_schema: default_raw(),
                 threads: default_threads(),
+                settings: BTreeMap::new(),
             }),
         });
     };

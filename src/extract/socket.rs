@@ -28,6 +28,10 @@ enum Ended {
 /// Binance closes a connection after 24 hours; it is replaced a little before.
 const MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 
+/// Once the replacement is open, the old socket is still read this long (or until it closes):
+/// an event it sent before the new one was subscribed is in its buffer, not the new one's.
+const OVERLAP: Duration = Duration::from_secs(3);
+
 /// One connection's life: connect (backing off with jitter after a failure), read events until
 /// the socket is lost (then again) or must be replaced (then the new one first).
 pub(super) async fn follow(url: String, reader: Reader) {
@@ -87,15 +91,29 @@ impl Reader {
         let (mut tx, mut rx) = socket.split();
         // The replacement being opened while this socket is still read.
         let mut next: Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ws::Socket>> + Send>>> = None;
+        // The replacement, open, and until when this socket is still read.
+        let mut replacement: Option<(ws::Socket, Instant)> = None;
         loop {
-            if next.is_none() && opened.elapsed() >= MAX_AGE {
+            if next.is_none() && replacement.is_none() && opened.elapsed() >= MAX_AGE {
                 tracing::info!("the socket nears Binance's 24-hour limit; opening its replacement");
                 next = Some(Box::pin(ws::connect_owned(url.to_string())));
             }
+            let wait = match &replacement {
+                Some((_, until)) if Instant::now() >= *until => {
+                    let (new, _) = replacement.take().expect("matched");
+                    return Ended::Rotated(Box::new(new));
+                }
+                Some((_, until)) => until.saturating_duration_since(Instant::now()),
+                None => self.silence,
+            };
             let frame = tokio::select! {
                 opened_new = async { next.as_mut().expect("checked").await }, if next.is_some() => {
                     match opened_new {
-                        Ok(s) => return Ended::Rotated(Box::new(s)),
+                        Ok(s) => {
+                            next = None;
+                            replacement = Some((s, Instant::now() + OVERLAP));
+                            continue;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %format!("{e:#}"), "could not open the replacement socket; trying again");
                             next = Some(Box::pin(ws::connect_owned(url.to_string())));
@@ -103,8 +121,13 @@ impl Reader {
                         }
                     }
                 }
-                r = tokio::time::timeout(self.silence, rx.next()) => r,
+                r = tokio::time::timeout(wait, rx.next()) => r,
             };
+            // The old socket closed, failed or was read long enough: on to the new one.
+            let old_ended = !matches!(frame, Ok(Some(Ok(ref f))) if !f.is_close());
+            if let Some((new, _)) = replacement.take_if(|_| old_ended) {
+                return Ended::Rotated(Box::new(new));
+            }
             let msg = match frame {
                 Err(_) => {
                     tracing::warn!(silent_secs = self.silence.as_secs(), "the stream fell silent; replacing the socket");
@@ -155,7 +178,7 @@ impl Reader {
                     }
                 }
                 Ok(Message::ServerShutdown) => {
-                    if next.is_none() {
+                    if next.is_none() && replacement.is_none() {
                         tracing::info!("the exchange announced a restart; opening the new socket before the old one closes");
                         next = Some(Box::pin(ws::connect_owned(url.to_string())));
                     }

@@ -183,8 +183,8 @@ pub async fn stream(
         let exchange_now = clock.now();
         let files_before = totals.files.load(Ordering::Relaxed);
         let rows_before = totals.rows.load(Ordering::Relaxed);
-        // The newest close staged this tick, over all series.
-        let mut newest_staged: Option<i64> = None;
+        // Per series staged this tick, the end of what it has staged (its newest close).
+        let mut staged_ends: Vec<i64> = Vec::new();
         let mut staged = Vec::new();
         for (i, (s, lock)) in all.iter().zip(&locks).enumerate() {
             // Up to the newest close the stream delivered, or what the clock says closed more
@@ -216,7 +216,7 @@ pub async fn stream(
                 && let Some(cp) = state.load(s).await?
                 && let Some((_, end)) = cp.covered.span()
             {
-                newest_staged = Some(newest_staged.map_or(end, |n: i64| n.max(end)));
+                staged_ends.push(end);
                 status.staged(i, end);
             }
             status.show(i, exchange_now);
@@ -245,14 +245,17 @@ pub async fn stream(
                 metrics::counter!(metric::ERRORS).increment(1);
                 return Err(e);
             }
-            // From the newest staged candle's close to now: staged, and loaded and built.
-            let latency_ms = newest_staged.map(|end| (clock.now() - end).max(0));
-            if let Some(ms) = latency_ms {
-                metrics::histogram!(metric::LATENCY).record(ms as f64 / 1000.0);
+            // From each series' newest staged close to now: staged, and loaded and built. The
+            // histogram takes one sample per series; the log line the slowest series.
+            let now = clock.now();
+            for end in &staged_ends {
+                metrics::histogram!(metric::LATENCY).record((now - end).max(0) as f64 / 1000.0);
             }
+            let latency_ms = staged_ends.iter().min().map(|end| (now - end).max(0));
             tracing::info!(
                 rows,
                 files,
+                series = staged_ends.len(),
                 latency_ms = latency_ms.unwrap_or(0),
                 exchange_time = %crate::time::format_ms(exchange_now),
                 "flushed"

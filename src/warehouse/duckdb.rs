@@ -4,6 +4,7 @@
 //! connection. Load batches are appended as Arrow record batches to a temporary table and
 //! merged in the same transaction.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use super::ident::quote;
 use super::raw::{self, INCOMING};
 use super::{Kind, LoadBatch, LoadCounts, Rows, Warehouse};
+use crate::config::profiles::SettingValue;
 use crate::stage::parquet;
 
 pub struct DuckDb {
@@ -22,6 +24,24 @@ pub struct DuckDb {
     /// Stops the running statement on Ctrl-C or SIGTERM.
     interrupt: Arc<duckdb::InterruptHandle>,
     path: String,
+}
+
+/// `SET name = value` for a profile setting; the name must be a plain identifier and text is
+/// quoted, so a profile cannot smuggle SQL in.
+fn set_statement(name: &str, value: &SettingValue) -> anyhow::Result<(String, String)> {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !plain {
+        anyhow::bail!("settings: {name:?} is not a DuckDB setting name");
+    }
+    let value = match value {
+        SettingValue::Bool(b) => b.to_string(),
+        SettingValue::Int(i) => i.to_string(),
+        SettingValue::Float(f) if f.is_finite() => f.to_string(),
+        SettingValue::Float(f) => anyhow::bail!("settings: {name} = {f} is not a number DuckDB takes"),
+        SettingValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
+    };
+    Ok((name.to_string(), format!("SET {name} = {value}")))
 }
 
 /// DuckDB's message alone: its error's source only adds "Error code 1: Unknown error code".
@@ -33,8 +53,17 @@ fn db_err(e: duckdb::Error) -> anyhow::Error {
 }
 
 impl DuckDb {
-    /// Opens (or creates) the database file at `path`, or an in-memory one for `:memory:`.
-    pub async fn open(path: &str, threads: usize) -> anyhow::Result<DuckDb> {
+    /// Opens (or creates) the database file at `path`, or an in-memory one for `:memory:`,
+    /// and applies the profile's `settings`.
+    pub async fn open(
+        path: &str,
+        threads: usize,
+        settings: &BTreeMap<String, SettingValue>,
+    ) -> anyhow::Result<DuckDb> {
+        let set = settings
+            .iter()
+            .map(|(name, value)| set_statement(name, value))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let p = path.to_string();
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<duckdb::Connection> {
             let conn = if p == ":memory:" {
@@ -46,6 +75,16 @@ impl DuckDb {
                 duckdb::Connection::open(&p)?
             };
             conn.execute_batch(&format!("SET threads = {}", threads.max(1)))?;
+            for (name, sql) in &set {
+                // On one line: DuckDB adds its "Did you mean" on the next.
+                conn.execute_batch(sql).map_err(|e| {
+                    let msg = db_err(e).to_string();
+                    anyhow::anyhow!(
+                        "settings: {name}: {}",
+                        msg.split_whitespace().collect::<Vec<_>>().join(" ")
+                    )
+                })?;
+            }
             Ok(conn)
         })
         .await?

@@ -189,7 +189,7 @@ pub async fn connect(target: &Target, project_dir: &Path) -> anyhow::Result<Arc<
             } else {
                 project_dir.join(&o.path).display().to_string()
             };
-            Arc::new(duckdb::DuckDb::open(&path, o.threads).await?)
+            Arc::new(duckdb::DuckDb::open(&path, o.threads, &o.settings).await?)
         }
         Output::Postgres(o) => Arc::new(postgres::Postgres::connect(o).await?),
         Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),

@@ -286,13 +286,21 @@ fn server_shutdown_is_met_by_opening_the_new_socket_first() {
     // Catch up first, so that what follows is the live part alone.
     p.ok(&["backfill", "--from", FROM]);
     ex.inject_ws([WsFault::Shutdown]);
-    let before = ex.stats().klines_requests;
     let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--grace-secs", "600"]));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
     assert_eq!(summary_number(&out, "rotations"), 1, "{out}");
     assert_eq!(summary_number(&out, "reconnects"), 0, "{out}");
-    assert!(ex.stats().ws_connections >= 2);
-    assert_eq!(ex.stats().klines_requests, before, "a candle was missed: {out}");
+    let stats = ex.stats();
+    assert!(stats.ws_connections >= 2);
+    // REST may catch up what closed between the backfill and the first socket (the clock
+    // runs 120 times faster than real time), never a candle of the live part.
+    let connected = stats.ws_first_connected.unwrap();
+    let late: Vec<_> = stats
+        .klines_starts
+        .iter()
+        .filter(|t| t.is_none_or(|t| t + 60_000 > connected))
+        .collect();
+    assert!(late.is_empty(), "a live candle was asked of REST ({late:?} after {connected}): {out}");
 }
 
 /// --build: after each load the TRADES_OHLC models run incrementally, and end equal to a

@@ -374,11 +374,49 @@ async fn duckdb_passes_the_warehouse_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.duckdb");
     let wh = Arc::new(
-        klines::warehouse::duckdb::DuckDb::open(path.to_str().unwrap(), 2)
+        klines::warehouse::duckdb::DuckDb::open(path.to_str().unwrap(), 2, &Default::default())
             .await
             .unwrap(),
     );
     conformance(wh, None).await;
+}
+
+/// profiles.yml's `settings:` (as dbt-duckdb's) reach DuckDB; a name that is not a plain
+/// identifier is refused before any SQL, and DuckDB's own refusal names the setting.
+#[test]
+fn duckdb_settings_from_the_profile_are_applied() {
+    let p = Project::new("http://127.0.0.1:9", "");
+    let settings = |lines: &str| {
+        p.profiles(
+            "dev",
+            &format!("{}      settings:\n{lines}", duckdb_output_yaml("dev", "w.duckdb")),
+        )
+    };
+    settings("        memory_limit: 300MB\n        preserve_insertion_order: false\n");
+    p.ok(&["load"]);
+    let target = klines::config::profiles::resolve(None, p.path(), "klines", None).unwrap();
+    let rows = runtime()
+        .block_on(async {
+            let wh = klines::warehouse::connect(&target, p.path()).await?;
+            wh.query(
+                "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')::VARCHAR",
+            )
+            .await
+        })
+        .unwrap();
+    assert_eq!(format!("{:?}", rows.rows[0]), r#"[Text("286.1 MiB"), Text("false")]"#);
+
+    for (line, expected) in [
+        ("        \"x; DROP TABLE t\": 1\n", "is not a DuckDB setting name"),
+        ("        memory_limt: 1GB\n", "memory_limt"),
+    ] {
+        settings(line);
+        let out = p.run(&["load"]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{line}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
 }
 
 #[tokio::test]

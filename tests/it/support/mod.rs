@@ -456,6 +456,7 @@ impl Wh {
                     klines::warehouse::duckdb::DuckDb::open(
                         p.path().join("klines.duckdb").to_str().unwrap(),
                         1,
+                        &Default::default(),
                     )
                     .await
                     .unwrap(),

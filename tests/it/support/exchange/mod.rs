@@ -153,6 +153,8 @@ impl Config {
 pub struct Stats {
     pub requests: u64,
     pub klines_requests: u64,
+    /// The `startTime` of each klines request.
+    pub klines_starts: Vec<Option<i64>>,
     /// Responses by status.
     pub statuses: BTreeMap<u16, u64>,
     /// Weight counted per window index (epoch ms / window ms).
@@ -160,6 +162,8 @@ pub struct Stats {
     pub faults_served: u64,
     /// WebSocket connections accepted, and messages sent on them.
     pub ws_connections: u64,
+    /// The exchange's time when the first WebSocket connection was accepted.
+    pub ws_first_connected: Option<i64>,
     pub ws_messages: u64,
     /// Clients dropped for a late pong or too many messages.
     pub ws_dropped: u64,
@@ -428,6 +432,9 @@ async fn endpoint(State(shared): State<Arc<Shared>>, Query(q): Params, e: Endpoi
         stats.requests += 1;
         if is_klines {
             stats.klines_requests += 1;
+            stats
+                .klines_starts
+                .push(q.get("startTime").and_then(|t| t.parse().ok()));
         }
         let window = now_real.div_euclid(window_ms);
         if window != l.window {

@@ -105,8 +105,12 @@ async fn send(socket: &mut WebSocket, shared: &Shared, text: String) -> bool {
 }
 
 async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stream>, futures: bool) {
-    shared.stats.lock().unwrap().ws_connections += 1;
     let mut last_update = shared.config.lock().unwrap().clock.now();
+    {
+        let mut stats = shared.stats.lock().unwrap();
+        stats.ws_connections += 1;
+        stats.ws_first_connected.get_or_insert(last_update);
+    }
     let mut closing_at: Option<Instant> = None;
     let mut silent_until: Option<Instant> = None;
     let mut held: Vec<String> = Vec::new();
