@@ -73,10 +73,22 @@ pub enum Command {
     Setup(SetupArgs),
     /// Backfill, load, then build (seed, run, test): the whole pipeline, for schedulers and cron
     Pipeline(PipelineArgs),
+    /// Serve a candlestick dashboard and a JSON API over the TRADES_OHLC tables
+    Serve(ServeArgs),
     /// Check the configuration, the warehouse connection, the stage and the exchange
     Debug,
     /// Write the manifest entries of staged data files that have none, so that they load
     Repair(RepairArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where to listen; an address other than loopback needs a token
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub addr: std::net::SocketAddr,
+    /// Required of every page and API request (open the page with ?token=...)
+    #[arg(long, env = "KLINES_SERVE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

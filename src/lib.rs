@@ -19,6 +19,7 @@ pub mod logging;
 pub mod models;
 pub mod progress;
 pub mod redact;
+pub mod serve;
 pub mod stage;
 pub mod time;
 pub mod warehouse;

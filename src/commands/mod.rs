@@ -8,6 +8,7 @@ mod load;
 mod models;
 mod pipeline;
 mod repair;
+mod serve;
 mod source;
 mod setup;
 mod stream;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => models::ls(&cli.global, args).await,
         Command::Setup(args) => setup::run(&cli.global, args).await,
         Command::Pipeline(args) => pipeline::run(&cli.global, args).await,
+        Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Debug => debug::run(&cli.global).await,
         Command::Repair(args) => repair::run(&cli.global, args).await,
     }

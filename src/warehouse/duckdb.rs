@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::ident::quote;
 use super::raw::{self, INCOMING};
-use super::{Kind, LoadBatch, LoadCounts, Rows, Warehouse};
+use super::{Kind, LoadBatch, LoadCounts, Param, Rows, Warehouse};
 use crate::config::profiles::SettingValue;
 use crate::stage::parquet;
 
@@ -60,6 +60,25 @@ impl DuckDb {
         threads: usize,
         settings: &BTreeMap<String, SettingValue>,
     ) -> anyhow::Result<DuckDb> {
+        Self::open_mode(path, threads, settings, false).await
+    }
+
+    /// Opens an existing database file read-only (`klines serve`): other read-only
+    /// processes may open it too, a writer may not.
+    pub async fn open_read_only(
+        path: &str,
+        threads: usize,
+        settings: &BTreeMap<String, SettingValue>,
+    ) -> anyhow::Result<DuckDb> {
+        Self::open_mode(path, threads, settings, true).await
+    }
+
+    async fn open_mode(
+        path: &str,
+        threads: usize,
+        settings: &BTreeMap<String, SettingValue>,
+        read_only: bool,
+    ) -> anyhow::Result<DuckDb> {
         let set = settings
             .iter()
             .map(|(name, value)| set_statement(name, value))
@@ -68,6 +87,12 @@ impl DuckDb {
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<duckdb::Connection> {
             let conn = if p == ":memory:" {
                 duckdb::Connection::open_in_memory()?
+            } else if read_only {
+                if !std::path::Path::new(&p).is_file() {
+                    anyhow::bail!("no such file: build the models first");
+                }
+                let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
+                duckdb::Connection::open_with_flags(&p, config).map_err(db_err)?
             } else {
                 if let Some(dir) = std::path::Path::new(&p).parent() {
                     std::fs::create_dir_all(dir).ok();
@@ -142,9 +167,22 @@ fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
 }
 
 fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
+    query_bound_rows(conn, sql, &[])
+}
+
+fn query_bound_rows(conn: &duckdb::Connection, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
     let mut stmt = conn.prepare(sql).map_err(db_err)?;
     let mut rows = Rows::default();
-    let arrow = stmt.query_arrow([]).map_err(db_err)?;
+    let values: Vec<duckdb::types::Value> = params
+        .iter()
+        .map(|p| match p {
+            Param::Text(t) => duckdb::types::Value::Text(t.clone()),
+            Param::Int(i) => duckdb::types::Value::BigInt(*i),
+        })
+        .collect();
+    let arrow = stmt
+        .query_arrow(duckdb::params_from_iter(values))
+        .map_err(db_err)?;
     let schema = arrow.get_schema();
     for batch in arrow {
         rows.extend_from_arrow(&batch)?;
@@ -232,6 +270,17 @@ impl Warehouse for DuckDb {
         self.with(move |c| {
             let t = Instant::now();
             let rows = query_rows(c, &sql)?;
+            super::log_sql(t, &sql);
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
+        let (sql, params) = (sql.to_string(), params.to_vec());
+        self.with(move |c| {
+            let t = Instant::now();
+            let rows = query_bound_rows(c, &sql, &params)?;
             super::log_sql(t, &sql);
             Ok(rows)
         })

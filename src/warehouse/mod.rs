@@ -14,6 +14,7 @@ pub mod value;
 use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context;
 use async_trait::async_trait;
 
 use crate::config::profiles::{Output, Target};
@@ -98,6 +99,13 @@ pub struct LoadedFile {
     pub end: i64,
 }
 
+/// A bound parameter of [`Warehouse::query_bound`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+}
+
 #[async_trait]
 pub trait Warehouse: Send + Sync {
     fn kind(&self) -> Kind;
@@ -110,6 +118,16 @@ pub trait Warehouse: Send + Sync {
 
     /// Runs one query and fetches every row.
     async fn query(&self, sql: &str) -> anyhow::Result<Rows>;
+
+    /// Runs one query whose `?` placeholders (or [`Warehouse::placeholder`]) take `params`,
+    /// bound by the driver: for values that come from outside (the dashboard's requests).
+    async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows>;
+
+    /// The `n`th (from 1) bound parameter's placeholder in this warehouse's SQL.
+    fn placeholder(&self, n: usize) -> String {
+        let _ = n;
+        "?".to_string()
+    }
 
     /// Runs statements in one transaction: all of them or none. Returns rows affected each.
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>>;
@@ -184,14 +202,39 @@ pub fn relation_name(w: &dyn Warehouse, schema: &str, name: &str) -> String {
 pub async fn connect(target: &Target, project_dir: &Path) -> anyhow::Result<Arc<dyn Warehouse>> {
     Ok(match &target.output {
         Output::DuckDb(o) => {
-            let path = if o.path == ":memory:" || Path::new(&o.path).is_absolute() {
-                o.path.clone()
-            } else {
-                project_dir.join(&o.path).display().to_string()
-            };
+            let path = duckdb_path(&o.path, project_dir);
             Arc::new(duckdb::DuckDb::open(&path, o.threads, &o.settings).await?)
         }
         Output::Postgres(o) => Arc::new(postgres::Postgres::connect(o).await?),
+        Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),
+    })
+}
+
+/// A DuckDB output's path: relative ones are from the project directory.
+fn duckdb_path(path: &str, project_dir: &Path) -> String {
+    if path == ":memory:" || Path::new(path).is_absolute() {
+        path.to_string()
+    } else {
+        project_dir.join(path).display().to_string()
+    }
+}
+
+/// Connects for reading only: DuckDB opened read-only, Postgres sessions read-only; Snowflake
+/// as the profile's role allows (the dashboard runs only its own SELECTs).
+pub async fn connect_read_only(
+    target: &Target,
+    project_dir: &Path,
+) -> anyhow::Result<Arc<dyn Warehouse>> {
+    Ok(match &target.output {
+        Output::DuckDb(o) => {
+            let path = duckdb_path(&o.path, project_dir);
+            Arc::new(
+                duckdb::DuckDb::open_read_only(&path, o.threads, &o.settings)
+                    .await
+                    .with_context(|| format!("DuckDB database {path}"))?,
+            )
+        }
+        Output::Postgres(o) => Arc::new(postgres::Postgres::connect_read_only(o).await?),
         Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),
     })
 }

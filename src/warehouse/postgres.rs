@@ -19,7 +19,7 @@ use super::ident::{literal, quote, relation};
 use super::pg_tls as tls;
 use super::pg_types::{DateDays, Numeric8, NumericValue, TimestampMs, TimestampUs};
 use super::raw::{self, ColType, INCOMING};
-use super::{Kind, LoadBatch, LoadCounts, Rows, Value, Warehouse};
+use super::{Kind, LoadBatch, LoadCounts, Param, Rows, Value, Warehouse};
 use crate::config::profiles::PostgresOutput;
 
 pub struct Postgres {
@@ -70,7 +70,19 @@ impl<T> PgContext<T> for Result<T, tokio_postgres::Error> {
 
 impl Postgres {
     pub async fn connect(o: &PostgresOutput) -> anyhow::Result<Postgres> {
+        Self::connect_mode(o, false).await
+    }
+
+    /// Every session read-only (`default_transaction_read_only`): `klines serve`.
+    pub async fn connect_read_only(o: &PostgresOutput) -> anyhow::Result<Postgres> {
+        Self::connect_mode(o, true).await
+    }
+
+    async fn connect_mode(o: &PostgresOutput, read_only: bool) -> anyhow::Result<Postgres> {
         let mut config = tokio_postgres::Config::new();
+        if read_only {
+            config.options("-c default_transaction_read_only=on");
+        }
         config
             .host(&o.host)
             .port(o.port)
@@ -290,11 +302,29 @@ impl Warehouse for Postgres {
     }
 
     async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
+        self.query_bound(sql, &[]).await
+    }
+
+    fn placeholder(&self, n: usize) -> String {
+        format!("${n}")
+    }
+
+    async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
+        let bound: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t.clone()),
+                    Param::Int(i) => Box::new(*i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b.as_ref() as _).collect();
         let (client, _permit) = self.client().await?;
         let token = client.cancel_token();
         let outcome = unless_cancelled(async {
             let t = Instant::now();
-            let result = client.query(sql, &[]).await.pg();
+            let result = client.query(sql, &refs).await.pg();
             super::log_sql(t, sql);
             result
         })

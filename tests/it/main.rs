@@ -16,6 +16,7 @@ mod runner;
 mod snowflake;
 mod snowflake_protocol;
 mod snowpipe;
+mod serve;
 mod stream;
 mod stage;
 mod warehouse;

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::ident::{literal, quote, relation};
 use super::raw::{self, ColType, sql_type, timestamp_literal};
-use super::{Kind, LoadBatch, LoadCounts, RelationType, Rows, Warehouse};
+use super::{Kind, LoadBatch, LoadCounts, Param, RelationType, Rows, Warehouse};
 use crate::config::profiles::SnowflakeOutput;
 use session::{Auth, LoginSpec, Session};
 
@@ -325,6 +325,17 @@ impl Warehouse for Snowflake {
 
     async fn query(&self, sql: &str) -> anyhow::Result<Rows> {
         self.run(sql, &[]).await
+    }
+
+    async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
+        let bindings: Vec<Json> = params
+            .iter()
+            .map(|p| match p {
+                Param::Text(t) => Json::String(t.clone()),
+                Param::Int(i) => Json::from(*i),
+            })
+            .collect();
+        self.run(sql, &bindings).await
     }
 
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>> {

@@ -1,0 +1,305 @@
+//! The JSON API over the TRADES_OHLC tables: `/api/symbols` and `/api/candles`. Inputs are
+//! validated, values reach SQL only as bound parameters, decimals leave as exact strings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as JsonValue, json};
+
+use crate::exchange::Symbol;
+use crate::warehouse::{Kind, Param, Value, Warehouse, ident};
+
+/// The candle intervals the page offers: one model table each.
+pub const INTERVALS: [(&str, &str); 4] = [
+    ("1m", "TRADES_OHLC_1M"),
+    ("5m", "TRADES_OHLC_5M"),
+    ("15m", "TRADES_OHLC_15M"),
+    ("1d", "TRADES_OHLC_1D"),
+];
+
+/// Bars one request may ask for.
+pub const MAX_LIMIT: i64 = 10_000;
+const DEFAULT_LIMIT: i64 = 1_000;
+
+const COLUMNS: [&str; 11] = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "is_complete",
+];
+
+pub struct Api {
+    pub wh: Arc<dyn Warehouse>,
+    /// The models' schema (the target's `schema`).
+    pub schema: String,
+}
+
+/// An error answered as `{"error": "..."}` with its status.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %format!("{e:#}"), "dashboard query failed");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the warehouse query failed; the server log has the details".into(),
+    )
+}
+
+impl Api {
+    fn relation(&self, table: &str) -> String {
+        ident::relation(self.wh.kind(), &self.schema, table)
+    }
+
+    /// The intervals whose table exists.
+    async fn intervals(&self) -> anyhow::Result<Vec<&'static str>> {
+        let kind = self.wh.kind();
+        let mut out = Vec::new();
+        for (name, table) in INTERVALS {
+            if self
+                .wh
+                .relation(&ident::fold(kind, &self.schema), &ident::fold(kind, table))
+                .await?
+                .is_some()
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `GET /api/symbols`: the symbols of the finest interval's table, and the intervals built.
+pub async fn symbols(State(api): State<Arc<Api>>) -> Result<Json<JsonValue>, ApiError> {
+    let intervals = api.intervals().await.map_err(internal)?;
+    let Some(first) = intervals.first() else {
+        return Ok(Json(json!({ "symbols": [], "intervals": [] })));
+    };
+    let table = table_of(first).expect("listed");
+    let sql = format!(
+        "SELECT DISTINCT {} FROM {} ORDER BY 1",
+        ident::quote(api.wh.kind(), "symbol"),
+        api.relation(table)
+    );
+    let rows = api.wh.query_bound(&sql, &[]).await.map_err(internal)?;
+    let symbols: Vec<String> = rows.rows.iter().map(|r| r[0].to_string()).collect();
+    Ok(Json(json!({ "symbols": symbols, "intervals": intervals })))
+}
+
+fn table_of(interval: &str) -> Option<&'static str> {
+    INTERVALS.iter().find(|(i, _)| *i == interval).map(|(_, t)| *t)
+}
+
+/// The checked query of `/api/candles`.
+#[derive(Debug, PartialEq)]
+pub struct CandleQuery {
+    pub symbol: Symbol,
+    pub table: &'static str,
+    pub from: i64,
+    pub to: i64,
+    pub limit: i64,
+}
+
+impl CandleQuery {
+    /// Checks every parameter; the error names the one at fault.
+    pub fn parse(q: &BTreeMap<String, String>) -> Result<CandleQuery, ApiError> {
+        for k in q.keys() {
+            if !["symbol", "interval", "from", "to", "limit"].contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "unknown parameter {k:?}: symbol, interval, from, to and limit are known"
+                )));
+            }
+        }
+        let symbol = q
+            .get("symbol")
+            .ok_or_else(|| bad("symbol is required"))
+            .and_then(|s| Symbol::parse(s).map_err(|e| bad(format!("symbol: {e}"))))?;
+        let interval = q.get("interval").map(String::as_str).unwrap_or("1m");
+        let table = table_of(interval).ok_or_else(|| {
+            bad(format!(
+                "interval {interval:?} is not one of {}",
+                INTERVALS.map(|(i, _)| i).join(", ")
+            ))
+        })?;
+        let int = |name: &str, default: i64, min: i64, max: i64| -> Result<i64, ApiError> {
+            match q.get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| bad(format!("{name} {v:?} is not a whole number from {min} to {max}"))),
+            }
+        };
+        // Times in epoch milliseconds, up to the year 9999.
+        const MAX_MS: i64 = 253_402_300_799_999;
+        let from = int("from", 0, 0, MAX_MS)?;
+        let to = int("to", MAX_MS, 0, MAX_MS)?;
+        if to <= from {
+            return Err(bad(format!("to {to} is not after from {from}")));
+        }
+        let limit = int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
+        Ok(CandleQuery {
+            symbol,
+            table,
+            from,
+            to,
+            limit,
+        })
+    }
+
+    /// The newest `limit` candles of `[from, to)`, newest first; the parameters are bound.
+    fn sql(&self, api: &Api) -> (String, Vec<Param>) {
+        let wh = &api.wh;
+        let kind = wh.kind();
+        let ts = |n: usize| match kind {
+            Kind::Snowflake => format!("TO_TIMESTAMP_NTZ(CAST({} AS BIGINT), 3)", wh.placeholder(n)),
+            _ => format!("to_timestamp(CAST({} AS BIGINT) / 1000.0)", wh.placeholder(n)),
+        };
+        let q = |c: &str| ident::quote(kind, c);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = {} AND {ot} >= {} AND {ot} < {} ORDER BY {ot} DESC LIMIT {}",
+            COLUMNS.iter().map(|c| q(c)).collect::<Vec<_>>().join(", "),
+            api.relation(self.table),
+            q("symbol"),
+            wh.placeholder(1),
+            ts(2),
+            ts(3),
+            wh.placeholder(4),
+            ot = q("open_time"),
+        );
+        let params = vec![
+            Param::Text(self.symbol.as_str().to_string()),
+            Param::Int(self.from),
+            Param::Int(self.to),
+            Param::Int(self.limit),
+        ];
+        (sql, params)
+    }
+}
+
+/// `GET /api/candles?symbol=&interval=&from=&to=&limit=`: oldest first, times in epoch ms,
+/// prices and volumes as exact decimal strings.
+pub async fn candles(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let cq = CandleQuery::parse(&q)?;
+    let (sql, params) = cq.sql(&api);
+    let rows = match api.wh.query_bound(&sql, &params).await {
+        Ok(rows) => rows,
+        // The interval's model has not been built.
+        Err(_)
+            if api
+                .intervals()
+                .await
+                .is_ok_and(|built| !built.iter().any(|i| table_of(i) == Some(cq.table))) =>
+        {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("{} is not built in {}", cq.table, api.schema),
+            ));
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let mut candles = Vec::with_capacity(rows.rows.len());
+    for r in rows.rows.iter().rev() {
+        candles.push(candle(r).map_err(internal)?);
+    }
+    Ok(Json(json!({
+        "symbol": cq.symbol.as_str(),
+        "interval": INTERVALS.iter().find(|(_, t)| *t == cq.table).map(|(i, _)| *i),
+        "candles": candles,
+    })))
+}
+
+/// One row as the page's candle.
+pub fn candle(r: &[Value]) -> anyhow::Result<JsonValue> {
+    let time = match r[0] {
+        Value::Timestamp(us) => us.div_euclid(1000),
+        ref other => anyhow::bail!("open_time is {other:?}, not a timestamp"),
+    };
+    let dec = |i: usize| -> JsonValue {
+        match &r[i] {
+            Value::Null => JsonValue::Null,
+            v => JsonValue::String(v.to_string()),
+        }
+    };
+    let trades = match &r[7] {
+        Value::Null => JsonValue::Null,
+        v => v
+            .as_i64()
+            .map(JsonValue::from)
+            .ok_or_else(|| anyhow::anyhow!("trades is {v:?}, not a whole number"))?,
+    };
+    let complete = match &r[10] {
+        Value::Bool(b) => *b,
+        Value::Int(i) => *i != 0,
+        other => anyhow::bail!("is_complete is {other:?}, not a boolean"),
+    };
+    Ok(json!({
+        "time": time,
+        "open": dec(1),
+        "high": dec(2),
+        "low": dec(3),
+        "close": dec(4),
+        "volume": dec(5),
+        "quote_volume": dec(6),
+        "trades": trades,
+        "taker_buy_base_volume": dec(8),
+        "taker_buy_quote_volume": dec(9),
+        "is_complete": complete,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn candle_queries_are_checked_and_name_what_is_wrong() {
+        let ok = CandleQuery::parse(&q(&[("symbol", "btcusdt"), ("interval", "5m"), ("limit", "10")])).unwrap();
+        assert_eq!(ok.symbol.as_str(), "BTCUSDT");
+        assert_eq!(ok.table, "TRADES_OHLC_5M");
+        assert_eq!(ok.limit, 10);
+        for (pairs, msg) in [
+            (vec![], "symbol is required"),
+            (vec![("symbol", "BTC'; DROP TABLE x")], "symbol"),
+            (vec![("symbol", "BTCUSDT"), ("interval", "2m")], "interval \"2m\" is not one of 1m, 5m, 15m, 1d"),
+            (vec![("symbol", "BTCUSDT"), ("limit", "0")], "limit \"0\" is not a whole number from 1 to 10000"),
+            (vec![("symbol", "BTCUSDT"), ("limit", "10001")], "limit"),
+            (vec![("symbol", "BTCUSDT"), ("from", "x")], "from \"x\""),
+            (vec![("symbol", "BTCUSDT"), ("from", "10"), ("to", "5")], "to 5 is not after from 10"),
+            (vec![("symbol", "BTCUSDT"), ("sql", "1")], "unknown parameter \"sql\""),
+        ] {
+            let e = CandleQuery::parse(&q(&pairs)).err().unwrap();
+            assert_eq!(e.0, StatusCode::BAD_REQUEST);
+            assert!(e.1.contains(msg), "{pairs:?}: {}", e.1);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `klines serve`: the JSON API against the tables it reads (DuckDB and Postgres), its input
+//! checks, its headers and its token.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use klines::warehouse::Value;
+use serde_json::Value as Json;
+
+use crate::support::exchange::{Config as ExchangeConfig, TestExchange};
+use crate::support::*;
+
+/// A running `klines serve`, stopped (SIGTERM) when dropped.
+pub struct Served {
+    child: Child,
+    pub url: String,
+}
+
+impl Served {
+    /// Starts `klines serve EXTRA...` (on `--addr 127.0.0.1:0` unless EXTRA names one) and
+    /// waits for the address it prints.
+    pub fn start(p: &Project, extra: &[&str], envs: &[(&str, &str)]) -> Served {
+        let mut cmd = p.cmd();
+        cmd.arg("serve");
+        if !extra.contains(&"--addr") {
+            cmd.args(["--addr", "127.0.0.1:0"]);
+        }
+        cmd.args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start klines serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("serving ")
+            .unwrap_or_else(|| panic!("klines serve printed {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Served { child, url }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.get_with(path, &[])
+    }
+
+    pub fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        runtime().block_on(async {
+            let mut req = client.get(format!("{}{path}", self.url));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let res = req.send().await.unwrap();
+            let (status, headers) = (res.status().as_u16(), res.headers().clone());
+            (status, headers, res.text().await.unwrap())
+        })
+    }
+
+    pub fn json(&self, path: &str) -> Json {
+        let (status, _, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Two real symbols over three days, loaded and built with the repository's models.
+pub fn built_project(wh: &Wh, ex: &TestExchange) -> Project {
+    let p = Project::new(&ex.url, "");
+    crate::models::with_repo_models(&p);
+    wh.setup(&p);
+    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2025-08-05", "--to", "2025-08-07"]);
+    p.ok(&["load"]);
+    p.ok(&["run", "-s", "tag:ohlc"]);
+    p
+}
+
+/// A model's rows for one symbol, oldest first, as (open time in ms, the fields the API sends,
+/// decimals scaled by 10^8).
+pub fn table_candles(wh: &Wh, p: &Project, model: &str, symbol: &str) -> Vec<(i64, Vec<Option<i128>>, bool)> {
+    wh.query(
+        p,
+        &format!(
+            "SELECT open_time, open, high, low, close, volume, quote_volume, trades, \
+             taker_buy_base_volume, taker_buy_quote_volume, is_complete \
+             FROM {}.{model} WHERE symbol = '{symbol}' ORDER BY open_time",
+            wh.schema()
+        ),
+    )
+    .iter()
+    .map(|r| {
+        let fields = r[1..10]
+            .iter()
+            .map(|v| match v {
+                Value::Null => None,
+                v => Some(v.to_scaled(8).unwrap_or_else(|| panic!("{v:?}"))),
+            })
+            .collect();
+        (r[0].as_millis().unwrap(), fields, r[10] == Value::Bool(true))
+    })
+    .collect()
+}
+
+/// An API candle in the same shape; decimals parsed from their text, exactly.
+pub fn api_candle(c: &Json) -> (i64, Vec<Option<i128>>, bool) {
+    let scaled = |v: &Json| -> Option<i128> {
+        match v {
+            Json::Null => None,
+            Json::Number(n) => Some(n.as_i64().unwrap() as i128 * 100_000_000),
+            Json::String(s) => {
+                let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+                assert!(frac.len() <= 8, "{s}");
+                let digits = format!("{int}{frac:0<8}");
+                Some(digits.parse().unwrap_or_else(|_| panic!("{s}")))
+            }
+            other => panic!("{other}"),
+        }
+    };
+    let fields = [
+        "open", "high", "low", "close", "volume", "quote_volume", "trades",
+        "taker_buy_base_volume", "taker_buy_quote_volume",
+    ]
+    .iter()
+    .map(|f| scaled(&c[f]))
+    .collect();
+    (c["time"].as_i64().unwrap(), fields, c["is_complete"].as_bool().unwrap())
+}
+
+fn api_matches_the_tables(wh: Wh) {
+    let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
+    let p = built_project(&wh, &ex);
+    let want: Vec<_> = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"]
+        .iter()
+        .map(|m| table_candles(&wh, &p, m, "ETHUSDT"))
+        .collect();
+    let s = Served::start(&p, &[], &[]);
+
+    assert_eq!(
+        s.json("/api/symbols"),
+        serde_json::json!({"symbols": ["BTCUSDT", "ETHUSDT"], "intervals": ["1m", "5m", "15m", "1d"]})
+    );
+    for (interval, want) in ["1m", "5m", "15m", "1d"].iter().zip(&want) {
+        let body = s.json(&format!("/api/candles?symbol=ethusdt&interval={interval}&limit=10000"));
+        assert_eq!(body["symbol"], "ETHUSDT");
+        let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(api_candle).collect();
+        assert!(want.len() >= 2, "{interval}: {}", want.len());
+        assert_eq!(&got, want, "{interval}");
+    }
+    // A page of older bars: the `limit` newest before `to`, oldest first.
+    let five = &want[1];
+    let to = five[100].0;
+    let body = s.json(&format!("/api/candles?symbol=ETHUSDT&interval=5m&to={to}&limit=7"));
+    let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(api_candle).collect();
+    assert_eq!(got, five[93..100].to_vec());
+    let from = five[10].0;
+    let body = s.json(&format!("/api/candles?symbol=ETHUSDT&interval=5m&from={from}&to={to}&limit=10000"));
+    assert_eq!(body["candles"].as_array().unwrap().len(), 90);
+    // A symbol with nothing: an empty list.
+    assert_eq!(s.json("/api/candles?symbol=DOGEUSDT")["candles"], serde_json::json!([]));
+
+    // Bad input: 400 and a message naming the parameter.
+    for (path, msg) in [
+        ("/api/candles", "symbol is required"),
+        ("/api/candles?symbol=BTC%27%3B%20DROP%20TABLE%20x", "symbol"),
+        ("/api/candles?symbol=BTCUSDT&interval=3m", "interval \"3m\" is not one of 1m, 5m, 15m, 1d"),
+        ("/api/candles?symbol=BTCUSDT&limit=100000", "limit \"100000\""),
+        ("/api/candles?symbol=BTCUSDT&from=-5", "from \"-5\""),
+        ("/api/candles?symbol=BTCUSDT&select=1", "unknown parameter \"select\""),
+    ] {
+        let (status, headers, body) = s.get(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(headers["content-type"], "application/json", "{path}");
+        let err: Json = serde_json::from_str(&body).unwrap();
+        assert!(err["error"].as_str().unwrap().contains(msg), "{path}: {body}");
+    }
+    let (status, _, body) = s.get("/api/nothing");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+
+    // The page, its script and the vendored chart library, with the security headers.
+    for (path, kind) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/vendor/lightweight-charts/lightweight-charts.standalone.production.js", "text/javascript; charset=utf-8"),
+        ("/assets/vendor/lightweight-charts/LICENSE", "text/plain; charset=utf-8"),
+    ] {
+        let (status, headers, body) = s.get(path);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], kind, "{path}");
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(!body.is_empty());
+    }
+    let (_, _, page) = s.get("/");
+    assert!(page.contains("TradingView") && page.contains("Apache License 2.0"), "attribution");
+}
+
+#[test]
+fn api_answers_exactly_what_the_duckdb_tables_hold() {
+    api_matches_the_tables(Wh::DuckDb);
+}
+
+#[test]
+fn api_answers_exactly_what_the_postgres_tables_hold() {
+    api_matches_the_tables(Wh::postgres());
+}
+
+/// Off loopback a token is required; it is checked on the page and the API, travels as an
+/// HttpOnly cookie after `?token=`, and is never in a page or an error.
+#[test]
+fn a_token_guards_every_request_off_loopback() {
+    let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
+    let p = built_project(&Wh::DuckDb, &ex);
+    let out = p.run(&["serve", "--addr", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--addr 0.0.0.0:0: serving beyond loopback needs --token or KLINES_SERVE_TOKEN"), "{err}");
+
+    let secret = "s3cr3t-t0ken";
+    let s = Served::start(&p, &["--addr", "0.0.0.0:0"], &[("KLINES_SERVE_TOKEN", secret)]);
+    assert!(s.url.starts_with("http://0.0.0.0:"), "{}", s.url);
+    for path in ["/", "/api/symbols", "/api/candles?symbol=BTCUSDT", "/assets/app.js"] {
+        let (status, _, body) = s.get(path);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("a token is required"), "{body}");
+        assert!(!body.contains(secret));
+        let (status, _, _) = s.get_with(path, &[("authorization", "Bearer wrong")]);
+        assert_eq!(status, 401, "{path}");
+        let (status, _, _) = s.get_with(path, &[("authorization", &format!("Bearer {secret}"))]);
+        assert_eq!(status, 200, "{path}");
+    }
+    // Opening the page with ?token= sets the cookie and sends the browser on without it.
+    let (status, headers, _) = s.get(&format!("/?symbol=ETHUSDT&token={secret}&interval=5m"));
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/?symbol=ETHUSDT&interval=5m");
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    let (status, _, page) = s.get_with("/", &[("cookie", pair)]);
+    assert_eq!(status, 200);
+    assert!(!page.contains(secret), "the token reached the page");
+    let (status, _, _) = s.get_with("/api/symbols", &[("cookie", "klines_token=nope")]);
+    assert_eq!(status, 401);
+}

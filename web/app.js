@@ -1,0 +1,227 @@
+// klines dashboard: candles and volume of the warehouse's TRADES_OHLC tables.
+// State lives in the URL (?symbol=&interval=&range=), so a view can be shared and reloaded.
+(() => {
+  'use strict';
+  const LC = window.LightweightCharts;
+  const $ = (id) => document.getElementById(id);
+  const DAY = 86400000;
+  const RANGES = { '1D': DAY, '1W': 7 * DAY, '1M': 30 * DAY, '1Y': 365 * DAY, 'all': null };
+  const PAGE = 1000; // bars per request when loading older ones
+  const FORMING = '#8b949e';
+
+  const url = new URLSearchParams(location.search);
+  const state = {
+    symbol: url.get('symbol'),
+    interval: url.get('interval') || '5m',
+    range: RANGES.hasOwnProperty(url.get('range')) ? url.get('range') : 'all',
+  };
+  let intervals = [];
+  let candles = []; // as the API sent them (exact decimal strings), oldest first
+  let byTime = new Map(); // chart time (UTC seconds) -> candle
+  let exhausted = false; // no older bars in the table
+  let loading = false;
+  let generation = 0; // a newer view replaces what an older request would draw
+
+  const chart = LC.createChart($('chart'), {
+    autoSize: true,
+    layout: { background: { color: '#0f1419' }, textColor: '#c9d1d9', attributionLogo: true },
+    grid: { vertLines: { color: '#1c2128' }, horzLines: { color: '#1c2128' } },
+    timeScale: { timeVisible: true, secondsVisible: false, borderColor: '#30363d' },
+    rightPriceScale: { borderColor: '#30363d' },
+    crosshair: { mode: LC.CrosshairMode.Normal },
+    localization: { timeFormatter: (t) => utc(t * 1000) },
+  });
+  const candleSeries = chart.addSeries(LC.CandlestickSeries, {
+    upColor: '#26a69a', downColor: '#ef5350', borderVisible: false,
+    wickUpColor: '#26a69a', wickDownColor: '#ef5350',
+  });
+  const volumeSeries = chart.addSeries(LC.HistogramSeries, {
+    priceFormat: { type: 'volume' }, priceScaleId: '', lastValueVisible: false, priceLineVisible: false,
+  });
+  volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+
+  function utc(ms) {
+    const d = new Date(ms).toISOString(); // always UTC
+    return d.slice(0, 10) + ' ' + d.slice(11, 16) + ' UTC';
+  }
+
+  // Exact decimal text without trailing zeros ("42000.10000000" -> "42000.1").
+  function trim(s) {
+    if (s === null || s === undefined) return '–';
+    return s.includes('.') ? s.replace(/0+$/, '').replace(/\.$/, '') : s;
+  }
+
+  function decimals(s) {
+    const t = trim(s);
+    const i = t.indexOf('.');
+    return i < 0 ? 0 : t.length - i - 1;
+  }
+
+  function status(text, error) {
+    const el = $('status');
+    el.textContent = text;
+    el.className = error ? 'error' : '';
+  }
+
+  function toBar(c) {
+    const bar = { time: c.time / 1000, open: +c.open, high: +c.high, low: +c.low, close: +c.close };
+    if (!c.is_complete) Object.assign(bar, { color: FORMING, wickColor: FORMING, borderColor: FORMING });
+    return bar;
+  }
+
+  function toVolume(c) {
+    const up = +c.close >= +c.open;
+    return {
+      time: c.time / 1000, value: +c.volume,
+      color: !c.is_complete ? '#8b949e55' : up ? '#26a69a66' : '#ef535066',
+    };
+  }
+
+  function draw() {
+    const precision = Math.min(8, Math.max(2, ...candles.slice(-200).map((c) => decimals(c.close))));
+    candleSeries.applyOptions({ priceFormat: { type: 'price', precision, minMove: Math.pow(10, -precision) } });
+    candleSeries.setData(candles.map(toBar));
+    volumeSeries.setData(candles.map(toVolume));
+    byTime = new Map(candles.map((c) => [c.time / 1000, c]));
+    legend(candles[candles.length - 1]);
+  }
+
+  function legend(c) {
+    const el = $('legend');
+    if (!c) { el.textContent = state.symbol ? 'no candles' : ''; return; }
+    const cls = !c.is_complete ? 'forming' : +c.close >= +c.open ? 'up' : 'down';
+    const share = c.taker_buy_base_volume !== null && +c.volume > 0
+      ? (100 * (+c.taker_buy_base_volume) / (+c.volume)).toFixed(1) + '%' : '–';
+    const parts = [
+      ['', `${state.symbol} · ${state.interval} · ${utc(c.time)}${c.is_complete ? '' : ' (forming)'}`],
+      ['O', trim(c.open)], ['H', trim(c.high)], ['L', trim(c.low)], ['C', trim(c.close)],
+      ['V', trim(c.volume)], ['Trades', c.trades === null ? '–' : String(c.trades)], ['Taker buy', share],
+    ];
+    el.replaceChildren(...parts.flatMap(([k, v]) => {
+      const value = document.createElement('span');
+      value.textContent = v;
+      value.dataset.field = k || 'title';
+      if (k === '') return [value];
+      value.className = cls;
+      const key = document.createElement('span');
+      key.className = 'k';
+      key.textContent = k + ' ';
+      return [key, value];
+    }));
+  }
+
+  async function api(path, params) {
+    const q = new URLSearchParams(params);
+    const res = await fetch(`${path}?${q}`, { credentials: 'same-origin' });
+    const body = await res.json().catch(() => ({ error: res.statusText }));
+    if (!res.ok) throw new Error(body.error || res.statusText);
+    return body;
+  }
+
+  function saveUrl() {
+    const q = new URLSearchParams({ symbol: state.symbol || '', interval: state.interval, range: state.range });
+    history.replaceState(null, '', `?${q}`);
+  }
+
+  function buttons(navId, names, current, pick) {
+    $(navId).replaceChildren(...names.map((name) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = name;
+      b.dataset.value = name;
+      b.setAttribute('aria-pressed', String(name === current));
+      b.addEventListener('click', () => pick(name));
+      return b;
+    }));
+  }
+
+  // The newest bars, enough to cover the range preset; the chart then shows that range.
+  async function load() {
+    const mine = ++generation;
+    exhausted = false;
+    saveUrl();
+    buttons('intervals', intervals, state.interval, (i) => { state.interval = i; load(); });
+    if (!state.symbol) { candles = []; draw(); showRange(); return; }
+    status('loading…');
+    try {
+      const body = await api('/api/candles', { symbol: state.symbol, interval: state.interval, limit: 10000 });
+      if (mine !== generation) return;
+      candles = body.candles;
+      exhausted = candles.length < 10000;
+      draw();
+      showRange();
+      status(`${candles.length} candles`);
+      window.klines.ready = true;
+    } catch (e) {
+      if (mine === generation) status(e.message, true);
+    }
+  }
+
+  function showRange() {
+    buttons('ranges', Object.keys(RANGES), state.range, (r) => { state.range = r; saveUrl(); showRange(); });
+    const span = RANGES[state.range];
+    if (!candles.length) return;
+    const last = candles[candles.length - 1].time;
+    if (span === null) { chart.timeScale().fitContent(); return; }
+    chart.timeScale().setVisibleRange({ from: (last - span) / 1000, to: last / 1000 });
+  }
+
+  // Older bars as the user pans back to the oldest loaded one.
+  async function loadOlder() {
+    if (loading || exhausted || !candles.length) return;
+    loading = true;
+    const mine = generation;
+    try {
+      const body = await api('/api/candles', {
+        symbol: state.symbol, interval: state.interval, to: candles[0].time, limit: PAGE,
+      });
+      if (mine !== generation) return;
+      exhausted = body.candles.length < PAGE;
+      if (body.candles.length) {
+        const ts = chart.timeScale();
+        const before = ts.getVisibleLogicalRange();
+        candles = body.candles.concat(candles);
+        draw();
+        if (before) ts.setVisibleLogicalRange({ from: before.from + body.candles.length, to: before.to + body.candles.length });
+        status(`${candles.length} candles`);
+      }
+    } catch (e) {
+      status(e.message, true);
+    } finally {
+      loading = false;
+    }
+  }
+
+  chart.timeScale().subscribeVisibleLogicalRangeChange((r) => {
+    if (r && r.from < 20) loadOlder();
+  });
+  chart.subscribeCrosshairMove((p) => {
+    legend((p && p.time !== undefined && byTime.get(p.time)) || candles[candles.length - 1]);
+  });
+
+  // For tests and the curious: what the chart holds.
+  window.klines = {
+    ready: false,
+    state,
+    candles: () => candles,
+    bars: () => candleSeries.data(),
+    chart,
+  };
+
+  (async () => {
+    try {
+      const body = await api('/api/symbols', {});
+      intervals = body.intervals;
+      const select = $('symbol');
+      select.replaceChildren(...body.symbols.map((s) => new Option(s, s)));
+      if (!body.symbols.includes(state.symbol)) state.symbol = body.symbols[0] || null;
+      if (!intervals.includes(state.interval)) state.interval = intervals[0] || '5m';
+      select.value = state.symbol || '';
+      select.addEventListener('change', () => { state.symbol = select.value; load(); });
+      if (!body.symbols.length) status('no candles yet: run klines pipeline or klines stream --build');
+      await load();
+    } catch (e) {
+      status(e.message, true);
+    }
+  })();
+})();
