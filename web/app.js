@@ -7,6 +7,8 @@
   const DAY = 86400000;
   const RANGES = { '1D': DAY, '1W': 7 * DAY, '1M': 30 * DAY, '1Y': 365 * DAY, 'all': null };
   const PAGE = 1000; // bars per request when loading older ones
+  const MAX = 10000; // the API's most per request
+  const INTERVAL_MS = { '1m': 60000, '5m': 300000, '15m': 900000, '1d': DAY };
   const FORMING = '#8b949e';
 
   const url = new URLSearchParams(location.search);
@@ -136,18 +138,27 @@
   }
 
   // The newest bars, enough to cover the range preset; the chart then shows that range.
+  // Enough bars for the range preset and some to pan back over; older ones come lazily.
+  function initialLimit() {
+    const span = RANGES[state.range];
+    if (span === null) return MAX;
+    return Math.min(MAX, Math.max(500, Math.ceil(1.5 * span / INTERVAL_MS[state.interval])));
+  }
+
   async function load() {
     const mine = ++generation;
     exhausted = false;
+    window.klines.ready = false;
     saveUrl();
     buttons('intervals', intervals, state.interval, (i) => { state.interval = i; load(); });
     if (!state.symbol) { candles = []; draw(); showRange(); return; }
     status('loading…');
     try {
-      const body = await api('/api/candles', { symbol: state.symbol, interval: state.interval, limit: 10000 });
+      const limit = initialLimit();
+      const body = await api('/api/candles', { symbol: state.symbol, interval: state.interval, limit });
       if (mine !== generation) return;
       candles = body.candles;
-      exhausted = candles.length < 10000;
+      exhausted = candles.length < limit;
       draw();
       showRange();
       status(`${candles.length} candles`);
@@ -157,8 +168,18 @@
     }
   }
 
+  // A range the loaded bars do not cover loads again, enough for it.
+  function pickRange(r) {
+    state.range = r;
+    saveUrl();
+    const span = RANGES[r];
+    const covered = candles.length && (exhausted || (span !== null
+      && candles[0].time <= candles[candles.length - 1].time - span));
+    if (covered) showRange(); else load();
+  }
+
   function showRange() {
-    buttons('ranges', Object.keys(RANGES), state.range, (r) => { state.range = r; saveUrl(); showRange(); });
+    buttons('ranges', Object.keys(RANGES), state.range, pickRange);
     const span = RANGES[state.range];
     if (!candles.length) return;
     const last = candles[candles.length - 1].time;
@@ -206,6 +227,7 @@
     candles: () => candles,
     bars: () => candleSeries.data(),
     chart,
+    series: candleSeries,
   };
 
   (async () => {

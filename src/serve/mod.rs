@@ -74,6 +74,8 @@ pub async fn serve(wh: Arc<dyn Warehouse>, opts: Options) -> anyhow::Result<()> 
 }
 
 /// Every answer: no framing, no sniffing, no referrer, scripts and data from this origin only.
+/// The one inline style allowed (by its hash) is the one Lightweight Charts 5.2.1 injects;
+/// the browser test fails if an update changes it.
 async fn security_headers(req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
@@ -81,8 +83,9 @@ async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-3pRED1tOXas1FXFoPb9TGCjmYe9XQsmO9OV23khV2nY='; \
+             img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

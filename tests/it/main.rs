@@ -3,6 +3,7 @@
 mod support;
 
 mod airflow;
+mod browser;
 mod backfill;
 mod compile;
 mod crash;

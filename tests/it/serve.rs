@@ -84,12 +84,12 @@ impl Drop for Served {
     }
 }
 
-/// Two real symbols over three days, loaded and built with the repository's models.
-pub fn built_project(wh: &Wh, ex: &TestExchange) -> Project {
+/// Real klines of `symbols` over `[from, to)`, loaded and built with the repository's models.
+pub fn built_project(wh: &Wh, ex: &TestExchange, symbols: &str, from: &str, to: &str) -> Project {
     let p = Project::new(&ex.url, "");
     crate::models::with_repo_models(&p);
     wh.setup(&p);
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2025-08-05", "--to", "2025-08-07"]);
+    p.ok(&["backfill", "--symbols", symbols, "--from", from, "--to", to]);
     p.ok(&["load"]);
     p.ok(&["run", "-s", "tag:ohlc"]);
     p
@@ -148,7 +148,7 @@ pub fn api_candle(c: &Json) -> (i64, Vec<Option<i128>>, bool) {
 
 fn api_matches_the_tables(wh: Wh) {
     let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
-    let p = built_project(&wh, &ex);
+    let p = built_project(&wh, &ex, "BTCUSDT,ETHUSDT", "2025-08-05", "2025-08-07");
     let want: Vec<_> = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"]
         .iter()
         .map(|m| table_candles(&wh, &p, m, "ETHUSDT"))
@@ -232,7 +232,7 @@ fn api_answers_exactly_what_the_postgres_tables_hold() {
 #[test]
 fn a_token_guards_every_request_off_loopback() {
     let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
-    let p = built_project(&Wh::DuckDb, &ex);
+    let p = built_project(&Wh::DuckDb, &ex, "BTCUSDT,ETHUSDT", "2025-08-05", "2025-08-07");
     let out = p.run(&["serve", "--addr", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);

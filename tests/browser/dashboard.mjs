@@ -1,0 +1,77 @@
+// Drives Debian's Chromium through klines' dashboard and prints, as JSON, what the page holds
+// at each step; tests/it/browser.rs compares it with the warehouse's tables.
+//
+//   node dashboard.mjs URL SCREENSHOT.png
+//
+// Steps: open XRPETH 1m with the 1D range; hover a bar and read the legend; pan back to the
+// oldest bar (lazy loading); switch to 15m by clicking; reload (the URL keeps the state).
+import { chromium } from 'playwright-core';
+
+const [url, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.KLINES_CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+const out = { errors: [], requests: [] };
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  page.on('pageerror', (e) => out.errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') out.errors.push(m.text()); });
+  page.on('request', (r) => out.requests.push(r.url()));
+  const ready = (interval) => page.waitForFunction(
+    (i) => window.klines && window.klines.ready && window.klines.state.interval === i, interval,
+    { timeout: 20000 });
+  const snapshot = () => page.evaluate(() => ({
+    state: { ...window.klines.state },
+    search: location.search,
+    candles: window.klines.candles(),
+    bars: window.klines.bars(),
+    legend: document.getElementById('legend').textContent,
+    status: document.getElementById('status').textContent,
+  }));
+
+  const started = Date.now();
+  await page.goto(`${url}/?symbol=XRPETH&interval=1m&range=1D`);
+  await ready('1m');
+  out.first_chart_ms = Date.now() - started;
+  out.opened = await snapshot();
+
+  // The crosshair on the 10th-newest bar: its values in the legend.
+  const target = out.opened.candles[out.opened.candles.length - 10];
+  const box = await page.locator('#chart').boundingBox();
+  const xy = await page.evaluate((t) => ({
+    x: window.klines.chart.timeScale().timeToCoordinate(t.time / 1000),
+    y: window.klines.series.priceToCoordinate(+t.close),
+  }), target);
+  await page.mouse.move(box.x + xy.x, box.y + xy.y);
+  await page.waitForFunction((t) => document.getElementById('legend').textContent.includes(
+    new Date(t).toISOString().slice(11, 16)), target.time);
+  out.hovered = { time: target.time, legend: await page.locator('#legend').textContent() };
+
+  // Panning back to the oldest loaded bar loads older ones until the table has no more.
+  for (let i = 0; i < 20; i++) {
+    const n = await page.evaluate(() => window.klines.candles().length);
+    await page.evaluate(() => window.klines.chart.timeScale().setVisibleLogicalRange({ from: -5, to: 200 }));
+    await page.waitForTimeout(300);
+    if (await page.evaluate((n) => window.klines.candles().length === n, n)) break;
+  }
+  out.panned = await snapshot();
+
+  // The interval switch, by a click.
+  await page.mouse.move(box.x + 5, box.y + 5);
+  await page.click('#intervals button[data-value="15m"]');
+  await ready('15m');
+  out.switched = await snapshot();
+  await page.screenshot({ path: screenshot });
+
+  // A reload keeps the view: the URL holds it.
+  await page.reload();
+  await ready('15m');
+  out.reloaded = await snapshot();
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(out));

@@ -1,0 +1,116 @@
+//! The dashboard in a real headless Chromium (Debian's, driven by npm's playwright-core through
+//! `tests/browser/dashboard.mjs`): the chart holds exactly the table's candles, the legend
+//! shows a bar's exact values, panning back loads older bars, the interval switch and the URL
+//! state work. A screenshot is kept under `target/screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use klines::warehouse::Value;
+use serde_json::Value as Json;
+
+use crate::serve::{Served, api_candle, built_project, table_candles};
+use crate::support::exchange::{Config as ExchangeConfig, TestExchange};
+use crate::support::*;
+
+/// Runs the browser script against `url`; its JSON, and where the screenshot went.
+fn drive(url: &str, name: &str) -> (Json, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run scripts/install-test-deps"
+    );
+    let shots = root.join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join(format!("{name}.png"));
+    let out = Command::new("node")
+        .arg(dir.join("dashboard.mjs"))
+        .arg(url)
+        .arg(&png)
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "the browser script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (serde_json::from_slice(&out.stdout).unwrap(), png)
+}
+
+/// The table's values as the chart holds them (numbers) and as the legend shows them (exact
+/// text without trailing zeros).
+fn text(v: &Value) -> String {
+    let s = v.to_string();
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+#[test]
+fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
+    let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
+    let wh = Wh::DuckDb;
+    // XRPETH's real minutes of 2019-10-11 to 14: 3,560 candles, prices with 8 decimals.
+    let p = built_project(&wh, &ex, "XRPETH", "2019-10-11", "2019-10-14");
+    let minutes = table_candles(&wh, &p, "TRADES_OHLC_1M", "XRPETH");
+    let quarters = table_candles(&wh, &p, "TRADES_OHLC_15M", "XRPETH");
+    let raw_1m = wh.query(
+        &p,
+        "SELECT open_time, open, high, low, close, volume, trades FROM main.TRADES_OHLC_1M \
+         WHERE symbol = 'XRPETH' ORDER BY open_time",
+    );
+    let n = minutes.len();
+    assert!(n > 3000, "{n}");
+    let s = Served::start(&p, &[], &[]);
+    let (got, png) = drive(&s.url, "dashboard");
+
+    assert_eq!(got["errors"], serde_json::json!([]), "errors in the page");
+    let origin = format!("{}/", s.url);
+    for r in got["requests"].as_array().unwrap() {
+        assert!(r.as_str().unwrap().starts_with(&origin), "a request left the server: {r}");
+    }
+    let candles = |step: &str| -> Vec<_> {
+        got[step]["candles"].as_array().unwrap().iter().map(api_candle).collect()
+    };
+
+    // Opened on 1D of 1m candles: 1.5 days of bars (the newest), exactly the table's.
+    assert_eq!(candles("opened"), minutes[n - 2160..].to_vec());
+    // The chart's own bars: the same times and prices.
+    let bars = got["opened"]["bars"].as_array().unwrap();
+    assert_eq!(bars.len(), 2160);
+    for (bar, row) in bars.iter().zip(&raw_1m[n - 2160..]) {
+        assert_eq!(bar["time"].as_i64().unwrap() * 1000, row[0].as_millis().unwrap());
+        for (i, f) in ["open", "high", "low", "close"].iter().enumerate() {
+            let want: f64 = row[i + 1].to_string().parse().unwrap();
+            assert_eq!(bar[f].as_f64().unwrap(), want, "{f} at {}", row[0]);
+        }
+    }
+    assert!(got["opened"]["search"].as_str().unwrap().contains("interval=1m"));
+
+    // The crosshair legend: the hovered bar's exact values.
+    let t = got["hovered"]["time"].as_i64().unwrap();
+    let row = raw_1m.iter().find(|r| r[0].as_millis() == Some(t)).unwrap();
+    let legend = got["hovered"]["legend"].as_str().unwrap();
+    assert!(legend.contains(&klines::time::format_ms(t)[..10]), "{legend}");
+    for (label, v) in [("O", &row[1]), ("H", &row[2]), ("L", &row[3]), ("C", &row[4]), ("V", &row[5]), ("Trades", &row[6])] {
+        assert!(legend.contains(&format!("{label} {}", text(v))), "{label} {}: {legend}", text(v));
+    }
+    assert!(legend.contains("UTC") && legend.contains("Taker buy"), "{legend}");
+
+    // Panning back loaded the older bars: now the whole table.
+    assert_eq!(candles("panned"), minutes);
+    assert_eq!(got["panned"]["bars"].as_array().unwrap().len(), n);
+
+    // A click on 15m: the 15m table, in the URL, and still there after a reload.
+    assert_eq!(candles("switched"), quarters);
+    assert!(got["switched"]["search"].as_str().unwrap().contains("interval=15m"));
+    assert_eq!(got["reloaded"]["state"]["interval"], "15m");
+    assert_eq!(got["reloaded"]["state"]["symbol"], "XRPETH");
+    assert_eq!(candles("reloaded"), quarters);
+
+    let shot = std::fs::read(&png).unwrap();
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "{}", png.display());
+}
