@@ -145,6 +145,13 @@ pub struct StreamArgs {
     /// Serve Prometheus metrics on this address (lag, latency, rows, reconnects, errors...)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve the dashboard (as `klines serve`) from this process, pushing each flush's candles
+    /// to open pages (needs --load or --build)
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// The dashboard's token (required when --serve is not a loopback address)
+    #[arg(long, env = "KLINES_SERVE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub serve_token: Option<String>,
     /// Seconds without any message after which a socket is replaced
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub silence_secs: f64,

@@ -23,6 +23,8 @@
   let exhausted = false; // no older bars in the table
   let loading = false;
   let generation = 0; // a newer view replaces what an older request would draw
+  let live = null; // the EventSource of new and changed candles
+  let hovering = false;
 
   const chart = LC.createChart($('chart'), {
     autoSize: true,
@@ -145,8 +147,33 @@
     return Math.min(MAX, Math.max(500, Math.ceil(1.5 * span / INTERVAL_MS[state.interval])));
   }
 
+  // New candles and the forming one as they land (klines stream --serve pushes them; klines
+  // serve looks every few seconds).
+  function follow() {
+    if (live) live.close();
+    const since = candles.length ? candles[candles.length - 1].time : 0;
+    const q = new URLSearchParams({ symbol: state.symbol, interval: state.interval, since });
+    const mine = generation;
+    live = new EventSource(`/api/live?${q}`);
+    live.addEventListener('candles', (e) => {
+      if (mine !== generation) return;
+      for (const c of JSON.parse(e.data)) {
+        const last = candles[candles.length - 1];
+        if (last && c.time < last.time) continue;
+        if (last && c.time === last.time) candles[candles.length - 1] = c; else candles.push(c);
+        candleSeries.update(toBar(c));
+        volumeSeries.update(toVolume(c));
+        byTime.set(c.time / 1000, c);
+      }
+      window.klines.updates += 1;
+      if (!hovering) legend(candles[candles.length - 1]);
+      status(`${candles.length} candles, live`);
+    });
+  }
+
   async function load() {
     const mine = ++generation;
+    if (live) { live.close(); live = null; }
     exhausted = false;
     window.klines.ready = false;
     saveUrl();
@@ -162,6 +189,7 @@
       draw();
       showRange();
       status(`${candles.length} candles`);
+      follow();
       window.klines.ready = true;
     } catch (e) {
       if (mine === generation) status(e.message, true);
@@ -217,12 +245,14 @@
     if (r && r.from < 20) loadOlder();
   });
   chart.subscribeCrosshairMove((p) => {
-    legend((p && p.time !== undefined && byTime.get(p.time)) || candles[candles.length - 1]);
+    hovering = !!(p && p.time !== undefined && byTime.get(p.time));
+    legend((hovering && byTime.get(p.time)) || candles[candles.length - 1]);
   });
 
   // For tests and the curious: what the chart holds.
   window.klines = {
     ready: false,
+    updates: 0,
     state,
     candles: () => candles,
     bars: () => candleSeries.data(),

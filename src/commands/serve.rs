@@ -2,20 +2,13 @@
 
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::exit::UsageError;
-use crate::redact::Secret;
 use crate::serve;
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
-    let token = args.token.filter(|t| !t.is_empty()).map(Secret::new);
-    if token.is_none() && !serve::is_loopback(&args.addr) {
-        return Err(UsageError(format!(
-            "--addr {}: serving beyond loopback needs --token or KLINES_SERVE_TOKEN",
-            args.addr
-        ))
-        .into());
-    }
+    let token = serve::token_for(&args.addr, args.token, "--token")
+        .map_err(|e| UsageError(format!("--addr {e}")))?;
     let wh = crate::warehouse::connect_read_only(&target, &project.dir).await?;
     serve::serve(
         wh,
@@ -23,6 +16,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             addr: args.addr,
             token,
             schema: target.schema().to_string(),
+            // Another process writes the tables: open pages look every few seconds.
+            updates: serve::live::Updates::new().poll(std::time::Duration::from_secs(5)),
         },
     )
     .await

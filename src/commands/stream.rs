@@ -32,6 +32,8 @@ struct LoadSink {
     follower: Option<load::Follower>,
     /// `--snowpipe`: each flush goes through the pipe instead.
     pipe: Option<(Arc<Snowflake>, Snowpipe)>,
+    /// `--serve`: open pages hear of each flush.
+    updates: Option<crate::serve::live::Updates>,
 }
 
 struct Build {
@@ -47,23 +49,47 @@ impl Sink for LoadSink {
         _: &Summary,
         staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
     ) -> anyhow::Result<()> {
-        if let Some((sf, pipe)) = &self.pipe {
-            let summary = load::snowpipe::load(
-                &self.stage,
-                sf,
-                pipe,
-                &self.raw_schema,
-                &self.opts,
-                Duration::from_secs(600),
-            )
-            .await
-            .context("snowpipe")?;
-            for f in summary.files.iter().filter(|f| f.status != "LOADED") {
-                tracing::error!(file = %f.file, status = %f.status, error = f.error.as_deref().unwrap_or(""), "failed");
-            }
-            tracing::info!(files = summary.files.len(), inserted = summary.inserted, "loaded through Snowpipe");
-            return self.build().await;
+        let loaded = if self.pipe.is_some() {
+            self.load_through_pipe().await
+        } else {
+            self.load(staged).await
+        };
+        loaded?;
+        self.build().await?;
+        if let Some(u) = &self.updates {
+            u.changed();
         }
+        Ok(())
+    }
+}
+
+impl LoadSink {
+    async fn load_through_pipe(&mut self) -> anyhow::Result<()> {
+        let Some((sf, pipe)) = &self.pipe else {
+            return Ok(());
+        };
+        let summary = load::snowpipe::load(
+            &self.stage,
+            sf,
+            pipe,
+            &self.raw_schema,
+            &self.opts,
+            Duration::from_secs(600),
+        )
+        .await
+        .context("snowpipe")?;
+        for f in summary.files.iter().filter(|f| f.status != "LOADED") {
+            tracing::error!(file = %f.file, status = %f.status, error = f.error.as_deref().unwrap_or(""), "failed");
+        }
+        tracing::info!(files = summary.files.len(), inserted = summary.inserted, "loaded through Snowpipe");
+        Ok(())
+    }
+
+    /// The files this flush staged (the first time: everything pending).
+    async fn load(
+        &mut self,
+        staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
+    ) -> anyhow::Result<()> {
         let summary = match &mut self.follower {
             Some(f) => f
                 .load(&self.stage, Arc::clone(&self.wh), &self.raw_schema, &self.opts, staged)
@@ -86,11 +112,8 @@ impl Sink for LoadSink {
             tracing::error!(file = %f.file, error = %f.error, "failed");
         }
         tracing::info!(files = summary.files, rows = summary.rows, "loaded");
-        self.build().await
+        Ok(())
     }
-}
-
-impl LoadSink {
     async fn build(&self) -> anyhow::Result<()> {
         if let Some(b) = &self.build {
             let args = crate::cli::RunArgs {
@@ -182,6 +205,19 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         .into());
     }
     // A load target is resolved before anything is fetched, so a bad profile stops at once.
+    let serve_token = match args.serve {
+        Some(addr) if args.load || args.build || args.snowpipe.is_some() => {
+            crate::serve::token_for(&addr, args.serve_token, "--serve-token")
+                .map_err(|e| UsageError(format!("--serve {e}")))?
+        }
+        Some(_) => {
+            return Err(UsageError(
+                "--serve shows the warehouse the stream loads: add --load or --build".into(),
+            )
+            .into());
+        }
+        None => None,
+    };
     let mut sink = if args.load || args.build || args.snowpipe.is_some() {
         let target = super::target(global, &project)?;
         let mut pipe = None;
@@ -211,7 +247,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         };
         Some(LoadSink {
             stage: stage.clone(),
-            wh,
+            wh: Arc::clone(&wh),
             raw_schema: target.raw_schema().to_string(),
             opts: Options {
                 dry_run: false,
@@ -229,6 +265,27 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
             }),
             follower: None,
             pipe,
+            updates: match args.serve {
+                // The page is served from this process, on its one warehouse connection.
+                Some(addr) => {
+                    let updates = crate::serve::live::Updates::new();
+                    let listener = crate::serve::bind(addr).await?;
+                    let opts = crate::serve::Options {
+                        addr,
+                        token: serve_token,
+                        schema: target.schema().to_string(),
+                        updates: updates.clone(),
+                    };
+                    let wh = Arc::clone(&wh);
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::serve::run(listener, wh, opts).await {
+                            tracing::error!(error = %format!("{e:#}"), "the dashboard stopped");
+                        }
+                    });
+                    Some(updates)
+                }
+                None => None,
+            },
         })
     } else {
         None

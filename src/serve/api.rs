@@ -206,7 +206,17 @@ pub async fn candles(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<JsonValue>, ApiError> {
     let cq = CandleQuery::parse(&q)?;
-    let (sql, params) = cq.sql(&api);
+    let candles = fetch(&api, &cq).await?;
+    Ok(Json(json!({
+        "symbol": cq.symbol.as_str(),
+        "interval": INTERVALS.iter().find(|(_, t)| *t == cq.table).map(|(i, _)| *i),
+        "candles": candles,
+    })))
+}
+
+/// The query's candles, oldest first, as the page takes them.
+pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<JsonValue>, ApiError> {
+    let (sql, params) = cq.sql(api);
     let rows = match api.wh.query_bound(&sql, &params).await {
         Ok(rows) => rows,
         // The interval's model has not been built.
@@ -223,15 +233,11 @@ pub async fn candles(
         }
         Err(e) => return Err(internal(e)),
     };
-    let mut candles = Vec::with_capacity(rows.rows.len());
-    for r in rows.rows.iter().rev() {
-        candles.push(candle(r).map_err(internal)?);
-    }
-    Ok(Json(json!({
-        "symbol": cq.symbol.as_str(),
-        "interval": INTERVALS.iter().find(|(_, t)| *t == cq.table).map(|(i, _)| *i),
-        "candles": candles,
-    })))
+    rows.rows
+        .iter()
+        .rev()
+        .map(|r| candle(r).map_err(internal))
+        .collect()
 }
 
 /// One row as the page's candle.

@@ -1,11 +1,13 @@
 //! `klines serve`: a candlestick page and a JSON API over the warehouse's TRADES_OHLC tables.
 //!
 //! 1. [`assets`]: the page (HTML, JS, CSS and the vendored chart library), embedded.
-//! 2. [`api`]: `/api/symbols` and `/api/candles`, bound parameters only.
+//! 2. [`api`]: `/api/symbols` and `/api/candles`, bound parameters only; [`live`]:
+//!    `/api/live`, server-sent events of new and changed candles.
 //! 3. Here: the router, the token check and the security headers on every answer.
 
 pub mod api;
 pub mod assets;
+pub mod live;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub struct Options {
     pub token: Option<Secret>,
     /// The models' schema.
     pub schema: String,
+    /// When the tables may have changed.
+    pub updates: live::Updates,
 }
 
 /// Whether `addr` may be served without a token.
@@ -38,10 +42,16 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 }
 
 /// The router over `wh` (also used by tests and benchmarks without a socket).
-pub fn router(wh: Arc<dyn Warehouse>, schema: String, token: Option<Secret>) -> Router {
+pub fn router(
+    wh: Arc<dyn Warehouse>,
+    schema: String,
+    token: Option<Secret>,
+    updates: live::Updates,
+) -> Router {
     let api = Arc::new(api::Api { wh, schema });
     let token = Arc::new(token);
     Router::new()
+        .route("/api/live", get(live::live).with_state((Arc::clone(&api), updates)))
         .route("/", get(|| async { assets::get("index.html") }))
         .route(
             "/assets/{*path}",
@@ -59,18 +69,47 @@ pub fn router(wh: Arc<dyn Warehouse>, schema: String, token: Option<Secret>) -> 
 
 /// Binds and serves until Ctrl-C or SIGTERM.
 pub async fn serve(wh: Arc<dyn Warehouse>, opts: Options) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(opts.addr)
+    let listener = bind(opts.addr).await?;
+    run(listener, wh, opts).await
+}
+
+/// Listens on `addr` and says where (on stdout, with the port when 0 was asked for).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.addr))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(url = %format!("http://{addr}/"), token = opts.token.is_some(), "serving the dashboard");
-    // The address on stdout (the port when 0 was asked for), for people and scripts.
-    println!("serving http://{addr}/");
-    let app = router(wh, opts.schema, opts.token);
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(url = %format!("http://{local}/"), "serving the dashboard");
+    println!("serving http://{local}/");
+    Ok(listener)
+}
+
+/// Serves on `listener` until Ctrl-C or SIGTERM.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    wh: Arc<dyn Warehouse>,
+    opts: Options,
+) -> anyhow::Result<()> {
+    let app = router(wh, opts.schema, opts.token, opts.updates);
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::cancel::cancelled())
         .await?;
     Ok(())
+}
+
+/// A token, required off loopback; empty means none.
+pub fn token_for(
+    addr: &SocketAddr,
+    token: Option<String>,
+    flag: &str,
+) -> Result<Option<Secret>, String> {
+    let token = token.filter(|t| !t.is_empty()).map(Secret::new);
+    if token.is_none() && !is_loopback(addr) {
+        return Err(format!(
+            "{addr}: serving beyond loopback needs a token ({flag} or KLINES_SERVE_TOKEN)"
+        ));
+    }
+    Ok(token)
 }
 
 /// Every answer: no framing, no sniffing, no referrer, scripts and data from this origin only.

@@ -1,13 +1,15 @@
 // Drives Debian's Chromium through klines' dashboard and prints, as JSON, what the page holds
 // at each step; tests/it/browser.rs compares it with the warehouse's tables.
 //
-//   node dashboard.mjs URL SCREENSHOT.png
+//   node dashboard.mjs URL SCREENSHOT.png [live SYMBOL]
 //
 // Steps: open XRPETH 1m with the 1D range; hover a bar and read the legend; pan back to the
 // oldest bar (lazy loading); switch to 15m by clicking; reload (the URL keeps the state).
+// `live SYMBOL`: open SYMBOL's 1m candles while a stream runs and wait, without reloading,
+// for three newer candles to arrive.
 import { chromium } from 'playwright-core';
 
-const [url, screenshot] = process.argv.slice(2);
+const [url, screenshot, mode, liveSymbol] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.KLINES_CHROMIUM || '/usr/bin/chromium',
   args: [
@@ -32,6 +34,27 @@ try {
     legend: document.getElementById('legend').textContent,
     status: document.getElementById('status').textContent,
   }));
+
+  if (mode === 'live') {
+    await page.goto(`${url}/?symbol=${liveSymbol}&interval=1m&range=1D`);
+    await ready('1m');
+    // Gone if the page were loaded again.
+    await page.evaluate(() => { window.sameDocument = true; });
+    out.opened = await snapshot();
+    const last = out.opened.candles[out.opened.candles.length - 1].time;
+    await page.waitForFunction((t) => {
+      const c = window.klines.candles();
+      return c.length && c[c.length - 1].time >= t + 3 * 60000;
+    }, last, { timeout: 30000 });
+    out.updated = await snapshot();
+    out.updates = await page.evaluate(() => window.klines.updates);
+    out.same_document = await page.evaluate(() => window.sameDocument === true);
+    await page.screenshot({ path: screenshot });
+    await browser.close();
+    // Exit only once stdout is written: a pipe takes 64 KiB at a time.
+    process.stdout.write(JSON.stringify(out), () => process.exit(0));
+    await new Promise(() => {});
+  }
 
   const started = Date.now();
   await page.goto(`${url}/?symbol=XRPETH&interval=1m&range=1D`);

@@ -15,6 +15,10 @@ use crate::support::*;
 
 /// Runs the browser script against `url`; its JSON, and where the screenshot went.
 fn drive(url: &str, name: &str) -> (Json, PathBuf) {
+    drive_with(url, name, &[])
+}
+
+fn drive_with(url: &str, name: &str, extra: &[&str]) -> (Json, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/browser");
     assert!(
@@ -28,6 +32,7 @@ fn drive(url: &str, name: &str) -> (Json, PathBuf) {
         .arg(dir.join("dashboard.mjs"))
         .arg(url)
         .arg(&png)
+        .args(extra)
         .output()
         .expect("node");
     assert!(
@@ -113,4 +118,46 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
 
     let shot = std::fs::read(&png).unwrap();
     assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "{}", png.display());
+}
+
+/// `klines stream --build --serve`: a page open on the stream's 1m candles gets each new one
+/// without a reload, and what it shows equals the table the stream built.
+#[test]
+fn a_streams_new_candles_appear_without_a_reload() {
+    use crate::support::exchange::Clock;
+    let mut config = ExchangeConfig::synthetic(ms("2024-01-05T13:37:30Z"));
+    config.clock = Clock::scaled(ms("2024-01-05T13:37:30Z"), 60);
+    let ex = TestExchange::start(config);
+    let p = Project::new(&ex.url, "");
+    crate::models::with_repo_models(&p);
+    let ws = ex.ws_url();
+    let s = Served::spawn(
+        &p,
+        &[
+            "stream", "--symbols", "BTCUSDT", "--from", "2024-01-05T12:00:00Z", "--until",
+            "2024-01-05T13:58:00Z", "--ws-url", &ws, "--build", "--flush-secs", "0.2",
+            "--serve", "127.0.0.1:0",
+        ],
+        &[],
+    );
+    // The page opens once the first flush is built.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.json("/api/symbols")["symbols"] != serde_json::json!(["BTCUSDT"]) {
+        assert!(std::time::Instant::now() < deadline, "the stream built nothing");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (got, png) = drive_with(&s.url, "dashboard-live", &["live", "BTCUSDT"]);
+    assert_eq!(got["errors"], serde_json::json!([]), "errors in the page");
+    assert_eq!(got["same_document"], true, "the page was reloaded");
+    assert!(got["updates"].as_i64().unwrap() >= 1);
+    let (status, out) = s.wait();
+    assert!(status.success(), "{out}");
+    // Every candle the page ended with is the table's.
+    let table = table_candles(&Wh::DuckDb, &p, "TRADES_OHLC_1M", "BTCUSDT");
+    let shown: Vec<_> = got["updated"]["candles"].as_array().unwrap().iter().map(api_candle).collect();
+    let opened = got["opened"]["candles"].as_array().unwrap().len();
+    assert!(shown.len() >= opened + 3, "{} after {opened}", shown.len());
+    let first = table.iter().position(|c| c.0 == shown[0].0).unwrap();
+    assert_eq!(shown, table[first..first + shown.len()].to_vec());
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
 }

@@ -14,35 +14,49 @@ use crate::support::*;
 pub struct Served {
     child: Child,
     pub url: String,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Served {
     /// Starts `klines serve EXTRA...` (on `--addr 127.0.0.1:0` unless EXTRA names one) and
     /// waits for the address it prints.
     pub fn start(p: &Project, extra: &[&str], envs: &[(&str, &str)]) -> Served {
-        let mut cmd = p.cmd();
-        cmd.arg("serve");
+        let mut args = vec!["serve"];
         if !extra.contains(&"--addr") {
-            cmd.args(["--addr", "127.0.0.1:0"]);
+            args.extend(["--addr", "127.0.0.1:0"]);
         }
-        cmd.args(extra)
+        args.extend(extra);
+        Served::spawn(p, &args, envs)
+    }
+
+    /// Runs `klines ARGS...` (serve, or stream --serve) until it prints where it serves.
+    pub fn spawn(p: &Project, args: &[&str], envs: &[(&str, &str)]) -> Served {
+        let mut cmd = p.cmd();
+        cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start klines serve");
+        let mut child = cmd.spawn().expect("start klines");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let url = line
             .trim()
             .strip_prefix("serving ")
             .unwrap_or_else(|| panic!("klines serve printed {line:?}"))
             .trim_end_matches('/')
             .to_string();
-        Served { child, url }
+        Served { child, url, stdout }
+    }
+
+    /// Waits for the process to end by itself; its exit status and the rest of its stdout.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        (status, rest)
     }
 
     pub fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
@@ -236,7 +250,7 @@ fn a_token_guards_every_request_off_loopback() {
     let out = p.run(&["serve", "--addr", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("--addr 0.0.0.0:0: serving beyond loopback needs --token or KLINES_SERVE_TOKEN"), "{err}");
+    assert!(err.contains("--addr 0.0.0.0:0: serving beyond loopback needs a token (--token or KLINES_SERVE_TOKEN)"), "{err}");
 
     let secret = "s3cr3t-t0ken";
     let s = Served::start(&p, &["--addr", "0.0.0.0:0"], &[("KLINES_SERVE_TOKEN", secret)]);
