@@ -278,3 +278,27 @@ fn a_token_guards_every_request_off_loopback() {
     let (status, _, _) = s.get_with("/api/symbols", &[("cookie", "klines_token=nope")]);
     assert_eq!(status, 401);
 }
+
+/// The README's `klines serve` lines, as written (port 8080: no other test uses it).
+#[test]
+fn the_readmes_serve_lines_run_as_written() {
+    let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
+    let p = built_project(&Wh::DuckDb, &ex, "ETHUSDT", "2025-08-05", "2025-08-07");
+    let s = Served::spawn(&p, &["serve"], &[]);
+    assert_eq!(s.url, "http://127.0.0.1:8080");
+    assert_eq!(s.json("/api/symbols")["symbols"], serde_json::json!(["ETHUSDT"]));
+    drop(s);
+
+    let pg = Wh::postgres();
+    let q = built_project(&pg, &ex, "ETHUSDT", "2025-08-05", "2025-08-07");
+    let line = "klines serve --addr 0.0.0.0:8080 --target pg";
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let out = q.run(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let s = Served::spawn(&q, &args, &[("KLINES_SERVE_TOKEN", "t0k3n")]);
+    assert_eq!(s.url, "http://0.0.0.0:8080");
+    assert_eq!(s.get("/api/symbols").0, 401);
+    let (status, _, body) = s.get_with("/api/symbols", &[("authorization", "Bearer t0k3n")]);
+    assert_eq!(status, 200);
+    assert!(body.contains("ETHUSDT"), "{body}");
+}
