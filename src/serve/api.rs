@@ -204,18 +204,47 @@ impl CandleQuery {
 pub async fn candles(
     State(api): State<Arc<Api>>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Json<JsonValue>, ApiError> {
+) -> Result<Json<Candles>, ApiError> {
     let cq = CandleQuery::parse(&q)?;
     let candles = fetch(&api, &cq).await?;
-    Ok(Json(json!({
-        "symbol": cq.symbol.as_str(),
-        "interval": INTERVALS.iter().find(|(_, t)| *t == cq.table).map(|(i, _)| *i),
-        "candles": candles,
-    })))
+    Ok(Json(Candles {
+        symbol: cq.symbol.as_str().to_string(),
+        interval: INTERVALS
+            .iter()
+            .find(|(_, t)| *t == cq.table)
+            .map(|(i, _)| *i)
+            .unwrap_or_default(),
+        candles,
+    }))
+}
+
+/// The answer of `/api/candles`.
+#[derive(serde::Serialize)]
+pub struct Candles {
+    pub symbol: String,
+    pub interval: &'static str,
+    pub candles: Vec<Candle>,
+}
+
+/// One candle as the page takes it: exact decimal text (trailing zeros dropped), `None` for
+/// a field the source does not provide.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Candle {
+    pub time: i64,
+    pub open: Option<String>,
+    pub high: Option<String>,
+    pub low: Option<String>,
+    pub close: Option<String>,
+    pub volume: Option<String>,
+    pub quote_volume: Option<String>,
+    pub trades: Option<i64>,
+    pub taker_buy_base_volume: Option<String>,
+    pub taker_buy_quote_volume: Option<String>,
+    pub is_complete: bool,
 }
 
 /// The query's candles, oldest first, as the page takes them.
-pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<JsonValue>, ApiError> {
+pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<Candle>, ApiError> {
     let (sql, params) = cq.sql(api);
     let rows = match api.wh.query_bound(&sql, &params).await {
         Ok(rows) => rows,
@@ -241,42 +270,51 @@ pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<JsonValue>, ApiErr
 }
 
 /// One row as the page's candle.
-pub fn candle(r: &[Value]) -> anyhow::Result<JsonValue> {
+pub fn candle(r: &[Value]) -> anyhow::Result<Candle> {
     let time = match r[0] {
         Value::Timestamp(us) => us.div_euclid(1000),
         ref other => anyhow::bail!("open_time is {other:?}, not a timestamp"),
     };
-    let dec = |i: usize| -> JsonValue {
+    let dec = |i: usize| -> Option<String> {
         match &r[i] {
-            Value::Null => JsonValue::Null,
-            v => JsonValue::String(v.to_string()),
+            Value::Null => None,
+            v => Some(trimmed(v.to_string())),
         }
     };
     let trades = match &r[7] {
-        Value::Null => JsonValue::Null,
-        v => v
-            .as_i64()
-            .map(JsonValue::from)
-            .ok_or_else(|| anyhow::anyhow!("trades is {v:?}, not a whole number"))?,
+        Value::Null => None,
+        v => Some(
+            v.as_i64()
+                .ok_or_else(|| anyhow::anyhow!("trades is {v:?}, not a whole number"))?,
+        ),
     };
-    let complete = match &r[10] {
+    let is_complete = match &r[10] {
         Value::Bool(b) => *b,
         Value::Int(i) => *i != 0,
         other => anyhow::bail!("is_complete is {other:?}, not a boolean"),
     };
-    Ok(json!({
-        "time": time,
-        "open": dec(1),
-        "high": dec(2),
-        "low": dec(3),
-        "close": dec(4),
-        "volume": dec(5),
-        "quote_volume": dec(6),
-        "trades": trades,
-        "taker_buy_base_volume": dec(8),
-        "taker_buy_quote_volume": dec(9),
-        "is_complete": complete,
-    }))
+    Ok(Candle {
+        time,
+        open: dec(1),
+        high: dec(2),
+        low: dec(3),
+        close: dec(4),
+        volume: dec(5),
+        quote_volume: dec(6),
+        trades,
+        taker_buy_base_volume: dec(8),
+        taker_buy_quote_volume: dec(9),
+        is_complete,
+    })
+}
+
+/// "42000.10000000" as "42000.1": the same value, shorter.
+fn trimmed(mut s: String) -> String {
+    if s.contains('.') {
+        let keep = s.trim_end_matches('0').trim_end_matches('.').len();
+        s.truncate(keep);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -285,6 +323,13 @@ mod tests {
 
     fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn decimals_lose_only_trailing_zeros() {
+        for (s, want) in [("42000.10000000", "42000.1"), ("0.00000000", "0"), ("100", "100"), ("-1.50", "-1.5"), ("10.0", "10")] {
+            assert_eq!(trimmed(s.to_string()), want);
+        }
     }
 
     #[test]

@@ -72,29 +72,36 @@ pub async fn live(
     let mut query = CandleQuery::parse(&q)?;
     let mut rx = updates.subscribe();
     let events = async_stream(move |tx| async move {
+        // What was sent last, so that an unchanged forming candle is not sent again.
+        let mut last_sent: Option<super::api::Candle> = None;
         loop {
-            // Ends on Ctrl-C or SIGTERM too, so that the server's graceful shutdown finishes.
+            // Ends when the page goes away, and on Ctrl-C or SIGTERM (so that the server's
+            // graceful shutdown finishes).
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
+                () = tx.closed() => return,
                 () = crate::cancel::cancelled() => return,
             }
-            match super::api::fetch(&api, &query).await {
-                Ok(candles) if candles.is_empty() => {}
-                Ok(candles) => {
-                    // Next time from the newest sent: it may still be forming.
-                    if let Some(t) = candles.last().and_then(|c| c["time"].as_i64()) {
-                        query.from = t;
-                    }
-                    let event = Event::default()
-                        .event("candles")
-                        .data(serde_json::Value::Array(candles).to_string());
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
+            let candles = match super::api::fetch(&api, &query).await {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e.1, "live candles");
+                    continue;
                 }
+            };
+            if candles.is_empty() || (candles.len() == 1 && last_sent.as_ref() == candles.last()) {
+                continue;
+            }
+            // Next time from the newest sent: it may still be forming.
+            if let Some(c) = candles.last() {
+                query.from = c.time;
+            }
+            last_sent = candles.last().cloned();
+            let event = Event::default()
+                .event("candles")
+                .data(serde_json::to_string(&candles).unwrap_or_default());
+            if tx.send(Ok(event)).await.is_err() {
+                return;
             }
         }
     });
