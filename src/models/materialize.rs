@@ -103,6 +103,11 @@ pub async fn build_tmp(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Re
     wh.execute(&schema_ddl(kind, node)).await?;
     wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
     wh.execute(&format!("CREATE TABLE {tmp} AS\n{sql}")).await?;
+    if kind == Kind::Postgres {
+        // Statistics now, not when autovacuum comes by: without them the planner takes the
+        // new table for empty and scans it whole instead of using its range index.
+        wh.execute(&format!("ANALYZE {tmp}")).await?;
+    }
     Ok(tmp)
 }
 
