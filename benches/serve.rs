@@ -125,30 +125,7 @@ fn bench(name: &str, days: i64, profile: Option<String>) {
 fn main() {
     let days = if std::env::args().any(|a| a == "--quick") { 31 } else { 365 };
     bench("DuckDB", days, None);
-    let conn = std::env::var("KLINES_TEST_PG")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into());
-    let field = |name: &str, default: &str| {
-        conn.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
-            .unwrap_or_else(|| default.to_string())
-    };
-    let (host, port, user) = (field("host", "127.0.0.1"), field("port", "5432"), field("user", "postgres"));
-    let db = format!("klines_serve_bench_{}", std::process::id());
-    let psql = |sql: &str| {
-        let st = Command::new("psql")
-            .args(["-X", "-q", "-h", &host, "-p", &port, "-U", &user, "-d", "postgres", "-c", sql])
-            .status()
-            .expect("psql");
-        assert!(st.success(), "psql failed: {sql}");
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
-    psql(&format!("CREATE DATABASE {db}"));
-    bench(
-        "Postgres",
-        days,
-        Some(format!(
-            "klines:\n  target: pg\n  outputs:\n    pg:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      dbname: {db}\n      sslmode: disable\n"
-        )),
-    );
-    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    let (profile, drop) = support::postgres_profile("serve");
+    bench("Postgres", days, Some(profile));
+    drop();
 }

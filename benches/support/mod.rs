@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 
 use klines::exchange::{Interval, Market, Symbol};
 use klines::kline::{Kline, KlineBatch};
@@ -78,4 +79,39 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(e.path(), target).unwrap();
         }
     }
+}
+
+/// A fresh Postgres database for the benchmark, as a profiles.yml, and what drops it.
+#[allow(dead_code)]
+pub fn postgres_profile(bench: &str) -> (String, impl FnOnce()) {
+    let conn = std::env::var("KLINES_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into());
+    let field = |name: &str, default: &str| {
+        conn.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap_or_else(|| default.to_string())
+    };
+    let (host, port, user) = (
+        field("host", "127.0.0.1"),
+        field("port", "5432"),
+        field("user", "postgres"),
+    );
+    let db = format!("klines_{bench}_bench_{}", std::process::id());
+    let profile = format!(
+        "klines:\n  target: pg\n  outputs:\n    pg:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      dbname: {db}\n      sslmode: disable\n"
+    );
+    let psql = move |sql: &str| {
+        let st = Command::new("psql")
+            .args([
+                "-X", "-q", "-h", &host, "-p", &port, "-U", &user, "-d", "postgres", "-c", sql,
+            ])
+            .status()
+            .expect("psql");
+        assert!(st.success(), "psql failed: {sql}");
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    (profile, move || {
+        psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+    })
 }
