@@ -36,6 +36,9 @@ struct LoadSink {
     updates: Option<crate::serve::live::Updates>,
 }
 
+/// `load.batch_rows` for a stream's loads at most.
+const STREAM_BATCH_ROWS: usize = 50_000;
+
 struct Build {
     project: crate::config::Project,
     target: crate::config::profiles::Target,
@@ -251,7 +254,10 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
             raw_schema: target.raw_schema().to_string(),
             opts: Options {
                 dry_run: false,
-                batch_rows: project.load_batch_rows,
+                // At most a day of 1m candles for 35 series a transaction: when a UTC day
+                // closes, every series' compacted day file is merged over its pieces at once,
+                // and one merge of them all would hold the whole day in DuckDB's memory.
+                batch_rows: project.load_batch_rows.min(STREAM_BATCH_ROWS),
                 fetch_concurrency: project.load_fetch_concurrency,
             },
             build: args.build.then(|| Build {

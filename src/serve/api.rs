@@ -169,33 +169,54 @@ impl CandleQuery {
         })
     }
 
-    /// The newest `limit` candles of `[from, to)`, newest first; the parameters are bound.
-    fn sql(&self, api: &Api) -> (String, Vec<Param>) {
-        let wh = &api.wh;
-        let kind = wh.kind();
+    /// `SELECT columns` of the newest `limit` candles of `[from, to)`, newest first; the
+    /// values are bound parameters.
+    fn newest(&self, api: &Api, columns: &str, from: i64) -> (String, Vec<Param>) {
+        let (kind, ph) = (api.wh.kind(), |n: usize| api.wh.placeholder(n));
         let ts = |n: usize| match kind {
-            Kind::Snowflake => format!("TO_TIMESTAMP_NTZ(CAST({} AS BIGINT), 3)", wh.placeholder(n)),
-            _ => format!("to_timestamp(CAST({} AS BIGINT) / 1000.0)", wh.placeholder(n)),
+            Kind::Snowflake => format!("TO_TIMESTAMP_NTZ(CAST({} AS BIGINT), 3)", ph(n)),
+            _ => format!("to_timestamp(CAST({} AS BIGINT) / 1000.0)", ph(n)),
         };
-        let q = |c: &str| ident::quote(kind, c);
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} = {} AND {ot} >= {} AND {ot} < {} ORDER BY {ot} DESC LIMIT {}",
-            COLUMNS.iter().map(|c| q(c)).collect::<Vec<_>>().join(", "),
+            "SELECT {columns} FROM {} WHERE {} = {} AND {ot} >= {} AND {ot} < {} ORDER BY {ot} DESC LIMIT {}",
             api.relation(self.table),
-            q("symbol"),
-            wh.placeholder(1),
+            ident::quote(kind, "symbol"),
+            ph(1),
             ts(2),
             ts(3),
-            wh.placeholder(4),
-            ot = q("open_time"),
+            ph(4),
+            ot = ident::quote(kind, "open_time"),
         );
-        let params = vec![
+        (sql, self.params(from))
+    }
+
+    /// The open time of the oldest of those candles: a query of the time column alone, so that
+    /// the query of whole rows reads only the blocks from there on (DuckDB prunes by block;
+    /// Postgres walks its range index either way).
+    fn start_sql(&self, api: &Api) -> (String, Vec<Param>) {
+        let ot = ident::quote(api.wh.kind(), "open_time");
+        let (inner, params) = self.newest(api, &ot, self.from);
+        (format!("SELECT min({ot}) FROM ({inner}) AS newest"), params)
+    }
+
+    /// The candles themselves, from `start`.
+    fn rows_sql(&self, api: &Api, start: i64) -> (String, Vec<Param>) {
+        let kind = api.wh.kind();
+        let columns = COLUMNS
+            .iter()
+            .map(|c| ident::quote(kind, c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.newest(api, &columns, start)
+    }
+
+    fn params(&self, from: i64) -> Vec<Param> {
+        vec![
             Param::Text(self.symbol.as_str().to_string()),
-            Param::Int(self.from),
+            Param::Int(from),
             Param::Int(self.to),
             Param::Int(self.limit),
-        ];
-        (sql, params)
+        ]
     }
 }
 
@@ -245,8 +266,7 @@ pub struct Candle {
 
 /// The query's candles, oldest first, as the page takes them.
 pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<Candle>, ApiError> {
-    let (sql, params) = cq.sql(api);
-    let rows = match api.wh.query_bound(&sql, &params).await {
+    let rows = match rows(api, cq).await {
         Ok(rows) => rows,
         // The interval's model has not been built.
         Err(_)
@@ -267,6 +287,17 @@ pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<Candle>, ApiError>
         .rev()
         .map(|r| candle(r).map_err(internal))
         .collect()
+}
+
+async fn rows(api: &Api, cq: &CandleQuery) -> anyhow::Result<crate::warehouse::Rows> {
+    let (sql, params) = cq.start_sql(api);
+    let start = api.wh.query_bound(&sql, &params).await?;
+    let start = match start.rows.first().and_then(|r| r.first()) {
+        Some(Value::Timestamp(us)) => us.div_euclid(1000),
+        _ => return Ok(crate::warehouse::Rows::default()),
+    };
+    let (sql, params) = cq.rows_sql(api, start);
+    api.wh.query_bound(&sql, &params).await
 }
 
 /// One row as the page's candle.

@@ -119,14 +119,14 @@ pub trait Warehouse: Send + Sync {
     /// Runs one query and fetches every row.
     async fn query(&self, sql: &str) -> anyhow::Result<Rows>;
 
-    /// Runs one query whose `?` placeholders (or [`Warehouse::placeholder`]) take `params`,
-    /// bound by the driver: for values that come from outside (the dashboard's requests).
+    /// Runs one query whose [`Warehouse::placeholder`]s take `params`, bound by the driver:
+    /// for values that come from outside (the dashboard's requests).
     async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows>;
 
-    /// The `n`th (from 1) bound parameter's placeholder in this warehouse's SQL.
+    /// The `n`th (from 1) bound parameter's placeholder in this warehouse's SQL (`$n`; a
+    /// number may come back more than once).
     fn placeholder(&self, n: usize) -> String {
-        let _ = n;
-        "?".to_string()
+        format!("${n}")
     }
 
     /// Runs statements in one transaction: all of them or none. Returns rows affected each.

@@ -305,10 +305,6 @@ impl Warehouse for Postgres {
         self.query_bound(sql, &[]).await
     }
 
-    fn placeholder(&self, n: usize) -> String {
-        format!("${n}")
-    }
-
     async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
         let bound: Vec<Box<dyn ToSql + Sync + Send>> = params
             .iter()

@@ -327,6 +327,10 @@ impl Warehouse for Snowflake {
         self.run(sql, &[]).await
     }
 
+    fn placeholder(&self, n: usize) -> String {
+        format!(":{n}")
+    }
+
     async fn query_bound(&self, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
         let bindings: Vec<Json> = params
             .iter()
