@@ -138,6 +138,36 @@ fn snowflake_loads_with_copy_into_and_builds_the_models() {
         }
         assert_eq!(compared, 711);
     });
+
+    // klines serve over Snowflake: the API's candles are the table's (bound parameters on
+    // the connector protocol).
+    let want: Vec<_> = rt().block_on(async {
+        let w = Snowflake::connect(&cfg).await.unwrap();
+        w.query(
+            "SELECT open_time, open, high, low, close, volume, quote_volume, trades, \
+             taker_buy_base_volume, taker_buy_quote_volume, is_complete \
+             FROM ANALYTICS.TRADES_OHLC_5M WHERE symbol = 'XRPETH' ORDER BY open_time",
+        )
+        .await
+        .unwrap()
+        .rows
+    });
+    let want: Vec<_> = want
+        .iter()
+        .map(|r| {
+            let fields = r[1..10].iter().map(|v| v.to_scaled(8)).collect::<Vec<_>>();
+            (r[0].as_millis().unwrap(), fields, r[10] == klines::warehouse::Value::Bool(true))
+        })
+        .collect();
+    let s = crate::serve::Served::start(&p, &[], &[]);
+    assert_eq!(s.json("/api/symbols")["symbols"], serde_json::json!(["XRPETH"]));
+    let body = s.json("/api/candles?symbol=XRPETH&interval=5m&limit=10000");
+    let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(crate::serve::api_candle).collect();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+    let body = s.json(&format!("/api/candles?symbol=XRPETH&interval=5m&to={}&limit=5", want[50].0));
+    let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(crate::serve::api_candle).collect();
+    assert_eq!(got, want[45..50].to_vec());
 }
 
 use crate::support::exchange;
