@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use klines::models::runner::{Mode, Runner};
 
-use support::{DAY, DayStager, copy_dir};
+use support::{DAY, DayStager};
 
 fn generate_project(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("models/gen")).unwrap();
@@ -142,14 +142,7 @@ fn main() {
 
 /// The first run on `days` days, then an incremental run after one more day.
 fn year_run(name: &str, days: i64, profiles: Option<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for sub in ["models", "macros", "seeds"] {
-        copy_dir(&root.join(sub), &dir.path().join(sub));
-    }
-    if let Some(p) = profiles {
-        std::fs::write(dir.path().join("profiles.yml"), p).unwrap();
-    }
+    let dir = support::project(profiles);
     let rows = stage_days(dir.path(), T0, days);
     klines(dir.path(), &["load"]);
     klines(dir.path(), &["seed"]);

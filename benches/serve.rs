@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{DAY, DayStager, copy_dir};
+use support::{DAY, DayStager};
 
 const T0: i64 = 1_672_531_200_000; // 2023-01-01
 
@@ -38,14 +38,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn bench(name: &str, days: i64, profile: Option<String>) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::project(profile);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for sub in ["models", "macros", "seeds"] {
-        copy_dir(&root.join(sub), &dir.path().join(sub));
-    }
-    if let Some(p) = profile {
-        std::fs::write(dir.path().join("profiles.yml"), p).unwrap();
-    }
     let stager = DayStager::open(dir.path());
     for d in 0..days {
         let day = T0 + d * DAY;

@@ -67,6 +67,21 @@ impl DayStager {
     }
 }
 
+/// A temporary project with the repository's models, macros and seeds, and `profiles` as its
+/// profiles.yml (none: embedded DuckDB).
+#[allow(dead_code)]
+pub fn project(profiles: Option<String>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["models", "macros", "seeds"] {
+        copy_dir(&root.join(sub), &dir.path().join(sub));
+    }
+    if let Some(p) = profiles {
+        std::fs::write(dir.path().join("profiles.yml"), p).unwrap();
+    }
+    dir
+}
+
 /// Copies a folder tree (the project's models and macros into a benchmark's project).
 #[allow(dead_code)]
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
