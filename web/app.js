@@ -256,6 +256,8 @@
     state,
     candles: () => candles,
     bars: () => candleSeries.data(),
+    loadedAll: () => exhausted, // no older bars left in the table
+    loading: () => loading,
     chart,
     series: candleSeries,
   };

@@ -6,7 +6,7 @@
 // Steps: open XRPETH 1m with the 1D range; hover a bar and read the legend; pan back to the
 // oldest bar (lazy loading); switch to 15m by clicking; reload (the URL keeps the state).
 // `live SYMBOL`: open SYMBOL's 1m candles while a stream runs and wait, without reloading,
-// for three newer candles to arrive.
+// for three newer candles to arrive; then on 5m, for the forming bucket to become whole.
 import { chromium } from 'playwright-core';
 
 const [url, screenshot, mode, liveSymbol] = process.argv.slice(2);
@@ -48,6 +48,25 @@ try {
     }, last, { timeout: 30000 });
     out.updated = await snapshot();
     out.updates = await page.evaluate(() => window.klines.updates);
+    // 5m: the bucket still forming is grey, and fills until it is whole.
+    await page.click('#intervals button[data-value="5m"]');
+    await ready('5m');
+    // (The newest minute may just have completed its bucket: then wait for the next one.)
+    await page.waitForFunction(() => {
+      const c = window.klines.candles();
+      return c.length && !c[c.length - 1].is_complete;
+    }, null, { timeout: 30000 });
+    out.forming = await page.evaluate(() => {
+      const c = window.klines.candles();
+      const b = window.klines.bars();
+      return { candle: c[c.length - 1], bar: b[b.length - 1] };
+    });
+    await page.waitForFunction((t) => window.klines.candles().some((c) => c.time === t && c.is_complete),
+      out.forming.candle.time, { timeout: 30000 });
+    out.completed = await page.evaluate((t) => {
+      const i = window.klines.candles().findIndex((c) => c.time === t);
+      return { candle: window.klines.candles()[i], bar: window.klines.bars()[i] };
+    }, out.forming.candle.time);
     out.same_document = await page.evaluate(() => window.sameDocument === true);
     await page.screenshot({ path: screenshot });
     await browser.close();
@@ -75,11 +94,11 @@ try {
   out.hovered = { time: target.time, legend: await page.locator('#legend').textContent() };
 
   // Panning back to the oldest loaded bar loads older ones until the table has no more.
-  for (let i = 0; i < 20; i++) {
+  for (let i = 0; i < 20 && !(await page.evaluate(() => window.klines.loadedAll())); i++) {
     const n = await page.evaluate(() => window.klines.candles().length);
     await page.evaluate(() => window.klines.chart.timeScale().setVisibleLogicalRange({ from: -5, to: 200 }));
-    await page.waitForTimeout(300);
-    if (await page.evaluate((n) => window.klines.candles().length === n, n)) break;
+    await page.waitForFunction((n) => !window.klines.loading()
+      && (window.klines.candles().length > n || window.klines.loadedAll()), n, { timeout: 20000 });
   }
   out.panned = await snapshot();
 

@@ -121,9 +121,10 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
 }
 
 /// `klines stream --build --serve`: a page open on the stream's 1m candles gets each new one
-/// without a reload, and what it shows equals the table the stream built.
+/// without a reload, the forming 5m bucket is grey and fills until whole, and what the page
+/// shows equals the tables the stream built.
 #[test]
-fn a_streams_new_candles_appear_without_a_reload() {
+fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
     use crate::support::exchange::Clock;
     let mut config = ExchangeConfig::synthetic(ms("2024-01-05T13:37:30Z"));
     config.clock = Clock::scaled(ms("2024-01-05T13:37:30Z"), 60);
@@ -159,5 +160,15 @@ fn a_streams_new_candles_appear_without_a_reload() {
     assert!(shown.len() >= opened + 3, "{} after {opened}", shown.len());
     let first = table.iter().position(|c| c.0 == shown[0].0).unwrap();
     assert_eq!(shown, table[first..first + shown.len()].to_vec());
+    // The forming 5m bucket: grey while it fills, then whole and equal to the table's.
+    let forming = &got["forming"];
+    assert_eq!(forming["candle"]["is_complete"], false, "{forming}");
+    assert_eq!(forming["bar"]["color"], "#8b949e", "{forming}");
+    let completed = &got["completed"];
+    assert_eq!(completed["candle"]["time"], forming["candle"]["time"]);
+    assert!(completed["bar"].get("color").is_none(), "{completed}");
+    let fives = table_candles(&Wh::DuckDb, &p, "TRADES_OHLC_5M", "BTCUSDT");
+    let t = completed["candle"]["time"].as_i64().unwrap();
+    assert_eq!(Some(&api_candle(&completed["candle"])), fives.iter().find(|c| c.0 == t));
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
 }
