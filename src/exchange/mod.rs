@@ -1,5 +1,6 @@
 //! Binance: the vocabulary (markets, symbols, intervals) and the REST client.
 
+pub mod archive;
 pub mod client;
 pub mod error;
 pub mod interval;
