@@ -15,13 +15,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use klines::models::runner::{Mode, Runner};
 
-use support::{DAY, DayStager};
+use support::{DAY, DayStager, klines};
 
 fn generate_project(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("models/gen")).unwrap();
@@ -92,24 +91,6 @@ fn stage_days(dir: &Path, first_day: i64, days: i64) -> usize {
             klines.len()
         })
         .sum()
-}
-
-fn klines(dir: &Path, args: &[&str]) -> (f64, String) {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_klines"))
-        .args(args)
-        .arg("-q")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "klines {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (secs, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn main() {

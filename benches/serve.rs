@@ -19,19 +19,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{DAY, DayStager};
+use support::{DAY, DayStager, klines};
 
 const T0: i64 = 1_672_531_200_000; // 2023-01-01
-
-fn klines(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_klines"))
-        .args(args)
-        .arg("-q")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "klines {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

@@ -130,3 +130,23 @@ pub fn postgres_profile(bench: &str) -> (String, impl FnOnce()) {
         psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
     })
 }
+
+/// Runs the klines binary quietly in `dir`; asserts success; wall seconds and stdout.
+#[allow(dead_code)]
+pub fn klines(dir: &Path, args: &[&str]) -> (f64, String) {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_klines"))
+        .args(args)
+        .arg("-q")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "klines {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (secs, String::from_utf8_lossy(&out.stdout).into_owned())
+}
