@@ -497,6 +497,28 @@ impl Runner {
             .filter(|id| selected.contains(id) && mode.takes(&p.nodes[id]))
             .collect();
         let set: BTreeSet<String> = order.iter().cloned().collect();
+        // Each model creates its schema if it is missing, but two doing so at once on Postgres
+        // can both try to insert it (a unique violation): the run's schemas come first, one by
+        // one. A failure here is left to the nodes to report.
+        if let Some(wh) = &self.wh
+            && matches!(mode, Mode::Run | Mode::Build | Mode::Seed)
+        {
+            let schemas: BTreeSet<&str> = order
+                .iter()
+                .map(|id| &p.nodes[id])
+                .filter(|n| matches!(n.resource_type, ResourceType::Model | ResourceType::Seed))
+                .map(|n| n.schema.as_str())
+                .collect();
+            for schema in schemas {
+                let sql = format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    crate::warehouse::ident::quote(wh.kind(), schema)
+                );
+                if let Err(e) = wh.execute(&sql).await {
+                    tracing::debug!(schema, error = %format!("{e:#}"), "cannot create the schema");
+                }
+            }
+        }
         // What each node waits for among the nodes of this run.
         let mut waits: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for id in &order {

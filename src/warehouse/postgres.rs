@@ -320,30 +320,27 @@ impl Warehouse for Postgres {
         let token = client.cancel_token();
         let outcome = unless_cancelled(async {
             let t = Instant::now();
-            let result = client.query(sql, &refs).await.pg();
+            // Prepared first, so that the column names come with no rows too (on the same
+            // session: a second one here, while this one is held, could wait forever for a
+            // pool emptied by queries doing the same).
+            let result = match client.prepare(sql).await {
+                Ok(stmt) => client.query(&stmt, &refs).await.map(|rows| {
+                    let columns: Vec<String> =
+                        stmt.columns().iter().map(|c| c.name().to_string()).collect();
+                    (columns, rows)
+                }),
+                Err(e) => Err(e),
+            }
+            .pg();
             super::log_sql(t, sql);
             result
         })
         .await;
-        let pg_rows = self.settle(client, token, outcome).await?;
-        let mut rows = Rows::default();
-        if let Some(first) = pg_rows.first() {
-            rows.columns = first
-                .columns()
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect();
-        } else {
-            // Describe the statement to still return the column names.
-            let (client, _permit) = self.client().await?;
-            let stmt = client.prepare(sql).await.pg();
-            self.put_back(client);
-            rows.columns = stmt?
-                .columns()
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect();
-        }
+        let (columns, pg_rows) = self.settle(client, token, outcome).await?;
+        let mut rows = Rows {
+            columns,
+            ..Rows::default()
+        };
         for r in &pg_rows {
             rows.rows.push(
                 (0..r.len())

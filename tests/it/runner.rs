@@ -368,6 +368,28 @@ fn independent_models_run_in_parallel_up_to_threads() {
     );
 }
 
+/// Eight models at once into a schema that does not exist yet: on Postgres two concurrent
+/// `CREATE SCHEMA IF NOT EXISTS` can collide (a unique violation), so the runner creates the
+/// run's schemas before it starts the models.
+#[test]
+fn parallel_models_into_a_new_schema_all_build() {
+    let db = PgDb::create();
+    let p = project();
+    p.profiles("pg", &db.output_yaml("pg"));
+    for i in 0..8 {
+        write(
+            p.path(),
+            &format!("models/m{i}.sql"),
+            &format!("{{{{ config(materialized='table', schema='fresh') }}}}\nselect {i} as x\n"),
+        );
+    }
+    let sel: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    let mut args = vec!["run", "--threads", "8", "-s"];
+    args.extend(sel.iter().map(String::as_str));
+    let out = p.ok(&args);
+    assert!(out.contains("8 ok"), "{out}");
+}
+
 #[test]
 fn a_table_swap_never_shows_readers_a_missing_or_partial_table() {
     let db = PgDb::create();
