@@ -52,12 +52,11 @@ impl Sink for LoadSink {
         _: &Summary,
         staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
     ) -> anyhow::Result<()> {
-        let loaded = if self.pipe.is_some() {
-            self.load_through_pipe().await
+        if self.pipe.is_some() {
+            self.load_through_pipe().await?;
         } else {
-            self.load(staged).await
-        };
-        loaded?;
+            self.load(staged).await?;
+        }
         self.build().await?;
         if let Some(u) = &self.updates {
             u.changed();

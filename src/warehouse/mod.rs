@@ -200,23 +200,7 @@ pub fn relation_name(w: &dyn Warehouse, schema: &str, name: &str) -> String {
 
 /// Connects to the target's warehouse. Relative DuckDB paths are from `project_dir`.
 pub async fn connect(target: &Target, project_dir: &Path) -> anyhow::Result<Arc<dyn Warehouse>> {
-    Ok(match &target.output {
-        Output::DuckDb(o) => {
-            let path = duckdb_path(&o.path, project_dir);
-            Arc::new(duckdb::DuckDb::open(&path, o.threads, &o.settings).await?)
-        }
-        Output::Postgres(o) => Arc::new(postgres::Postgres::connect(o).await?),
-        Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),
-    })
-}
-
-/// A DuckDB output's path: relative ones are from the project directory.
-fn duckdb_path(path: &str, project_dir: &Path) -> String {
-    if path == ":memory:" || Path::new(path).is_absolute() {
-        path.to_string()
-    } else {
-        project_dir.join(path).display().to_string()
-    }
+    open(target, project_dir, false).await
 }
 
 /// Connects for reading only: DuckDB opened read-only, Postgres sessions read-only; Snowflake
@@ -225,16 +209,35 @@ pub async fn connect_read_only(
     target: &Target,
     project_dir: &Path,
 ) -> anyhow::Result<Arc<dyn Warehouse>> {
+    open(target, project_dir, true).await
+}
+
+async fn open(
+    target: &Target,
+    project_dir: &Path,
+    read_only: bool,
+) -> anyhow::Result<Arc<dyn Warehouse>> {
     Ok(match &target.output {
         Output::DuckDb(o) => {
-            let path = duckdb_path(&o.path, project_dir);
-            Arc::new(
-                duckdb::DuckDb::open_read_only(&path, o.threads, &o.settings)
-                    .await
-                    .with_context(|| format!("DuckDB database {path}"))?,
-            )
+            let path = if o.path == ":memory:" || Path::new(&o.path).is_absolute() {
+                o.path.clone()
+            } else {
+                project_dir.join(&o.path).display().to_string()
+            };
+            if read_only {
+                Arc::new(
+                    duckdb::DuckDb::open_read_only(&path, o.threads, &o.settings)
+                        .await
+                        .with_context(|| format!("DuckDB database {path}"))?,
+                )
+            } else {
+                Arc::new(duckdb::DuckDb::open(&path, o.threads, &o.settings).await?)
+            }
         }
-        Output::Postgres(o) => Arc::new(postgres::Postgres::connect_read_only(o).await?),
+        Output::Postgres(o) if read_only => {
+            Arc::new(postgres::Postgres::connect_read_only(o).await?)
+        }
+        Output::Postgres(o) => Arc::new(postgres::Postgres::connect(o).await?),
         Output::Snowflake(o) => Arc::new(snowflake::Snowflake::connect(o).await?),
     })
 }
