@@ -7,6 +7,9 @@
 //!    and a long range: wall time, the child's CPU time and its peak resident memory.
 //! 3. A rate-limited backfill: the weight the exchange counted per full window against the
 //!    limit it advertised, and the 429s it sent.
+//! 4. Years of history from Binance's archives (`--source auto`), zips served by the test
+//!    exchange over HTTP: wall, CPU per million klines, peak memory, and the REST weight the
+//!    recent tail cost (`-- --archive [YEARS]` runs this part alone).
 
 #[path = "../tests/it/support/exchange/mod.rs"]
 #[allow(dead_code)]
@@ -203,7 +206,7 @@ fn end_to_end(days: i64) {
     let to = klines::time::format_ms(T0 + days * 86_400_000);
     let (wall, cpu, rss, out) = run_child(
         dir.path(),
-        &["backfill", "--from", "2022-01-01", "--to", &to],
+        &["backfill", "--from", "2022-01-01", "--to", &to, "--source", "rest"],
     );
     let rows: f64 = out
         .split(' ')
@@ -236,6 +239,8 @@ fn rate_limited(limit: u32, window_secs: u32, days: i64) {
             "2022-01-01",
             "--to",
             &to,
+            "--source",
+            "rest",
         ],
     );
     let stats = ex.stats();
@@ -256,7 +261,50 @@ fn rate_limited(limit: u32, window_secs: u32, days: i64) {
     );
 }
 
+fn from_archives(years: i64) {
+    // Today is 2024-01-10 12:00 on the exchange's clock; history starts `years` earlier.
+    let now = ms_of("2024-01-10T12:00:00Z");
+    let from = format!("{}-01-10", 2024 - years);
+    let ex = TestExchange::start(Config::synthetic(now));
+    let yml = format!("  archive_url: {}\n  max_in_flight: 8\n  spans_in_flight: 4\n", ex.url);
+    // A first run fills the test exchange's zip cache, so the measured run times klines, not
+    // the server building zips.
+    let warm = project(&ex.url, &yml);
+    run_child(warm.path(), &["backfill", "--from", &from, "--source", "archive"]);
+    let before = ex.stats();
+    let dir = project(&ex.url, &yml);
+    let (wall, cpu, rss, out) = run_child(dir.path(), &["backfill", "--from", &from]);
+    let after = ex.stats();
+    let weight: u32 = after.weight_by_window.values().sum::<u32>()
+        - before.weight_by_window.values().sum::<u32>();
+    let rows: f64 = out
+        .split(' ')
+        .skip_while(|w| !w.ends_with("symbols,"))
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    println!(
+        "backfill {years} years ({rows} klines) from archives over HTTP: wall {wall:.1}s ({:.0} klines/s), klines CPU {cpu:.2}s ({:.3} s per million), peak RSS {:.1} MB; {} zips; REST: {} klines requests, weight {weight}\n  {out}",
+        rows / wall,
+        cpu / rows * 1e6,
+        rss as f64 / 1e6,
+        after.archive_files - before.archive_files,
+        after.klines_requests - before.klines_requests,
+    );
+}
+
+fn ms_of(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--archive") {
+        let years = args.get(i + 1).and_then(|y| y.parse().ok()).unwrap_or(5);
+        from_archives(years);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--encode-only") {
         let market = data::Market::synthetic();
@@ -323,10 +371,12 @@ fn main() {
         parse_encode(100_000);
         end_to_end(10);
         rate_limited(120, 5, 60);
+        from_archives(1);
     } else {
         parse_encode(1_000_000);
         end_to_end(70);
         end_to_end(700);
         rate_limited(600, 10, 365);
+        from_archives(5);
     }
 }

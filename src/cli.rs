@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::exchange::{Interval, Market, Symbol};
+use crate::extract::archive::HistorySource;
 use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -319,4 +320,12 @@ pub struct BackfillArgs {
     /// Forget the checkpoints and download the whole range again
     #[arg(long)]
     pub full_refresh: bool,
+    /// Where history comes from: auto (Binance's archives for closed months and days, REST
+    /// for the rest), archive (archives only) or rest
+    #[arg(long, value_enum, default_value_t = HistorySource::Auto)]
+    pub source: HistorySource,
+    /// The archive's base URL [default: klines.yml `exchange.archive_url`, else
+    /// https://data.binance.vision]
+    #[arg(long, value_name = "URL", env = "KLINES_ARCHIVE_URL")]
+    pub archive_url: Option<String>,
 }

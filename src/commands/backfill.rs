@@ -1,11 +1,15 @@
 //! `klines backfill`
 
+use std::sync::Arc;
+
 use anyhow::Context;
 
 use crate::cli::{BackfillArgs, GlobalArgs};
 use super::source::{self, Source, SourceFlags};
 use crate::config::Project;
 use crate::exit::{PartialFailure, UsageError};
+use crate::exchange::archive::client::ArchiveClient;
+use crate::extract::archive::HistorySource;
 use crate::extract::{self, Plan};
 use crate::time;
 
@@ -51,18 +55,30 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
         to,
         full_refresh: args.full_refresh,
         spans_in_flight: exchange.spans_in_flight,
+        source: args.source,
+    };
+    let archive = match args.source {
+        HistorySource::Rest => None,
+        _ => {
+            let url = args.archive_url.unwrap_or(exchange.archive_url.clone());
+            let config = exchange.client_config(market);
+            Some(Arc::new(
+                ArchiveClient::new(&url, &config).map_err(|e| UsageError(e.to_string()))?,
+            ))
+        }
     };
     tracing::info!(
         symbols = %plan.symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
         intervals = %plan.intervals.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(","),
         market = %market,
+        source = ?plan.source,
         from = %time::format_ms(from),
         to = %to.map(time::format_ms).unwrap_or_else(|| "now".into()),
         stage = %stage.url(),
         state = %state.describe(),
         "backfill"
     );
-    let outcome = extract::backfill(client, stage, state, &plan)
+    let outcome = extract::backfill(client, archive, stage, state, &plan)
         .await
         .context("backfill")?;
     println!("{}", outcome.summary);

@@ -322,6 +322,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         to: until,
         full_refresh: false,
         spans_in_flight: exchange.spans_in_flight,
+        source: crate::extract::archive::HistorySource::Rest,
     };
     let all = stream::all_series(&client, &plan);
     let locks = extract::lock_all(&state, &stage, &all).await?;

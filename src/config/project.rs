@@ -50,6 +50,7 @@ struct ProjectFile {
 #[serde(deny_unknown_fields)]
 struct ExchangeFile {
     base_url: Option<String>,
+    archive_url: Option<String>,
     ws_url: Option<String>,
     timeout_secs: Option<f64>,
     max_attempts: Option<u32>,
@@ -72,6 +73,8 @@ struct LoadFile {
 #[derive(Debug, Clone)]
 pub struct ExchangeSettings {
     pub base_url: String,
+    /// Binance's bulk archives (`backfill --source auto|archive`).
+    pub archive_url: String,
     /// The WebSocket base for `klines stream`; `None`: the market's default.
     pub ws_url: Option<String>,
     pub timeout: Duration,
@@ -189,6 +192,9 @@ impl Project {
         }
         let exchange = ExchangeSettings {
             base_url: e.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
+            archive_url: e.archive_url.unwrap_or_else(|| {
+                crate::exchange::archive::client::DEFAULT_ARCHIVE_URL.to_string()
+            }),
             ws_url: e.ws_url,
             timeout: {
                 let secs = positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?;

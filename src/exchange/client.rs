@@ -474,7 +474,7 @@ impl BinanceClient {
 }
 
 /// Full-jitter exponential backoff: uniform in [base, min(max, base * 2^(attempt-1))].
-fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let cap = base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
         .min(max);
@@ -498,7 +498,7 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
 }
 
 /// An error's chain without the URL (which could carry credentials).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -38,6 +38,10 @@ pub enum ExchangeError {
         last: String,
     },
 
+    /// An archive file that failed its checksum or does not hold klines (names the file).
+    #[error(transparent)]
+    Archive(Box<super::archive::ArchiveError>),
+
     /// Symbols the exchange does not list or does not trade.
     #[error("{0}")]
     Symbols(String),

@@ -28,6 +28,19 @@ pub struct Checkpoint {
     /// the next run that extends such a unit reads them back to write the unit whole.
     #[serde(default, with = "partial_units")]
     pub partial: BTreeMap<i64, Vec<String>>,
+    /// Archive files staged, by file name, with the checksum they had: a later run that finds
+    /// another checksum published stages the range again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub archives: BTreeMap<String, ArchiveFile>,
+}
+
+/// An archive file whose klines are staged: its checksum and the open times taken from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveFile {
+    pub sha256: String,
+    pub monthly: bool,
+    pub start: i64,
+    pub end: i64,
 }
 
 /// The series fields as they appear in the checkpoint file.
@@ -51,6 +64,7 @@ impl Checkpoint {
             covered: RangeSet::new(),
             empty: RangeSet::new(),
             partial: BTreeMap::new(),
+            archives: BTreeMap::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Extract: Binance klines over REST into the stage, resumable from checkpoints.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod ranges;
 pub mod series;
@@ -14,6 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use crate::exchange::archive::client::ArchiveClient;
 use crate::exchange::{BinanceClient, Interval, Symbol};
 use crate::stage::Stage;
 use crate::stage::layout::{self, Series};
@@ -30,6 +32,8 @@ pub struct Plan {
     pub to: Option<i64>,
     pub full_refresh: bool,
     pub spans_in_flight: usize,
+    /// Where history comes from (`--source`).
+    pub source: archive::HistorySource,
 }
 
 /// What a backfill did, printed at the end of a run.
@@ -42,8 +46,14 @@ pub struct Summary {
     pub bytes: u64,
     pub seconds: f64,
     pub requests: u64,
+    /// The REST request weight those requests cost.
+    pub weight: u64,
     pub retries: u64,
     pub rate_limited: u64,
+    /// Archive files downloaded and their bytes; periods the archive did not hold.
+    pub archive_files: u64,
+    pub archive_bytes: u64,
+    pub archive_missing: u64,
     pub failed: Vec<String>,
 }
 
@@ -61,6 +71,13 @@ impl std::fmt::Display for Summary {
             self.retries,
             self.rate_limited
         )?;
+        if self.archive_files + self.archive_missing > 0 {
+            write!(
+                f,
+                "; archive: {} files, {} bytes, {} missing; REST weight {}",
+                self.archive_files, self.archive_bytes, self.archive_missing, self.weight
+            )?;
+        }
         if !self.failed.is_empty() {
             write!(f, "; failed: {}", self.failed.join(", "))?;
         }
@@ -101,6 +118,7 @@ pub async fn lock_all(
 /// under the client's shared rate budget.
 pub async fn backfill(
     client: Arc<BinanceClient>,
+    archive: Option<Arc<ArchiveClient>>,
     stage: Stage,
     state: StateStore,
     plan: &Plan,
@@ -133,6 +151,8 @@ pub async fn backfill(
     let locks = lock_all(&state, &stage, &all).await?;
     let ctx = Arc::new(series::RunContext {
         client: Arc::clone(&client),
+        archive: archive.clone().filter(|_| plan.source != archive::HistorySource::Rest),
+        source: plan.source,
         stage,
         state,
         server_time,
@@ -170,8 +190,18 @@ pub async fn backfill(
         bytes: ctx.totals.bytes.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
         requests: stats.requests.load(Ordering::Relaxed),
+        weight: stats.weight.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
         rate_limited: client.limiter().stats().rejected,
+        archive_files: archive
+            .as_ref()
+            .map_or(0, |a| a.stats().files.load(Ordering::Relaxed)),
+        archive_bytes: archive
+            .as_ref()
+            .map_or(0, |a| a.stats().bytes.load(Ordering::Relaxed)),
+        archive_missing: archive
+            .as_ref()
+            .map_or(0, |a| a.stats().missing.load(Ordering::Relaxed)),
         failed: failures.iter().map(|(s, _)| s.to_string()).collect(),
     };
     Ok(Outcome {

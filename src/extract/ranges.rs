@@ -77,6 +77,16 @@ impl RangeSet {
         )
     }
 
+    /// Takes `[start, end)` out of the set.
+    pub fn remove(&mut self, start: i64, end: i64) {
+        if start >= end {
+            return;
+        }
+        let mut kept = self.within(i64::MIN, start);
+        kept.union(&self.within(end, i64::MAX));
+        *self = kept;
+    }
+
     /// True when `[start, end)` is wholly in the set.
     pub fn covers(&self, start: i64, end: i64) -> bool {
         start >= end || self.missing(start, end).is_empty()
@@ -112,6 +122,8 @@ mod tests {
         assert_eq!(r.missing(12, 38), vec![]);
         assert!(r.covers(12, 38));
         assert_eq!(r.within(3, 55).ranges(), &[(3, 5), (10, 40), (50, 55)]);
+        r.remove(20, 52);
+        assert_eq!(r.ranges(), &[(0, 5), (10, 20), (52, 60)]);
     }
 
     proptest! {

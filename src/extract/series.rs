@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
 
-use super::checkpoint::Checkpoint;
+use super::archive::{self, Fetched, HistorySource, Span};
+use super::checkpoint::{ArchiveFile, Checkpoint};
 use super::ranges::RangeSet;
 use super::state::{SeriesLock, StateStore};
+use crate::exchange::archive::client::ArchiveClient;
 use crate::exchange::{BinanceClient, Interval};
 use crate::kline::{Kline, KlineBatch};
 use crate::progress::Task;
@@ -30,6 +32,9 @@ use crate::stage::{Stage, parquet};
 /// What every series of a run shares.
 pub struct RunContext {
     pub client: Arc<BinanceClient>,
+    /// Binance's archives, unless `--source rest` (or a live run).
+    pub archive: Option<Arc<ArchiveClient>>,
+    pub source: HistorySource,
     pub stage: Stage,
     pub state: StateStore,
     pub server_time: i64,
@@ -141,6 +146,12 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
         cp.empty = cp.empty.within(i64::MIN, closed_until);
     }
     let (start, end) = target_range(interval, ctx.from, ctx.to, ctx.server_time);
+    if let Some(a) = &ctx.archive
+        && start < end
+        && archive::recheck(a, series, &mut cp, start, end, ctx.spans_in_flight).await? > 0
+    {
+        ctx.state.save(&cp, lock).await?;
+    }
     let missing = if start < end {
         cp.covered.missing(start, end)
     } else {
@@ -176,7 +187,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     let listed = listed_from.unwrap_or(end);
 
     let mut pending: BTreeMap<i64, UnitBuf> = BTreeMap::new();
-    let mut spans = Vec::new();
+    let mut listed_missing = Vec::new();
     for &(s, e) in &missing {
         let mut t = s;
         while t < e {
@@ -195,12 +206,24 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
             }
             t = part_end;
         }
-        let mut t = s.max(listed);
-        while t < e {
-            let span_end = e.min(interval.advance(t, ctx.client.market().page_limit() as i64));
-            spans.push((t, span_end));
-            t = span_end;
+        if s.max(listed) < e {
+            listed_missing.push((s.max(listed), e));
         }
+    }
+    let archive_until = ctx
+        .archive
+        .as_ref()
+        .filter(|_| ArchiveClient::serves(interval))
+        .map(|_| archive::archive_until(ctx.server_time));
+    let mut spans = archive::plan(
+        &listed_missing,
+        interval,
+        ctx.client.market().page_limit() as i64,
+        archive_until,
+    );
+    if ctx.source == HistorySource::Archive {
+        // Archives only: the rest (today, a part of a day) is left for a later run.
+        spans.retain(|s| s.file.is_some());
     }
     let pre_listing: i64 = pending.values().map(|u| u.empty.total()).sum();
     task.advance(pre_listing as u64, "");
@@ -265,23 +288,30 @@ async fn fetch_and_write(
     cp: &mut Checkpoint,
     saver: &mut Saver,
     mut pending: BTreeMap<i64, UnitBuf>,
-    spans: Vec<(i64, i64)>,
+    spans: Vec<Span>,
     task: &Task,
 ) -> anyhow::Result<()> {
     let interval = series.interval;
-    let span_starts: Vec<i64> = spans.iter().map(|s| s.0).collect();
+    let span_starts: Vec<i64> = spans.iter().map(|s| s.start).collect();
     let client = &ctx.client;
-    let mut fetched = futures::stream::iter(spans.into_iter().map(|(s, e)| async move {
+    let mut fetched = futures::stream::iter(spans.into_iter().map(|span| async move {
+        let (s, e) = (span.start, span.end);
+        if let Some(a) = ctx.archive.as_ref().filter(|_| span.file.is_some()) {
+            return archive::fetch(ctx, a, series, span).await.map(|f| (s, e, f));
+        }
         if let Some(rows) = ctx.prefetched.as_ref().and_then(|p| p.take_span(series, s, e)) {
-            return Ok((s, e, rows));
+            return Ok((s, e, Fetched { rows, ..Default::default() }));
         }
         let mut rows = KlineBatch::default();
         client
             .klines(&series.symbol, interval, s, e, &mut rows)
             .await
-            .map(|_| (s, e, rows))
+            .map(|_| (s, e, Fetched { rows, ..Default::default() }))
+            .map_err(anyhow::Error::from)
     }))
     .buffered(ctx.spans_in_flight.max(1));
+    // Archive files whose ranges are not yet in the checkpoint.
+    let mut files: Vec<(String, ArchiveFile)> = Vec::new();
 
     let mut index = 0;
     loop {
@@ -290,15 +320,17 @@ async fn fetch_and_write(
             r = fetched.try_next() => r?,
             () = crate::cancel::cancelled() => anyhow::bail!(crate::cancel::Interrupted),
         };
-        let Some((s, e, rows)) = next else { break };
+        let Some((s, e, got)) = next else { break };
         index += 1;
-        let (cut_at, rows) = closed_only(series, s, e, rows, ctx.server_time);
+        files.extend(got.files);
+        let lacking = got.lacking;
+        let (cut_at, rows) = closed_only(series, s, e, got.rows, ctx.server_time);
         let cut = cut_at < e;
         let e = cut_at;
         ctx.totals
             .rows
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        route(interval, &mut pending, s, e, &rows);
+        route(interval, &mut pending, s, e, &rows, &lacking);
         task.advance((e - s) as u64, &layout_time(e));
         let next = if cut {
             e
@@ -311,6 +343,7 @@ async fn fetch_and_write(
             }
             let (unit_start, unit) = entry.remove_entry();
             write_unit(ctx, series, lock, cp, saver, unit_start, unit).await?;
+            record_files(cp, &mut files);
         }
         if cut {
             break;
@@ -320,7 +353,20 @@ async fn fetch_and_write(
     while let Some((unit_start, unit)) = pending.pop_first() {
         write_unit(ctx, series, lock, cp, saver, unit_start, unit).await?;
     }
+    record_files(cp, &mut files);
     Ok(())
+}
+
+/// Moves the archive files whose whole range the checkpoint now covers into it.
+fn record_files(cp: &mut Checkpoint, files: &mut Vec<(String, ArchiveFile)>) {
+    files.retain(|(name, f)| {
+        if cp.covered.covers(f.start, f.end) {
+            cp.archives.insert(name.clone(), f.clone());
+            false
+        } else {
+            true
+        }
+    });
 }
 
 fn layout_time(ms: i64) -> String {
@@ -351,13 +397,14 @@ fn closed_only(
 }
 
 /// Files the rows of span `[s, e)` under their units, and notes the gaps in the span as
-/// confirmed empty.
+/// confirmed empty, except where the span's source had nothing to say (`lacking`).
 fn route(
     interval: Interval,
     pending: &mut BTreeMap<i64, UnitBuf>,
     s: i64,
     e: i64,
     rows: &KlineBatch,
+    lacking: &RangeSet,
 ) {
     let mut empty = RangeSet::new();
     let mut cursor = s;
@@ -370,6 +417,9 @@ fn route(
     if cursor < e {
         empty.insert(cursor, e);
     }
+    for &(ls, le) in lacking.ranges() {
+        empty.remove(ls, le);
+    }
     let mut t = s;
     while t < e {
         let (us, ue) = layout::unit_of(interval, t);
@@ -377,7 +427,9 @@ fn route(
         if let Some(unit) = pending.get_mut(&us) {
             let r = rows.range_of(t, part_end);
             unit.rows.extend_from(rows, r);
-            unit.fetched.insert(t, part_end);
+            for (fs, fe) in lacking.missing(t, part_end) {
+                unit.fetched.insert(fs, fe);
+            }
             unit.empty.union(&empty.within(t, part_end));
         }
         t = part_end;
@@ -558,7 +610,7 @@ mod tests {
                 taker_buy_quote_volume: 0,
             });
         }
-        route(Interval::M1, &mut pending, t0, t0 + 8 * MINUTE, &rows);
+        route(Interval::M1, &mut pending, t0, t0 + 8 * MINUTE, &rows, &RangeSet::new());
         let unit = &pending[&t0];
         assert_eq!(unit.rows.len(), 3);
         assert_eq!(unit.fetched.ranges(), &[(t0, t0 + 8 * MINUTE)]);

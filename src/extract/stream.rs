@@ -197,6 +197,8 @@ pub async fn stream(
             let server_time = delivered.max(overdue);
             let ctx = RunContext {
                 client: Arc::clone(&client),
+                archive: None,
+                source: super::archive::HistorySource::Rest,
                 stage: stage.clone(),
                 state: state.clone(),
                 server_time,
@@ -373,8 +375,9 @@ fn summary(
         seconds: started.elapsed().as_secs_f64(),
         requests: stats.requests.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
+        weight: stats.weight.load(Ordering::Relaxed),
         rate_limited: client.limiter().stats().rejected,
-        failed: Vec::new(),
+        ..Summary::default()
     }
 }
 

@@ -3,6 +3,7 @@
 mod support;
 
 mod airflow;
+mod archive;
 mod browser;
 mod backfill;
 mod compile;

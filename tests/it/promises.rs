@@ -271,7 +271,7 @@ fn usdm_pages_499_rows_a_request() {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
     let p = Project::new(&ex.url, "");
     let before = ex.stats().klines_requests;
-    p.ok(&["backfill", "--market", "usdm", "--from", "2024-01-02", "--to", "2024-01-03"]);
+    p.ok(&["backfill", "--source", "rest", "--market", "usdm", "--from", "2024-01-02", "--to", "2024-01-03"]);
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-02"), ms("2024-01-03"));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
     let requests = ex.stats().klines_requests - before;

@@ -7,7 +7,7 @@ use std::path::Path;
 use clap::Parser;
 
 /// The words of a shell command line: single and double quotes group, nothing is expanded.
-fn words(line: &str) -> Vec<String> {
+pub(crate) fn words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;
@@ -36,7 +36,7 @@ fn words(line: &str) -> Vec<String> {
 }
 
 /// The klines command lines of the README's `sh` blocks.
-fn readme_commands() -> Vec<String> {
+pub(crate) fn readme_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut out = Vec::new();
     let mut in_sh = false;
@@ -130,6 +130,7 @@ fn init_then_pipeline_is_the_quick_start() {
             .current_dir(dir)
             .args(args)
             .env("KLINES_BASE_URL", &ex.url)
+            .env("KLINES_ARCHIVE_URL", &ex.url)
             .env("HOME", home.path())
             .env_remove("KLINES_PROJECT_DIR")
             .env_remove("KLINES_STAGE")

@@ -48,7 +48,7 @@ impl Project {
     pub fn new(exchange_url: &str, extra: &str) -> Project {
         let dir = tempfile::tempdir().expect("temp dir");
         let yml = format!(
-            "symbols: [BTCUSDT]\nintervals: [1m]\nstart: 2024-01-01\nexchange:\n  base_url: {exchange_url}\n  retry_base_ms: 5\n  retry_max_ms: 50\n  max_attempts: 6\n{extra}"
+            "symbols: [BTCUSDT]\nintervals: [1m]\nstart: 2024-01-01\nexchange:\n  base_url: {exchange_url}\n  archive_url: {exchange_url}\n  retry_base_ms: 5\n  retry_max_ms: 50\n  max_attempts: 6\n{extra}"
         );
         std::fs::write(dir.path().join("klines.yml"), yml).expect("write klines.yml");
         Project { dir }
@@ -69,6 +69,7 @@ impl Project {
             "KLINES_STAGE",
             "KLINES_STATE",
             "KLINES_BASE_URL",
+            "KLINES_ARCHIVE_URL",
             "KLINES_TARGET",
             "KLINES_PROFILES_DIR",
         ] {

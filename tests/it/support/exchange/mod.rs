@@ -9,6 +9,7 @@
 //!
 //! It runs on its own thread and runtime, so tests can block on child processes.
 
+pub mod archive;
 pub mod data;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +25,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use klines::exchange::Interval;
 
+pub use archive::ArchiveConfig;
 pub use data::Market;
 pub use ws::WsFault;
 
@@ -106,6 +108,8 @@ pub struct Config {
     pub ban_secs: u64,
     /// Added to every request.
     pub latency: Duration,
+    /// The bulk archives (`/data/...`).
+    pub archive: ArchiveConfig,
 }
 
 impl Config {
@@ -119,6 +123,7 @@ impl Config {
             ban_after: 5,
             ban_secs: 120,
             latency: Duration::ZERO,
+            archive: ArchiveConfig::default(),
         }
     }
 
@@ -167,6 +172,9 @@ pub struct Stats {
     pub ws_messages: u64,
     /// Clients dropped for a late pong or too many messages.
     pub ws_dropped: u64,
+    /// Archive requests (checksums and zips), and zips sent.
+    pub archive_requests: u64,
+    pub archive_files: u64,
 }
 
 impl Stats {
@@ -193,6 +201,7 @@ struct Shared {
     random: Mutex<Option<(f64, u64, Vec<Fault>)>>,
     stats: Mutex<Stats>,
     limits: Mutex<Limits>,
+    zips: archive::ZipCache,
 }
 
 /// A running test exchange; dropping it stops the server.
@@ -225,6 +234,7 @@ impl TestExchange {
             random: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             limits: Mutex::new(Limits::default()),
+            zips: archive::ZipCache::default(),
         });
         let listener = std::net::TcpListener::bind(bind).expect("bind the test exchange");
         listener
@@ -300,8 +310,14 @@ impl TestExchange {
         *self.shared.random.lock().unwrap() = Some((p, seed, faults));
     }
 
-    /// Publishes a corrected 1m kline.
+    /// Changes how the archive behaves (missing or corrupt files, publication delay).
+    pub fn archive(&self, change: impl FnOnce(&mut ArchiveConfig)) {
+        change(&mut self.shared.config.lock().unwrap().archive);
+    }
+
+    /// Publishes a corrected 1m kline (the archive re-publishes its files with it).
     pub fn correct(&self, symbol: &str, kline: klines::kline::Kline) {
+        self.shared.zips.clear();
         self.shared
             .config
             .lock()
@@ -363,6 +379,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/fapi/v1/klines",
             get(|s, q| endpoint(s, q, Endpoint::Klines(true))),
         )
+        .route("/data/{*path}", get(archive::serve))
         .route("/stream", get(ws::combined))
         .route("/market/stream", get(ws::combined))
         .route("/__admin/stats", get(admin_stats))

@@ -1,9 +1,13 @@
 //! Binance's bulk archives (data.binance.vision): where a month's or a day's klines are, and
 //! how a downloaded zip becomes klines: checked against its `.CHECKSUM` first, then its one
 //! CSV parsed exactly (the REST columns; spot times in microseconds from 2025 on; the header
-//! row futures files gained in 2022). The first step of `backfill --source archive`.
+//! row futures files gained in 2022). `client` downloads them for `backfill --source`.
+
+pub mod client;
 
 use std::io::Read;
+
+use chrono::{Datelike, TimeZone, Utc};
 
 use sha2::Digest;
 
@@ -39,6 +43,45 @@ pub enum Period {
 }
 
 impl Period {
+    /// The month holding `t` (epoch ms).
+    pub fn month_of(t: i64) -> Period {
+        let d = Utc.timestamp_millis_opt(t).single().unwrap_or_default();
+        Period::Month {
+            year: d.year(),
+            month: d.month(),
+        }
+    }
+
+    /// The UTC day holding `t` (epoch ms).
+    pub fn day_of(t: i64) -> Period {
+        let d = Utc.timestamp_millis_opt(t).single().unwrap_or_default();
+        Period::Day {
+            year: d.year(),
+            month: d.month(),
+            day: d.day(),
+        }
+    }
+
+    /// The period's open times, `[start, end)` in epoch ms.
+    pub fn range(self) -> (i64, i64) {
+        let at = |y: i32, m: u32, d: u32| {
+            Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
+                .single()
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default()
+        };
+        match self {
+            Period::Month { year, month } => {
+                let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+                (at(year, month, 1), at(ny, nm, 1))
+            }
+            Period::Day { year, month, day } => {
+                let start = at(year, month, day);
+                (start, start + super::interval::DAY)
+            }
+        }
+    }
+
     fn label(self) -> String {
         match self {
             Period::Month { year, month } => format!("{year:04}-{month:02}"),
@@ -74,15 +117,7 @@ pub fn url(base: &str, market: Market, symbol: &Symbol, interval: Interval, peri
 /// Checks `zip` against the text of its `.CHECKSUM` (sha256sum's `<hex>  <name>`); returns the
 /// checksum, to be kept with what is staged.
 pub fn verify(file: &str, zip: &[u8], checksum_text: &str) -> Result<String, ArchiveError> {
-    let want = checksum_text
-        .split_whitespace()
-        .next()
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .filter(|_| checksum_text.split_whitespace().nth(1).is_none_or(|n| n.trim_start_matches('*') == file))
-        .ok_or_else(|| ArchiveError::ChecksumFile {
-            file: file.to_string(),
-        })?
-        .to_ascii_lowercase();
+    let want = checksum_of(file, checksum_text)?;
     let got = hex::encode(sha2::Sha256::digest(zip));
     if got != want {
         return Err(ArchiveError::Checksum {
@@ -92,6 +127,19 @@ pub fn verify(file: &str, zip: &[u8], checksum_text: &str) -> Result<String, Arc
         });
     }
     Ok(got)
+}
+
+/// The checksum a `.CHECKSUM` text gives for `file` (lowercase hex).
+pub fn checksum_of(file: &str, checksum_text: &str) -> Result<String, ArchiveError> {
+    Ok(checksum_text
+        .split_whitespace()
+        .next()
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|_| checksum_text.split_whitespace().nth(1).is_none_or(|n| n.trim_start_matches('*') == file))
+        .ok_or_else(|| ArchiveError::ChecksumFile {
+            file: file.to_string(),
+        })?
+        .to_ascii_lowercase())
 }
 
 /// The klines of an archive zip of `interval`, in file order, checked row by row.

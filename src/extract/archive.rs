@@ -1,0 +1,299 @@
+//! Where a backfill takes history from: Binance's archives for whole closed months and days,
+//! REST for the rest (`--source auto`, the default), the archives only (`archive`) or REST
+//! only (`rest`).
+//!
+//! 1. `plan` cuts a series' missing ranges into spans: a month's file where most of a closed
+//!    month is missing, else a day's file for a closed day, else REST pages up to the next
+//!    day boundary. Days that have not ended on the exchange's clock always come from REST.
+//! 2. `fetch` downloads an archive span (checksum first, then the zip, verified before it is
+//!    parsed); a month the archive lacks is tried day by day, and a day it lacks comes from
+//!    REST (`auto`) or is left missing for a later run (`archive`).
+//! 3. `recheck` compares the checksums recorded in the checkpoint with the ones published
+//!    now; a re-published file's range is taken out of the checkpoint, so this run stages it
+//!    again (and the loader's newest-wins rule replaces the rows).
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::checkpoint::{ArchiveFile, Checkpoint};
+use super::ranges::RangeSet;
+use super::series::RunContext;
+use crate::exchange::archive::Period;
+use crate::exchange::archive::client::ArchiveClient;
+use crate::exchange::ExchangeError;
+use crate::exchange::interval::DAY;
+use crate::kline::KlineBatch;
+use crate::stage::layout::Series;
+
+/// `--source`: where history comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HistorySource {
+    /// Archives for closed months and days, REST for the recent tail and what they lack.
+    #[default]
+    Auto,
+    /// Archives only: what they lack is left for a later run.
+    Archive,
+    /// REST only.
+    Rest,
+}
+
+/// One unit of fetching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+    /// The archive file holding the span, or `None` for one REST page.
+    pub file: Option<Period>,
+}
+
+/// What one span brought.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub rows: KlineBatch,
+    /// Parts of the span nobody could provide (`--source archive`): neither covered nor empty.
+    pub lacking: RangeSet,
+    /// Archive files the rows came from.
+    pub files: Vec<(String, ArchiveFile)>,
+}
+
+/// The spans for the missing `ranges` of a series (each already clamped to the listing):
+/// archive files only for periods that end by `archive_until`, REST pages of `page` candles.
+pub fn plan(
+    ranges: &[(i64, i64)],
+    interval: crate::exchange::Interval,
+    page: i64,
+    archive_until: Option<i64>,
+) -> Vec<Span> {
+    let mut out = Vec::new();
+    for &(s, e) in ranges {
+        let mut t = s;
+        while t < e {
+            if let Some(until) = archive_until {
+                // A file is worth downloading when most of its period is missing.
+                let pick = |p: Period| {
+                    let (ps, pe) = p.range();
+                    (pe <= e && pe <= until && 2 * (pe - t) >= pe - ps).then_some(pe)
+                };
+                let found = [Period::month_of(t), Period::day_of(t)]
+                    .into_iter()
+                    .find_map(|p| pick(p).map(|end| (p, end)));
+                if let Some((p, end)) = found {
+                    out.push(Span {
+                        start: t,
+                        end,
+                        file: Some(p),
+                    });
+                    t = end;
+                    continue;
+                }
+            }
+            let mut end = e.min(interval.advance(t, page));
+            if archive_until.is_some_and(|u| t < u) {
+                // Stop at the day's end, so the next day can be a file.
+                end = end.min(Period::day_of(t).range().1);
+            }
+            out.push(Span {
+                start: t,
+                end,
+                file: None,
+            });
+            t = end;
+        }
+    }
+    out
+}
+
+/// The first open time whose day the archive cannot hold yet: today on the exchange's clock.
+pub fn archive_until(server_time: i64) -> i64 {
+    server_time.div_euclid(DAY) * DAY
+}
+
+/// Fetches an archive span, falling back to days and then to REST (or leaving it lacking).
+pub async fn fetch(
+    ctx: &RunContext,
+    archive: &ArchiveClient,
+    series: &Series,
+    span: Span,
+) -> anyhow::Result<Fetched> {
+    let Some(period) = span.file else {
+        anyhow::bail!("not an archive span");
+    };
+    let mut out = Fetched::default();
+    let got = match archive.fetch(&series.symbol, series.interval, period).await {
+        Err(e @ ExchangeError::Exhausted { .. }) if ctx.source == HistorySource::Auto => {
+            archive.give_up(&e);
+            None
+        }
+        other => other?,
+    };
+    if let Some(a) = got {
+        let r = a.klines.range_of(span.start, span.end);
+        out.rows.extend_from(&a.klines, r);
+        out.files.push((
+            a.file,
+            ArchiveFile {
+                sha256: a.sha256,
+                monthly: matches!(period, Period::Month { .. }),
+                start: span.start,
+                end: span.end,
+            },
+        ));
+        return Ok(out);
+    }
+    match period {
+        Period::Month { .. } => {
+            tracing::info!(series = %series, month = %crate::time::format_ms(span.start), "the archive has no file for the month; trying its days");
+            let mut days = Vec::new();
+            let mut t = span.start;
+            while t < span.end {
+                let day = Period::day_of(t);
+                let end = day.range().1.min(span.end);
+                days.push(Span {
+                    start: t,
+                    end,
+                    file: Some(day),
+                });
+                t = end;
+            }
+            let parts: Vec<Fetched> = futures::stream::iter(
+                days.into_iter()
+                    .map(|d| Box::pin(fetch(ctx, archive, series, d))),
+            )
+            .buffered(ctx.spans_in_flight.max(1))
+            .try_collect()
+            .await?;
+            for p in parts {
+                let n = p.rows.len();
+                out.rows.extend_from(&p.rows, 0..n);
+                out.lacking.union(&p.lacking);
+                out.files.extend(p.files);
+            }
+        }
+        Period::Day { .. } if ctx.source == HistorySource::Auto => {
+            tracing::info!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; taking it from REST");
+            let page = ctx.client.market().page_limit() as i64;
+            let mut t = span.start;
+            while t < span.end {
+                let end = span.end.min(series.interval.advance(t, page));
+                ctx.client
+                    .klines(&series.symbol, series.interval, t, end, &mut out.rows)
+                    .await?;
+                t = end;
+            }
+        }
+        Period::Day { .. } => {
+            tracing::warn!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; left for a later run (--source archive)");
+            out.lacking.insert(span.start, span.end);
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the ranges of re-published archive files (another checksum than the one staged)
+/// in `[start, end)` out of the checkpoint, so they are staged again. Returns how many.
+pub async fn recheck(
+    archive: &ArchiveClient,
+    series: &Series,
+    cp: &mut Checkpoint,
+    start: i64,
+    end: i64,
+    in_flight: usize,
+) -> anyhow::Result<usize> {
+    let files: Vec<(String, ArchiveFile)> = cp
+        .archives
+        .iter()
+        .filter(|(_, f)| f.end > start && f.start < end)
+        .map(|(n, f)| (n.clone(), f.clone()))
+        .collect();
+    let periods: Vec<Period> = files
+        .iter()
+        .map(|(_, f)| {
+            if f.monthly {
+                Period::month_of(f.start)
+            } else {
+                Period::day_of(f.start)
+            }
+        })
+        .collect();
+    let published: Vec<Option<String>> = futures::stream::iter(
+        periods
+            .into_iter()
+            .map(|p| archive.checksum(&series.symbol, series.interval, p)),
+    )
+    .buffered(in_flight.max(1))
+    .try_collect()
+    .await
+    .or_else(|e| match e {
+        // Unreachable: nothing can be rechecked this run (the next one will).
+        ExchangeError::Exhausted { .. } => {
+            archive.give_up(&e);
+            Ok(Vec::new())
+        }
+        e => Err(e),
+    })?;
+    let mut changed = 0;
+    for ((name, f), now) in files.into_iter().zip(published) {
+        match now {
+            Some(sum) if sum != f.sha256 => {
+                tracing::warn!(series = %series, file = %name, was = %f.sha256, now = %sum, "the archive re-published the file; staging it again");
+                cp.covered.remove(f.start, f.end);
+                cp.empty.remove(f.start, f.end);
+                cp.archives.remove(&name);
+                changed += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::Interval;
+    use crate::exchange::interval::MINUTE;
+
+    const JAN: i64 = 1_704_067_200_000; // 2024-01-01
+    const FEB: i64 = 1_706_745_600_000; // 2024-02-01
+
+    #[test]
+    fn months_then_days_then_rest_pages() {
+        // 2024-01-01 .. 2024-02-03 12:00, with today 2024-02-03 on the exchange's clock.
+        let end = FEB + 2 * DAY + 12 * 60 * MINUTE;
+        let spans = plan(&[(JAN, end)], Interval::M1, 1000, Some(FEB + 2 * DAY));
+        let files: Vec<_> = spans.iter().filter(|s| s.file.is_some()).collect();
+        assert_eq!(files.len(), 3);
+        assert_eq!(files[0].file, Some(Period::Month { year: 2024, month: 1 }));
+        assert_eq!((files[0].start, files[0].end), (JAN, FEB));
+        assert_eq!(files[1].file, Some(Period::Day { year: 2024, month: 2, day: 1 }));
+        assert_eq!(files[2].file, Some(Period::Day { year: 2024, month: 2, day: 2 }));
+        let rest: Vec<_> = spans.iter().filter(|s| s.file.is_none()).map(|s| (s.start, s.end)).collect();
+        assert_eq!(rest, vec![(FEB + 2 * DAY, FEB + 2 * DAY + 720 * MINUTE)]);
+        // Contiguous and complete.
+        for w in spans.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        // REST only: pages of 1000 from the start.
+        let rest = plan(&[(JAN, JAN + 2500 * MINUTE)], Interval::M1, 1000, None);
+        assert_eq!(
+            rest.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(),
+            vec![(JAN, JAN + 1000 * MINUTE), (JAN + 1000 * MINUTE, JAN + 2000 * MINUTE), (JAN + 2000 * MINUTE, JAN + 2500 * MINUTE)]
+        );
+    }
+
+    #[test]
+    fn a_part_of_a_day_comes_from_rest_up_to_the_day_end() {
+        let start = JAN + 14 * 60 * MINUTE; // 14:00, then the next whole day from a file
+        let spans = plan(&[(start, JAN + 2 * DAY)], Interval::M1, 1000, Some(FEB));
+        assert_eq!(
+            spans,
+            vec![
+                Span { start, end: JAN + DAY, file: None },
+                Span { start: JAN + DAY, end: JAN + 2 * DAY, file: Some(Period::Day { year: 2024, month: 1, day: 2 }) },
+            ]
+        );
+        // Most of a month missing: the month's file, used from `start`.
+        let start = JAN + 3 * DAY;
+        let spans = plan(&[(start, FEB)], Interval::M1, 1000, Some(FEB));
+        assert_eq!(spans, vec![Span { start, end: FEB, file: Some(Period::Month { year: 2024, month: 1 }) }]);
+    }
+}
