@@ -17,9 +17,9 @@ use futures::{StreamExt, TryStreamExt};
 use super::checkpoint::{ArchiveFile, Checkpoint};
 use super::ranges::RangeSet;
 use super::series::RunContext;
+use crate::exchange::ExchangeError;
 use crate::exchange::archive::Period;
 use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::ExchangeError;
 use crate::exchange::interval::DAY;
 use crate::kline::KlineBatch;
 use crate::stage::layout::Series;
@@ -262,11 +262,35 @@ mod tests {
         let spans = plan(&[(JAN, end)], Interval::M1, 1000, Some(FEB + 2 * DAY));
         let files: Vec<_> = spans.iter().filter(|s| s.file.is_some()).collect();
         assert_eq!(files.len(), 3);
-        assert_eq!(files[0].file, Some(Period::Month { year: 2024, month: 1 }));
+        assert_eq!(
+            files[0].file,
+            Some(Period::Month {
+                year: 2024,
+                month: 1
+            })
+        );
         assert_eq!((files[0].start, files[0].end), (JAN, FEB));
-        assert_eq!(files[1].file, Some(Period::Day { year: 2024, month: 2, day: 1 }));
-        assert_eq!(files[2].file, Some(Period::Day { year: 2024, month: 2, day: 2 }));
-        let rest: Vec<_> = spans.iter().filter(|s| s.file.is_none()).map(|s| (s.start, s.end)).collect();
+        assert_eq!(
+            files[1].file,
+            Some(Period::Day {
+                year: 2024,
+                month: 2,
+                day: 1
+            })
+        );
+        assert_eq!(
+            files[2].file,
+            Some(Period::Day {
+                year: 2024,
+                month: 2,
+                day: 2
+            })
+        );
+        let rest: Vec<_> = spans
+            .iter()
+            .filter(|s| s.file.is_none())
+            .map(|s| (s.start, s.end))
+            .collect();
         assert_eq!(rest, vec![(FEB + 2 * DAY, FEB + 2 * DAY + 720 * MINUTE)]);
         // Contiguous and complete.
         for w in spans.windows(2) {
@@ -276,7 +300,11 @@ mod tests {
         let rest = plan(&[(JAN, JAN + 2500 * MINUTE)], Interval::M1, 1000, None);
         assert_eq!(
             rest.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(),
-            vec![(JAN, JAN + 1000 * MINUTE), (JAN + 1000 * MINUTE, JAN + 2000 * MINUTE), (JAN + 2000 * MINUTE, JAN + 2500 * MINUTE)]
+            vec![
+                (JAN, JAN + 1000 * MINUTE),
+                (JAN + 1000 * MINUTE, JAN + 2000 * MINUTE),
+                (JAN + 2000 * MINUTE, JAN + 2500 * MINUTE)
+            ]
         );
     }
 
@@ -287,13 +315,35 @@ mod tests {
         assert_eq!(
             spans,
             vec![
-                Span { start, end: JAN + DAY, file: None },
-                Span { start: JAN + DAY, end: JAN + 2 * DAY, file: Some(Period::Day { year: 2024, month: 1, day: 2 }) },
+                Span {
+                    start,
+                    end: JAN + DAY,
+                    file: None
+                },
+                Span {
+                    start: JAN + DAY,
+                    end: JAN + 2 * DAY,
+                    file: Some(Period::Day {
+                        year: 2024,
+                        month: 1,
+                        day: 2
+                    })
+                },
             ]
         );
         // Most of a month missing: the month's file, used from `start`.
         let start = JAN + 3 * DAY;
         let spans = plan(&[(start, FEB)], Interval::M1, 1000, Some(FEB));
-        assert_eq!(spans, vec![Span { start, end: FEB, file: Some(Period::Month { year: 2024, month: 1 }) }]);
+        assert_eq!(
+            spans,
+            vec![Span {
+                start,
+                end: FEB,
+                file: Some(Period::Month {
+                    year: 2024,
+                    month: 1
+                })
+            }]
+        );
     }
 }

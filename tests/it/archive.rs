@@ -52,7 +52,11 @@ fn archives_stage_the_same_files_as_rest_and_rest_only_fetches_today() {
     let rest = Project::new("http://127.0.0.1:9", "");
     run(&ex, &rest, &lines[1]);
     let rest_requests = ex.stats().klines_requests;
-    assert_eq!(ex.stats().archive_requests, 0, "--source rest asked the archive");
+    assert_eq!(
+        ex.stats().archive_requests,
+        0,
+        "--source rest asked the archive"
+    );
 
     let ex = exchange_at(NOW);
     let auto = Project::new("http://127.0.0.1:9", "");
@@ -66,15 +70,25 @@ fn archives_stage_the_same_files_as_rest_and_rest_only_fetches_today() {
         starts.iter().all(|&t| t >= ms("2024-03-05")),
         "REST was asked for history the archive holds: {starts:?}"
     );
-    assert!(ex.stats().klines_requests * 10 < rest_requests, "{} vs {rest_requests}", ex.stats().klines_requests);
+    assert!(
+        ex.stats().klines_requests * 10 < rest_requests,
+        "{} vs {rest_requests}",
+        ex.stats().klines_requests
+    );
     assert!(out.contains("archive: 6 files"), "{out}");
 
     // The same files, byte for byte, and the same manifest.
-    let (a, b) = (parquet_files(&rest.stage_dir()), parquet_files(&auto.stage_dir()));
+    let (a, b) = (
+        parquet_files(&rest.stage_dir()),
+        parquet_files(&auto.stage_dir()),
+    );
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(a.len(), 31 + 29 + 5);
     for (key, bytes) in &a {
-        assert!(b[key] == *bytes, "{key} differs between the REST and archive backfills");
+        assert!(
+            b[key] == *bytes,
+            "{key} differs between the REST and archive backfills"
+        );
     }
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-01"), ms(NOW));
     assert_staged(&auto.stage_dir(), "BTCUSDT", "1m", &want);
@@ -83,7 +97,13 @@ fn archives_stage_the_same_files_as_rest_and_rest_only_fetches_today() {
     let cp = checkpoint(&auto, "spot", "BTCUSDT");
     let archives = cp["archives"].as_object().unwrap();
     assert_eq!(archives.len(), 6, "{archives:?}");
-    assert!(archives["BTCUSDT-1m-2024-01.zip"]["sha256"].as_str().unwrap().len() == 64);
+    assert!(
+        archives["BTCUSDT-1m-2024-01.zip"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
     let files = ex.stats().archive_files;
     let out = run(&ex, &auto, &lines[0]);
     assert_eq!(summary_number(&out, "rows"), 0);
@@ -129,11 +149,18 @@ fn a_corrupt_zip_fails_naming_the_file_and_stages_nothing_of_it() {
     );
     let names: Vec<String> = parquet_files(&p.stage_dir()).into_keys().collect();
     assert!(
-        !names.iter().any(|n| n.contains("2024-03-03") || n.contains("20240303")),
+        !names
+            .iter()
+            .any(|n| n.contains("2024-03-03") || n.contains("20240303")),
         "{names:?}"
     );
     // What came before it is staged and checkpointed; a run after the fix finishes.
-    assert!(names.iter().any(|n| n.ends_with("BTCUSDT-1m-2024-03-01.parquet")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("BTCUSDT-1m-2024-03-01.parquet")),
+        "{names:?}"
+    );
     ex.archive(|a| a.corrupt.clear());
     p.ok(&["backfill", "--from", "2024-03-01"]);
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-03-01"), ms(NOW));
@@ -151,7 +178,11 @@ fn a_republished_file_is_noticed_and_staged_again() {
     k.close += 1;
     k.high = k.high.max(k.close);
     ex.correct("BTCUSDT", k.clone());
-    let out = p.cmd().args(["backfill", "--from", "2024-03-01"]).output().unwrap();
+    let out = p
+        .cmd()
+        .args(["backfill", "--from", "2024-03-01"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("re-published"), "{}", stderr(&out));
     // Only that day's zip was downloaded again.
@@ -172,11 +203,24 @@ fn an_unreachable_archive_means_rest_with_a_warning() {
     let p = Project::new(&ex.url, "");
     let out = p
         .cmd()
-        .args(["backfill", "--from", "2024-03-01", "--archive-url", "http://127.0.0.1:1"])
+        .args([
+            "backfill",
+            "--from",
+            "2024-03-01",
+            "--archive-url",
+            "http://127.0.0.1:1",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stderr(&out).matches("the archive cannot be reached").count(), 1, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out)
+            .matches("the archive cannot be reached")
+            .count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-03-01"), ms(NOW));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
 }
@@ -195,13 +239,18 @@ fn source_archive_leaves_what_the_archive_lacks_for_a_later_run() {
     let covered: Vec<(i64, i64)> = serde_json::from_value(cp["covered"].clone()).unwrap();
     assert_eq!(
         covered,
-        vec![(ms("2024-03-01"), ms("2024-03-02")), (ms("2024-03-03"), ms("2024-03-05"))]
+        vec![
+            (ms("2024-03-01"), ms("2024-03-02")),
+            (ms("2024-03-03"), ms("2024-03-05"))
+        ]
     );
     // auto then fetches only the lacking day and today over REST.
     p.ok(&["backfill", "--from", "2024-03-01"]);
     let starts = rest_starts(&ex);
     assert!(
-        starts.iter().all(|&t| (ms("2024-03-02")..ms("2024-03-03")).contains(&t) || t >= ms("2024-03-05")),
+        starts
+            .iter()
+            .all(|&t| (ms("2024-03-02")..ms("2024-03-03")).contains(&t) || t >= ms("2024-03-05")),
         "{starts:?}"
     );
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-03-01"), ms(NOW));
@@ -213,7 +262,15 @@ fn microsecond_spot_files_and_futures_header_rows_stage_exactly() {
     // Spot from 2025 on: microsecond times in the files.
     let ex = exchange_at("2025-01-04T06:00:00Z");
     let p = Project::new(&ex.url, "");
-    p.ok(&["backfill", "--from", "2024-12-30", "--to", "2025-01-04", "--source", "archive"]);
+    p.ok(&[
+        "backfill",
+        "--from",
+        "2024-12-30",
+        "--to",
+        "2025-01-04",
+        "--source",
+        "archive",
+    ]);
     assert_eq!(ex.stats().archive_files, 5);
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-12-30"), ms("2025-01-04"));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
@@ -221,7 +278,17 @@ fn microsecond_spot_files_and_futures_header_rows_stage_exactly() {
     // USD-M futures files from 2022-05 on start with a header row.
     let ex = exchange_at("2022-06-03T00:00:00Z");
     let p = Project::new(&ex.url, "");
-    p.ok(&["backfill", "--market", "usdm", "--from", "2022-05-30", "--to", "2022-06-02", "--source", "archive"]);
+    p.ok(&[
+        "backfill",
+        "--market",
+        "usdm",
+        "--from",
+        "2022-05-30",
+        "--to",
+        "2022-06-02",
+        "--source",
+        "archive",
+    ]);
     assert_eq!(ex.stats().archive_files, 3);
     let want = expected(&ex, "BTCUSDT", "1m", ms("2022-05-30"), ms("2022-06-02"));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
@@ -233,19 +300,59 @@ fn microsecond_spot_files_and_futures_header_rows_stage_exactly() {
 fn real_archive_days_stage_what_binances_zips_hold() {
     let ex = TestExchange::start(ExchangeConfig::real_full12(ms("2022-09-10")));
     let p = Project::new(&ex.url, "");
-    p.ok(&["backfill", "--symbols", "ETHUSDT", "--from", "2022-08-14", "--to", "2022-08-16", "--source", "archive"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "ETHUSDT",
+        "--from",
+        "2022-08-14",
+        "--to",
+        "2022-08-16",
+        "--source",
+        "archive",
+    ]);
     let q = Project::new(&ex.url, "");
-    q.ok(&["backfill", "--market", "usdm", "--from", "2022-09-05", "--to", "2022-09-07", "--source", "archive"]);
+    q.ok(&[
+        "backfill",
+        "--market",
+        "usdm",
+        "--from",
+        "2022-09-05",
+        "--to",
+        "2022-09-07",
+        "--source",
+        "archive",
+    ]);
     assert_eq!(ex.stats().archive_files, 4);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/binance-real-full12");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/binance-real-full12");
     for (project, symbol, zips) in [
-        (&p, "ETHUSDT", ["spot/ETHUSDT-1m-2022-08-14.zip", "spot/ETHUSDT-1m-2022-08-15.zip"]),
-        (&q, "BTCUSDT", ["usdm/BTCUSDT-1m-2022-09-05.zip", "usdm/BTCUSDT-1m-2022-09-06.zip"]),
+        (
+            &p,
+            "ETHUSDT",
+            [
+                "spot/ETHUSDT-1m-2022-08-14.zip",
+                "spot/ETHUSDT-1m-2022-08-15.zip",
+            ],
+        ),
+        (
+            &q,
+            "BTCUSDT",
+            [
+                "usdm/BTCUSDT-1m-2022-09-05.zip",
+                "usdm/BTCUSDT-1m-2022-09-06.zip",
+            ],
+        ),
     ] {
         let mut want = Vec::new();
         for z in zips {
             let name = z.rsplit('/').next().unwrap();
-            let b = klines::exchange::archive::parse(name, &std::fs::read(dir.join(z)).unwrap(), klines::exchange::Interval::M1).unwrap();
+            let b = klines::exchange::archive::parse(
+                name,
+                &std::fs::read(dir.join(z)).unwrap(),
+                klines::exchange::Interval::M1,
+            )
+            .unwrap();
             want.extend(b.iter());
         }
         assert_eq!(want.len(), 2 * 1440);

@@ -70,7 +70,10 @@ impl ArchiveClient {
     pub fn new(base: &str, rest: &ClientConfig) -> anyhow::Result<ArchiveClient> {
         let url = reqwest::Url::parse(base)
             .map_err(|e| anyhow::anyhow!("invalid archive URL {:?}: {e}", redact_url(base)))?;
-        if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.host().is_none() {
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.host().is_none()
+        {
             anyhow::bail!(
                 "invalid archive URL {:?}: expected http(s)://host[:port][/path]",
                 redact_url(base)
@@ -158,11 +161,17 @@ impl ArchiveClient {
             Got::Body(b) => b,
         };
         self.stats.files.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(zip.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(zip.len() as u64, Ordering::Relaxed);
         let parsed = tokio::task::spawn_blocking(move || -> Result<Archived, ArchiveError> {
             let sha256 = super::verify(&file, &zip, &format!("{want}  {file}"))?;
             let klines = super::parse(&file, &zip, interval)?;
-            Ok(Archived { file, sha256, klines })
+            Ok(Archived {
+                file,
+                sha256,
+                klines,
+            })
         })
         .await
         .map_err(|e| ExchangeError::Exhausted {
@@ -170,7 +179,9 @@ impl ArchiveClient {
             attempts: 1,
             last: format!("the archive parser panicked: {e}"),
         })?;
-        parsed.map(Some).map_err(|e| ExchangeError::Archive(Box::new(e)))
+        parsed
+            .map(Some)
+            .map_err(|e| ExchangeError::Archive(Box::new(e)))
     }
 
     /// One GET with retries; 404 (and 403, which S3 answers for a missing key) is `NotFound`.
@@ -179,11 +190,15 @@ impl ArchiveClient {
         loop {
             attempt += 1;
             let outcome = {
-                let _slot = self.in_flight.acquire().await.map_err(|_| ExchangeError::Exhausted {
-                    path: file.to_string(),
-                    attempts: attempt,
-                    last: "client shut down".into(),
-                })?;
+                let _slot =
+                    self.in_flight
+                        .acquire()
+                        .await
+                        .map_err(|_| ExchangeError::Exhausted {
+                            path: file.to_string(),
+                            attempts: attempt,
+                            last: "client shut down".into(),
+                        })?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 match self.http.get(url).send().await {
                     // A host that refuses connections or does not resolve gets three tries.
@@ -197,7 +212,9 @@ impl ArchiveClient {
                     Err(e) => Err(describe(&e)),
                     Ok(resp) => match resp.status() {
                         StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(Got::NotFound),
-                        s if s.is_success() => resp.bytes().await.map(Got::Body).map_err(|e| describe(&e)),
+                        s if s.is_success() => {
+                            resp.bytes().await.map(Got::Body).map_err(|e| describe(&e))
+                        }
                         s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                             Err(format!("HTTP {s}"))
                         }

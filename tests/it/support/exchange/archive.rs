@@ -78,7 +78,10 @@ fn parse_name(name: &str) -> Option<(String, Interval, i64, i64)> {
     let mut parts = stem.splitn(3, '-');
     let (sym, iv, date) = (parts.next()?, parts.next()?, parts.next()?);
     let interval: Interval = iv.parse().ok()?;
-    let ms = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis());
+    let ms = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+    };
     let (start, end) = if date.len() == 7 {
         let d = NaiveDate::parse_from_str(&format!("{date}-01"), "%Y-%m-%d").ok()?;
         let next = if d.month() == 12 {
@@ -161,7 +164,8 @@ pub(super) async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<St
             let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
             let options = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Deflated);
-            w.start_file(zip_name.replace(".zip", ".csv"), options).unwrap();
+            w.start_file(zip_name.replace(".zip", ".csv"), options)
+                .unwrap();
             w.write_all(csv.as_bytes()).unwrap();
             let zip = bytes::Bytes::from(w.finish().unwrap().into_inner());
             let sum = hex::encode(sha2::Sha256::digest(&zip));
