@@ -47,6 +47,7 @@ fn parse_encode(rows: usize) {
         .collect();
     let total_bytes: usize = bodies.iter().map(|b| b.len()).sum();
     let series = Series {
+        exchange: klines::exchange::Exchange::Binance,
         market: Market::Spot,
         symbol: Symbol::parse("BTCUSDT").unwrap(),
         interval: Interval::M1,
@@ -309,6 +310,7 @@ fn main() {
     if std::env::args().any(|a| a == "--encode-only") {
         let market = data::Market::synthetic();
         let series = Series {
+            exchange: klines::exchange::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,

@@ -29,6 +29,7 @@ impl DayStager {
         DayStager {
             market: data::Market::synthetic(),
             series: Series {
+                exchange: klines::exchange::Exchange::Binance,
                 market: Market::Spot,
                 symbol: Symbol::parse("BTCUSDT").unwrap(),
                 interval: Interval::M1,

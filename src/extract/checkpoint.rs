@@ -46,6 +46,9 @@ pub struct ArchiveFile {
 /// The series fields as they appear in the checkpoint file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeriesId {
+    /// Absent in checkpoints written before the exchange was part of the series: Binance.
+    #[serde(default)]
+    pub exchange: crate::exchange::Exchange,
     pub market: crate::exchange::Market,
     pub symbol: crate::exchange::Symbol,
     pub interval: crate::exchange::Interval,
@@ -56,6 +59,7 @@ impl Checkpoint {
         Checkpoint {
             version: CHECKPOINT_VERSION,
             series: SeriesId {
+                exchange: series.exchange,
                 market: series.market,
                 symbol: series.symbol.clone(),
                 interval: series.interval,
@@ -69,7 +73,8 @@ impl Checkpoint {
     }
 
     pub fn matches(&self, series: &Series) -> bool {
-        self.series.market == series.market
+        self.series.exchange == series.exchange
+            && self.series.market == series.market
             && self.series.symbol == series.symbol
             && self.series.interval == series.interval
     }
@@ -132,6 +137,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_unknown_versions() {
         let series = Series {
+            exchange: crate::exchange::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,
@@ -142,7 +148,10 @@ mod tests {
         cp.partial.insert(0, vec!["a.parquet".into()]);
         let json = serde_json::to_vec(&cp).unwrap();
         assert_eq!(Checkpoint::from_json("x", &json).unwrap(), cp);
-        insta::assert_snapshot!(String::from_utf8(json.clone()).unwrap(), @r#"{"version":1,"market":"spot","symbol":"BTCUSDT","interval":"1m","listed_from":null,"covered":[[0,120000]],"empty":[[60000,120000]],"partial":[{"unit_start":0,"files":["a.parquet"]}]}"#);
+        insta::assert_snapshot!(String::from_utf8(json.clone()).unwrap(), @r#"{"version":1,"exchange":"binance","market":"spot","symbol":"BTCUSDT","interval":"1m","listed_from":null,"covered":[[0,120000]],"empty":[[60000,120000]],"partial":[{"unit_start":0,"files":["a.parquet"]}]}"#);
+        // Checkpoints written before the exchange was part of the series are Binance's.
+        let legacy = String::from_utf8(json.clone()).unwrap().replace("\"exchange\":\"binance\",", "");
+        assert_eq!(Checkpoint::from_json("old.json", legacy.as_bytes()).unwrap(), cp);
         let future = String::from_utf8(json)
             .unwrap()
             .replace("\"version\":1", "\"version\":2");

@@ -102,9 +102,13 @@ pub async fn lock_all(
     let mut locks = Vec::with_capacity(all.len());
     for s in all {
         locks.push(state.lock(s).await?);
+        // The layout before the exchange was part of it too: a run of that release may
+        // have been killed mid-write.
         for prefix in [
             s.prefix(),
             format!("{}/{}", layout::MANIFEST_DIR, s.prefix()),
+            s.legacy_prefix(),
+            format!("{}/{}", layout::MANIFEST_DIR, s.legacy_prefix()),
         ] {
             stage
                 .remove_stale_staging_files(&prefix)

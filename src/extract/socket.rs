@@ -163,6 +163,7 @@ impl Reader {
                 Ok(Message::Kline(e)) => {
                     self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
                     let series = Series {
+                        exchange: crate::exchange::Exchange::Binance,
                         market: self.market,
                         symbol: e.symbol.clone(),
                         interval: e.interval,

@@ -87,6 +87,65 @@ impl StateStore {
         format!("locks/{}.lock", series.prefix())
     }
 
+    /// Where a Binance series' checkpoint was before the exchange was part of the layout.
+    fn legacy_checkpoint_key(series: &Series) -> String {
+        format!("checkpoints/{}.json", series.legacy_prefix())
+    }
+
+    /// Moves a checkpoint written before the exchange was part of the layout to its key now
+    /// (copied, then the old one deleted; run holding the series' lock). A crash in between
+    /// leaves both, equal, and the next run deletes the old one.
+    async fn migrate_checkpoint(&self, series: &Series) -> anyhow::Result<()> {
+        let (old, new) = (
+            Self::legacy_checkpoint_key(series),
+            Self::checkpoint_key(series),
+        );
+        match self {
+            StateStore::Dir(dir) => {
+                let (old_path, new_path) = (dir.join(&old), dir.join(&new));
+                let body = match std::fs::read(&old_path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot read checkpoint {}", old_path.display())
+                        });
+                    }
+                };
+                if !new_path.exists() {
+                    write_atomically(&new_path, &body)?;
+                    tracing::info!(series = %series, from = %old_path.display(), to = %new_path.display(), "moved the checkpoint to the layout with the exchange");
+                }
+                std::fs::remove_file(&old_path)
+                    .with_context(|| format!("cannot delete {}", old_path.display()))?;
+            }
+            StateStore::Object(stage, _) => {
+                let Some((body, _)) = stage
+                    .get_opt(&old)
+                    .await
+                    .with_context(|| format!("cannot read checkpoint {}/{old}", stage.url()))?
+                else {
+                    return Ok(());
+                };
+                match stage.put_mode(&new, body, PutMode::Create).await {
+                    Ok(_) => {
+                        tracing::info!(series = %series, from = %old, to = %new, "moved the checkpoint to the layout with the exchange");
+                    }
+                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("cannot write checkpoint {}/{new}", stage.url()));
+                    }
+                }
+                stage
+                    .delete(&old)
+                    .await
+                    .with_context(|| format!("cannot delete checkpoint {}/{old}", stage.url()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn load(&self, series: &Series) -> anyhow::Result<Option<Checkpoint>> {
         let key = Self::checkpoint_key(series);
         let bytes = match self {
@@ -125,6 +184,7 @@ impl StateStore {
     pub async fn save(&self, cp: &Checkpoint, lock: &SeriesLock) -> anyhow::Result<()> {
         lock.check()?;
         let series = Series {
+            exchange: cp.series.exchange,
             market: cp.series.market,
             symbol: cp.series.symbol.clone(),
             interval: cp.series.interval,
@@ -193,9 +253,14 @@ impl StateStore {
     pub async fn lock(&self, series: &Series) -> anyhow::Result<SeriesLock> {
         let key = Self::lock_key(series);
         match self {
-            StateStore::Dir(dir) => lock_file(series, &dir.join(key)),
+            StateStore::Dir(dir) => {
+                let lock = lock_file(series, &dir.join(key))?;
+                self.migrate_checkpoint(series).await?;
+                Ok(lock)
+            }
             StateStore::Object(stage, lease) => {
                 let lock = lock_object(series, stage, key, *lease).await?;
+                self.migrate_checkpoint(series).await?;
                 claim_checkpoint(stage, &Self::checkpoint_key(series), &lock).await?;
                 Ok(lock)
             }
@@ -520,6 +585,7 @@ mod tests {
 
     fn series() -> Series {
         Series {
+            exchange: crate::exchange::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,

@@ -388,6 +388,7 @@ pub fn all_series(client: &BinanceClient, plan: &Plan) -> Vec<Series> {
         .iter()
         .flat_map(|s| {
             plan.intervals.iter().map(move |&i| Series {
+                exchange: crate::exchange::Exchange::Binance,
                 market,
                 symbol: s.clone(),
                 interval: i,

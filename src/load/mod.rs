@@ -124,6 +124,26 @@ pub(crate) async fn pending(
             .await
             .with_context(|| format!("cannot create the raw tables in {}", wh.describe()))?;
     }
+    if exists {
+        if dry_run {
+            let k = wh.kind();
+            let probe = format!(
+                "SELECT * FROM {} WHERE 1 = 0",
+                crate::warehouse::ident::relation(k, raw_schema, raw::KLINES)
+            );
+            if wh.query(&probe).await.is_ok_and(|r| {
+                !r.columns.iter().any(|c| c.eq_ignore_ascii_case("exchange"))
+            }) {
+                return Err(crate::exit::UsageError(format!(
+                    "the raw tables in {} were written before the exchange was part of their key; `klines load` (without --dry-run) migrates them once",
+                    wh.describe()
+                ))
+                .into());
+            }
+        } else {
+            wh.migrate_raw(raw_schema).await?;
+        }
+    }
     let history = if exists || !dry_run {
         wh.loaded_files(raw_schema).await?
     } else {

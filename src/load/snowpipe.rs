@@ -62,9 +62,10 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
         .iter()
         .map(|f| {
             format!(
-                "({}, {})",
+                "({}, {}, {})",
                 literal(&f.entry.path),
-                timestamp_literal(k, f.staged_at)
+                timestamp_literal(k, f.staged_at),
+                literal(f.entry.exchange.as_str())
             )
         })
         .collect::<Vec<_>>()
@@ -77,8 +78,11 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
         file = q("_file"),
         sa = q("_staged_at"),
     );
+    // Files staged before the exchange column (and pipes created before it) leave it NULL:
+    // the file's manifest entry says whose rows they are.
     let mut out = vec![format!(
-        "UPDATE {landing} SET {sa} = f.{staged} FROM (VALUES {values}) AS f ({path}, {staged}) WHERE {landing}.{file} = f.{path}",
+        "UPDATE {landing} SET {sa} = f.{staged}, {x} = COALESCE({landing}.{x}, f.{x}) FROM (VALUES {values}) AS f ({path}, {staged}, {x}) WHERE {landing}.{file} = f.{path}",
+        x = q("exchange"),
         sa = q("_staged_at"),
         staged = q("staged"),
         path = q("path"),

@@ -1,32 +1,45 @@
 //! Object keys in the stage. Hive-style partitions, deterministic names:
 //!
 //! ```text
-//! market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet          a closed UTC day
-//! market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240106T000000Z-20240106T133700Z.parquet
-//!                                                                               part of a day
-//! market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet                a closed UTC year
-//! _manifest/<data key>.<sha256 prefix>.json                                     one per staged file
+//! exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet
+//!                                                                   a closed UTC day
+//! exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240106T000000Z-20240106T133700Z.parquet
+//!                                                                   part of a day
+//! exchange=binance/market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet
+//!                                                                   a closed UTC year
+//! _manifest/<data key>.<sha256 prefix>.json                         one per staged file
 //! ```
 //! Intervals shorter than a day get one file per UTC day, the others one per UTC year.
+//!
+//! Stages written before the exchange was part of the layout have keys without the first
+//! part (`market=spot/...`): they are Binance's, and are read as they are (a file is never
+//! renamed; a unit staged again is written under the new key, and the loader's newest-wins
+//! rule picks the newer file).
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 
-use crate::exchange::{Interval, Market, Symbol};
+use crate::exchange::{Exchange, Interval, Market, Symbol};
 
 /// Where the manifest entries live, below the stage root.
 pub const MANIFEST_DIR: &str = "_manifest";
 
-/// One market, symbol and interval: the unit of checkpoints and locks.
+/// One exchange, market, symbol and interval: the unit of checkpoints and locks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Series {
+    pub exchange: Exchange,
     pub market: Market,
     pub symbol: Symbol,
     pub interval: Interval,
 }
 
 impl Series {
-    /// `market=spot/interval=1m/symbol=BTCUSDT`
+    /// `exchange=binance/market=spot/interval=1m/symbol=BTCUSDT`
     pub fn prefix(&self) -> String {
+        format!("exchange={}/{}", self.exchange, self.legacy_prefix())
+    }
+
+    /// The prefix of stages written before the exchange was part of the layout (Binance's).
+    pub fn legacy_prefix(&self) -> String {
         format!(
             "market={}/interval={}/symbol={}",
             self.market, self.interval, self.symbol
@@ -36,7 +49,7 @@ impl Series {
 
 impl std::fmt::Display for Series {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {}", self.market, self.symbol, self.interval)
+        write!(f, "{} {} {} {}", self.exchange, self.market, self.symbol, self.interval)
     }
 }
 
@@ -106,9 +119,18 @@ pub fn parse_manifest_key(key: &str) -> Option<(&str, &str)> {
 }
 
 /// A data file's series and open-time range, read back from its key: the inverse of
-/// [`data_key`]. `None` for anything that is not a data file klines names.
+/// [`data_key`] (keys of the layout without the exchange are Binance's). `None` for anything
+/// that is not a data file klines names.
 pub fn parse_data_key(key: &str) -> Option<(Series, (i64, i64))> {
-    let mut parts = key.split('/');
+    let (exchange, rest) = match key.strip_prefix("exchange=") {
+        Some(r) => {
+            let (e, rest) = r.split_once('/')?;
+            (e.parse::<Exchange>().ok()?, rest)
+        }
+        None => (Exchange::Binance, key),
+    };
+    let legacy = rest.len() == key.len();
+    let mut parts = rest.split('/');
     let market = parts.next()?.strip_prefix("market=")?.parse().ok()?;
     let interval: Interval = parts.next()?.strip_prefix("interval=")?.parse().ok()?;
     let symbol = Symbol::parse(parts.next()?.strip_prefix("symbol=")?).ok()?;
@@ -117,6 +139,7 @@ pub fn parse_data_key(key: &str) -> Option<(Series, (i64, i64))> {
         return None;
     }
     let series = Series {
+        exchange,
         market,
         symbol,
         interval,
@@ -144,8 +167,13 @@ pub fn parse_data_key(key: &str) -> Option<(Series, (i64, i64))> {
     };
     // Only the names klines writes: the key must come out the same.
     let unit = unit_of(interval, range.0);
-    (range.0 < range.1 && data_key(&series, unit, range.0, range.1) == key)
-        .then_some((series, range))
+    let written = data_key(&series, unit, range.0, range.1);
+    let same = if legacy {
+        written.strip_prefix(&format!("exchange={exchange}/")) == Some(key)
+    } else {
+        written == key
+    };
+    (range.0 < range.1 && same).then_some((series, range))
 }
 
 #[cfg(test)]
@@ -160,6 +188,7 @@ mod tests {
 
     fn series(interval: Interval) -> Series {
         Series {
+            exchange: Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval,
@@ -176,16 +205,16 @@ mod tests {
         );
         assert_eq!(
             data_key(&s, day, day.0, day.1),
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet"
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet"
         );
         assert_eq!(
             data_key(&s, day, day.0, ms("2024-01-05T13:37:00Z")),
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240105T000000Z-20240105T133700Z.parquet"
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240105T000000Z-20240105T133700Z.parquet"
         );
         let year = unit_of(Interval::D1, ms("2023-06-01T00:00:00Z"));
         assert_eq!(
             data_key(&series(Interval::D1), year, year.0, year.1),
-            "market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet"
+            "exchange=binance/market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-2023.parquet"
         );
     }
 
@@ -204,7 +233,10 @@ mod tests {
             ),
         ] {
             let key = data_key(&series, unit, range.0, range.1);
-            assert_eq!(parse_data_key(&key), Some((series, range)), "{key}");
+            assert_eq!(parse_data_key(&key), Some((series.clone(), range)), "{key}");
+            // A stage written before the exchange was in the layout: Binance's.
+            let legacy = key.strip_prefix("exchange=binance/").unwrap();
+            assert_eq!(parse_data_key(legacy), Some((series, range)), "{legacy}");
         }
         for bad in [
             "market=spot/interval=1m/symbol=BTCUSDT/ETHUSDT-1m-2024-01-05.parquet",
@@ -212,6 +244,8 @@ mod tests {
             "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet#1",
             "market=spot/interval=2m/symbol=BTCUSDT/BTCUSDT-2m-2024-01-05.parquet",
             "_manifest/x.parquet",
+            "exchange=nyse/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet",
+            "exchange=binance/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet",
         ] {
             assert_eq!(parse_data_key(bad), None, "{bad}");
         }

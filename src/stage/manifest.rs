@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::layout::{self, MANIFEST_DIR, Series};
 use super::{Stage, StagedObject};
-use crate::exchange::{Interval, Market, Symbol};
+use crate::exchange::{Exchange, Interval, Market, Symbol};
 
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -21,6 +21,9 @@ pub struct ManifestEntry {
     pub version: u32,
     /// The data file's key, relative to the stage root.
     pub path: String,
+    /// Absent in entries written before the exchange was part of the series: Binance.
+    #[serde(default)]
+    pub exchange: Exchange,
     pub market: Market,
     pub symbol: Symbol,
     pub interval: Interval,
@@ -50,6 +53,7 @@ impl ManifestEntry {
         ManifestEntry {
             version: MANIFEST_VERSION,
             path,
+            exchange: series.exchange,
             market: series.market,
             symbol: series.symbol.clone(),
             interval: series.interval,
@@ -64,6 +68,7 @@ impl ManifestEntry {
 
     pub fn series(&self) -> Series {
         Series {
+            exchange: self.exchange,
             market: self.market,
             symbol: self.symbol.clone(),
             interval: self.interval,

@@ -2,13 +2,14 @@
 //!
 //! | column | type |
 //! |---|---|
-//! | market, symbol, interval | string (dictionary-encoded) |
+//! | exchange, market, symbol, interval | string (dictionary-encoded) |
 //! | open_time, close_time | timestamp(ms, UTC) |
 //! | open, high, low, close, volume, quote_volume, taker_buy_base_volume, taker_buy_quote_volume | decimal(38, 8) |
 //! | trades | int64 |
 //!
 //! Every column is required (no nulls). The bytes depend only on the rows, so re-staging a
-//! range writes the same file.
+//! range writes the same file. Files staged before the exchange was part of the series have
+//! no `exchange` column: they are read as Binance's.
 
 use std::sync::{Arc, LazyLock};
 
@@ -29,7 +30,8 @@ use crate::decimal::{PRECISION, SCALE};
 use crate::kline::KlineBatch;
 use crate::stage::layout::Series;
 
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
+    "exchange",
     "market",
     "symbol",
     "interval",
@@ -54,7 +56,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             .iter()
             .map(|&name| {
                 let ty = match name {
-                    "market" | "symbol" | "interval" => DataType::Utf8,
+                    "exchange" | "market" | "symbol" | "interval" => DataType::Utf8,
                     "open_time" | "close_time" => ts(),
                     "trades" => DataType::Int64,
                     _ => dec(),
@@ -82,7 +84,7 @@ fn writer_properties() -> WriterProperties {
         .set_created_by(concat!("klines ", env!("CARGO_PKG_VERSION")).to_string());
     // One value per file: a dictionary of one entry, nothing worth compressing (and each
     // compressed column costs a codec set-up).
-    for c in ["market", "symbol", "interval"] {
+    for c in ["exchange", "market", "symbol", "interval"] {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), true)
             .set_column_compression(ColumnPath::from(c), Compression::UNCOMPRESSED);
@@ -116,6 +118,7 @@ pub fn into_record_batch(series: &Series, k: KlineBatch) -> anyhow::Result<Recor
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n)))
     };
     let columns: Vec<ArrayRef> = vec![
+        constant(series.exchange.as_str()),
         constant(series.market.as_str()),
         constant(series.symbol.as_str()),
         constant(series.interval.as_str()),
@@ -176,10 +179,13 @@ pub fn decode(name: &str, bytes: Bytes) -> anyhow::Result<Decoded> {
     })
 }
 
-/// Checks that `schema` is the staged schema (same names, types and order).
+/// Checks that `schema` is the staged schema (same names, types and order), or the one
+/// before the exchange column was added.
 pub fn check_schema(name: &str, schema: &Schema) -> anyhow::Result<()> {
-    let expected = self::schema();
-    for (i, f) in expected.fields().iter().enumerate() {
+    let current = self::schema();
+    let legacy = schema.fields().first().is_some_and(|f| f.name() == "market");
+    let expected: Vec<_> = current.fields().iter().skip(usize::from(legacy)).collect();
+    for (i, f) in expected.iter().enumerate() {
         match schema.fields().get(i) {
             Some(g) if g.name() == f.name() && g.data_type() == f.data_type() => {}
             Some(g) => bail!(
@@ -193,11 +199,11 @@ pub fn check_schema(name: &str, schema: &Schema) -> anyhow::Result<()> {
             None => bail!("{name}: column {} ({}) is missing", i + 1, f.name()),
         }
     }
-    if schema.fields().len() != expected.fields().len() {
+    if schema.fields().len() != expected.len() {
         bail!(
             "{name}: {} columns, expected {}",
             schema.fields().len(),
-            expected.fields().len()
+            expected.len()
         );
     }
     Ok(())
@@ -234,7 +240,15 @@ fn append(
         Ok(Some(first.to_string()))
     };
     if let (Some(m), Some(s), Some(i)) = (text("market")?, text("symbol")?, text("interval")?) {
+        let exchange = match b.column_by_name("exchange") {
+            None => crate::exchange::Exchange::Binance,
+            Some(_) => text("exchange")?
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{name}: {e}"))?,
+        };
         let found = Series {
+            exchange,
             market: m.parse().with_context(|| format!("{name}: market"))?,
             symbol: s.parse().with_context(|| format!("{name}: symbol"))?,
             interval: i.parse().with_context(|| format!("{name}: interval"))?,
@@ -296,6 +310,7 @@ mod tests {
 
     fn series() -> Series {
         Series {
+            exchange: crate::exchange::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("ETHUSDT").unwrap(),
             interval: Interval::M1,
@@ -321,7 +336,7 @@ mod tests {
         let rg = reader.metadata().row_group(0);
         for c in rg.columns() {
             let constant =
-                ["market", "symbol", "interval"].contains(&c.column_path().string().as_str());
+                ["exchange", "market", "symbol", "interval"].contains(&c.column_path().string().as_str());
             assert_eq!(
                 matches!(c.compression(), Compression::ZSTD(_)),
                 !constant,
@@ -335,7 +350,7 @@ mod tests {
             );
         }
         // Readers prune files by the time range in the chunk statistics.
-        let open_time = rg.column(3).statistics();
+        let open_time = rg.column(4).statistics();
         match open_time {
             Some(parquet::file::statistics::Statistics::Int64(s)) => {
                 assert_eq!(s.min_opt(), Some(&1_700_000_000_000));
@@ -343,6 +358,20 @@ mod tests {
             }
             other => panic!("open_time statistics: {other:?}"),
         }
+    }
+
+    /// Files staged before the exchange column existed are read, as Binance's.
+    #[test]
+    fn files_without_the_exchange_column_are_binances() {
+        let k = sample(10);
+        let full = to_record_batch(&series(), &k).unwrap();
+        let legacy = full.project(&(1..full.num_columns()).collect::<Vec<_>>()).unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), legacy.schema(), None).unwrap();
+        w.write(&legacy).unwrap();
+        let bytes = Bytes::from(w.into_inner().unwrap());
+        let d = decode("old.parquet", bytes).unwrap();
+        assert_eq!(d.klines, k);
+        assert_eq!(d.series, Some(series()));
     }
 
     #[test]

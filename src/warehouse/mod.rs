@@ -156,6 +156,35 @@ pub trait Warehouse: Send + Sync {
             .map(|_| ())
     }
 
+    /// Brings raw tables written before the exchange was part of their key to today's (once;
+    /// see [`raw::migration`]). Returns the rows migrated, `None` when there was nothing to do.
+    async fn migrate_raw(&self, raw_schema: &str) -> anyhow::Result<Option<u64>> {
+        let k = self.kind();
+        let klines = ident::relation(k, raw_schema, raw::KLINES);
+        let columns = self
+            .query(&format!("SELECT * FROM {klines} WHERE 1 = 0"))
+            .await?
+            .columns;
+        if columns.is_empty() || columns.iter().any(|c| c.eq_ignore_ascii_case("exchange")) {
+            return Ok(None);
+        }
+        let rows = self
+            .query(&format!("SELECT count(*) FROM {klines}"))
+            .await?
+            .scalar()
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0) as u64;
+        tracing::warn!(
+            table = %klines,
+            rows,
+            "the raw tables were written before the exchange was part of their key: migrating them once (their rows are Binance's)"
+        );
+        self.transaction(&raw::migration(k, raw_schema))
+            .await
+            .with_context(|| format!("cannot migrate {klines} to the key with the exchange"))?;
+        Ok(Some(rows))
+    }
+
     /// The files in the load history.
     async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
         let rows = self

@@ -544,7 +544,8 @@ async fn copy_in(
     pin_mut!(writer);
     let loaded = TimestampMs(loaded_at.unwrap_or(0));
     for rows in &batch.rows {
-        let (market, symbol, interval) = (
+        let (exchange, market, symbol, interval) = (
+            rows.series.exchange.as_str(),
             rows.series.market.as_str(),
             rows.series.symbol.as_str(),
             rows.series.interval.as_str(),
@@ -552,7 +553,8 @@ async fn copy_in(
         let k = &rows.klines;
         for i in 0..k.len() {
             let file = &batch.files[rows.file[i] as usize];
-            let values: [&(dyn ToSql + Sync); 17] = [
+            let values: [&(dyn ToSql + Sync); 18] = [
+                &exchange,
                 &market,
                 &symbol,
                 &interval,

@@ -1,7 +1,8 @@
 //! The raw layer every adapter keeps: `<raw>.klines` (the staged columns plus `_file`,
-//! `_staged_at`, `_loaded_at`; unique on market, symbol, interval, open_time) and
+//! `_staged_at`, `_loaded_at`; unique on exchange, market, symbol, interval, open_time) and
 //! `<raw>.klines_load_history` (one row per loaded file), and the SQL that merges a load
-//! batch into them.
+//! batch into them. Raw tables written before the exchange was part of the key are migrated
+//! once ([`migration`]): their rows are Binance's.
 
 use super::ident::{literal, quote, relation};
 use super::{Kind, LoadBatch, LoadedFile};
@@ -22,7 +23,8 @@ pub enum ColType {
 }
 
 /// The staged columns, in file order.
-pub const STAGED: [(&str, ColType); 14] = [
+pub const STAGED: [(&str, ColType); 15] = [
+    ("exchange", ColType::Text),
     ("market", ColType::Text),
     ("symbol", ColType::Text),
     ("interval", ColType::Text),
@@ -39,11 +41,11 @@ pub const STAGED: [(&str, ColType); 14] = [
     ("taker_buy_quote_volume", ColType::Decimal),
 ];
 
-/// The natural key.
 /// The load history's columns (besides `load_id`), in order.
-const HISTORY: [(&str, ColType); 10] = [
+const HISTORY: [(&str, ColType); 11] = [
     ("file", ColType::Text),
     ("sha256", ColType::Text),
+    ("exchange", ColType::Text),
     ("market", ColType::Text),
     ("symbol", ColType::Text),
     ("interval", ColType::Text),
@@ -54,7 +56,8 @@ const HISTORY: [(&str, ColType); 10] = [
     ("loaded_at", ColType::Timestamp),
 ];
 
-pub const KEY: [&str; 4] = ["market", "symbol", "interval", "open_time"];
+/// The natural key.
+pub const KEY: [&str; 5] = ["exchange", "market", "symbol", "interval", "open_time"];
 
 /// Columns of the incoming table: the staged ones, then the file and when it was staged.
 pub fn incoming_columns() -> Vec<(&'static str, ColType)> {
@@ -227,9 +230,10 @@ pub fn history_insert(
         .map(|f| {
             let e = &f.entry;
             format!(
-                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                 literal(&e.path),
                 literal(&e.sha256),
+                literal(e.exchange.as_str()),
                 literal(e.market.as_str()),
                 literal(e.symbol.as_str()),
                 literal(e.interval.as_str()),
@@ -301,8 +305,9 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
 
 /// The query listing the load history's files.
 pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
-    // What a LoadedFile holds: file, sha256, market, symbol, interval, range_start, range_end.
-    let cols: Vec<&str> = HISTORY[..7].iter().map(|(n, _)| *n).collect();
+    // What a LoadedFile holds: file, sha256, exchange, market, symbol, interval, range_start,
+    // range_end.
+    let cols: Vec<&str> = HISTORY[..8].iter().map(|(n, _)| *n).collect();
     format!(
         "SELECT {} FROM {}",
         list(kind, &cols, ""),
@@ -320,18 +325,66 @@ pub fn loaded_file(r: &Vec<super::Value>) -> anyhow::Result<LoadedFile> {
     };
     let series = (|| {
         Some(Series {
-            market: text(2).parse().ok()?,
-            symbol: text(3).parse().ok()?,
-            interval: text(4).parse().ok()?,
+            exchange: text(2).parse().ok()?,
+            market: text(3).parse().ok()?,
+            symbol: text(4).parse().ok()?,
+            interval: text(5).parse().ok()?,
         })
     })();
     Ok(LoadedFile {
         path: text(0),
         sha256: text(1),
         series,
-        start: r.get(5).and_then(|v| v.as_millis()).unwrap_or(0),
-        end: r.get(6).and_then(|v| v.as_millis()).unwrap_or(0),
+        start: r.get(6).and_then(|v| v.as_millis()).unwrap_or(0),
+        end: r.get(7).and_then(|v| v.as_millis()).unwrap_or(0),
     })
+}
+
+/// The statements that bring raw tables written before the exchange was part of the key to
+/// today's: the klines are copied aside, the table is created anew with the five-column key
+/// and the rows come back as Binance's; the load history gains the column (Binance's too).
+/// One transaction where the warehouse has them (Snowflake commits each DDL statement, so a
+/// failure there leaves `klines_migrating` holding the rows).
+pub fn migration(kind: Kind, raw_schema: &str) -> Vec<String> {
+    let klines = relation(kind, raw_schema, KLINES);
+    let aside = relation(kind, raw_schema, "klines_migrating");
+    let old: Vec<&str> = raw_columns()
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "exchange")
+        .collect();
+    let history = relation(kind, raw_schema, LOAD_HISTORY);
+    let text = sql_type(kind, ColType::Text);
+    let not_null = if kind == Kind::Postgres { " NOT NULL" } else { "" };
+    let mut out = vec![
+        format!("CREATE TABLE {aside} AS SELECT * FROM {klines}"),
+        format!("DROP TABLE {klines}"),
+        format!(
+            "CREATE TABLE {klines} ({}, PRIMARY KEY ({}))",
+            column_defs(kind, &raw_columns()),
+            list(kind, &KEY, "")
+        ),
+        format!(
+            "INSERT INTO {klines} ({}, {}) SELECT 'binance', {} FROM {aside}",
+            quote(kind, "exchange"),
+            list(kind, &old, ""),
+            list(kind, &old, "")
+        ),
+        format!("DROP TABLE {aside}"),
+        format!(
+            "ALTER TABLE {history} ADD COLUMN {} {text}{not_null} DEFAULT 'binance'",
+            quote(kind, "exchange")
+        ),
+    ];
+    if kind == Kind::Snowflake {
+        // Snowpipe's landing table (pipes made before leave it NULL; the merge fills it in).
+        out.push(format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {text}",
+            relation(kind, raw_schema, "klines_landing"),
+            quote(kind, "exchange")
+        ));
+    }
+    out
 }
 
 /// The rows of a batch with every column of the raw table, `_loaded_at` included, for adapters
@@ -351,7 +404,7 @@ mod tests {
         let pg = ddl(Kind::Postgres, "Raw");
         assert_eq!(pg[0], "CREATE SCHEMA IF NOT EXISTS \"raw\"");
         assert!(
-            pg[1].contains("\"raw\".\"klines\" (\"market\" TEXT NOT NULL"),
+            pg[1].contains("\"raw\".\"klines\" (\"exchange\" TEXT NOT NULL, \"market\" TEXT NOT NULL"),
             "{}",
             pg[1]
         );
@@ -361,13 +414,13 @@ mod tests {
             pg[1]
         );
         assert!(
-            pg[1].ends_with("PRIMARY KEY (\"market\", \"symbol\", \"interval\", \"open_time\"))"),
+            pg[1].ends_with("PRIMARY KEY (\"exchange\", \"market\", \"symbol\", \"interval\", \"open_time\"))"),
             "{}",
             pg[1]
         );
         let sf = ddl(Kind::Snowflake, "raw");
         assert!(
-            sf[1].contains("\"RAW\".\"KLINES\" (\"MARKET\" VARCHAR NOT NULL"),
+            sf[1].contains("\"RAW\".\"KLINES\" (\"EXCHANGE\" VARCHAR NOT NULL, \"MARKET\" VARCHAR NOT NULL"),
             "{}",
             sf[1]
         );

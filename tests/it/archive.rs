@@ -12,7 +12,7 @@ fn exchange_at(now: &str) -> TestExchange {
 
 fn checkpoint(p: &Project, market: &str, symbol: &str) -> serde_json::Value {
     let path = p.path().join(format!(
-        "state/checkpoints/market={market}/interval=1m/symbol={symbol}.json"
+        "state/checkpoints/exchange=binance/market={market}/interval=1m/symbol={symbol}.json"
     ));
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }

@@ -42,11 +42,11 @@ fn stages_exactly_the_closed_klines_of_two_symbols_over_several_days() {
     assert_eq!(
         btc,
         [
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-01.parquet",
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet",
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-03.parquet",
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet",
-            "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240105T000000Z-20240105T133700Z.parquet",
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-01.parquet",
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet",
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-03.parquet",
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet",
+            "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240105T000000Z-20240105T133700Z.parquet",
         ]
     );
     // One manifest entry per file, with the file's rows, size and hash.
@@ -93,7 +93,7 @@ fn outages_are_recorded_as_empty_and_not_fetched_again() {
     let cp: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             p.path()
-                .join("state/checkpoints/market=spot/interval=1m/symbol=BTCUSDT.json"),
+                .join("state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json"),
         )
         .unwrap(),
     )
@@ -137,7 +137,7 @@ fn a_later_run_continues_from_the_checkpoint_and_completes_the_open_day() {
     );
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
     // 01-05 is now a whole-day file holding the rows of the earlier partial file too.
-    let whole = "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet";
+    let whole = "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet";
     let files = parquet_files(&p.stage_dir());
     let day = klines::stage::parquet::decode(whole, files[whole].clone().into())
         .unwrap()
@@ -146,7 +146,7 @@ fn a_later_run_continues_from_the_checkpoint_and_completes_the_open_day() {
         day.len(),
         expected(&ex, "BTCUSDT", "1m", ms("2024-01-05"), ms("2024-01-06")).len()
     );
-    assert!(files.contains_key("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240106T000000Z-20240106T002000Z.parquet"));
+    assert!(files.contains_key("exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240106T000000Z-20240106T002000Z.parquet"));
 }
 
 #[test]
@@ -214,10 +214,10 @@ fn coarse_intervals_and_futures_work_too() {
     );
     let names: Vec<String> = parquet_files(&p.stage_dir()).into_keys().collect();
     // Daily candles go by UTC year; 2023 is covered from 12-20 only, so its file is named by range.
-    assert!(names.contains(&"market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-20231220T000000Z-20240101T000000Z.parquet".to_string()), "{names:?}");
+    assert!(names.contains(&"exchange=binance/market=spot/interval=1d/symbol=BTCUSDT/BTCUSDT-1d-20231220T000000Z-20240101T000000Z.parquet".to_string()), "{names:?}");
     assert!(
         names.contains(
-            &"market=spot/interval=1h/symbol=BTCUSDT/BTCUSDT-1h-2023-12-31.parquet".to_string()
+            &"exchange=binance/market=spot/interval=1h/symbol=BTCUSDT/BTCUSDT-1h-2023-12-31.parquet".to_string()
         ),
         "{names:?}"
     );
@@ -237,7 +237,7 @@ fn coarse_intervals_and_futures_work_too() {
     let names: Vec<String> = parquet_files(&q.stage_dir()).into_keys().collect();
     assert_eq!(
         names,
-        ["market=usdm/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"]
+        ["exchange=binance/market=usdm/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"]
     );
     assert_staged(
         &q.stage_dir(),
@@ -437,6 +437,7 @@ fn a_second_backfill_of_a_locked_series_fails_clearly() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = klines::extract::state::StateStore::Dir(p.path().join("state"));
     let series = klines::stage::layout::Series {
+        exchange: klines::exchange::Exchange::Binance,
         market: klines::exchange::Market::Spot,
         symbol: "ETHUSDT".parse().unwrap(),
         interval: klines::exchange::Interval::M1,

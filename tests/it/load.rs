@@ -245,7 +245,7 @@ fn corrupt_file(wh: Wh) {
     let p = Project::new(&ex.url, "");
     wh.setup(&p);
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-04"]);
-    let bad = "market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet";
+    let bad = "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet";
     let path = p.stage_dir().join(bad);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
@@ -328,7 +328,7 @@ fn dry_run_changes_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet\t"),
+        out.contains("exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-04.parquet\t"),
         "{out}"
     );
     // No tables were made.

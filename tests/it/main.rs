@@ -9,6 +9,7 @@ mod backfill;
 mod compile;
 mod crash;
 mod hardening;
+mod legacy;
 mod load;
 mod models;
 mod operate;

@@ -442,7 +442,7 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms("2024-01-04T12:00:00Z")));
     let (mock, p, direct, _keys, _sf) = with_pipe(&ex, "");
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-03"]);
-    let day = |d: &str| format!("market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet");
+    let day = |d: &str| format!("exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet");
     let rows = |from: &str, to: &str| expected(&ex, "BTCUSDT", "1m", ms(from), ms(to)).len() as i64;
     let (d1, d2, d3) = (
         rows("2024-01-01", "2024-01-02"),

@@ -160,11 +160,11 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
     let objects = rt.block_on(stage.list("")).unwrap();
     let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     assert!(
-        keys.contains(&"market=spot/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"),
+        keys.contains(&"exchange=binance/market=spot/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"),
         "{keys:?}"
     );
     assert!(
-        keys.contains(&"_state/checkpoints/market=spot/interval=1m/symbol=BTCUSDT.json"),
+        keys.contains(&"_state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json"),
         "{keys:?}"
     );
     assert!(
@@ -209,6 +209,7 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
         klines::extract::state::LEASE,
     );
     let series = klines::stage::layout::Series {
+        exchange: klines::exchange::Exchange::Binance,
         market: klines::exchange::Market::Spot,
         symbol: "BTCUSDT".parse().unwrap(),
         interval: klines::exchange::Interval::M1,

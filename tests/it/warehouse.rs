@@ -33,6 +33,7 @@ fn kline(t: i64, close: i128) -> Kline {
 
 fn series() -> Series {
     Series {
+        exchange: klines::exchange::Exchange::Binance,
         market: Market::Spot,
         symbol: Symbol::parse("BTCUSDT").unwrap(),
         interval: Interval::M1,

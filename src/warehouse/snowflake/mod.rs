@@ -224,8 +224,9 @@ pub fn attribute_files(table: &str, batch: &LoadBatch) -> String {
         .map(|f| {
             let e = &f.entry;
             format!(
-                "({}, {}, {}, {}, {}, {}, {})",
+                "({}, {}, {}, {}, {}, {}, {}, {})",
                 literal(&e.path),
+                literal(e.exchange.as_str()),
                 literal(e.market.as_str()),
                 literal(e.symbol.as_str()),
                 literal(e.interval.as_str()),
@@ -237,12 +238,13 @@ pub fn attribute_files(table: &str, batch: &LoadBatch) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "UPDATE {table} SET {file} = f.{path}, {sa} = f.{staged} FROM (VALUES {values}) AS f ({path}, {m}, {s}, {i}, {rs}, {re}, {staged}) \
-         WHERE {table}.{m} = f.{m} AND {table}.{s} = f.{s} AND {table}.{i} = f.{i} AND {table}.{ot} >= f.{rs} AND {table}.{ot} < f.{re}",
+        "UPDATE {table} SET {file} = f.{path}, {sa} = f.{staged}, {x} = f.{x} FROM (VALUES {values}) AS f ({path}, {x}, {m}, {s}, {i}, {rs}, {re}, {staged}) \
+         WHERE ({table}.{x} IS NULL OR {table}.{x} = f.{x}) AND {table}.{m} = f.{m} AND {table}.{s} = f.{s} AND {table}.{i} = f.{i} AND {table}.{ot} >= f.{rs} AND {table}.{ot} < f.{re}",
         file = q("_file"),
         sa = q("_staged_at"),
         path = q("path"),
         staged = q("staged"),
+        x = q("exchange"),
         m = q("market"),
         s = q("symbol"),
         i = q("interval"),
@@ -395,7 +397,8 @@ impl Warehouse for Snowflake {
         let cols = raw::incoming_columns()
             .iter()
             .map(|(n, t)| {
-                let null = if n.starts_with('_') { "" } else { " NOT NULL" };
+                // Files staged before the exchange column have none: attribute_files sets it.
+                let null = if n.starts_with('_') || *n == "exchange" { "" } else { " NOT NULL" };
                 format!("{} {}{null}", quote(k, n), sql_type(k, *t))
             })
             .collect::<Vec<_>>()

@@ -239,9 +239,13 @@ fn pg_admin(sql: &str) {
 }
 
 fn pg_admin_blocking(sql: &str) {
+    pg_batch_blocking(pg_admin_config(), sql)
+}
+
+fn pg_batch_blocking(config: tokio_postgres::Config, sql: &str) {
     let rt = runtime();
     rt.block_on(async {
-        let (client, conn) = pg_admin_config()
+        let (client, conn) = config
             .connect(tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| {
@@ -262,6 +266,16 @@ impl PgDb {
         let name = format!("klines_test_{}", uuid::Uuid::new_v4().simple());
         pg_admin(&format!("CREATE DATABASE {name}"));
         PgDb { name }
+    }
+
+    /// Runs `sql` (any number of statements) in this database.
+    pub fn batch(&self, sql: &str) {
+        let mut config = pg_admin_config();
+        config.dbname(&self.name);
+        let sql = sql.to_string();
+        std::thread::spawn(move || pg_batch_blocking(config, &sql))
+            .join()
+            .unwrap();
     }
 
     /// The connection fields of the test server.

@@ -1,0 +1,141 @@
+//! What the release before the exchange was part of a series wrote (stage, checkpoints, a
+//! DuckDB file and a Postgres raw schema: tests/fixtures/legacy-release) keeps working with
+//! this one: the backfill resumes from the old checkpoints and completes the old partial
+//! files, the load migrates the raw tables once and loads every row exactly once, and the
+//! models build.
+
+use std::io::Read;
+
+use crate::support::*;
+
+const NOW: &str = "2024-01-05T06:00:00Z";
+
+/// Unpacks the fixture into the project: stage/, state/, klines.duckdb, raw-postgres.sql.
+fn unpack(p: &Project) {
+    let zip = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/legacy-release/written-by-ec430ed.zip"),
+    )
+    .unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        if f.is_dir() {
+            continue;
+        }
+        let path = p.path().join(f.enclosed_name().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut body = Vec::new();
+        f.read_to_end(&mut body).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+}
+
+fn carried_forward(wh: Wh) {
+    let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
+    let p = Project::new(&ex.url, "");
+    unpack(&p);
+    let legacy_cp = p
+        .path()
+        .join("state/checkpoints/market=spot/interval=1m/symbol=BTCUSDT.json");
+    assert!(legacy_cp.is_file());
+    if let Wh::Postgres(db) = &wh {
+        db.batch(&std::fs::read_to_string(p.path().join("raw-postgres.sql")).unwrap());
+    }
+    wh.setup(&p);
+
+    // The backfill resumes from the old checkpoints: only what is after them is asked for.
+    let out = p
+        .cmd()
+        .args([
+            "backfill",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--from",
+            "2024-01-04T20:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("moved the checkpoint"),
+        "{}",
+        stderr(&out)
+    );
+    let starts: Vec<i64> = ex.stats().klines_starts.into_iter().flatten().collect();
+    assert!(!starts.is_empty());
+    assert!(
+        starts.iter().all(|&t| t >= ms("2024-01-05T02:00:00Z")),
+        "covered ranges were fetched again: {starts:?}"
+    );
+    assert!(!legacy_cp.exists());
+    assert!(
+        p.path()
+            .join("state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json")
+            .is_file()
+    );
+    // The open day was completed from the old partial file plus the new rows.
+    let names: Vec<String> = parquet_files(&p.stage_dir()).into_keys().collect();
+    assert!(
+        names.contains(&"exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-20240105T000000Z-20240105T060000Z.parquet".to_string()),
+        "{names:?}"
+    );
+
+    // The load migrates the raw tables once and loads each kline exactly once.
+    let out = p.cmd().args(["load"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("migrating them once"),
+        "{}",
+        stderr(&out)
+    );
+    let raw = |sql: &str| wh.query(&p, sql);
+    for sym in ["BTCUSDT", "ETHUSDT"] {
+        let want = expected(&ex, sym, "1m", ms("2024-01-04T20:00:00Z"), ms(NOW));
+        let rows = raw(&format!(
+            "SELECT exchange, open_time, close FROM raw.klines WHERE symbol = '{sym}' ORDER BY open_time"
+        ));
+        assert_eq!(rows.len(), want.len(), "{sym}");
+        for (r, k) in rows.iter().zip(&want) {
+            assert_eq!(r[0].as_str(), Some("binance"));
+            assert_eq!(r[1].as_millis(), Some(k.open_time));
+            assert_eq!(r[2].to_scaled(8), Some(k.close), "{sym} {}", k.open_time);
+        }
+    }
+    let history = raw("SELECT count(*), min(exchange), max(exchange) FROM raw.klines_load_history");
+    assert_eq!(history[0][0].as_i64(), Some(4 + 2));
+    assert_eq!(history[0][1].as_str(), Some("binance"));
+    assert_eq!(history[0][2].as_str(), Some("binance"));
+    // A second load finds nothing, and migrates nothing.
+    let out = p.cmd().args(["load"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("migrating"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("load: 0 files"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The models build over the migrated table.
+    crate::models::with_repo_models(&p);
+    p.ok(&["run"]);
+    let built = raw(&format!(
+        "SELECT count(*) FROM {}.TRADES_OHLC_1M",
+        wh.schema()
+    ));
+    let want: usize = ["BTCUSDT", "ETHUSDT"]
+        .iter()
+        .map(|s| expected(&ex, s, "1m", ms("2024-01-04T20:00:00Z"), ms(NOW)).len())
+        .sum();
+    assert_eq!(built[0][0].as_i64(), Some(want as i64));
+}
+
+#[test]
+fn a_stage_state_and_duckdb_of_the_release_before_are_carried_forward() {
+    carried_forward(Wh::DuckDb);
+}
+
+#[test]
+fn a_postgres_raw_schema_of_the_release_before_is_carried_forward() {
+    carried_forward(Wh::postgres());
+}
