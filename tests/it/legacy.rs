@@ -81,6 +81,19 @@ fn carried_forward(wh: Wh) {
         "{names:?}"
     );
 
+    // A dry run says a migration is due and changes nothing.
+    let out = p.cmd().args(["load", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("migrates them once"),
+        "{}",
+        stderr(&out)
+    );
+    let has_exchange = |p: &Project| {
+        wh.query(p, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'klines' AND column_name = 'exchange'")[0][0].as_i64()
+    };
+    assert_eq!(has_exchange(&p), Some(0));
+
     // The load migrates the raw tables once and loads each kline exactly once.
     let out = p.cmd().args(["load"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
