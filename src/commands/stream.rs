@@ -324,7 +324,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         spans_in_flight: exchange.spans_in_flight,
         source: crate::extract::archive::HistorySource::Rest,
     };
-    let all = stream::all_series(&client, &plan);
+    let all = stream::all_series(client.as_ref(), &plan);
     let locks = extract::lock_all(&state, &stage, &all).await?;
     tracing::info!(
         series = %stream::describe(&all),

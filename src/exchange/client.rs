@@ -521,6 +521,56 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+#[async_trait::async_trait]
+impl super::KlineSource for BinanceClient {
+    fn capabilities(&self) -> super::Capabilities {
+        super::Capabilities {
+            exchange: super::Exchange::Binance,
+            market: self.config.market,
+            page_limit: self.config.market.page_limit(),
+            flow_fields: true,
+            empty_buckets: super::source::EmptyBuckets::Filler,
+            closed_by_server_time: true,
+        }
+    }
+
+    async fn server_time(&self) -> Result<i64, ExchangeError> {
+        BinanceClient::server_time(self).await
+    }
+
+    async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError> {
+        BinanceClient::check_symbols(self, symbols).await.map(|_| ())
+    }
+
+    async fn first_open_time(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+    ) -> Result<Option<i64>, ExchangeError> {
+        BinanceClient::first_open_time(self, symbol, interval).await
+    }
+
+    async fn klines(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        start: i64,
+        end: i64,
+        out: &mut KlineBatch,
+    ) -> Result<usize, ExchangeError> {
+        BinanceClient::klines(self, symbol, interval, start, end, out).await
+    }
+
+    fn stats(&self) -> super::source::SourceStats {
+        super::source::SourceStats {
+            requests: self.stats.requests.load(Ordering::Relaxed),
+            retries: self.stats.retries.load(Ordering::Relaxed),
+            weight: self.stats.weight.load(Ordering::Relaxed),
+            rate_limited: self.limiter.stats().rejected,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,3 +613,4 @@ mod tests {
         assert!(BinanceClient::new(ClientConfig::new("not a url", Market::Spot)).is_err());
     }
 }
+

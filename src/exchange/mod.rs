@@ -1,16 +1,19 @@
-//! Binance: the vocabulary (markets, symbols, intervals) and the REST client.
+//! The exchanges: the vocabulary (exchanges, markets, symbols, intervals), the source trait
+//! every exchange implements, and Binance's REST client, archives and WebSocket streams.
 
 pub mod archive;
 pub mod client;
 pub mod error;
 pub mod interval;
 pub mod ratelimit;
+pub mod source;
 pub mod symbol;
 pub mod venue;
 pub mod ws;
 
 pub use client::{BinanceClient, ClientConfig};
 pub use error::ExchangeError;
+pub use source::{Capabilities, KlineSource};
 pub use interval::Interval;
 pub use symbol::{Market, Symbol};
 pub use venue::Exchange;

@@ -170,7 +170,7 @@ pub async fn fetch(
         }
         Period::Day { .. } if ctx.source == HistorySource::Auto => {
             tracing::info!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; taking it from REST");
-            let page = ctx.client.market().page_limit() as i64;
+            let page = ctx.client.capabilities().page_limit as i64;
             let mut t = span.start;
             while t < span.end {
                 let end = span.end.min(series.interval.advance(t, page));

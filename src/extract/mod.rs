@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::{BinanceClient, Interval, Symbol};
+use crate::exchange::{Interval, KlineSource, Symbol};
 use crate::stage::Stage;
 use crate::stage::layout::{self, Series};
 use state::StateStore;
@@ -121,7 +121,7 @@ pub async fn lock_all(
 /// Runs a backfill: checks the symbols, takes the locks, then works on every series at once
 /// under the client's shared rate budget.
 pub async fn backfill(
-    client: Arc<BinanceClient>,
+    client: Arc<dyn KlineSource>,
     archive: Option<Arc<ArchiveClient>>,
     stage: Stage,
     state: StateStore,
@@ -151,7 +151,7 @@ pub async fn backfill(
         ))
         .into());
     }
-    let all = stream::all_series(&client, plan);
+    let all = stream::all_series(client.as_ref(), plan);
     let locks = lock_all(&state, &stage, &all).await?;
     let ctx = Arc::new(series::RunContext {
         client: Arc::clone(&client),
@@ -193,10 +193,10 @@ pub async fn backfill(
         files: ctx.totals.files.load(Ordering::Relaxed),
         bytes: ctx.totals.bytes.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
-        requests: stats.requests.load(Ordering::Relaxed),
-        weight: stats.weight.load(Ordering::Relaxed),
-        retries: stats.retries.load(Ordering::Relaxed),
-        rate_limited: client.limiter().stats().rejected,
+        requests: stats.requests,
+        weight: stats.weight,
+        retries: stats.retries,
+        rate_limited: stats.rate_limited,
         archive_files: archive
             .as_ref()
             .map_or(0, |a| a.stats().files.load(Ordering::Relaxed)),

@@ -22,7 +22,7 @@ use super::checkpoint::{ArchiveFile, Checkpoint};
 use super::ranges::RangeSet;
 use super::state::{SeriesLock, StateStore};
 use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::{BinanceClient, Interval};
+use crate::exchange::{Interval, KlineSource};
 use crate::kline::{Kline, KlineBatch};
 use crate::progress::Task;
 use crate::stage::layout::{self, Series};
@@ -31,7 +31,7 @@ use crate::stage::{Stage, parquet};
 
 /// What every series of a run shares.
 pub struct RunContext {
-    pub client: Arc<BinanceClient>,
+    pub client: Arc<dyn KlineSource>,
     /// Binance's archives, unless `--source rest` (or a live run).
     pub archive: Option<Arc<ArchiveClient>>,
     pub source: HistorySource,
@@ -218,7 +218,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
     let mut spans = archive::plan(
         &listed_missing,
         interval,
-        ctx.client.market().page_limit() as i64,
+        ctx.client.capabilities().page_limit as i64,
         archive_until,
     );
     if ctx.source == HistorySource::Archive {

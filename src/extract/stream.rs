@@ -196,7 +196,7 @@ pub async fn stream(
             let overdue = exchange_now - sp.grace.as_millis() as i64;
             let server_time = delivered.max(overdue);
             let ctx = RunContext {
-                client: Arc::clone(&client),
+                client: Arc::clone(&client) as Arc<dyn crate::exchange::KlineSource>,
                 archive: None,
                 source: super::archive::HistorySource::Rest,
                 stage: stage.clone(),
@@ -365,7 +365,7 @@ fn summary(
     totals: &series::Totals,
     started: Instant,
 ) -> Summary {
-    let stats = client.stats();
+    let stats = crate::exchange::KlineSource::stats(client);
     Summary {
         symbols: plan.symbols.len(),
         series: all.len(),
@@ -373,23 +373,23 @@ fn summary(
         files: totals.files.load(Ordering::Relaxed),
         bytes: totals.bytes.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
-        requests: stats.requests.load(Ordering::Relaxed),
-        retries: stats.retries.load(Ordering::Relaxed),
-        weight: stats.weight.load(Ordering::Relaxed),
-        rate_limited: client.limiter().stats().rejected,
+        requests: stats.requests,
+        retries: stats.retries,
+        weight: stats.weight,
+        rate_limited: stats.rate_limited,
         ..Summary::default()
     }
 }
 
 /// The series of a plan, in order.
-pub fn all_series(client: &BinanceClient, plan: &Plan) -> Vec<Series> {
-    let market = client.market();
+pub fn all_series(client: &dyn crate::exchange::KlineSource, plan: &Plan) -> Vec<Series> {
+    let caps = client.capabilities();
     plan.symbols
         .iter()
         .flat_map(|s| {
             plan.intervals.iter().map(move |&i| Series {
-                exchange: crate::exchange::Exchange::Binance,
-                market,
+                exchange: caps.exchange,
+                market: caps.market,
                 symbol: s.clone(),
                 interval: i,
             })

@@ -20,6 +20,7 @@ mod snowflake;
 mod snowflake_protocol;
 mod snowpipe;
 mod serve;
+mod sources;
 mod stream;
 mod stage;
 mod warehouse;

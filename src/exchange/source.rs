@@ -1,0 +1,76 @@
+//! A source of klines: what the extractor needs from an exchange, and what the exchange can
+//! give (its capabilities), so a backfill, the closed-candle rule and the rollups need not
+//! know which exchange they run on. A new exchange is a module implementing [`KlineSource`]
+//! (plus its test server).
+
+use async_trait::async_trait;
+
+use super::{Exchange, ExchangeError, Interval, Market, Symbol};
+use crate::kline::KlineBatch;
+
+/// How an exchange marks a bucket in which nothing traded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyBuckets {
+    /// A candle with `trades = 0` and the previous close as every price (Binance).
+    Filler,
+    /// No candle at all (Coinbase).
+    Absent,
+}
+
+/// What a source provides and how it must be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub exchange: Exchange,
+    pub market: Market,
+    /// Candles per request (the most a request may ask for, or the cheapest per row).
+    pub page_limit: u32,
+    /// Whether candles carry trade counts, quote volume and taker volumes (NULL otherwise).
+    pub flow_fields: bool,
+    pub empty_buckets: EmptyBuckets,
+    /// The closed-candle rule: a candle is closed when its close time is before the
+    /// exchange's clock ([`KlineSource::server_time`]), never by the local clock.
+    pub closed_by_server_time: bool,
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub requests: u64,
+    pub retries: u64,
+    /// The request weight spent (Binance's unit; 0 where the exchange counts requests).
+    pub weight: u64,
+    /// Answers that said "too many requests" (429/418).
+    pub rate_limited: u64,
+}
+
+#[async_trait]
+pub trait KlineSource: Send + Sync + std::fmt::Debug {
+    fn capabilities(&self) -> Capabilities;
+
+    /// The exchange's clock (epoch ms): the candle containing it is still open.
+    async fn server_time(&self) -> Result<i64, ExchangeError>;
+
+    /// Fails, naming them, unless every symbol exists and trades; may install the
+    /// exchange's advertised rate limits.
+    async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError>;
+
+    /// The open time of the symbol's first candle, or `None` if it has none.
+    async fn first_open_time(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+    ) -> Result<Option<i64>, ExchangeError>;
+
+    /// Appends the candles opening in `[start, end)` (at most `page_limit` of them: one
+    /// request) to `out`, oldest first, and returns how many.
+    async fn klines(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        start: i64,
+        end: i64,
+        out: &mut KlineBatch,
+    ) -> Result<usize, ExchangeError>;
+
+    fn stats(&self) -> SourceStats;
+}
