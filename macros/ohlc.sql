@@ -1,9 +1,14 @@
 {#
-  Binance's coarse candles from finer ones (see the fixtures' README in ../shared):
-  a minute without trades is a filler (open = high = low = close = the previous close,
-  volume 0). Coarse candles take open, high and low from traded minutes only, close from the
-  last minute, and sum everything else over all minutes. A bucket without any trade is itself
-  a filler. Each macro has a variant per warehouse, picked by adapter.dispatch.
+  Coarse candles from finer ones, exact per source, by what the source provides:
+  - Binance marks a minute without trades with a filler (trades = 0, open = high = low = close
+    = the previous close, volume 0; see the fixtures' README in ../shared). Coarse candles take
+    open, high and low from traded minutes only, close from the last minute, and sum
+    everything else over all minutes. A bucket without any trade is itself a filler.
+  - Coinbase publishes no candle for a minute without trades and reports no trade count
+    (trades is NULL): every candle it has is a traded one, and a bucket without any candle
+    has none either. Trades, quote and taker volumes stay NULL.
+  So "traded" is `trades is null or trades > 0`. Each macro has a variant per warehouse,
+  picked by adapter.dispatch.
 #}
 
 {# Milliseconds since the epoch (no interval arithmetic: DuckDB keeps TIMESTAMPTZ math in ICU). #}
@@ -45,9 +50,9 @@ with buckets as (
     select
         symbol,
         {{ bucket('open_time', seconds) }} as open_time,
-        {{ first_where('open', 'open_time', 'trades > 0') }} as traded_open,
-        max(case when trades > 0 then high end) as traded_high,
-        min(case when trades > 0 then low end) as traded_low,
+        {{ first_where('open', 'open_time', '(trades is null or trades > 0)') }} as traded_open,
+        max(case when trades is null or trades > 0 then high end) as traded_high,
+        min(case when trades is null or trades > 0 then low end) as traded_low,
         {{ last_by('close', 'open_time') }} as close,
         {{ exact_sum('volume') }} as volume,
         {{ exact_sum('quote_volume') }} as quote_volume,
@@ -62,7 +67,8 @@ with buckets as (
 coverage as (
     select symbol, min(range_start) as covered_from, max(range_end) as covered_until
     from {{ source('binance', 'klines_load_history') }}
-    where market = '{{ var("market", "spot") }}' and {{ adapter.quote('interval') }} = '1m'
+    where exchange = '{{ var("exchange", "binance") }}' and market = '{{ var("market", "spot") }}'
+      and {{ adapter.quote('interval') }} = '1m'
     group by symbol
 )
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::exchange::{Interval, Market, Symbol};
+use crate::exchange::{Exchange, Interval, Market, Symbol};
 use crate::extract::archive::HistorySource;
 use crate::logging::LogFormat;
 
@@ -307,7 +307,11 @@ pub struct BackfillArgs {
     /// spot or usdm (USD-M futures) [default: klines.yml `market`, else spot]
     #[arg(long)]
     pub market: Option<Market>,
-    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`]
+    /// binance or coinbase (Coinbase Exchange's public candles, spot only)
+    #[arg(long, default_value = "binance", env = "KLINES_EXCHANGE")]
+    pub exchange: Exchange,
+    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`, or
+    /// `exchange.coinbase_url` with --exchange coinbase]
     #[arg(long, value_name = "URL", env = "KLINES_BASE_URL")]
     pub base_url: Option<String>,
     /// The stage: a directory or s3://bucket/prefix [default: klines.yml `stage`, else ./stage]

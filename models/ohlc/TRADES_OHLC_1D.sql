@@ -7,5 +7,5 @@
     tags=['ohlc'],
 ) }}
 
--- 1d candles per symbol (UTC), rolled up from TRADES_OHLC_15M with Binance's rule for filler minutes.
+-- 1d candles per symbol (UTC), rolled up from TRADES_OHLC_15M with the source's rule for minutes without trades (macros/ohlc.sql).
 {{ ohlc_rollup(ref('TRADES_OHLC_15M'), 86400) }}

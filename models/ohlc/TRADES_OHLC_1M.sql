@@ -23,5 +23,6 @@ select
     cast(1 as bigint) as candles,
     true as is_complete
 from {{ source('binance', 'klines') }}
-where market = '{{ var("market", "spot") }}'
+where exchange = '{{ var("exchange", "binance") }}'
+  and market = '{{ var("market", "spot") }}'
   and {{ adapter.quote('interval') }} = '1m'

@@ -7,5 +7,5 @@
     tags=['ohlc'],
 ) }}
 
--- 5m candles per symbol (UTC), rolled up from TRADES_OHLC_1M with Binance's rule for filler minutes.
+-- 5m candles per symbol (UTC), rolled up from TRADES_OHLC_1M with the source's rule for minutes without trades (macros/ohlc.sql).
 {{ ohlc_rollup(ref('TRADES_OHLC_1M'), 300) }}

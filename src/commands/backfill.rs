@@ -9,6 +9,8 @@ use super::source::{self, Source, SourceFlags};
 use crate::config::Project;
 use crate::exit::{PartialFailure, UsageError};
 use crate::exchange::archive::client::ArchiveClient;
+use crate::exchange::coinbase::CoinbaseClient;
+use crate::exchange::{Exchange, KlineSource, Market};
 use crate::extract::archive::HistorySource;
 use crate::extract::{self, Plan};
 use crate::time;
@@ -25,6 +27,13 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     if let Some(t) = &args.to {
         time::parse("--to", t, 0)?;
     }
+    let coinbase = args.exchange == Exchange::Coinbase;
+    if coinbase && args.source == HistorySource::Archive {
+        return Err(UsageError("--source archive: Coinbase has no archives (use auto or rest)".into()).into());
+    }
+    if coinbase && args.market.is_some_and(|m| m != Market::Spot) {
+        return Err(UsageError("--exchange coinbase has spot candles only (no --market usdm)".into()).into());
+    }
     let Source {
         market,
         exchange,
@@ -34,12 +43,21 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     } = Source::open(
         project,
         SourceFlags {
-            market: args.market,
-            base_url: args.base_url,
+            market: if coinbase { Some(Market::Spot) } else { args.market },
+            base_url: args.base_url.clone().filter(|_| !coinbase),
             stage: args.stage,
             state: args.state,
         },
     )?;
+    let client: Arc<dyn KlineSource> = if coinbase {
+        let mut config = exchange.coinbase_config();
+        if let Some(url) = args.base_url {
+            config.base_url = url.trim_end_matches('/').to_string();
+        }
+        Arc::new(CoinbaseClient::new(config).map_err(|e| UsageError(e.to_string()))?)
+    } else {
+        client
+    };
     // `-2h` and `now` mean the exchange's time: its clock decides which candles are closed.
     let now = if time::is_relative(&from_text) || args.to.as_deref().is_some_and(time::is_relative)
     {
@@ -58,6 +76,8 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
         source: args.source,
     };
     let archive = match args.source {
+        // Binance's archives; Coinbase has none, so its history is REST's.
+        _ if coinbase => None,
         HistorySource::Rest => None,
         _ => {
             let url = args.archive_url.unwrap_or(exchange.archive_url.clone());
@@ -70,6 +90,7 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     tracing::info!(
         symbols = %plan.symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
         intervals = %plan.intervals.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(","),
+        exchange = %args.exchange,
         market = %market,
         source = ?plan.source,
         from = %time::format_ms(from),

@@ -51,6 +51,7 @@ struct ProjectFile {
 struct ExchangeFile {
     base_url: Option<String>,
     archive_url: Option<String>,
+    coinbase_url: Option<String>,
     ws_url: Option<String>,
     timeout_secs: Option<f64>,
     max_attempts: Option<u32>,
@@ -75,6 +76,8 @@ pub struct ExchangeSettings {
     pub base_url: String,
     /// Binance's bulk archives (`backfill --source auto|archive`).
     pub archive_url: String,
+    /// Coinbase Exchange's REST base (`--exchange coinbase`).
+    pub coinbase_url: String,
     /// The WebSocket base for `klines stream`; `None`: the market's default.
     pub ws_url: Option<String>,
     pub timeout: Duration,
@@ -88,6 +91,17 @@ pub struct ExchangeSettings {
 }
 
 impl ExchangeSettings {
+    /// The Coinbase client's settings: the same timeouts and retries as Binance's.
+    pub fn coinbase_config(&self) -> crate::exchange::coinbase::CoinbaseConfig {
+        crate::exchange::coinbase::CoinbaseConfig {
+            timeout: self.timeout,
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            ..crate::exchange::coinbase::CoinbaseConfig::new(&self.coinbase_url)
+        }
+    }
+
     pub fn client_config(&self, market: Market) -> ClientConfig {
         ClientConfig {
             base_url: self.base_url.trim_end_matches('/').to_string(),
@@ -195,6 +209,9 @@ impl Project {
             archive_url: e.archive_url.unwrap_or_else(|| {
                 crate::exchange::archive::client::DEFAULT_ARCHIVE_URL.to_string()
             }),
+            coinbase_url: e
+                .coinbase_url
+                .unwrap_or_else(|| crate::exchange::coinbase::DEFAULT_BASE_URL.to_string()),
             ws_url: e.ws_url,
             timeout: {
                 let secs = positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?;

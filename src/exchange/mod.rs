@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod client;
+pub mod coinbase;
 pub mod error;
 pub mod interval;
 pub mod ratelimit;

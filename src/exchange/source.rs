@@ -54,7 +54,9 @@ pub trait KlineSource: Send + Sync + std::fmt::Debug {
     /// exchange's advertised rate limits.
     async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError>;
 
-    /// The open time of the symbol's first candle, or `None` if it has none.
+    /// The open time of the symbol's first candle, or `None` if it has none; `Some(i64::MIN)`
+    /// when the exchange cannot tell (then the whole range is asked for, and empty pages are
+    /// recorded as empty).
     async fn first_open_time(
         &self,
         symbol: &Symbol,

@@ -6,7 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A Binance symbol such as `BTCUSDT`: 1 to 32 ASCII upper-case letters, digits or `_`.
+/// A symbol such as Binance's `BTCUSDT` or Coinbase's `BTC-USD`: 1 to 32 ASCII upper-case
+/// letters, digits, `_` or `-` (not first).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Symbol(String);
 
@@ -16,7 +17,7 @@ pub enum SymbolError {
     Empty(String),
     #[error("invalid symbol {0:?}: longer than 32 characters")]
     TooLong(String),
-    #[error("invalid symbol {0:?}: only letters A-Z, digits and '_' are allowed")]
+    #[error("invalid symbol {0:?}: only letters A-Z, digits, '_' and '-' are allowed")]
     BadCharacter(String),
 }
 
@@ -30,7 +31,9 @@ impl Symbol {
         if s.len() > 32 {
             return Err(SymbolError::TooLong(raw.to_string()));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || s.starts_with('-')
+        {
             return Err(SymbolError::BadCharacter(raw.to_string()));
         }
         Ok(Symbol(s.to_ascii_uppercase()))
@@ -182,6 +185,12 @@ mod tests {
             "BTCUSDT_240628"
         );
         assert!(matches!(Symbol::parse(""), Err(SymbolError::Empty(_))));
+        // Coinbase's products.
+        assert_eq!(Symbol::parse("btc-usd").unwrap().as_str(), "BTC-USD");
+        assert!(matches!(
+            Symbol::parse("-BTC"),
+            Err(SymbolError::BadCharacter(_))
+        ));
         assert!(matches!(
             Symbol::parse("BTC/USDT"),
             Err(SymbolError::BadCharacter(_))

@@ -1,6 +1,6 @@
 //! Which exchange a series comes from: the first part of every series' identity (stage keys,
-//! manifest entries, checkpoints). Binance is the only one klines fetches from today; stages
-//! and checkpoints written before the exchange was part of the layout are Binance's.
+//! manifest entries, checkpoints, the raw tables' key). Stages and checkpoints written before
+//! the exchange was part of the layout are Binance's.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,13 +22,21 @@ use std::str::FromStr;
 pub enum Exchange {
     #[default]
     Binance,
+    Coinbase,
 }
 
 impl Exchange {
     pub fn as_str(self) -> &'static str {
         match self {
             Exchange::Binance => "binance",
+            Exchange::Coinbase => "coinbase",
         }
+    }
+
+    /// Whether its candles carry trade counts, quote volume and taker volumes; where they do
+    /// not, those columns are NULL from the stage to the models.
+    pub fn flow_fields(self) -> bool {
+        matches!(self, Exchange::Binance)
     }
 }
 
@@ -43,7 +51,8 @@ impl FromStr for Exchange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "binance" => Ok(Exchange::Binance),
-            other => Err(format!("unknown exchange {other:?} (known: binance)")),
+            "coinbase" => Ok(Exchange::Coinbase),
+            other => Err(format!("unknown exchange {other:?} (known: binance, coinbase)")),
         }
     }
 }

@@ -175,7 +175,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
         Some(t) => Some(t),
         None => {
             let first = ctx.client.first_open_time(&series.symbol, interval).await?;
-            if let Some(t) = first {
+            if let Some(t) = first.filter(|&t| t != i64::MIN) {
                 cp.listed_from = Some(t);
                 tracing::debug!(series = %series, first_kline = t, "first kline");
             }

@@ -7,8 +7,10 @@
 //! | open, high, low, close, volume, quote_volume, taker_buy_base_volume, taker_buy_quote_volume | decimal(38, 8) |
 //! | trades | int64 |
 //!
-//! Every column is required (no nulls). The bytes depend only on the rows, so re-staging a
-//! range writes the same file. Files staged before the exchange was part of the series have
+//! Every column is required (no nulls) except the flow columns (`quote_volume`, `trades`,
+//! `taker_buy_base_volume`, `taker_buy_quote_volume`), which are NULL for exchanges that do not
+//! report them (Coinbase). The bytes depend only on the rows, so re-staging a range writes the
+//! same file. Files staged before the exchange was part of the series have
 //! no `exchange` column: they are read as Binance's.
 
 use std::sync::{Arc, LazyLock};
@@ -48,6 +50,14 @@ pub const COLUMNS: [&str; 15] = [
     "taker_buy_quote_volume",
 ];
 
+/// The columns an exchange may not report (NULL then).
+pub const FLOW: [&str; 4] = [
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+];
+
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let ts = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let dec = || DataType::Decimal128(PRECISION, SCALE);
@@ -61,7 +71,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
                     "trades" => DataType::Int64,
                     _ => dec(),
                 };
-                Field::new(name, ty, false)
+                Field::new(name, ty, FLOW.contains(&name))
             })
             .collect::<Vec<_>>(),
     ))
@@ -102,6 +112,16 @@ fn decimals(v: Vec<i128>) -> anyhow::Result<ArrayRef> {
     ))
 }
 
+/// A flow column: its values, or all NULL for an exchange that does not report it.
+fn flow_decimals(v: Vec<i128>, present: bool) -> anyhow::Result<ArrayRef> {
+    if present {
+        return decimals(v);
+    }
+    Ok(Arc::new(
+        Decimal128Array::new_null(v.len()).with_precision_and_scale(PRECISION, SCALE)?,
+    ))
+}
+
 fn times(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC"))
 }
@@ -114,6 +134,7 @@ pub fn to_record_batch(series: &Series, k: &KlineBatch) -> anyhow::Result<Record
 /// Like [`to_record_batch`], moving the columns instead of copying them.
 pub fn into_record_batch(series: &Series, k: KlineBatch) -> anyhow::Result<RecordBatch> {
     let n = k.len();
+    let flow = series.exchange.flow_fields();
     let constant = |s: &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n)))
     };
@@ -129,10 +150,14 @@ pub fn into_record_batch(series: &Series, k: KlineBatch) -> anyhow::Result<Recor
         decimals(k.close)?,
         decimals(k.volume)?,
         times(k.close_time),
-        decimals(k.quote_volume)?,
-        Arc::new(Int64Array::from(k.trades)),
-        decimals(k.taker_buy_base_volume)?,
-        decimals(k.taker_buy_quote_volume)?,
+        flow_decimals(k.quote_volume, flow)?,
+        if flow {
+            Arc::new(Int64Array::from(k.trades))
+        } else {
+            Arc::new(Int64Array::new_null(n))
+        },
+        flow_decimals(k.taker_buy_base_volume, flow)?,
+        flow_decimals(k.taker_buy_quote_volume, flow)?,
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
@@ -213,7 +238,9 @@ fn column<'a, T: 'static>(name: &str, batch: &'a RecordBatch, col: &str) -> anyh
     let array = batch
         .column_by_name(col)
         .with_context(|| format!("{name}: no column {col}"))?;
-    if array.null_count() > 0 {
+    // A flow column is all NULL (an exchange without it: read as zeros, written back as
+    // NULL) or has no NULL at all.
+    if array.null_count() > 0 && !(FLOW.contains(&col) && array.null_count() == array.len()) {
         bail!("{name}: column {col} has nulls");
     }
     array
@@ -260,7 +287,16 @@ fn append(
     }
     let ts =
         |col: &str| column::<TimestampMillisecondArray>(name, b, col).map(|a| a.values().to_vec());
-    let dec = |col: &str| column::<Decimal128Array>(name, b, col).map(|a| a.values().to_vec());
+    // All-NULL flow columns are zeros in memory (the series' exchange says they are absent).
+    let dec = |col: &str| {
+        column::<Decimal128Array>(name, b, col).map(|a| {
+            if a.null_count() > 0 {
+                vec![0; a.len()]
+            } else {
+                a.values().to_vec()
+            }
+        })
+    };
     out.open_time.extend(ts("open_time")?);
     out.open.extend(dec("open")?);
     out.high.extend(dec("high")?);
@@ -269,12 +305,12 @@ fn append(
     out.volume.extend(dec("volume")?);
     out.close_time.extend(ts("close_time")?);
     out.quote_volume.extend(dec("quote_volume")?);
-    out.trades.extend(
-        column::<Int64Array>(name, b, "trades")?
-            .values()
-            .iter()
-            .copied(),
-    );
+    let trades = column::<Int64Array>(name, b, "trades")?;
+    if trades.null_count() > 0 {
+        out.trades.extend(std::iter::repeat_n(0, trades.len()));
+    } else {
+        out.trades.extend(trades.values().iter().copied());
+    }
     out.taker_buy_base_volume
         .extend(dec("taker_buy_base_volume")?);
     out.taker_buy_quote_volume
@@ -358,6 +394,36 @@ mod tests {
             }
             other => panic!("open_time statistics: {other:?}"),
         }
+    }
+
+    /// An exchange without flow fields stages them as NULL, and reads them back.
+    #[test]
+    fn flow_columns_are_null_for_an_exchange_without_them() {
+        let mut k = sample(5);
+        k.quote_volume.iter_mut().for_each(|v| *v = 0);
+        k.trades.iter_mut().for_each(|v| *v = 0);
+        k.taker_buy_base_volume.iter_mut().for_each(|v| *v = 0);
+        k.taker_buy_quote_volume.iter_mut().for_each(|v| *v = 0);
+        let s = Series {
+            exchange: crate::exchange::Exchange::Coinbase,
+            symbol: Symbol::parse("BTC-USD").unwrap(),
+            ..series()
+        };
+        let bytes = encode(&s, k.clone()).unwrap();
+        let d = decode("cb.parquet", bytes.clone()).unwrap();
+        assert_eq!(d.series, Some(s));
+        assert_eq!(d.klines, k);
+        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        for c in FLOW {
+            assert_eq!(batch.column_by_name(c).unwrap().null_count(), 5, "{c}");
+        }
+        assert_eq!(batch.column_by_name("volume").unwrap().null_count(), 0);
     }
 
     /// Files staged before the exchange column existed are read, as Binance's.

@@ -551,8 +551,17 @@ async fn copy_in(
             rows.series.interval.as_str(),
         );
         let k = &rows.klines;
+        // NULL for an exchange that does not report them.
+        let flow = rows.series.exchange.flow_fields();
+        let opt = |v: i128| flow.then_some(Numeric8(v));
         for i in 0..k.len() {
             let file = &batch.files[rows.file[i] as usize];
+            let (quote_volume, trades, taker_base, taker_quote) = (
+                opt(k.quote_volume[i]),
+                flow.then_some(k.trades[i]),
+                opt(k.taker_buy_base_volume[i]),
+                opt(k.taker_buy_quote_volume[i]),
+            );
             let values: [&(dyn ToSql + Sync); 18] = [
                 &exchange,
                 &market,
@@ -565,10 +574,10 @@ async fn copy_in(
                 &Numeric8(k.close[i]),
                 &Numeric8(k.volume[i]),
                 &TimestampMs(k.close_time[i]),
-                &Numeric8(k.quote_volume[i]),
-                &k.trades[i],
-                &Numeric8(k.taker_buy_base_volume[i]),
-                &Numeric8(k.taker_buy_quote_volume[i]),
+                &quote_volume,
+                &trades,
+                &taker_base,
+                &taker_quote,
                 &file.entry.path.as_str(),
                 &TimestampMs(file.staged_at),
                 &loaded,

@@ -81,9 +81,15 @@ pub fn sql_type(kind: Kind, ty: ColType) -> &'static str {
     }
 }
 
+/// Columns an exchange may not report (Coinbase): NULL there.
+pub const NULLABLE: [&str; 4] = crate::stage::parquet::FLOW;
+
 fn column_defs(kind: Kind, cols: &[(&str, ColType)]) -> String {
     cols.iter()
-        .map(|(n, t)| format!("{} {} NOT NULL", quote(kind, n), sql_type(kind, *t)))
+        .map(|(n, t)| {
+            let null = if NULLABLE.contains(n) { "" } else { " NOT NULL" };
+            format!("{} {}{null}", quote(kind, n), sql_type(kind, *t))
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -185,7 +191,7 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
     };
     let differs = values
         .iter()
-        .map(|c| format!("{table}.{q} <> s.{q}", q = quote(kind, c)))
+        .map(|c| format!("{table}.{q} IS DISTINCT FROM s.{q}", q = quote(kind, c)))
         .collect::<Vec<_>>()
         .join(" OR ");
     let staged_cols: Vec<&str> = STAGED.iter().map(|(n, _)| *n).collect();
@@ -277,7 +283,7 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
         .join(" AND ");
     let differs = values
         .iter()
-        .map(|c| format!("r.{} <> s.{}", q(c), q(c)))
+        .map(|c| format!("r.{} IS DISTINCT FROM s.{}", q(c), q(c)))
         .collect::<Vec<_>>()
         .join(" OR ");
     let set = values

@@ -6,6 +6,7 @@ mod airflow;
 mod archive;
 mod browser;
 mod backfill;
+mod coinbase;
 mod compile;
 mod crash;
 mod hardening;

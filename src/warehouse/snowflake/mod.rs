@@ -398,7 +398,11 @@ impl Warehouse for Snowflake {
             .iter()
             .map(|(n, t)| {
                 // Files staged before the exchange column have none: attribute_files sets it.
-                let null = if n.starts_with('_') || *n == "exchange" { "" } else { " NOT NULL" };
+                let null = if n.starts_with('_') || *n == "exchange" || raw::NULLABLE.contains(n) {
+                    ""
+                } else {
+                    " NOT NULL"
+                };
                 format!("{} {}{null}", quote(k, n), sql_type(k, *t))
             })
             .collect::<Vec<_>>()

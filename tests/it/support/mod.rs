@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod coinbase;
 pub mod exchange;
 
 use std::collections::BTreeMap;

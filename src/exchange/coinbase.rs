@@ -1,0 +1,487 @@
+//! Coinbase Exchange's public candles (`GET /products/{id}/candles`), as a [`KlineSource`].
+//!
+//! - Granularities of 60 s to 1 day (1m, 5m, 15m, 1h, 6h, 1d); at most 300 candles a request.
+//! - Rows are `[time_s, low, high, open, close, volume]`, newest first, numbers as JSON numbers:
+//!   they are read from the body's text (never through f64), exponents included.
+//! - No candle for a bucket without trades, and no trade count, quote volume or taker volumes:
+//!   those fields are NULL from the stage on ([`super::Exchange::flow_fields`]).
+//! - The exchange's clock is `GET /time`; public endpoints allow about 10 requests a second, so
+//!   requests are paced, and a 429 waits (`Retry-After`, else a backoff) and asks again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+
+use super::client::{backoff, describe};
+use super::source::{Capabilities, EmptyBuckets, SourceStats};
+use super::{Exchange, ExchangeError, Interval, KlineSource, Market, Symbol};
+use crate::kline::{Kline, KlineBatch};
+use crate::redact::redact_url;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.exchange.coinbase.com";
+
+/// Candles per request.
+pub const PAGE: u32 = 300;
+
+/// How the client reaches Coinbase.
+#[derive(Debug, Clone)]
+pub struct CoinbaseConfig {
+    pub base_url: String,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Requests started per second, all symbols together (Coinbase allows about 10).
+    pub requests_per_second: f64,
+}
+
+impl CoinbaseConfig {
+    pub fn new(base_url: &str) -> CoinbaseConfig {
+        CoinbaseConfig {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            requests_per_second: 8.0,
+        }
+    }
+}
+
+pub struct CoinbaseClient {
+    http: reqwest::Client,
+    config: CoinbaseConfig,
+    /// When the next request may start (pacing), as a tokio instant.
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl std::fmt::Debug for CoinbaseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoinbaseClient")
+            .field("base_url", &redact_url(&self.config.base_url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Coinbase's granularity (seconds) for an interval, if it has one.
+pub fn granularity(interval: Interval) -> Option<i64> {
+    Some(match interval {
+        Interval::M1 => 60,
+        Interval::M5 => 300,
+        Interval::M15 => 900,
+        Interval::H1 => 3600,
+        Interval::H6 => 21_600,
+        Interval::D1 => 86_400,
+        _ => return None,
+    })
+}
+
+fn iso(ms: i64) -> String {
+    crate::time::format_ms(ms)
+}
+
+impl CoinbaseClient {
+    pub fn new(config: CoinbaseConfig) -> anyhow::Result<CoinbaseClient> {
+        let url = reqwest::Url::parse(&config.base_url).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid Coinbase URL {:?}: {e}",
+                redact_url(&config.base_url)
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.host().is_none()
+        {
+            anyhow::bail!(
+                "invalid Coinbase URL {:?}: expected http(s)://host[:port][/path]",
+                redact_url(&config.base_url)
+            );
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("klines/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .build()?;
+        Ok(CoinbaseClient {
+            http,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            config,
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        })
+    }
+
+    /// Waits for this request's turn under `requests_per_second`.
+    async fn pace(&self) {
+        let gap = Duration::from_secs_f64(1.0 / self.config.requests_per_second.max(0.1));
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let at = (*next).max(now);
+            *next = at + gap;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+
+    /// One GET with pacing and retries; `Ok(None)` for a 404.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<bytes::Bytes>, ExchangeError> {
+        let url = format!("{}{path}", self.config.base_url);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.pace().await;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let reason = match self.http.get(&url).query(query).send().await {
+                Err(e) => describe(&e),
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        self.limited.fetch_add(1, Ordering::Relaxed);
+                        let wait = resp
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 3600.0)
+                            .map(Duration::from_secs_f64)
+                            .unwrap_or_else(|| {
+                                backoff(attempt, self.config.retry_base, self.config.retry_max)
+                            });
+                        tracing::warn!(
+                            path,
+                            wait_ms = wait.as_millis() as u64,
+                            "rate-limited by Coinbase (HTTP 429); waiting"
+                        );
+                        tokio::time::sleep(wait).await;
+                        // Waiting out a limit is not a failed attempt, within reason.
+                        if self.limited.load(Ordering::Relaxed) > 50 {
+                            return Err(ExchangeError::RateLimited { retry_after: wait });
+                        }
+                        attempt -= 1;
+                        continue;
+                    }
+                    if status == StatusCode::NOT_FOUND {
+                        return Ok(None);
+                    }
+                    if status.is_server_error() {
+                        format!("HTTP {status}")
+                    } else {
+                        match resp.bytes().await {
+                            Ok(body) if status.is_success() => return Ok(Some(body)),
+                            Ok(body) => {
+                                let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                                    .ok()
+                                    .and_then(|v| {
+                                        v.get("message")
+                                            .and_then(|m| m.as_str())
+                                            .map(str::to_string)
+                                    })
+                                    .unwrap_or_else(|| {
+                                        String::from_utf8_lossy(&body[..body.len().min(200)])
+                                            .into_owned()
+                                    });
+                                return Err(ExchangeError::Refused {
+                                    path: path.to_string(),
+                                    status: status.as_u16(),
+                                    code: 0,
+                                    msg,
+                                });
+                            }
+                            Err(e) => describe(&e),
+                        }
+                    }
+                }
+            };
+            if attempt >= self.config.max_attempts {
+                return Err(ExchangeError::Exhausted {
+                    path: path.to_string(),
+                    attempts: attempt,
+                    last: reason,
+                });
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            let delay = backoff(attempt, self.config.retry_base, self.config.retry_max);
+            tracing::warn!(path, attempt, reason = %reason, delay_ms = delay.as_millis() as u64, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[async_trait]
+impl KlineSource for CoinbaseClient {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            exchange: Exchange::Coinbase,
+            market: Market::Spot,
+            page_limit: PAGE,
+            flow_fields: false,
+            empty_buckets: EmptyBuckets::Absent,
+            closed_by_server_time: true,
+        }
+    }
+
+    /// `GET /time`: `{"iso": "...", "epoch": 1704067200.123}`, the epoch read exactly.
+    async fn server_time(&self) -> Result<i64, ExchangeError> {
+        let body = self.get("/time", &[]).await?.unwrap_or_default();
+        let text = std::str::from_utf8(&body).unwrap_or_default();
+        epoch_ms(text).ok_or_else(|| ExchangeError::Exhausted {
+            path: "/time".into(),
+            attempts: 1,
+            last: format!("no epoch in {:?}", &text[..text.len().min(100)]),
+        })
+    }
+
+    /// `GET /products/{id}` for each: it must exist, be online and not disabled.
+    async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError> {
+        let mut problems = Vec::new();
+        for s in symbols {
+            match self.get(&format!("/products/{s}"), &[]).await? {
+                None => problems.push(format!("{s} (unknown)")),
+                Some(body) => {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let status = v.get("status").and_then(|x| x.as_str()).unwrap_or("");
+                    let disabled = v
+                        .get("trading_disabled")
+                        .and_then(|x| x.as_bool())
+                        .unwrap_or(false);
+                    if status != "online" || disabled {
+                        problems.push(format!(
+                            "{s} (status {status}{})",
+                            if disabled { ", trading disabled" } else { "" }
+                        ));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ExchangeError::Symbols(format!(
+                "products not trading on coinbase: {}",
+                problems.join(", ")
+            )))
+        }
+    }
+
+    /// Coinbase cannot say when a product's candles start: the range is asked for whole (an
+    /// empty page before the listing is recorded as empty).
+    async fn first_open_time(
+        &self,
+        _symbol: &Symbol,
+        _interval: Interval,
+    ) -> Result<Option<i64>, ExchangeError> {
+        Ok(Some(i64::MIN))
+    }
+
+    async fn klines(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        start: i64,
+        end: i64,
+        out: &mut KlineBatch,
+    ) -> Result<usize, ExchangeError> {
+        let g = granularity(interval).ok_or_else(|| ExchangeError::InvalidData {
+            symbol: symbol.to_string(),
+            detail: format!("Coinbase has no {interval} candles (1m, 5m, 15m, 1h, 6h, 1d)"),
+        })?;
+        let path = format!("/products/{symbol}/candles");
+        // `end` is inclusive of bucket starts on Coinbase: the last bucket opening before `end`.
+        let query = [
+            ("granularity", g.to_string()),
+            ("start", iso(start)),
+            ("end", iso(end - g * 1000)),
+        ];
+        let body = self.get(&path, &query).await?.ok_or_else(|| {
+            ExchangeError::Symbols(format!("unknown product on coinbase: {symbol}"))
+        })?;
+        let mut rows = parse_candles(&body, g * 1000).map_err(|e| ExchangeError::InvalidData {
+            symbol: symbol.to_string(),
+            detail: format!("{path} from {}: {e}", iso(start)),
+        })?;
+        rows.sort_by_key(|k| k.open_time);
+        rows.dedup_by_key(|k| k.open_time);
+        let mut n = 0;
+        for k in rows
+            .iter()
+            .filter(|k| k.open_time >= start && k.open_time < end)
+        {
+            out.push(k);
+            n += 1;
+        }
+        if n < rows.len() {
+            tracing::debug!(symbol = %symbol, extra = rows.len() - n, "candles outside the requested range dropped");
+        }
+        Ok(n)
+    }
+
+    fn stats(&self) -> SourceStats {
+        SourceStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            weight: 0,
+            rate_limited: self.limited.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The `epoch` of a `/time` body in milliseconds, read from its text.
+fn epoch_ms(body: &str) -> Option<i64> {
+    let at = body.find("\"epoch\"")? + "\"epoch\"".len();
+    let rest = body[at..].trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(rest.len());
+    let seconds = json_decimal(&rest[..end]).ok()?; // units of 1e-8 seconds
+    i64::try_from(seconds / 100_000).ok()
+}
+
+/// A JSON number's text as an exact decimal (units of 1e-8): digits, an optional fraction and
+/// an optional exponent are shifted as text, never through a float.
+pub fn json_decimal(text: &str) -> Result<i128, String> {
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (
+            &text[..i],
+            text[i + 1..]
+                .parse::<i32>()
+                .map_err(|_| format!("bad exponent in {text:?}"))?,
+        ),
+        None => (text, 0),
+    };
+    let (neg, digits) = match mantissa.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, mantissa),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || exp.abs() > 40
+    {
+        return Err(format!("{text:?} is not a number"));
+    }
+    // All digits, and where the point goes after the exponent.
+    let all = format!("{int}{frac}");
+    let point = int.len() as i32 + exp;
+    let shifted = if point <= 0 {
+        format!("0.{}{all}", "0".repeat((-point) as usize))
+    } else if point as usize >= all.len() {
+        format!("{all}{}", "0".repeat(point as usize - all.len()))
+    } else {
+        format!("{}.{}", &all[..point as usize], &all[point as usize..])
+    };
+    let v = crate::decimal::parse(&shifted).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(if neg { -v } else { v })
+}
+
+/// `[[time_s, low, high, open, close, volume], ...]` into klines of `len_ms` each (any order).
+fn parse_candles(body: &[u8], len_ms: i64) -> Result<Vec<Kline>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
+    let inner = text
+        .trim()
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .ok_or_else(|| format!("not a JSON array: {:?}", &text[..text.len().min(100)]))?
+        .trim();
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Ok(out);
+    }
+    for (i, row) in inner
+        .split(']')
+        .filter(|r| !r.trim().is_empty())
+        .enumerate()
+    {
+        let row = row
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .strip_prefix('[')
+            .ok_or_else(|| format!("row {i}: not an array"))?;
+        let f: Vec<&str> = row.split(',').map(str::trim).collect();
+        if f.len() != 6 {
+            return Err(format!("row {i}: {} fields, not 6", f.len()));
+        }
+        let time_s: i64 = f[0]
+            .parse()
+            .map_err(|_| format!("row {i}: time {:?} is not whole seconds", f[0]))?;
+        let dec =
+            |j: usize, name: &str| json_decimal(f[j]).map_err(|e| format!("row {i}: {name}: {e}"));
+        let open_time = time_s * 1000;
+        let k = Kline {
+            open_time,
+            low: dec(1, "low")?,
+            high: dec(2, "high")?,
+            open: dec(3, "open")?,
+            close: dec(4, "close")?,
+            volume: dec(5, "volume")?,
+            close_time: open_time + len_ms - 1,
+            quote_volume: 0,
+            trades: 0,
+            taker_buy_base_volume: 0,
+            taker_buy_quote_volume: 0,
+        };
+        if k.low > k.open.min(k.close) || k.high < k.open.max(k.close) || k.volume < 0 {
+            return Err(format!("row {i}: prices out of order or negative volume"));
+        }
+        out.push(k);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_are_read_exactly() {
+        assert_eq!(json_decimal("42000.01").unwrap(), 4_200_001_000_000);
+        assert_eq!(json_decimal("0.00001234").unwrap(), 1234);
+        assert_eq!(json_decimal("1.234e-5").unwrap(), 1234);
+        assert_eq!(json_decimal("4.2E4").unwrap(), 4_200_000_000_000);
+        assert_eq!(json_decimal("17").unwrap(), 1_700_000_000);
+        assert_eq!(json_decimal("-0.5").unwrap(), -50_000_000);
+        // Beyond 8 decimals is refused, not rounded.
+        assert!(json_decimal("0.000000001").is_err());
+        assert!(json_decimal("1e-9").is_err());
+        assert!(json_decimal("NaN").is_err());
+        assert!(json_decimal("1.2.3").is_err());
+    }
+
+    #[test]
+    fn candles_parse_newest_first_as_coinbase_sends_them() {
+        let body = b"[[1704067260,41999.5,42010,42000.01,42005.25,1.5e-3],[1704067200,41990,42001,41995.5,42000.01,12.34567891]]";
+        let rows = parse_candles(body, 60_000).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].open_time, 1_704_067_260_000);
+        assert_eq!(rows[0].close_time, 1_704_067_319_999);
+        assert_eq!(rows[0].volume, 150_000);
+        assert_eq!(rows[1].open, 4_199_550_000_000);
+        assert_eq!(rows[1].volume, 1_234_567_891);
+        assert!(parse_candles(b"[]", 60_000).unwrap().is_empty());
+        let e = parse_candles(b"[[1704067200,2,1,1.5,1.5,1]]", 60_000).unwrap_err();
+        assert!(e.contains("row 0"), "{e}");
+        let e = parse_candles(b"{\"message\":\"x\"}", 60_000).unwrap_err();
+        assert!(e.contains("not a JSON array"), "{e}");
+    }
+
+    #[test]
+    fn the_clock_is_read_from_the_epoch_text() {
+        assert_eq!(
+            epoch_ms("{\"iso\":\"2024-01-01T00:00:00.123Z\",\"epoch\":1704067200.123}"),
+            Some(1_704_067_200_123)
+        );
+        assert_eq!(epoch_ms("{\"epoch\": 1704067200}"), Some(1_704_067_200_000));
+        assert_eq!(epoch_ms("{}"), None);
+    }
+}
