@@ -141,17 +141,25 @@ fn rollups_equal_coinbases_own(wh: Wh) {
     let p = project(&cb);
     wh.setup(&p);
     crate::models::with_repo_models(&p);
-    p.ok(&[
-        "backfill",
-        "--exchange",
-        "coinbase",
-        "--symbols",
-        "BTC-USD,ETH-USD",
-        "--from",
-        FROM,
-    ]);
-    p.ok(&["load"]);
-    p.ok(&["run", "--vars", "{exchange: coinbase}"]);
+    // The README's three lines, as written.
+    let lines: Vec<Vec<String>> = crate::readme::readme_commands()
+        .iter()
+        .skip_while(|c| !c.starts_with("klines backfill --exchange coinbase"))
+        .take(3)
+        .map(|c| crate::readme::words(c))
+        .collect();
+    assert_eq!(
+        lines.iter().map(|l| l.join(" ")).collect::<Vec<_>>(),
+        [
+            format!("klines backfill --exchange coinbase --symbols BTC-USD,ETH-USD --from {FROM}"),
+            "klines load".to_string(),
+            "klines run --vars {exchange: coinbase}".to_string(),
+        ]
+    );
+    for line in &lines {
+        let args: Vec<&str> = line[1..].iter().map(String::as_str).collect();
+        p.ok(&args);
+    }
     let s = wh.schema();
     let raw = wh.query(&p, "SELECT count(*), count(trades), count(quote_volume), count(taker_buy_base_volume), min(exchange) FROM raw.klines");
     assert!(raw[0][0].as_i64().unwrap() > 2000);

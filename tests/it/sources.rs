@@ -1,7 +1,7 @@
 //! The suite every kline source runs (`exchange::KlineSource`), over HTTP against its test
 //! server: the exchange's clock, symbol checks, the first candle, exact pages in order, and
-//! the capabilities the extractor and the models rely on. Binance spot and USD-M run it today;
-//! a new exchange adds its client and test server here.
+//! the capabilities the extractor and the models rely on. Binance spot and USD-M and Coinbase
+//! run it; a new exchange adds its client and test server here.
 
 use std::sync::Arc;
 
@@ -118,4 +118,26 @@ fn binance_spot_is_a_kline_source() {
 #[test]
 fn binance_usdm_is_a_kline_source() {
     binance(Market::UsdM);
+}
+
+#[test]
+fn coinbase_is_a_kline_source() {
+    use klines::exchange::coinbase::{CoinbaseClient, CoinbaseConfig};
+    let cb = crate::support::coinbase::TestCoinbase::start(ms(NOW));
+    let source: Arc<dyn KlineSource> =
+        Arc::new(CoinbaseClient::new(CoinbaseConfig::new(&cb.url)).unwrap());
+    let caps = source.capabilities();
+    assert_eq!(caps.exchange, klines::exchange::Exchange::Coinbase);
+    assert_eq!(caps.market, Market::Spot);
+    assert!(!caps.flow_fields);
+    assert_eq!(caps.empty_buckets, EmptyBuckets::Absent);
+    let now = cb.now();
+    conformance(Served {
+        source,
+        symbol: "BTC-USD",
+        // Coinbase cannot tell when a product's candles start: the whole range is asked for.
+        first: i64::MIN,
+        candles: Box::new(move |s, e| cb.closed("BTC-USD", 60_000, s, e.min(now))),
+        now,
+    });
 }
