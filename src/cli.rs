@@ -111,7 +111,11 @@ pub struct StreamArgs {
     /// spot or usdm [default: klines.yml `market`, else spot]
     #[arg(long)]
     pub market: Option<Market>,
-    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`]
+    /// binance (WebSocket kline streams) or coinbase (closed candles polled over REST)
+    #[arg(long, default_value = "binance", env = "KLINES_EXCHANGE")]
+    pub exchange: Exchange,
+    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`, or
+    /// `exchange.coinbase_url` with --exchange coinbase]
     #[arg(long, value_name = "URL", env = "KLINES_BASE_URL")]
     pub base_url: Option<String>,
     /// The exchange's WebSocket base URL [default: klines.yml `exchange.ws_url`, else

@@ -9,8 +9,7 @@ use super::source::{self, Source, SourceFlags};
 use crate::config::Project;
 use crate::exit::{PartialFailure, UsageError};
 use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::coinbase::CoinbaseClient;
-use crate::exchange::{Exchange, KlineSource, Market};
+use crate::exchange::Exchange;
 use crate::extract::archive::HistorySource;
 use crate::extract::{self, Plan};
 use crate::time;
@@ -31,9 +30,6 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     if coinbase && args.source == HistorySource::Archive {
         return Err(UsageError("--source archive: Coinbase has no archives (use auto or rest)".into()).into());
     }
-    if coinbase && args.market.is_some_and(|m| m != Market::Spot) {
-        return Err(UsageError("--exchange coinbase has spot candles only (no --market usdm)".into()).into());
-    }
     let Source {
         market,
         exchange,
@@ -43,21 +39,13 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     } = Source::open(
         project,
         SourceFlags {
-            market: if coinbase { Some(Market::Spot) } else { args.market },
-            base_url: args.base_url.clone().filter(|_| !coinbase),
+            exchange: args.exchange,
+            market: args.market,
+            base_url: args.base_url,
             stage: args.stage,
             state: args.state,
         },
     )?;
-    let client: Arc<dyn KlineSource> = if coinbase {
-        let mut config = exchange.coinbase_config();
-        if let Some(url) = args.base_url {
-            config.base_url = url.trim_end_matches('/').to_string();
-        }
-        Arc::new(CoinbaseClient::new(config).map_err(|e| UsageError(e.to_string()))?)
-    } else {
-        client
-    };
     // `-2h` and `now` mean the exchange's time: its clock decides which candles are closed.
     let now = if time::is_relative(&from_text) || args.to.as_deref().is_some_and(time::is_relative)
     {

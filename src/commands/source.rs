@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use crate::config::Project;
 use crate::config::project::ExchangeSettings;
-use crate::exchange::{BinanceClient, Interval, Market, Symbol};
+use crate::exchange::coinbase::CoinbaseClient;
+use crate::exchange::{BinanceClient, Exchange, Interval, KlineSource, Market, Symbol};
 use crate::exit::UsageError;
 use crate::extract::state::StateStore;
 use crate::stage::Stage;
 
 /// The flags `backfill` and `stream` share; `None` or empty means klines.yml's value.
 pub(crate) struct SourceFlags {
+    pub exchange: Exchange,
     pub market: Option<Market>,
     pub base_url: Option<String>,
     pub stage: Option<String>,
@@ -21,23 +23,41 @@ pub(crate) struct SourceFlags {
 pub(crate) struct Source {
     pub market: Market,
     pub exchange: ExchangeSettings,
-    pub client: Arc<BinanceClient>,
+    pub client: Arc<dyn KlineSource>,
     pub stage: Stage,
     pub state: StateStore,
 }
 
 impl Source {
-    /// Builds the client, opens the stage and the state; a bad flag is a usage error.
+    /// Builds the exchange's client, opens the stage and the state; a bad flag is a usage
+    /// error. `--base-url` is the chosen exchange's.
     pub fn open(project: &Project, flags: SourceFlags) -> anyhow::Result<Source> {
-        let market = flags.market.unwrap_or(project.market);
         let mut exchange = project.exchange.clone();
-        if let Some(url) = flags.base_url {
-            exchange.base_url = url;
-        }
-        let client = Arc::new(
-            BinanceClient::new(exchange.client_config(market))
-                .map_err(|e| UsageError(e.to_string()))?,
-        );
+        let (market, client): (Market, Arc<dyn KlineSource>) = match flags.exchange {
+            Exchange::Binance => {
+                let market = flags.market.unwrap_or(project.market);
+                if let Some(url) = flags.base_url {
+                    exchange.base_url = url;
+                }
+                let client = BinanceClient::new(exchange.client_config(market))
+                    .map_err(|e| UsageError(e.to_string()))?;
+                (market, Arc::new(client))
+            }
+            Exchange::Coinbase => {
+                if flags.market.is_some_and(|m| m != Market::Spot) {
+                    return Err(UsageError(
+                        "--exchange coinbase has spot candles only (no --market usdm)".into(),
+                    )
+                    .into());
+                }
+                if let Some(url) = flags.base_url {
+                    exchange.coinbase_url = url.trim_end_matches('/').to_string();
+                }
+                let client = CoinbaseClient::new(exchange.coinbase_config())
+                    .map_err(|e| UsageError(e.to_string()))?;
+                (Market::Spot, Arc::new(client))
+            }
+        };
         let stage = super::stage(project, flags.stage)?;
         let state_spec = flags.state.unwrap_or_else(|| project.state.clone());
         let state = StateStore::open(&state_spec, &stage, &project.dir)

@@ -43,6 +43,8 @@ struct Build {
     project: crate::config::Project,
     target: crate::config::profiles::Target,
     select: Vec<String>,
+    /// `{exchange: ..., market: ...}`: the models build the series this stream stages.
+    vars: String,
 }
 
 #[async_trait::async_trait(?Send)]
@@ -123,7 +125,7 @@ impl LoadSink {
                     selectors: Vec::new(),
                     select: b.select.clone(),
                     exclude: Vec::new(),
-                    vars: None,
+                    vars: Some(b.vars.clone()),
                 },
                 full_refresh: false,
                 threads: None,
@@ -189,6 +191,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
     } = Source::open(
         &project,
         SourceFlags {
+            exchange: args.exchange,
             market: args.market,
             base_url: args.base_url,
             stage: args.stage,
@@ -262,6 +265,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
             build: args.build.then(|| Build {
                 project: project.clone(),
                 target: target.clone(),
+                vars: format!("{{exchange: {}, market: {market}}}", args.exchange),
                 select: if args.select.is_empty() {
                     vec!["tag:ohlc".to_string()]
                 } else {
@@ -328,6 +332,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
     let locks = extract::lock_all(&state, &stage, &all).await?;
     tracing::info!(
         series = %stream::describe(&all),
+        exchange = %args.exchange,
         market = %market,
         from = %time::format_ms(from),
         until = %until.map(time::format_ms).unwrap_or_else(|| "SIGTERM".into()),
@@ -342,7 +347,12 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         flush_every: Duration::from_secs_f64(args.flush_secs),
         grace: Duration::from_secs(args.grace_secs),
         silence: Duration::from_secs_f64(args.silence_secs),
-        resync: Duration::from_secs(30),
+        // Polled exchanges have no events to move the clock: it is read more often.
+        resync: Duration::from_secs(if args.exchange == crate::exchange::Exchange::Binance {
+            30
+        } else {
+            5
+        }),
     };
     let result = stream::stream(
         client,

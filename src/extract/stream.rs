@@ -12,6 +12,10 @@
 //!
 //! The exchange's clock is read from `/time` at the start, after every (re)connect and every
 //! `resync` while connected; in between it advances with this machine's monotonic clock.
+//!
+//! An exchange without a WebSocket klines follows (Coinbase) is polled: no socket, so every
+//! candle comes from REST once the clock says it closed more than `grace` ago, one request
+//! per series and closed candle under the client's pacing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +27,7 @@ use anyhow::Context;
 use super::series::{self, Prefetched, RunContext};
 use super::state::{SeriesLock, StateStore};
 use super::{Plan, Summary};
-use crate::exchange::ws;
-use crate::exchange::BinanceClient;
+use crate::exchange::{Exchange, KlineSource, ws};
 use crate::stage::Stage;
 use crate::stage::layout::Series;
 
@@ -122,7 +125,7 @@ impl ExchangeClock {
 /// Runs until `--until` is staged, or until Ctrl-C/SIGTERM (then what is closed is staged and
 /// checkpointed before it returns). `locks` are the series' locks, held throughout.
 pub async fn stream(
-    client: Arc<BinanceClient>,
+    client: Arc<dyn KlineSource>,
     stage: Stage,
     state: StateStore,
     sp: &StreamPlan,
@@ -143,12 +146,20 @@ pub async fn stream(
         .map(|s| ws::stream_name(&s.symbol, s.interval))
         .collect();
     let mut sockets = tokio::task::JoinSet::new();
-    for (chunk, series) in streams.chunks(ws::MAX_STREAMS).zip(all.chunks(ws::MAX_STREAMS)) {
-        let url = ws::stream_url(&sp.ws_url, client.market(), chunk);
+    let caps = client.capabilities();
+    // Binance's kline streams; other exchanges are polled (no sockets at all).
+    let chunks = if caps.exchange == Exchange::Binance {
+        streams.chunks(ws::MAX_STREAMS).zip(all.chunks(ws::MAX_STREAMS)).collect()
+    } else {
+        tracing::info!(exchange = %caps.exchange, "no kline stream for this exchange: polling closed candles over REST");
+        Vec::new()
+    };
+    for (chunk, series) in chunks {
+        let url = ws::stream_url(&sp.ws_url, caps.market, chunk);
         sockets.spawn(super::socket::follow(
             url,
             super::socket::Reader {
-                market: client.market(),
+                market: caps.market,
                 subscribed: series.iter().cloned().collect(),
                 prefetched: Arc::clone(&prefetched),
                 stats: Arc::clone(&stats),
@@ -161,7 +172,7 @@ pub async fn stream(
 
     let totals = Arc::new(series::Totals::default());
     let status = Status::new(&all);
-    let mut requests_before = client.stats().requests.load(Ordering::Relaxed);
+    let mut requests_before = client.stats().requests;
     let mut last_sync = Instant::now();
     let mut ticker = tokio::time::interval(sp.flush_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,7 +207,7 @@ pub async fn stream(
             let overdue = exchange_now - sp.grace.as_millis() as i64;
             let server_time = delivered.max(overdue);
             let ctx = RunContext {
-                client: Arc::clone(&client) as Arc<dyn crate::exchange::KlineSource>,
+                client: Arc::clone(&client),
                 archive: None,
                 source: super::archive::HistorySource::Rest,
                 stage: stage.clone(),
@@ -230,8 +241,8 @@ pub async fn stream(
                 sum.fetch_add(part.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
-        let summary = summary(&client, &sp.plan, &all, &totals, started);
-        let requests = client.stats().requests.load(Ordering::Relaxed);
+        let summary = summary(client.as_ref(), &sp.plan, &all, &totals, started);
+        let requests = client.stats().requests;
         metrics::counter!(metric::GAP_REQUESTS).increment(requests - requests_before);
         requests_before = requests;
         if totals.files.load(Ordering::Relaxed) > files_before {
@@ -277,7 +288,7 @@ pub async fn stream(
     for lock in locks {
         lock.release().await;
     }
-    let summary = summary(&client, &sp.plan, &all, &totals, started);
+    let summary = summary(client.as_ref(), &sp.plan, &all, &totals, started);
     if stopping {
         anyhow::bail!(crate::cancel::Interrupted);
     }
@@ -359,13 +370,13 @@ async fn until_staged(
 }
 
 fn summary(
-    client: &BinanceClient,
+    client: &dyn KlineSource,
     plan: &Plan,
     all: &[Series],
     totals: &series::Totals,
     started: Instant,
 ) -> Summary {
-    let stats = crate::exchange::KlineSource::stats(client);
+    let stats = client.stats();
     Summary {
         symbols: plan.symbols.len(),
         series: all.len(),

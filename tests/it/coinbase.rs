@@ -218,3 +218,52 @@ fn coinbase_rollups_equal_coinbases_own_candles_on_duckdb() {
 fn coinbase_rollups_equal_coinbases_own_candles_on_postgres() {
     rollups_equal_coinbases_own(Wh::postgres());
 }
+
+/// `klines stream --exchange coinbase` polls closed candles (no WebSocket): on a clock sixty
+/// times faster than real time, it stages the minutes before `--until` as they close, exactly,
+/// loads and builds them, and asks for each closed minute about once.
+#[test]
+fn coinbase_stream_polls_closed_candles_and_builds() {
+    let start = ms("2024-01-04T10:00:30Z");
+    let cb = TestCoinbase::start_scaled(start, 60);
+    let p = project(&cb);
+    crate::models::with_repo_models(&p);
+    let out = p.ok(&[
+        "stream",
+        "--exchange",
+        "coinbase",
+        "--symbols",
+        "BTC-USD",
+        "--from",
+        "2024-01-04T09:30:00Z",
+        "--until",
+        "2024-01-04T10:06:00Z",
+        "--grace-secs",
+        "2",
+        "--build",
+    ]);
+    assert!(
+        out.lines().any(|l| l.starts_with("stream: 1 series")),
+        "{out}"
+    );
+    assert!(
+        out.lines().filter(|l| l.starts_with("run: ")).count() >= 2,
+        "built after flushes: {out}"
+    );
+    let want = cb.closed(
+        "BTC-USD",
+        60_000,
+        ms("2024-01-04T09:30:00Z"),
+        ms("2024-01-04T10:06:00Z"),
+    );
+    assert_staged(&p.stage_dir(), "BTC-USD", "1m", &want);
+    // The catch-up in pages, then about one request per closed minute (not one per tick).
+    let stats = cb.stats();
+    assert!(stats.candle_requests <= 1 + 6 + 3, "{stats:?}");
+    let built = Wh::DuckDb.query(
+        &p,
+        "SELECT count(*), count(trades) FROM main.TRADES_OHLC_1M WHERE symbol = 'BTC-USD'",
+    );
+    assert_eq!(built[0][0].as_i64(), Some(want.len() as i64));
+    assert_eq!(built[0][1].as_i64(), Some(0));
+}

@@ -151,7 +151,8 @@ pub struct Stats {
 }
 
 struct Shared {
-    now: Mutex<i64>,
+    /// The clock: exchange time `start` at `at`, running `speed` times faster (0: stopped).
+    now: Mutex<(i64, Instant, u32)>,
     per_second: Mutex<u32>,
     recent: Mutex<VecDeque<Instant>>,
     stats: Mutex<Stats>,
@@ -167,8 +168,13 @@ pub struct TestCoinbase {
 
 impl TestCoinbase {
     pub fn start(now: i64) -> TestCoinbase {
+        Self::start_scaled(now, 0)
+    }
+
+    /// With a clock that runs `speed` times faster than real time from `now`.
+    pub fn start_scaled(now: i64, speed: u32) -> TestCoinbase {
         let shared = Arc::new(Shared {
-            now: Mutex::new(now),
+            now: Mutex::new((now, Instant::now(), speed)),
             per_second: Mutex::new(10),
             recent: Mutex::new(VecDeque::new()),
             stats: Mutex::new(Stats::default()),
@@ -216,7 +222,7 @@ impl TestCoinbase {
     }
 
     pub fn now(&self) -> i64 {
-        *self.shared.now.lock().unwrap()
+        self.shared.now()
     }
 
     /// The product's candles of `g_ms` opening in `[start, end)` and closed at the clock.
@@ -243,6 +249,13 @@ impl Drop for TestCoinbase {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Shared {
+    fn now(&self) -> i64 {
+        let (start, at, speed) = *self.now.lock().unwrap();
+        start + at.elapsed().as_millis() as i64 * speed as i64
     }
 }
 
@@ -286,7 +299,7 @@ async fn time(State(s): State<Arc<Shared>>) -> Response {
     if let Some(r) = admit(&s) {
         return r;
     }
-    let now = *s.now.lock().unwrap();
+    let now = s.now();
     json(
         StatusCode::OK,
         format!(
@@ -353,7 +366,7 @@ async fn candles(
         st.candle_requests += 1;
         st.candle_starts.push((g, start));
     }
-    let now = *s.now.lock().unwrap();
+    let now = s.now();
     // Bucket starts in [start, end], newest first, up to the one forming now.
     let mut rows = Vec::new();
     let mut b = (end.min(now)).div_euclid(g_ms) * g_ms;

@@ -71,6 +71,7 @@ impl Project {
             "KLINES_STATE",
             "KLINES_BASE_URL",
             "KLINES_ARCHIVE_URL",
+            "KLINES_EXCHANGE",
             "KLINES_TARGET",
             "KLINES_PROFILES_DIR",
         ] {
