@@ -8,7 +8,7 @@
   const RANGES = { '1D': DAY, '1W': 7 * DAY, '1M': 30 * DAY, '1Y': 365 * DAY, 'all': null };
   const PAGE = 1000; // bars per request when loading older ones
   const MAX = 10000; // the API's most per request
-  const INTERVAL_MS = { '1m': 60000, '5m': 300000, '15m': 900000, '1d': DAY };
+  const INTERVAL_MS = { '1m': 60000, '5m': 300000, '15m': 900000, '1h': 3600000, '1d': DAY };
   const FORMING = '#8b949e';
 
   const url = new URLSearchParams(location.search);

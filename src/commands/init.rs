@@ -15,6 +15,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("models/ohlc/TRADES_OHLC_1M.sql", include_str!("../../models/ohlc/TRADES_OHLC_1M.sql")),
     ("models/ohlc/TRADES_OHLC_5M.sql", include_str!("../../models/ohlc/TRADES_OHLC_5M.sql")),
     ("models/ohlc/TRADES_OHLC_15M.sql", include_str!("../../models/ohlc/TRADES_OHLC_15M.sql")),
+    ("models/ohlc/TRADES_OHLC_1H.sql", include_str!("../../models/ohlc/TRADES_OHLC_1H.sql")),
     ("models/ohlc/TRADES_OHLC_1D.sql", include_str!("../../models/ohlc/TRADES_OHLC_1D.sql")),
     ("macros/ohlc.sql", include_str!("../../macros/ohlc.sql")),
     ("seeds/symbols.csv", include_str!("../../seeds/symbols.csv")),

@@ -14,10 +14,11 @@ use crate::exchange::Symbol;
 use crate::warehouse::{Kind, Param, Value, Warehouse, ident};
 
 /// The candle intervals the page offers: one model table each.
-pub const INTERVALS: [(&str, &str); 4] = [
+pub const INTERVALS: [(&str, &str); 5] = [
     ("1m", "TRADES_OHLC_1M"),
     ("5m", "TRADES_OHLC_5M"),
     ("15m", "TRADES_OHLC_15M"),
+    ("1h", "TRADES_OHLC_1H"),
     ("1d", "TRADES_OHLC_1D"),
 ];
 
@@ -372,7 +373,7 @@ mod tests {
         for (pairs, msg) in [
             (vec![], "symbol is required"),
             (vec![("symbol", "BTC'; DROP TABLE x")], "symbol"),
-            (vec![("symbol", "BTCUSDT"), ("interval", "2m")], "interval \"2m\" is not one of 1m, 5m, 15m, 1d"),
+            (vec![("symbol", "BTCUSDT"), ("interval", "2m")], "interval \"2m\" is not one of 1m, 5m, 15m, 1h, 1d"),
             (vec![("symbol", "BTCUSDT"), ("limit", "0")], "limit \"0\" is not a whole number from 1 to 10000"),
             (vec![("symbol", "BTCUSDT"), ("limit", "10001")], "limit"),
             (vec![("symbol", "BTCUSDT"), ("from", "x")], "from \"x\""),

@@ -171,6 +171,7 @@ fn rollups_equal_coinbases_own(wh: Wh) {
         ("TRADES_OHLC_1M", 60_000),
         ("TRADES_OHLC_5M", 300_000),
         ("TRADES_OHLC_15M", 900_000),
+        ("TRADES_OHLC_1H", 3_600_000),
         ("TRADES_OHLC_1D", 86_400_000),
     ] {
         for sym in ["BTC-USD", "ETH-USD"] {

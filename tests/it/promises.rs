@@ -26,19 +26,25 @@ fn models(p: &Project, args: &[&str]) -> Vec<String> {
 fn selectors_and_graph_operators_on_the_projects_own_models() {
     let p = Project::new("http://127.0.0.1:9", "");
     with_repo_models(&p);
-    let ohlc = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"];
+    let ohlc = [
+        "TRADES_OHLC_1M",
+        "TRADES_OHLC_5M",
+        "TRADES_OHLC_15M",
+        "TRADES_OHLC_1D",
+        "TRADES_OHLC_1H",
+    ];
     assert_eq!(models(&p, &["-s", "source:binance.klines+"]), ohlc);
     assert_eq!(models(&p, &["-s", "source:binance+"]), ohlc);
     assert_eq!(models(&p, &["-s", "path:models/ohlc"]), ohlc);
     assert_eq!(models(&p, &["models/ohlc/TRADES_OHLC_5M.sql"]), ["TRADES_OHLC_5M"]);
     assert_eq!(models(&p, &["+TRADES_OHLC_15M"]), &ohlc[..3]);
     assert_eq!(models(&p, &["TRADES_OHLC_5M+"]), &ohlc[1..]);
-    assert_eq!(models(&p, &["2+TRADES_OHLC_1D"]), &ohlc[1..]);
+    assert_eq!(models(&p, &["2+TRADES_OHLC_1D"]), &ohlc[1..4]);
     assert_eq!(models(&p, &["TRADES_OHLC_1M+1"]), &ohlc[..2]);
     assert_eq!(models(&p, &["tag:ohlc,+TRADES_OHLC_5M"]), &ohlc[..2]);
     assert_eq!(
         models(&p, &["tag:ohlc", "--exclude", "TRADES_OHLC_1D", "TRADES_OHLC_1M"]),
-        &ohlc[1..3]
+        ["TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1H"]
     );
     // Sources and tests by selector too.
     let sources = p.ok(&["ls", "-s", "source:binance", "--resource-type", "source"]);

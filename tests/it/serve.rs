@@ -163,7 +163,7 @@ pub fn api_candle(c: &Json) -> (i64, Vec<Option<i128>>, bool) {
 fn api_matches_the_tables(wh: Wh) {
     let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
     let p = built_project(&wh, &ex, "BTCUSDT,ETHUSDT", "2025-08-05", "2025-08-07");
-    let want: Vec<_> = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"]
+    let want: Vec<_> = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1H", "TRADES_OHLC_1D"]
         .iter()
         .map(|m| table_candles(&wh, &p, m, "ETHUSDT"))
         .collect();
@@ -171,9 +171,9 @@ fn api_matches_the_tables(wh: Wh) {
 
     assert_eq!(
         s.json("/api/symbols"),
-        serde_json::json!({"symbols": ["BTCUSDT", "ETHUSDT"], "intervals": ["1m", "5m", "15m", "1d"]})
+        serde_json::json!({"symbols": ["BTCUSDT", "ETHUSDT"], "intervals": ["1m", "5m", "15m", "1h", "1d"]})
     );
-    for (interval, want) in ["1m", "5m", "15m", "1d"].iter().zip(&want) {
+    for (interval, want) in ["1m", "5m", "15m", "1h", "1d"].iter().zip(&want) {
         let body = s.json(&format!("/api/candles?symbol=ethusdt&interval={interval}&limit=10000"));
         assert_eq!(body["symbol"], "ETHUSDT");
         let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(api_candle).collect();
@@ -196,7 +196,7 @@ fn api_matches_the_tables(wh: Wh) {
     for (path, msg) in [
         ("/api/candles", "symbol is required"),
         ("/api/candles?symbol=BTC%27%3B%20DROP%20TABLE%20x", "symbol"),
-        ("/api/candles?symbol=BTCUSDT&interval=3m", "interval \"3m\" is not one of 1m, 5m, 15m, 1d"),
+        ("/api/candles?symbol=BTCUSDT&interval=3m", "interval \"3m\" is not one of 1m, 5m, 15m, 1h, 1d"),
         ("/api/candles?symbol=BTCUSDT&limit=100000", "limit \"100000\""),
         ("/api/candles?symbol=BTCUSDT&from=-5", "from \"-5\""),
         ("/api/candles?symbol=BTCUSDT&select=1", "unknown parameter \"select\""),
