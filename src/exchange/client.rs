@@ -13,7 +13,6 @@ use super::error::{Attempt, ExchangeError};
 use super::ratelimit::{RateLimit, RateLimiter};
 use super::{Interval, Market, Symbol};
 use crate::kline::{self, KlineBatch};
-use crate::redact::redact_url;
 
 /// How the client reaches the exchange and how hard it tries.
 #[derive(Debug, Clone)]
@@ -118,26 +117,7 @@ impl std::fmt::Debug for BinanceClient {
 
 impl BinanceClient {
     pub fn new(config: ClientConfig) -> anyhow::Result<BinanceClient> {
-        let url = reqwest::Url::parse(&config.base_url).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid exchange base URL {:?}: {e}",
-                redact_url(&config.base_url)
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https")
-            || url.query().is_some()
-            || url.host().is_none()
-        {
-            anyhow::bail!(
-                "invalid exchange base URL {:?}: expected http(s)://host[:port][/path]",
-                redact_url(&config.base_url)
-            );
-        }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("klines/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .build()?;
+        let http = super::http::client("exchange base", &config.base_url, config.timeout)?;
         Ok(BinanceClient {
             http,
             limiter: RateLimiter::new(),

@@ -87,25 +87,7 @@ fn iso(ms: i64) -> String {
 
 impl CoinbaseClient {
     pub fn new(config: CoinbaseConfig) -> anyhow::Result<CoinbaseClient> {
-        let url = reqwest::Url::parse(&config.base_url).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid Coinbase URL {:?}: {e}",
-                redact_url(&config.base_url)
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https")
-            || url.query().is_some()
-            || url.host().is_none()
-        {
-            anyhow::bail!(
-                "invalid Coinbase URL {:?}: expected http(s)://host[:port][/path]",
-                redact_url(&config.base_url)
-            );
-        }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("klines/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout)
-            .build()?;
+        let http = super::http::client("Coinbase", &config.base_url, config.timeout)?;
         Ok(CoinbaseClient {
             http,
             next: tokio::sync::Mutex::new(tokio::time::Instant::now()),

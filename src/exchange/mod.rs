@@ -5,6 +5,7 @@ pub mod archive;
 pub mod client;
 pub mod coinbase;
 pub mod error;
+pub mod http;
 pub mod interval;
 pub mod ratelimit;
 pub mod source;

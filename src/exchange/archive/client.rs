@@ -68,22 +68,11 @@ enum Got {
 impl ArchiveClient {
     /// A client for the archive at `base`, with the REST client's timeouts and retry policy.
     pub fn new(base: &str, rest: &ClientConfig) -> anyhow::Result<ArchiveClient> {
-        let url = reqwest::Url::parse(base)
-            .map_err(|e| anyhow::anyhow!("invalid archive URL {:?}: {e}", redact_url(base)))?;
-        if !matches!(url.scheme(), "http" | "https")
-            || url.query().is_some()
-            || url.host().is_none()
-        {
-            anyhow::bail!(
-                "invalid archive URL {:?}: expected http(s)://host[:port][/path]",
-                redact_url(base)
-            );
-        }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("klines/", env!("CARGO_PKG_VERSION")))
-            .timeout(rest.timeout.max(Duration::from_secs(120)))
-            .connect_timeout(rest.timeout.min(Duration::from_secs(10)))
-            .build()?;
+        let http = crate::exchange::http::client(
+            "archive",
+            base,
+            rest.timeout.max(Duration::from_secs(120)),
+        )?;
         Ok(ArchiveClient {
             http,
             base: base.trim_end_matches('/').to_string(),
