@@ -73,6 +73,8 @@ coverage as (
 )
 
 select
+    -- From the var, not the parent: a parent built before the column existed lacks it.
+    cast('{{ var("exchange", "binance") }}' as varchar) as exchange,
     b.symbol,
     b.open_time,
     coalesce(b.traded_open, b.close) as open,

@@ -7,8 +7,9 @@
     tags=['ohlc'],
 ) }}
 
--- One row per symbol and closed minute, from the raw 1m klines of one market.
+-- One row per symbol and closed minute, from the raw 1m klines of one exchange and market.
 select
+    exchange,
     symbol,
     open_time,
     open,

@@ -141,6 +141,30 @@ fn carried_forward(wh: Wh) {
         .map(|s| expected(&ex, s, "1m", ms("2024-01-04T20:00:00Z"), ms(NOW)).len())
         .sum();
     assert_eq!(built[0][0].as_i64(), Some(want as i64));
+
+    // A model table built before the `exchange` column existed keeps its columns on
+    // incremental runs, and gets the column from a full refresh.
+    let s = wh.schema();
+    let table = if matches!(wh, Wh::Postgres(_)) {
+        "trades_ohlc_5m"
+    } else {
+        "TRADES_OHLC_5M"
+    };
+    let has = |p: &Project| {
+        wh.query(p, &format!("SELECT count(*) FROM information_schema.columns WHERE table_schema = '{s}' AND table_name = '{table}' AND column_name = 'exchange'"))[0][0]
+            .as_i64()
+    };
+    crate::support::runtime()
+        .block_on(
+            wh.connect(&p)
+                .execute(&format!("ALTER TABLE {s}.{table} DROP COLUMN exchange")),
+        )
+        .unwrap();
+    assert_eq!(has(&p), Some(0));
+    p.ok(&["run"]);
+    assert_eq!(has(&p), Some(0));
+    p.ok(&["run", "--full-refresh"]);
+    assert_eq!(has(&p), Some(1));
 }
 
 #[test]
