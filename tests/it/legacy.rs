@@ -176,3 +176,119 @@ fn a_stage_state_and_duckdb_of_the_release_before_are_carried_forward() {
 fn a_postgres_raw_schema_of_the_release_before_is_carried_forward() {
     carried_forward(Wh::postgres());
 }
+
+/// Snowflake (fakesnow): raw tables in the shape the release before created (its DDL: today's
+/// without the exchange), holding a row loaded then, and an S3 stage it wrote (the fixture's
+/// files, Parquet without an exchange column). `klines load` migrates the tables once, loads
+/// the old files by COPY INTO (the exchange comes from their manifest entries), and the row
+/// loaded before is replaced by the newer staged one, not duplicated.
+#[test]
+fn a_snowflake_raw_schema_and_s3_stage_of_the_release_before_are_carried_forward() {
+    use klines::warehouse::Warehouse;
+    use klines::warehouse::snowflake::{Snowflake, landing_ddl};
+    let sf = FakeSnow::create();
+    let url = crate::stage::s3_stage_url();
+    let stage_name = sf.external_stage(&url);
+    let p = Project::new("http://127.0.0.1:9", &format!("stage: {url}\n"));
+    unpack(&p);
+    p.profiles("sf", &sf.output_yaml("sf", Some(&stage_name)));
+    let rt = crate::support::runtime();
+    let stage = klines::stage::Stage::open(&url, &Default::default(), p.path()).unwrap();
+    let local = files(&p.stage_dir());
+    rt.block_on(async {
+        for (key, body) in &local {
+            stage
+                .put(key, bytes::Bytes::from(body.clone()))
+                .await
+                .unwrap();
+        }
+    });
+    // One kline of the first BTCUSDT file, as the old release loaded it (another close).
+    let (first_key, first_body) = local
+        .iter()
+        .find(|(k, _)| k.starts_with("market=spot/interval=1m/symbol=BTCUSDT/"))
+        .unwrap();
+    let decoded = klines::stage::parquet::decode(first_key, first_body.clone().into()).unwrap();
+    let k = decoded.klines.get(0);
+    let old_ddl: Vec<String> =
+        klines::warehouse::raw::ddl(klines::warehouse::Kind::Snowflake, "raw")
+            .into_iter()
+            .chain([landing_ddl("raw")])
+            .map(|s| {
+                s.replace("\"EXCHANGE\" VARCHAR NOT NULL, ", "")
+                    .replace("\"EXCHANGE\" VARCHAR, ", "")
+                    .replace("\"EXCHANGE\", ", "")
+            })
+            .collect();
+    assert!(
+        old_ddl.iter().all(|s| !s.contains("EXCHANGE")),
+        "{old_ddl:?}"
+    );
+    rt.block_on(async {
+        let w = Snowflake::connect(&sf.output(Some(&stage_name))).await.unwrap();
+        for s in &old_ddl {
+            w.execute(s).await.unwrap();
+        }
+        let d = klines::decimal::format;
+        let ts = |ms: i64| klines::warehouse::raw::timestamp_literal(klines::warehouse::Kind::Snowflake, ms);
+        w.execute(&format!(
+            "INSERT INTO RAW.KLINES VALUES ('spot', 'BTCUSDT', '1m', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'old.parquet', {}, {})",
+            ts(k.open_time), d(k.open), d(k.high), d(k.low), d(k.close + 1), d(k.volume), ts(k.close_time),
+            d(k.quote_volume), k.trades, d(k.taker_buy_base_volume), d(k.taker_buy_quote_volume), ts(0), ts(0)
+        ))
+        .await
+        .unwrap();
+    });
+    let out = p.cmd().args(["load"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("migrating them once"),
+        "{}",
+        stderr(&out)
+    );
+    let rows = rt.block_on(async {
+        let w = Snowflake::connect(&sf.output(Some(&stage_name)))
+            .await
+            .unwrap();
+        w.query(
+            "SELECT count(*), min(EXCHANGE), max(EXCHANGE), count(DISTINCT _FILE) FROM RAW.KLINES",
+        )
+        .await
+        .unwrap()
+        .rows
+    });
+    let staged: usize = local
+        .iter()
+        .filter(|(key, _)| key.ends_with(".parquet"))
+        .map(|(key, body)| {
+            klines::stage::parquet::decode(key, body.clone().into())
+                .unwrap()
+                .klines
+                .len()
+        })
+        .sum();
+    assert_eq!(rows[0][0].as_i64(), Some(staged as i64));
+    assert_eq!(rows[0][1].as_str(), Some("binance"));
+    assert_eq!(rows[0][2].as_str(), Some("binance"));
+    assert_eq!(
+        rows[0][3].as_i64(),
+        Some(4),
+        "every row from one of the four staged files"
+    );
+    let close = rt.block_on(async {
+        let w = Snowflake::connect(&sf.output(Some(&stage_name)))
+            .await
+            .unwrap();
+        w.query(&format!(
+            "SELECT CLOSE FROM RAW.KLINES WHERE SYMBOL = 'BTCUSDT' AND OPEN_TIME = {}",
+            klines::warehouse::raw::timestamp_literal(
+                klines::warehouse::Kind::Snowflake,
+                k.open_time
+            )
+        ))
+        .await
+        .unwrap()
+        .rows
+    });
+    assert_eq!(close[0][0].to_scaled(8), Some(k.close));
+}
