@@ -347,6 +347,48 @@ fn main() {
         println!("8M decimals: {:.3} CPU s ({acc})", thread_cpu() - c0);
         return;
     }
+    if std::env::args().any(|a| a == "--archive-parse") {
+        // One month of 1m klines as Binance's zip: inflate + CSV parse, and the checksum.
+        let market = data::Market::synthetic();
+        let rows = market.minutes("BTCUSDT", T0, T0 + 31 * 86_400_000, usize::MAX);
+        let mut csv = String::new();
+        for k in &rows {
+            exchange::archive::row(&mut csv, k, false);
+        }
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("x.csv", options).unwrap();
+        use std::io::Write;
+        w.write_all(csv.as_bytes()).unwrap();
+        let zip = w.finish().unwrap().into_inner();
+        let n = 10;
+        let c0 = thread_cpu();
+        for _ in 0..n {
+            std::hint::black_box(klines::exchange::archive::parse("x.zip", &zip, Interval::M1).unwrap());
+        }
+        let parse = thread_cpu() - c0;
+        let c0 = thread_cpu();
+        for _ in 0..n {
+            std::hint::black_box(manifest::sha256_hex(&zip));
+        }
+        let sha = thread_cpu() - c0;
+        let c0 = thread_cpu();
+        for _ in 0..n {
+            let mut a = zip::ZipArchive::new(std::io::Cursor::new(&zip)).unwrap();
+            let mut s = String::new();
+            use std::io::Read;
+            a.by_index(0).unwrap().read_to_string(&mut s).unwrap();
+            std::hint::black_box(s);
+        }
+        let inflate = thread_cpu() - c0;
+        let m = (n * rows.len()) as f64 / 1e6;
+        println!(
+            "archive month ({} rows, zip {} bytes, csv {} bytes): parse (inflate included) {:.3} CPU s per million, inflate alone {:.3}, sha256 {:.3}",
+            rows.len(), zip.len(), csv.len(), parse / m, inflate / m, sha / m
+        );
+        return;
+    }
     if std::env::args().any(|a| a == "--json-only") {
         let market = data::Market::synthetic();
         let body = data::to_json(&market.minutes("BTCUSDT", T0, T0 + 1000 * 60_000, 1000));

@@ -47,7 +47,7 @@ impl ZipCache {
 }
 
 /// One CSV row as Binance writes it.
-fn row(out: &mut String, k: &Kline, micros: bool) {
+pub fn row(out: &mut String, k: &Kline, micros: bool) {
     use klines::decimal::format as d;
     use std::fmt::Write;
     let (open, close) = if micros {
