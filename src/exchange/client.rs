@@ -511,6 +511,7 @@ impl super::KlineSource for BinanceClient {
             flow_fields: true,
             empty_buckets: super::source::EmptyBuckets::Filler,
             closed_by_server_time: true,
+            rate_limits: super::source::RateLimits::AdvertisedWeight,
         }
     }
 

@@ -209,6 +209,7 @@ impl KlineSource for CoinbaseClient {
             flow_fields: false,
             empty_buckets: EmptyBuckets::Absent,
             closed_by_server_time: true,
+            rate_limits: super::source::RateLimits::PerSecond(10.0),
         }
     }
 

@@ -17,8 +17,18 @@ pub enum EmptyBuckets {
     Absent,
 }
 
+/// How an exchange limits requests, and so how its client paces them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateLimits {
+    /// Request weight per window, as the exchange advertises it (Binance's exchangeInfo),
+    /// with 429/418 answers past it.
+    AdvertisedWeight,
+    /// About this many requests a second, with 429 past it (Coinbase's public endpoints).
+    PerSecond(f64),
+}
+
 /// What a source provides and how it must be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Capabilities {
     pub exchange: Exchange,
     pub market: Market,
@@ -30,6 +40,7 @@ pub struct Capabilities {
     /// The closed-candle rule: a candle is closed when its close time is before the
     /// exchange's clock ([`KlineSource::server_time`]), never by the local clock.
     pub closed_by_server_time: bool,
+    pub rate_limits: RateLimits,
 }
 
 /// Counters for the run summary.

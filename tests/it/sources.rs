@@ -94,6 +94,10 @@ fn binance(market: Market) {
     assert_eq!(caps.market, market);
     assert!(caps.flow_fields);
     assert_eq!(caps.empty_buckets, EmptyBuckets::Filler);
+    assert_eq!(
+        caps.rate_limits,
+        klines::exchange::source::RateLimits::AdvertisedWeight
+    );
     let data = if market == Market::UsdM {
         ex.usdm_market()
     } else {
@@ -131,6 +135,10 @@ fn coinbase_is_a_kline_source() {
     assert_eq!(caps.market, Market::Spot);
     assert!(!caps.flow_fields);
     assert_eq!(caps.empty_buckets, EmptyBuckets::Absent);
+    assert_eq!(
+        caps.rate_limits,
+        klines::exchange::source::RateLimits::PerSecond(10.0)
+    );
     let now = cb.now();
     conformance(Served {
         source,

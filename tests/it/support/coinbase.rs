@@ -66,7 +66,7 @@ pub fn minute(p: &Product, t: i64) -> Option<Kline> {
         return None;
     }
     let h = mix(hash(p.id), t as u64);
-    if h % 4 == 0 {
+    if h.is_multiple_of(4) {
         return None; // no trade in this minute: Coinbase publishes nothing
     }
     let tick = p.base / 100_000; // 1e-5 of the price
@@ -76,7 +76,7 @@ pub fn minute(p: &Product, t: i64) -> Option<Kline> {
     let high = open.max(close) + ((h >> 16) % 5) as i128 * tick;
     let low = open.min(close) - ((h >> 24) % 5) as i128 * tick;
     // Some volumes are tiny, so the JSON carries exponents (1.5e-05).
-    let volume = if h % 7 == 0 {
+    let volume = if h.is_multiple_of(7) {
         ((h >> 32) % 900 + 1) as i128 * 10
     } else {
         ((h >> 32) % 5_000_000_000) as i128 + 1
