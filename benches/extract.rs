@@ -199,6 +199,16 @@ fn run_child(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
     )
 }
 
+/// The rows a backfill summary line reports.
+fn summary_rows(out: &str) -> f64 {
+    out.split(' ')
+        .skip_while(|w| !w.ends_with("symbols,"))
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn end_to_end(days: i64) {
     let now = T0 + days * 86_400_000 + 3_600_000;
     let ex = TestExchange::start(Config::synthetic(now));
@@ -209,13 +219,7 @@ fn end_to_end(days: i64) {
         dir.path(),
         &["backfill", "--from", "2022-01-01", "--to", &to, "--source", "rest"],
     );
-    let rows: f64 = out
-        .split(' ')
-        .skip_while(|w| !w.ends_with("symbols,"))
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rows = summary_rows(&out);
     println!(
         "backfill {days} days ({rows} klines) over HTTP: wall {wall:.1}s ({:.0} klines/s), klines CPU {cpu:.2}s ({:.3} s per million), peak RSS {:.1} MB",
         rows / wall,
@@ -278,13 +282,7 @@ fn from_archives(years: i64) {
     let after = ex.stats();
     let weight: u32 = after.weight_by_window.values().sum::<u32>()
         - before.weight_by_window.values().sum::<u32>();
-    let rows: f64 = out
-        .split(' ')
-        .skip_while(|w| !w.ends_with("symbols,"))
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rows = summary_rows(&out);
     println!(
         "backfill {years} years ({rows} klines) from archives over HTTP: wall {wall:.1}s ({:.0} klines/s), klines CPU {cpu:.2}s ({:.3} s per million), peak RSS {:.1} MB; {} zips; REST: {} klines requests, weight {weight}\n  {out}",
         rows / wall,
