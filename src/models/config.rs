@@ -64,6 +64,12 @@ pub struct NodeConfig {
     pub time_grain: Option<String>,
     /// Test severity: `error` or `warn`.
     pub severity: String,
+    /// dbt's `warn_if` and `error_if`: the failure counts that make a test warn or fail
+    /// (both `!=0` unless set). Artifacts show them as written, in `all`.
+    #[serde(skip)]
+    pub warn_if: Threshold,
+    #[serde(skip)]
+    pub error_if: Threshold,
     /// Seed column types by column.
     pub column_types: BTreeMap<String, String>,
     pub all: Map<String, Json>,
@@ -110,6 +116,18 @@ impl NodeConfig {
         if severity != "error" && severity != "warn" {
             return Err(format!("severity must be error or warn, not {severity:?}"));
         }
+        let threshold = |key: &str| -> Result<Threshold, String> {
+            match all.get(key) {
+                None => Ok(Threshold::default()),
+                Some(v) => {
+                    let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                    Threshold::parse(&text).ok_or_else(|| {
+                        format!("{key} must be a comparison with a whole number such as \">10\" or \"!=0\", not {text:?}")
+                    })
+                }
+            }
+        };
+        let (warn_if, error_if) = (threshold("warn_if")?, threshold("error_if")?);
         // Known keys with a wrong value are errors, not silent defaults.
         if let Some(st) = all.get("incremental_strategy") {
             match st.as_str() {
@@ -165,9 +183,84 @@ impl NodeConfig {
             batch_key: text("batch_key"),
             time_grain: text("time_grain"),
             severity,
+            warn_if,
+            error_if,
             column_types,
             all,
         })
+    }
+}
+
+/// A condition on a test's failure count, as dbt writes it: `!=0`, `>10`, `>=5`, `<3`,
+/// `<=2`, `=0` (`==0` too); spaces allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    pub op: Comparison,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Ne,
+    Eq,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Threshold {
+            op: Comparison::Ne,
+            value: 0,
+        }
+    }
+}
+
+impl Threshold {
+    pub fn parse(text: &str) -> Option<Threshold> {
+        let t = text.trim();
+        let (op, rest) = [
+            ("!=", Comparison::Ne),
+            ("<>", Comparison::Ne),
+            (">=", Comparison::Ge),
+            ("<=", Comparison::Le),
+            ("==", Comparison::Eq),
+            (">", Comparison::Gt),
+            ("<", Comparison::Lt),
+            ("=", Comparison::Eq),
+        ]
+        .into_iter()
+        .find_map(|(p, op)| t.strip_prefix(p).map(|r| (op, r)))?;
+        let value = rest.trim().parse().ok()?;
+        Some(Threshold { op, value })
+    }
+
+    /// Whether `failures` meets the condition.
+    pub fn holds(self, failures: u64) -> bool {
+        match self.op {
+            Comparison::Ne => failures != self.value,
+            Comparison::Eq => failures == self.value,
+            Comparison::Gt => failures > self.value,
+            Comparison::Ge => failures >= self.value,
+            Comparison::Lt => failures < self.value,
+            Comparison::Le => failures <= self.value,
+        }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            Comparison::Ne => "!=",
+            Comparison::Eq => "=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+        };
+        write!(f, "{op} {}", self.value)
     }
 }
 

@@ -410,16 +410,25 @@ impl Runner {
             .scalar()
             .and_then(|v| v.as_i64())
             .unwrap_or(0) as u64;
-        let status = match (n, node.config.severity.as_str()) {
-            (0, _) => "pass",
-            (_, "warn") => "warn",
-            _ => "fail",
+        // dbt's rule: with severity error, `error_if` fails the test and else `warn_if` warns;
+        // with severity warn, only `warn_if` counts.
+        let c = &node.config;
+        let (status, rule) = if c.severity == "error" && c.error_if.holds(n) {
+            ("fail", format!("fail if {}", c.error_if))
+        } else if c.warn_if.holds(n) {
+            ("warn", format!("warn if {}", c.warn_if))
+        } else {
+            ("pass", String::new())
         };
-        let message = if n == 0 {
-            "PASS".to_string()
+        let message = if status == "pass" {
+            if n == 0 {
+                "PASS".to_string()
+            } else {
+                format!("PASS ({n} result{}, within the thresholds)", if n == 1 { "" } else { "s" })
+            }
         } else {
             format!(
-                "Got {n} result{}, configured to fail if != 0",
+                "Got {n} result{}, configured to {rule}",
                 if n == 1 { "" } else { "s" }
             )
         };

@@ -328,6 +328,77 @@ fn build_skips_the_dependants_of_a_failing_test() {
     );
 }
 
+/// dbt's `warn_if` / `error_if`: one bad row warns under `error_if: ">1"`, fails under
+/// `error_if: ">0"`, passes under `warn_if: ">5"` with severity warn; a bad threshold is a
+/// parse error naming it.
+#[test]
+fn test_thresholds_choose_pass_warn_or_fail() {
+    let p = project();
+    p.ok(&["seed"]);
+    p.ok(&["run"]);
+    let schema = |config: &str| {
+        let yml = std::fs::read_to_string(p.path().join("models/schema.yml"))
+            .unwrap()
+            .replace(
+                "{accepted_values: {values: [A, B]}}",
+                &format!("{{accepted_values: {{values: [A], config: {config}}}}}"),
+            );
+        std::fs::write(p.path().join("models/schema.yml"), yml).unwrap();
+    };
+    // One row (B) is not accepted.
+    schema("{warn_if: \">0\", error_if: \">1\"}");
+    let out = p.run(&["test"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", stderr(&out));
+    assert!(
+        s.contains("WARN") && s.contains("Got 1 result, configured to warn if > 0"),
+        "{s}"
+    );
+
+    let original = std::fs::read_to_string(p.path().join("models/schema.yml")).unwrap();
+    std::fs::write(
+        p.path().join("models/schema.yml"),
+        original.replace("error_if: \">1\"", "error_if: \">0\""),
+    )
+    .unwrap();
+    let out = p.run(&["test"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Got 1 result, configured to fail if > 0"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(
+        p.path().join("models/schema.yml"),
+        original.replace(
+            "{warn_if: \">0\", error_if: \">1\"}",
+            "{severity: warn, warn_if: \">5\"}",
+        ),
+    )
+    .unwrap();
+    let out = p.run(&["test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("PASS (1 result, within the thresholds)"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(
+        p.path().join("models/schema.yml"),
+        original.replace("error_if: \">1\"", "error_if: \"more than 1\""),
+    )
+    .unwrap();
+    let out = p.run(&["test"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error_if must be a comparison"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn independent_models_run_in_parallel_up_to_threads() {
     let db = PgDb::create();
