@@ -403,6 +403,7 @@ impl Runner {
     async fn run_test(&self, node: &Node) -> anyhow::Result<Outcome> {
         let sql = self.test_sql(node)?;
         self.write_compiled(node, &sql);
+        let stored = self.store_failures(node, &sql).await?;
         let n = self
             .wh()?
             .query(&tests::count_sql(&sql))
@@ -432,12 +433,48 @@ impl Runner {
                 if n == 1 { "" } else { "s" }
             )
         };
+        let message = match stored {
+            Some(table) if status != "pass" || n > 0 => format!("{message}; failing rows in {table}"),
+            _ => message,
+        };
         Ok(Outcome {
             status,
             rows: 0,
             message,
             failures: Some(n),
         })
+    }
+
+    /// dbt's `store_failures`: the test's failing rows, kept in
+    /// `<schema>_dbt_test__audit.<test name>` (replaced on every run) for inspection.
+    async fn store_failures(&self, node: &Node, sql: &str) -> anyhow::Result<Option<String>> {
+        if !node
+            .config
+            .all
+            .get("store_failures")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let wh = self.wh()?;
+        let kind = wh.kind();
+        let schema = format!("{}_dbt_test__audit", node.schema);
+        for id in [&schema, &node.name] {
+            crate::warehouse::ident::validate(id)
+                .map_err(|e| anyhow::anyhow!("{}: store_failures: {e}", node.name))?;
+        }
+        let table = crate::warehouse::ident::relation(kind, &schema, &node.name);
+        wh.execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            crate::warehouse::ident::quote(kind, &schema)
+        ))
+        .await?;
+        wh.execute(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        wh.execute(&format!("CREATE TABLE {table} AS SELECT * FROM (\n{sql}\n) AS failures"))
+            .await
+            .with_context(|| format!("{}: cannot store the failing rows in {table}", node.name))?;
+        Ok(Some(table))
     }
 
     async fn execute_one(&self, node: &Node, mode: Mode) -> anyhow::Result<Outcome> {

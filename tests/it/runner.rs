@@ -329,8 +329,9 @@ fn build_skips_the_dependants_of_a_failing_test() {
 }
 
 /// dbt's `warn_if` / `error_if`: one bad row warns under `error_if: ">1"`, fails under
-/// `error_if: ">0"`, passes under `warn_if: ">5"` with severity warn; a bad threshold is a
-/// parse error naming it.
+/// `error_if: ">0"`, passes under `warn_if: ">5"` with severity warn; `store_failures` keeps
+/// the failing rows in `<schema>_dbt_test__audit.<test>`; a bad threshold is a parse error
+/// naming it.
 #[test]
 fn test_thresholds_choose_pass_warn_or_fail() {
     let p = project();
@@ -384,6 +385,22 @@ fn test_thresholds_choose_pass_warn_or_fail() {
         "{}",
         stdout(&out)
     );
+
+    // store_failures keeps the failing rows for inspection, replaced on each run.
+    std::fs::write(
+        p.path().join("models/schema.yml"),
+        original.replace("error_if: \">1\"}", "error_if: \">1\", store_failures: true}"),
+    )
+    .unwrap();
+    let out = p.run(&["test"]);
+    assert!(stdout(&out).contains("failing rows in"), "{}", stdout(&out));
+    p.run(&["test"]);
+    let rows = Wh::DuckDb.query(
+        &p,
+        "SELECT * FROM main_dbt_test__audit.accepted_values_totals_symbol__A",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].iter().any(|v| v.as_str() == Some("B")), "{rows:?}");
 
     std::fs::write(
         p.path().join("models/schema.yml"),
