@@ -126,14 +126,7 @@ pub(crate) async fn pending(
     }
     if exists {
         if dry_run {
-            let k = wh.kind();
-            let probe = format!(
-                "SELECT * FROM {} WHERE 1 = 0",
-                crate::warehouse::ident::relation(k, raw_schema, raw::KLINES)
-            );
-            if wh.query(&probe).await.is_ok_and(|r| {
-                !r.columns.iter().any(|c| c.eq_ignore_ascii_case("exchange"))
-            }) {
+            if wh.raw_needs_migration(raw_schema).await.unwrap_or(false) {
                 return Err(crate::exit::UsageError(format!(
                     "the raw tables in {} were written before the exchange was part of their key; `klines load` (without --dry-run) migrates them once",
                     wh.describe()

@@ -158,16 +158,22 @@ pub trait Warehouse: Send + Sync {
 
     /// Brings raw tables written before the exchange was part of their key to today's (once;
     /// see [`raw::migration`]). Returns the rows migrated, `None` when there was nothing to do.
-    async fn migrate_raw(&self, raw_schema: &str) -> anyhow::Result<Option<u64>> {
-        let k = self.kind();
-        let klines = ident::relation(k, raw_schema, raw::KLINES);
+    /// True when the raw klines table was written before the exchange was part of its key.
+    async fn raw_needs_migration(&self, raw_schema: &str) -> anyhow::Result<bool> {
+        let klines = ident::relation(self.kind(), raw_schema, raw::KLINES);
         let columns = self
             .query(&format!("SELECT * FROM {klines} WHERE 1 = 0"))
             .await?
             .columns;
-        if columns.is_empty() || columns.iter().any(|c| c.eq_ignore_ascii_case("exchange")) {
+        Ok(!columns.is_empty() && !columns.iter().any(|c| c.eq_ignore_ascii_case("exchange")))
+    }
+
+    async fn migrate_raw(&self, raw_schema: &str) -> anyhow::Result<Option<u64>> {
+        if !self.raw_needs_migration(raw_schema).await? {
             return Ok(None);
         }
+        let k = self.kind();
+        let klines = ident::relation(k, raw_schema, raw::KLINES);
         let rows = self
             .query(&format!("SELECT count(*) FROM {klines}"))
             .await?
