@@ -298,6 +298,35 @@ impl Warehouse for DuckDb {
         .await
     }
 
+    async fn append(
+        &self,
+        before: &[String],
+        schema: &str,
+        table: &str,
+        rows: &super::Columns,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let batch = rows.record_batch()?;
+        let (before, after) = (before.to_vec(), after.to_vec());
+        let (schema, table) = (
+            super::ident::fold(Kind::DuckDb, schema),
+            super::ident::fold(Kind::DuckDb, table),
+        );
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut counts = execute_all(&tx, &before)?;
+            if batch.num_rows() > 0 {
+                let mut appender = tx.appender_to_db(&table, &schema)?;
+                appender.append_record_batch(batch)?;
+                appender.flush()?;
+            }
+            counts.extend(execute_all(&tx, &after)?);
+            commit(tx)?;
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
         let loaded_at = crate::time::now_ms();
         let direct = batch.fresh.then_some(loaded_at);

@@ -2,6 +2,7 @@
 //!
 //! Every adapter passes the same conformance suite (`tests/it/warehouse.rs`).
 
+pub mod append;
 pub mod duckdb;
 pub mod ident;
 pub mod pg_tls;
@@ -21,6 +22,7 @@ use crate::config::profiles::{Output, Target};
 use crate::kline::KlineBatch;
 use crate::stage::layout::Series;
 use crate::stage::manifest::ManifestEntry;
+pub use append::{Column, Columns};
 pub use value::{Rows, Value};
 
 /// Which warehouse: it decides SQL dialect details and identifier case.
@@ -131,6 +133,30 @@ pub trait Warehouse: Send + Sync {
 
     /// Runs statements in one transaction: all of them or none. Returns rows affected each.
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>>;
+
+    /// Runs `before`, appends `rows` to `schema.table` (its columns, in the table's order),
+    /// then runs `after`, all in one transaction. Returns the rows each statement of `before`
+    /// and then of `after` affected. The default sends `INSERT ... VALUES` statements (what
+    /// Snowflake needs: its bulk loads read staged files); DuckDB and Postgres append natively.
+    async fn append(
+        &self,
+        before: &[String],
+        schema: &str,
+        table: &str,
+        rows: &Columns,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let inserts = rows.inserts(self.kind(), schema, table, 2000);
+        let mut all = before.to_vec();
+        all.extend(inserts.iter().cloned());
+        all.extend(after.iter().cloned());
+        let counts = self.transaction(&all).await?;
+        Ok(counts[..before.len()]
+            .iter()
+            .chain(&counts[before.len() + inserts.len()..])
+            .copied()
+            .collect())
+    }
 
     /// Whether `schema.name` exists, and as what (both cased as the warehouse stores them).
     async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {

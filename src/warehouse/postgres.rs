@@ -439,6 +439,39 @@ impl Warehouse for Postgres {
         result
     }
 
+    async fn append(
+        &self,
+        before: &[String],
+        schema: &str,
+        table: &str,
+        rows: &super::Columns,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let (mut client, _permit) = self.client().await?;
+        let token = client.cancel_token();
+        let outcome = unless_cancelled(async {
+            let tx = client.transaction().await.pg()?;
+            let mut counts = Vec::with_capacity(before.len() + after.len());
+            for s in before {
+                let t = Instant::now();
+                counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
+                super::log_sql(t, s);
+            }
+            if rows.rows() > 0 {
+                copy_columns(&tx, &relation(Kind::Postgres, schema, table), rows).await?;
+            }
+            for s in after {
+                let t = Instant::now();
+                counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
+                super::log_sql(t, s);
+            }
+            tx.commit().await.pg()?;
+            Ok(counts)
+        })
+        .await;
+        self.settle(client, token, outcome).await
+    }
+
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
         let loaded_at = crate::time::now_ms();
         let statements = if batch.fresh {
@@ -505,6 +538,71 @@ impl Warehouse for Postgres {
         .await;
         self.settle(client, token, outcome).await
     }
+}
+
+/// Streams computed columns with binary COPY into `table`.
+async fn copy_columns(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    rows: &super::Columns,
+) -> anyhow::Result<()> {
+    use super::Column;
+    let types: Vec<Type> = rows
+        .columns
+        .iter()
+        .map(|c| match c {
+            Column::Text(_) => Type::TEXT,
+            Column::Timestamp(_) => Type::TIMESTAMPTZ,
+            Column::Int(_) => Type::INT8,
+            Column::Double(_) => Type::FLOAT8,
+        })
+        .collect();
+    let names = rows
+        .names
+        .iter()
+        .map(|n| quote(Kind::Postgres, n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let t = Instant::now();
+    let sink = tx
+        .copy_in(&format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)"))
+        .await
+        .pg()?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    // Typed once per column, so that a row is only references.
+    enum Typed<'a> {
+        Text(&'a [String]),
+        Time(Vec<TimestampMs>),
+        Int(&'a [i64]),
+        Double(Vec<Option<f64>>),
+    }
+    let typed: Vec<Typed> = rows
+        .columns
+        .iter()
+        .map(|c| match c {
+            Column::Text(v) => Typed::Text(v),
+            Column::Timestamp(v) => Typed::Time(v.iter().map(|&t| TimestampMs(t)).collect()),
+            Column::Int(v) => Typed::Int(v),
+            Column::Double(v) => Typed::Double(v.iter().map(|x| x.is_finite().then_some(*x)).collect()),
+        })
+        .collect();
+    let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(typed.len());
+    for i in 0..rows.rows() {
+        refs.clear();
+        for c in &typed {
+            refs.push(match c {
+                Typed::Text(v) => &v[i],
+                Typed::Time(v) => &v[i],
+                Typed::Int(v) => &v[i],
+                Typed::Double(v) => &v[i],
+            });
+        }
+        writer.as_mut().write(&refs).await.pg()?;
+    }
+    writer.finish().await.pg()?;
+    super::log_sql(t, &format!("COPY {table} FROM STDIN (FORMAT binary)"));
+    Ok(())
 }
 
 /// Streams the batch with binary COPY into `table`: the incoming table, or the raw table

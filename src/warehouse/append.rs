@@ -1,0 +1,172 @@
+//! Rows computed in Rust, appended to a table: what a native model writes.
+//!
+//! [`Columns`] holds them by column. Each adapter appends them its fastest way (DuckDB's
+//! appender, Postgres' binary `COPY`); the default here, for Snowflake, is multi-row
+//! `INSERT ... VALUES` statements, since Snowflake loads bulk data from stages only.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+use super::Kind;
+use super::ident::{literal, quote, relation};
+use super::raw::{ColType, sql_type, timestamp_literal};
+
+/// One column's values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    Text(Vec<String>),
+    /// Epoch milliseconds, UTC.
+    Timestamp(Vec<i64>),
+    Int(Vec<i64>),
+    /// NaN is stored as NULL.
+    Double(Vec<f64>),
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Text(v) => v.len(),
+            Column::Timestamp(v) | Column::Int(v) => v.len(),
+            Column::Double(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The column's SQL type on `kind`.
+    pub fn sql_type(&self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Column::Text(_), k) => sql_type(k, ColType::Text),
+            (Column::Timestamp(_), k) => sql_type(k, ColType::Timestamp),
+            (Column::Int(_), _) => "BIGINT",
+            (Column::Double(_), Kind::Postgres) => "DOUBLE PRECISION",
+            (Column::Double(_), Kind::Snowflake) => "FLOAT",
+            (Column::Double(_), Kind::DuckDb) => "DOUBLE",
+        }
+    }
+
+    fn literal(&self, kind: Kind, i: usize) -> String {
+        match self {
+            Column::Text(v) => literal(&v[i]),
+            Column::Timestamp(v) => timestamp_literal(kind, v[i]),
+            Column::Int(v) => v[i].to_string(),
+            // `{:?}` prints the shortest text that reads back as the same double.
+            Column::Double(v) if v[i].is_finite() => format!("{:?}", v[i]),
+            Column::Double(_) => "NULL".into(),
+        }
+    }
+}
+
+/// Named columns of equal length, in the table's column order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    pub names: Vec<String>,
+    pub columns: Vec<Column>,
+}
+
+impl Columns {
+    pub fn rows(&self) -> usize {
+        self.columns.first().map_or(0, Column::len)
+    }
+
+    /// `CREATE TABLE` for these columns.
+    pub fn create_table(&self, kind: Kind, schema: &str, table: &str) -> String {
+        let cols = self
+            .names
+            .iter()
+            .zip(&self.columns)
+            .map(|(n, c)| format!("{} {}", quote(kind, n), c.sql_type(kind)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("CREATE TABLE {} ({cols})", relation(kind, schema, table))
+    }
+
+    /// `INSERT ... VALUES` statements of at most `chunk` rows each.
+    pub fn inserts(&self, kind: Kind, schema: &str, table: &str, chunk: usize) -> Vec<String> {
+        let names = self
+            .names
+            .iter()
+            .map(|n| quote(kind, n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rel = relation(kind, schema, table);
+        let n = self.rows();
+        (0..n)
+            .step_by(chunk.max(1))
+            .map(|start| {
+                let values = (start..(start + chunk).min(n))
+                    .map(|i| {
+                        let row = self
+                            .columns
+                            .iter()
+                            .map(|c| c.literal(kind, i))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        format!("({row})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("INSERT INTO {rel} ({names}) VALUES {values}")
+            })
+            .collect()
+    }
+
+    /// The columns as one Arrow batch (for DuckDB's appender).
+    pub fn record_batch(&self) -> anyhow::Result<RecordBatch> {
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (name, c) in self.names.iter().zip(&self.columns) {
+            let (ty, array): (DataType, ArrayRef) = match c {
+                Column::Text(v) => (DataType::Utf8, Arc::new(StringArray::from_iter_values(v))),
+                Column::Timestamp(v) => (
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    Arc::new(
+                        TimestampMillisecondArray::from_iter_values(v.iter().copied())
+                            .with_timezone("UTC"),
+                    ),
+                ),
+                Column::Int(v) => (DataType::Int64, Arc::new(Int64Array::from_iter_values(v.iter().copied()))),
+                Column::Double(v) => (
+                    DataType::Float64,
+                    Arc::new(Float64Array::from_iter(
+                        v.iter().map(|x| x.is_finite().then_some(*x)),
+                    )),
+                ),
+            };
+            fields.push(Field::new(name, ty, true));
+            arrays.push(array);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_chunk_rows_and_write_nan_as_null() {
+        let c = Columns {
+            names: vec!["symbol".into(), "open_time".into(), "v".into()],
+            columns: vec![
+                Column::Text(vec!["A'B".into(), "C".into(), "D".into()]),
+                Column::Timestamp(vec![0, 60_000, 120_000]),
+                Column::Double(vec![0.1, f64::NAN, 1e-7]),
+            ],
+        };
+        let s = c.inserts(Kind::Postgres, "s", "t", 2);
+        assert_eq!(s.len(), 2);
+        assert!(s[0].contains("('A''B', CAST('1970-01-01 00:00:00+00:00' AS TIMESTAMPTZ), 0.1)"), "{}", s[0]);
+        assert!(s[0].ends_with("NULL)"), "{}", s[0]);
+        assert!(s[1].ends_with("1e-7)"), "{}", s[1]);
+        assert_eq!(
+            c.create_table(Kind::Postgres, "s", "t"),
+            "CREATE TABLE \"s\".\"t\" (\"symbol\" TEXT, \"open_time\" TIMESTAMPTZ, \"v\" DOUBLE PRECISION)"
+        );
+        assert_eq!(c.record_batch().unwrap().num_rows(), 3);
+    }
+}
