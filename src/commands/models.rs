@@ -81,7 +81,7 @@ pub(crate) async fn run_on(
         && mode != Mode::Compile
         && selected
             .iter()
-            .any(|id| models::runner::is_time_range(&parsed.nodes[id]))
+            .any(|id| models::runner::records_changes(&parsed.nodes[id]))
     {
         wh.transaction(&models::changes::ddl(wh.kind(), &parsed.target_schema))
             .await?;

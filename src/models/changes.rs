@@ -101,7 +101,8 @@ pub struct Pending {
     pub ranges: Vec<(String, i64, i64)>,
 }
 
-async fn watermark(
+/// The last change id of `parent` that `model` processed.
+pub async fn watermark(
     wh: &dyn Warehouse,
     schema: &str,
     model: &str,

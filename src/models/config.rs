@@ -15,6 +15,8 @@ pub enum Materialized {
     Table,
     Incremental,
     Ephemeral,
+    /// The native indicator model kind (`models::indicators`), computed in Rust.
+    Indicators,
     Seed,
     Test,
 }
@@ -25,6 +27,7 @@ impl Materialized {
             "view" => Materialized::View,
             "table" => Materialized::Table,
             "incremental" => Materialized::Incremental,
+            "indicators" => Materialized::Indicators,
             "ephemeral" => Materialized::Ephemeral,
             "seed" => Materialized::Seed,
             "test" => Materialized::Test,
@@ -37,6 +40,7 @@ impl Materialized {
             Materialized::View => "view",
             Materialized::Table => "table",
             Materialized::Incremental => "incremental",
+            Materialized::Indicators => "indicators",
             Materialized::Ephemeral => "ephemeral",
             Materialized::Seed => "seed",
             Materialized::Test => "test",
@@ -106,7 +110,7 @@ impl NodeConfig {
         let text = |k: &str| all.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let materialized = match text("materialized") {
             Some(m) => Materialized::parse(&m).ok_or_else(|| {
-                format!("unknown materialization {m:?} (view, table, incremental, ephemeral)")
+                format!("unknown materialization {m:?} (view, table, incremental, ephemeral, indicators)")
             })?,
             None => default_materialized,
         };

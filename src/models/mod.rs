@@ -14,6 +14,7 @@ pub mod artifacts;
 pub mod changes;
 pub mod config;
 pub mod graph;
+pub mod indicators;
 pub mod jinja;
 pub mod materialize;
 pub mod parse;

@@ -256,6 +256,45 @@ pub fn parse(
                     f.path
                 )));
             }
+            if let Some(v) = config.all.get("lookback")
+                && v.as_str().and_then(super::changes::grain_millis).is_none()
+            {
+                return Err(usage(format!(
+                    "{}: lookback {v} must be like 1h, 1d or 60d",
+                    f.path
+                )));
+            }
+        }
+        if config.materialized == Materialized::Indicators {
+            for (k, v) in [
+                ("event_time", &config.event_time),
+                ("batch_key", &config.batch_key),
+                ("time_grain", &config.time_grain),
+            ] {
+                match v {
+                    None => {
+                        return Err(usage(format!(
+                            "{}: materialized='indicators' needs config {k}",
+                            f.path
+                        )));
+                    }
+                    Some(name) if k != "time_grain" => {
+                        crate::warehouse::ident::validate(name)
+                            .map_err(|e| usage(format!("{}: config {k}: {e}", f.path)))?;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if super::changes::grain_millis(config.time_grain.as_deref().unwrap_or_default())
+                .is_none()
+            {
+                return Err(usage(format!(
+                    "{}: time_grain must be like 1m, 5m, 15m, 1h or 1d",
+                    f.path
+                )));
+            }
+            super::indicators::params(&config.all)
+                .map_err(|e| usage(format!("{}: config {e}", f.path)))?;
         }
         let schema = schema_for(target_schema, config.schema.as_deref());
         let identifier = config.alias.clone().unwrap_or_else(|| f.name.clone());

@@ -203,7 +203,7 @@ impl Runner {
                                 },
                             )
                         }),
-                    ResourceType::Model if is_time_range(parent) => Some((
+                    ResourceType::Model if records_changes(parent) => Some((
                         d.clone(),
                         Feed::Model {
                             unique_id: d.clone(),
@@ -237,6 +237,19 @@ impl Runner {
                 Ok(ok(rows, format!("table {}: {rows} rows", node.relation)))
             }
             Materialized::Incremental => self.run_incremental(wh, node).await,
+            Materialized::Indicators => {
+                let sql = self.compile(node, false, None)?;
+                self.write_compiled(node, &sql);
+                let run = super::indicators::Run {
+                    wh,
+                    node,
+                    schema: &self.parsed.target_schema,
+                    feeds: self.feeds(node),
+                    full_refresh: self.full_refresh,
+                };
+                let (rows, message) = run.run(&sql).await?;
+                Ok(ok(rows, message))
+            }
             _ => Ok(ok(0, "nothing to build".into())),
         }
     }
@@ -331,10 +344,30 @@ impl Runner {
         if ranges.is_empty() {
             return Ok(ok(0, "nothing new".into()));
         }
+        // With a lookback, a change also rewrites the buckets after it that its windows
+        // reach, and the rows read start that much earlier; only the rewritten ranges are
+        // inserted.
+        let lookback = lookback_millis(node).unwrap_or(0);
+        let ranges: Vec<_> = ranges
+            .into_iter()
+            .map(|(k, s, e)| (k, s, e + lookback))
+            .collect();
         let filter = changes::widen(&ranges, grain);
-        let sql = self.compile(node, true, Some(filter.clone()))?;
-        self.write_compiled(node, &sql);
         let condition = filter.condition(kind, &batch_key, &event_time);
+        let read = changes::widen(
+            &ranges
+                .iter()
+                .map(|(k, s, e)| (k.clone(), s - lookback, *e))
+                .collect::<Vec<_>>(),
+            grain,
+        );
+        let sql = self.compile(node, true, Some(read))?;
+        self.write_compiled(node, &sql);
+        let sql = if lookback > 0 {
+            format!("SELECT * FROM (\n{sql}\n) AS klines_lookback WHERE {condition}")
+        } else {
+            sql
+        };
         let mut statements = materialize::replace_range(wh, node, &condition, &sql).await?;
         statements.extend(changes::record(
             kind,
@@ -699,6 +732,22 @@ impl Runner {
 }
 
 /// Whether a model is incremental by time range.
+/// A time-range model's `lookback` (`1d`, `60d`, ...) in milliseconds: how far back its
+/// windows read.
+pub fn lookback_millis(n: &Node) -> Option<i64> {
+    n.config
+        .all
+        .get("lookback")
+        .and_then(|v| v.as_str())
+        .and_then(changes::grain_millis)
+}
+
+/// Whether the model records the time ranges it rewrites (in `klines_model_changes`), so that
+/// models downstream can follow it by time range.
+pub fn records_changes(n: &Node) -> bool {
+    is_time_range(n) || n.config.materialized == Materialized::Indicators
+}
+
 pub fn is_time_range(n: &Node) -> bool {
     n.config.materialized == Materialized::Incremental
         && n.config.event_time.is_some()

@@ -10,6 +10,7 @@ mod coinbase;
 mod compile;
 mod crash;
 mod hardening;
+mod indicators;
 mod legacy;
 mod load;
 mod models;

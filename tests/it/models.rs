@@ -155,7 +155,7 @@ fn real_data_rollups(wh: Wh) {
     p.ok(&["load"]);
     p.ok(&["seed"]);
     let out = p.ok(&["run", "models"]);
-    assert!(out.contains("run: 5 nodes: 5 ok"), "{out}");
+    assert!(out.contains("run: 15 nodes: 15 ok"), "{out}");
     // Binance's rule for filler minutes makes all 711 fully covered XRPETH 5m candles equal.
     assert_eq!(
         compare(&wh, &p, "TRADES_OHLC_5M", "XRPETH", "5m", 300_000),
@@ -201,7 +201,7 @@ fn incremental_equals_full_refresh(wh: Wh) {
     p.ok(&["backfill", "--symbols", symbols, "--from", "2024-01-01"]);
     p.ok(&["load"]);
     let out = p.ok(&["run", "models"]);
-    assert!(out.contains("run: 5 nodes: 5 ok"), "{out}");
+    assert!(out.contains("run: 15 nodes: 15 ok"), "{out}");
     // A late correction of a minute on 2024-01-02.
     let t = ms("2024-01-02T07:31:00Z");
     let mut k = ex.market().minute("BTCUSDT", t).expect("a traded minute");
@@ -241,12 +241,12 @@ fn incremental_equals_full_refresh(wh: Wh) {
 
     // Nothing new: nothing changes.
     let out = p.ok(&["run", "models"]);
-    assert_eq!(out.matches("nothing new").count(), 5, "{out}");
+    assert_eq!(out.matches("nothing new").count(), 15, "{out}");
     let again: Vec<Vec<String>> = MODELS.iter().map(|m| wh.snapshot(&p, m)).collect();
     assert_eq!(again, incremental);
 
     let out = p.ok(&["run", "models", "--full-refresh"]);
-    assert!(out.contains("run: 5 nodes: 5 ok"), "{out}");
+    assert!(out.contains("run: 15 nodes: 15 ok"), "{out}");
     for (i, m) in MODELS.iter().enumerate() {
         let full = wh.snapshot(&p, m);
         assert_eq!(full.len(), incremental[i].len(), "{m}: rows");
@@ -294,6 +294,16 @@ fn incremental_equals_full_refresh(wh: Wh) {
         assert_eq!(
             names,
             [
+                "flow_15m__klines_range",
+                "flow_1d__klines_range",
+                "flow_1h__klines_range",
+                "flow_1m__klines_range",
+                "flow_5m__klines_range",
+                "indicators_15m__klines_range",
+                "indicators_1d__klines_range",
+                "indicators_1h__klines_range",
+                "indicators_1m__klines_range",
+                "indicators_5m__klines_range",
                 "trades_ohlc_15m__klines_range",
                 "trades_ohlc_1d__klines_range",
                 "trades_ohlc_1h__klines_range",
@@ -384,7 +394,7 @@ fn full12_rollups(wh: fn() -> Wh) {
         p.ok(&["load"]);
         p.ok(&["seed"]);
         let out = p.ok(&["run", "models"]);
-        assert!(out.contains("run: 6 nodes: 6 ok"), "{out}");
+        assert!(out.contains("run: 16 nodes: 16 ok"), "{out}");
 
         let minutes = if market == "usdm" { ex.usdm_market() } else { ex.market() }
             .minutes(symbol, ms(from), ms(to), usize::MAX);

@@ -33,14 +33,28 @@ fn selectors_and_graph_operators_on_the_projects_own_models() {
         "TRADES_OHLC_1D",
         "TRADES_OHLC_1H",
     ];
-    assert_eq!(models(&p, &["-s", "source:binance.klines+"]), ohlc);
-    assert_eq!(models(&p, &["-s", "source:binance+"]), ohlc);
+    // Downstream of the raw klines: the candles, and the indicators and flow metrics of each.
+    let mut everything = models(&p, &["-s", "source:binance.klines+"]);
+    everything.sort();
+    let mut want: Vec<String> = ohlc
+        .iter()
+        .flat_map(|m| [m.to_string(), m.replace("TRADES_OHLC", "INDICATORS"), m.replace("TRADES_OHLC", "FLOW")])
+        .collect();
+    want.sort();
+    assert_eq!(everything, want);
+    let only_ohlc = ["--exclude", "tag:indicators", "tag:flow"];
+    let with = |args: &[&str]| models(&p, &[args, &only_ohlc[..]].concat());
+    assert_eq!(with(&["-s", "source:binance+"]), ohlc);
     assert_eq!(models(&p, &["-s", "path:models/ohlc"]), ohlc);
+    assert_eq!(models(&p, &["-s", "tag:indicators"]).len(), 5);
     assert_eq!(models(&p, &["models/ohlc/TRADES_OHLC_5M.sql"]), ["TRADES_OHLC_5M"]);
     assert_eq!(models(&p, &["+TRADES_OHLC_15M"]), &ohlc[..3]);
-    assert_eq!(models(&p, &["TRADES_OHLC_5M+"]), &ohlc[1..]);
+    assert_eq!(with(&["TRADES_OHLC_5M+"]), &ohlc[1..]);
     assert_eq!(models(&p, &["2+TRADES_OHLC_1D"]), &ohlc[1..4]);
-    assert_eq!(models(&p, &["TRADES_OHLC_1M+1"]), &ohlc[..2]);
+    assert_eq!(
+        models(&p, &["TRADES_OHLC_1M+1"]),
+        ["TRADES_OHLC_1M", "FLOW_1M", "INDICATORS_1M", "TRADES_OHLC_5M"]
+    );
     assert_eq!(models(&p, &["tag:ohlc,+TRADES_OHLC_5M"]), &ohlc[..2]);
     assert_eq!(
         models(&p, &["tag:ohlc", "--exclude", "TRADES_OHLC_1D", "TRADES_OHLC_1M"]),

@@ -99,7 +99,7 @@ fn snowflake_loads_with_copy_into_and_builds_the_models() {
     assert!(p.ok(&["load"]).starts_with("load: 0 files"));
     p.ok(&["seed"]);
     let out = p.ok(&["run", "models"]);
-    assert!(out.contains("run: 5 nodes: 5 ok"), "{out}");
+    assert!(out.contains("run: 15 nodes: 15 ok"), "{out}");
     let out = p.ok(&["test"]);
     assert!(out.contains(" 0 failed"), "{out}");
 

@@ -1,0 +1,18 @@
+{{ config(
+    materialized='indicators',
+    event_time='open_time',
+    batch_key='symbol',
+    time_grain='15m',
+    sma=var('sma_periods', [20, 50]),
+    ema=var('ema_periods', [20, 50]),
+    rsi=var('rsi_period', 14),
+    macd=var('macd_periods', [12, 26, 9]),
+    bbands=var('bbands', [20, 2]),
+    tags=['indicators'],
+) }}
+
+-- SMA, EMA, RSI, MACD and Bollinger bands per symbol over the closed 15m candles, computed by
+-- klines in Rust (the indicators materialization); models/indicators/schema.yml defines them.
+select '{{ var("exchange", "binance") }}' as exchange, symbol, open_time, close
+from {{ ref('TRADES_OHLC_15M') }}
+where is_complete
