@@ -79,6 +79,13 @@ pub(crate) async fn run_on(
         }
     }
     match summary.failed.len() {
+        0 if summary.rejected > 0 => Err(PartialFailure(format!(
+            "{} rows break a kline's invariants and were kept in {}.{} instead of loaded; the other rows loaded",
+            summary.rejected,
+            target.raw_schema(),
+            load::quarantine::REJECTED
+        ))
+        .into()),
         0 => Ok(()),
         n if summary.files == 0 => anyhow::bail!(
             "{n} staged files could not be loaded; first: {}",

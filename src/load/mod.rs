@@ -12,6 +12,7 @@
 //!    A batch whose files overlap nothing loaded (every row new, the usual case) may go
 //!    straight into the raw table; the others are merged through a temporary table.
 
+pub mod quarantine;
 pub mod snowpipe;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,6 +72,9 @@ pub struct Summary {
     pub inserted: u64,
     pub replaced: u64,
     pub failed: Vec<Failure>,
+    /// Rows kept out of the raw table (in `raw.klines_rejected`), by reason.
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
     pub seconds: f64,
     /// Only for `--dry-run`: what would load.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -86,10 +90,26 @@ impl std::fmt::Display for Summary {
             self.rows,
             self.inserted,
             self.replaced,
-            self.rows.saturating_sub(self.inserted + self.replaced),
+            self.rows
+                .saturating_sub(self.inserted + self.replaced + self.rejected),
             self.failed.len(),
             self.seconds
-        )
+        )?;
+        if self.rejected > 0 {
+            let reasons = self
+                .rejected_by_reason
+                .iter()
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            write!(
+                f,
+                "; {} rows rejected into raw.{} ({reasons})",
+                self.rejected,
+                quarantine::REJECTED
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -136,6 +156,13 @@ pub(crate) async fn pending(
         } else {
             wh.migrate_raw(raw_schema).await?;
         }
+    }
+    if !dry_run {
+        // Added after the raw tables' first release: created here, where older raw schemas
+        // get it too.
+        wh.execute(&quarantine::ddl(wh.kind(), raw_schema))
+            .await
+            .with_context(|| format!("cannot create {raw_schema}.{}", quarantine::REJECTED))?;
     }
     let history = if exists || !dry_run {
         wh.loaded_files(raw_schema).await?
@@ -426,9 +453,12 @@ async fn load_candidates(
                 .await;
         let mut files = Vec::new();
         let mut decoded = Vec::new();
+        let mut rejected = Vec::new();
         for (c, r) in batch.into_iter().zip(fetched) {
             match r {
                 Ok(k) => {
+                    let (k, bad) = quarantine::split(&c.entry.series(), &c.entry.path, k);
+                    rejected.extend(bad);
                     files.push(LoadFile {
                         entry: c.entry,
                         staged_at: c.staged_at,
@@ -450,7 +480,20 @@ async fn load_candidates(
         let rows = assemble(&files, &decoded);
         drop(decoded);
         let fresh = is_fresh(&files, covered);
-        let batch = LoadBatch { files, rows, fresh };
+        if !rejected.is_empty() {
+            tracing::warn!(
+                rows = rejected.len(),
+                first = %format!("{} row {}: {}", rejected[0].file, rejected[0].row, rejected[0].reason),
+                "rows break a kline's invariants: kept in {raw_schema}.{}, not loaded",
+                quarantine::REJECTED
+            );
+        }
+        let batch = LoadBatch {
+            files,
+            rows,
+            fresh,
+            rejected,
+        };
         let n_rows: u64 = batch.files.iter().map(|f| f.entry.rows).sum();
         let counts = wh
             .load(raw_schema, &batch)
@@ -463,6 +506,10 @@ async fn load_candidates(
                 .insert(f.entry.start, f.entry.end);
         }
         summary.files += batch.files.len() as u64;
+        for (reason, n) in quarantine::by_reason(&batch.rejected) {
+            summary.rejected += n;
+            *summary.rejected_by_reason.entry(reason).or_insert(0) += n;
+        }
         summary.rows += n_rows;
         summary.inserted += counts.inserted;
         summary.replaced += counts.replaced;

@@ -216,6 +216,7 @@ pub async fn load(
             files,
             rows: Vec::new(),
             fresh: false,
+            rejected: Vec::new(),
         };
         let statements = merge_from_landing(raw_schema, &load, crate::time::now_ms());
         let results = sf.transaction_rows(&statements).await?;

@@ -340,6 +340,16 @@ impl Warehouse for DuckDb {
         } else {
             raw::merge(Kind::DuckDb, raw_schema, batch, loaded_at)
         };
+        // After the merge's statements, whose counts are read by position.
+        let statements: Vec<String> = statements
+            .into_iter()
+            .chain(crate::load::quarantine::insert(
+                Kind::DuckDb,
+                raw_schema,
+                &batch.rejected,
+                loaded_at,
+            ))
+            .collect();
         let rows = batch.row_count() as u64;
         let fresh = batch.fresh;
         let raw_schema = raw_schema.to_string();

@@ -75,6 +75,9 @@ pub struct LoadBatch {
     pub rows: Vec<SeriesRows>,
     /// The batch's files overlap neither each other nor any loaded file: every row is new.
     pub fresh: bool,
+    /// Rows of the batch's files that break a kline's invariants: recorded in
+    /// `raw.klines_rejected` in the same transaction, never loaded.
+    pub rejected: Vec<crate::load::quarantine::Rejected>,
 }
 
 impl LoadBatch {

@@ -481,6 +481,16 @@ impl Warehouse for Postgres {
         } else {
             raw::merge(Kind::Postgres, raw_schema, batch, loaded_at)
         };
+        // After the merge's statements, whose counts are read by position.
+        let statements: Vec<String> = statements
+            .into_iter()
+            .chain(crate::load::quarantine::insert(
+                Kind::Postgres,
+                raw_schema,
+                &batch.rejected,
+                loaded_at,
+            ))
+            .collect();
         let (mut client, _permit) = self.client().await?;
         let token = client.cancel_token();
         let outcome = unless_cancelled(async {

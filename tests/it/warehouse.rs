@@ -55,6 +55,7 @@ async fn batch(stage: Option<&klines::stage::Stage>, files: Vec<File>, fresh: bo
         files: Vec::new(),
         rows: Vec::new(),
         fresh,
+        rejected: Vec::new(),
     };
     let mut all: Vec<(Kline, u32)> = Vec::new();
     for (i, f) in files.into_iter().enumerate() {

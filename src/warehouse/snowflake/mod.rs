@@ -425,6 +425,17 @@ impl Warehouse for Snowflake {
             }
             let copies = statements.len();
             statements.push(attribute_files(&incoming, batch));
+            // Rows that break a kline's invariants (found when klines checked the files) stay
+            // out of the merge and are recorded instead.
+            for chunk in batch.rejected.chunks(500) {
+                let cond = chunk
+                    .iter()
+                    .map(|r| format!("({} = {} AND {} = {})", quote(k, "_file"), literal(&r.file), quote(k, "open_time"), timestamp_literal(k, r.open_time)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                statements.push(format!("DELETE FROM {incoming} WHERE {cond}"));
+            }
+            statements.extend(crate::load::quarantine::insert(k, raw_schema, &batch.rejected, loaded_at));
             statements.push(raw::merge_statement(k, raw_schema, &incoming, loaded_at));
             statements.extend(raw::history_insert(k, raw_schema, batch, loaded_at));
             // COPY results are checked before the commit: run the COPYs, check, then the rest.
