@@ -561,3 +561,58 @@ print(len(m.nodes), len(r.results))
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out).trim(), "10 9");
 }
+
+/// `store_failures` on the other warehouses: the failing rows in
+/// `<schema>_dbt_test__audit.<test>` (lower case on Postgres, upper case on Snowflake), replaced
+/// on every run.
+fn store_failures_on(wh: &str) {
+    let p = project();
+    let pg = (wh == "postgres").then(Wh::postgres);
+    let sf = (wh != "postgres").then(FakeSnow::create);
+    let schema = match (&pg, &sf) {
+        (Some(Wh::Postgres(db)), _) => {
+            p.profiles("pg", &db.output_yaml("pg"));
+            "analytics_dbt_test__audit"
+        }
+        (_, Some(sf)) => {
+            p.profiles("sf", &sf.output_yaml("sf", None));
+            "ANALYTICS_DBT_TEST__AUDIT"
+        }
+        _ => unreachable!(),
+    };
+    let query = |sql: &str| -> Vec<Vec<klines::warehouse::Value>> {
+        if let Some(pg) = &pg {
+            return pg.query(&p, sql);
+        }
+        let cfg = sf.as_ref().unwrap().output(None);
+        runtime().block_on(async {
+            let w = klines::warehouse::snowflake::Snowflake::connect(&cfg).await.unwrap();
+            klines::warehouse::Warehouse::query(&w, sql).await.unwrap().rows
+        })
+    };
+    p.ok(&["seed"]);
+    p.ok(&["run"]);
+    let yml = std::fs::read_to_string(p.path().join("models/schema.yml")).unwrap().replace(
+        "{accepted_values: {values: [A, B]}}",
+        "{accepted_values: {values: [A], config: {severity: warn, store_failures: true}}}",
+    );
+    std::fs::write(p.path().join("models/schema.yml"), yml).unwrap();
+    for _ in 0..2 {
+        let out = p.run(&["test"]);
+        assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("failing rows in"), "{}", stdout(&out));
+    }
+    let rows = query(&format!("SELECT * FROM {schema}.accepted_values_totals_symbol__A"));
+    assert_eq!(rows.len(), 1, "replaced, not appended: {rows:?}");
+    assert!(rows[0].iter().any(|v| v.as_str() == Some("B")), "{rows:?}");
+}
+
+#[test]
+fn store_failures_keeps_failing_rows_on_postgres() {
+    store_failures_on("postgres");
+}
+
+#[test]
+fn store_failures_keeps_failing_rows_on_snowflake() {
+    store_failures_on("snowflake");
+}
