@@ -1,4 +1,5 @@
-// klines dashboard: candles and volume of the warehouse's TRADES_OHLC tables.
+// klines dashboard: candles and volume of the warehouse's TRADES_OHLC tables, with the
+// INDICATORS tables' moving averages, Bollinger bands, RSI and MACD where they are built.
 // State lives in the URL (?symbol=&interval=&range=), so a view can be shared and reloaded.
 (() => {
   'use strict';
@@ -44,6 +45,86 @@
   });
   volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
 
+  // Indicators (models/indicators): moving averages and Bollinger bands over the candles, RSI
+  // and MACD in panes of their own; drawn when the interval's INDICATORS table is built.
+  const IND_COLORS = { sma_20: '#e3b341', sma_50: '#d2a8ff', ema_20: '#58a6ff', ema_50: '#ff9bce' };
+  const indSeries = new Map(); // column -> its series
+  let indicatorPoints = []; // as the API sent them, oldest first
+  let indByTime = new Map(); // chart time (UTC seconds) -> point
+  let pricePrecision = 2; // the candles' decimals
+
+  function indicatorSeries(column) {
+    if (indSeries.has(column)) return indSeries.get(column);
+    const quiet = { lineWidth: 1, priceLineVisible: false, lastValueVisible: false, crosshairMarkerVisible: false };
+    const line = (pane, opts) => chart.addSeries(LC.LineSeries, Object.assign({}, quiet, opts), pane);
+    let s;
+    if (column.startsWith('bb_')) s = line(0, { color: '#6e7681', lineStyle: column === 'bb_middle' ? 2 : 0 });
+    else if (column.startsWith('sma_') || column.startsWith('ema_')) s = line(0, { color: IND_COLORS[column] || '#e3b341' });
+    else if (column.startsWith('rsi_')) {
+      s = line(1, { color: '#d2a8ff', lastValueVisible: true });
+      for (const price of [70, 30]) s.createPriceLine({ price, color: '#30363d', lineWidth: 1, lineStyle: 2, axisLabelVisible: false });
+    } else if (column === 'macd_hist') s = chart.addSeries(LC.HistogramSeries, { priceLineVisible: false, lastValueVisible: false }, 2);
+    else if (column === 'macd_signal') s = line(2, { color: '#e3b341' });
+    else s = line(2, { color: '#58a6ff', lastValueVisible: true });
+    const panes = chart.panes();
+    for (const i of [1, 2]) if (panes[i] && panes[i].getHeight() > 140) panes[i].setHeight(120);
+    indSeries.set(column, s);
+    return s;
+  }
+
+  function indicatorPoint(column, p) {
+    const point = { time: p.time / 1000, value: p[column] };
+    if (column === 'macd_hist') point.color = p[column] >= 0 ? '#26a69a88' : '#ef535088';
+    return point;
+  }
+
+  function drawIndicators(columns) {
+    indByTime = new Map(indicatorPoints.map((p) => [p.time / 1000, p]));
+    for (const c of columns) {
+      indicatorSeries(c).setData(indicatorPoints.filter((p) => p[c] !== null).map((p) => indicatorPoint(c, p)));
+    }
+    for (const [c, s] of indSeries) if (!columns.includes(c)) s.setData([]);
+    // MACD is a price difference: as many decimals as the prices, and two more.
+    const precision = Math.min(10, pricePrecision + 2);
+    for (const c of ['macd', 'macd_signal', 'macd_hist']) {
+      if (indSeries.has(c)) indSeries.get(c).applyOptions({ priceFormat: { type: 'price', precision, minMove: Math.pow(10, -precision) } });
+    }
+    window.klines.indicators = columns;
+  }
+
+  // The indicators of every loaded candle (a table not built means candles only).
+  async function loadIndicators(mine) {
+    if (!candles.length) { indicatorPoints = []; drawIndicators([]); return; }
+    try {
+      const body = await api('/api/indicators', {
+        symbol: state.symbol, interval: state.interval, from: candles[0].time, limit: MAX,
+      });
+      if (mine !== generation) return;
+      indicatorPoints = body.points;
+      drawIndicators(body.columns);
+    } catch (e) {
+      if (mine === generation) { indicatorPoints = []; drawIndicators([]); }
+    }
+  }
+
+  // After live candles: the indicators from the newest drawn point on.
+  async function refreshIndicators(mine) {
+    const columns = window.klines.indicators || [];
+    if (!indicatorPoints.length || !columns.length) return loadIndicators(mine);
+    const last = indicatorPoints[indicatorPoints.length - 1].time;
+    try {
+      const body = await api('/api/indicators', { symbol: state.symbol, interval: state.interval, from: last, limit: MAX });
+      if (mine !== generation) return;
+      for (const p of body.points) {
+        const end = indicatorPoints[indicatorPoints.length - 1];
+        if (p.time < end.time) continue;
+        if (p.time === end.time) indicatorPoints[indicatorPoints.length - 1] = p; else indicatorPoints.push(p);
+        indByTime.set(p.time / 1000, p);
+        for (const c of columns) if (p[c] !== null) indicatorSeries(c).update(indicatorPoint(c, p));
+      }
+    } catch (e) { /* the candles stay live */ }
+  }
+
   function utc(ms) {
     const d = new Date(ms).toISOString(); // always UTC
     return d.slice(0, 10) + ' ' + d.slice(11, 16) + ' UTC';
@@ -83,6 +164,7 @@
 
   function draw() {
     const precision = Math.min(8, Math.max(2, ...candles.slice(-200).map((c) => decimals(c.close))));
+    pricePrecision = precision;
     candleSeries.applyOptions({ priceFormat: { type: 'price', precision, minMove: Math.pow(10, -precision) } });
     candleSeries.setData(candles.map(toBar));
     volumeSeries.setData(candles.map(toVolume));
@@ -101,6 +183,12 @@
       ['O', trim(c.open)], ['H', trim(c.high)], ['L', trim(c.low)], ['C', trim(c.close)],
       ['V', trim(c.volume)], ['Trades', c.trades === null ? '–' : String(c.trades)], ['Taker buy', share],
     ];
+    const p = indByTime.get(c.time / 1000);
+    for (const col of (p && window.klines.indicators) || []) {
+      if (col.startsWith('sma_') || col.startsWith('ema_') || col.startsWith('rsi_') || col === 'macd') {
+        parts.push([col.toUpperCase().replace('_', ''), p[col] === null ? '–' : (+p[col].toPrecision(8)).toString()]);
+      }
+    }
     el.replaceChildren(...parts.flatMap(([k, v]) => {
       const value = document.createElement('span');
       value.textContent = v;
@@ -166,6 +254,7 @@
         byTime.set(c.time / 1000, c);
       }
       window.klines.updates += 1;
+      refreshIndicators(mine);
       if (!hovering) legend(candles[candles.length - 1]);
       status(`${candles.length} candles, live`);
     });
@@ -188,6 +277,9 @@
       exhausted = candles.length < limit;
       draw();
       showRange();
+      await loadIndicators(mine);
+      if (mine !== generation) return;
+      legend(candles[candles.length - 1]);
       status(`${candles.length} candles`);
       follow();
       window.klines.ready = true;
@@ -233,6 +325,7 @@
         draw();
         if (before) ts.setVisibleLogicalRange({ from: before.from + body.candles.length, to: before.to + body.candles.length });
         status(`${candles.length} candles`);
+        loadIndicators(mine);
       }
     } catch (e) {
       status(e.message, true);
@@ -260,6 +353,9 @@
     loading: () => loading,
     chart,
     series: candleSeries,
+    indicators: [], // the indicator columns drawn
+    indicatorData: (column) => (indSeries.get(column) ? indSeries.get(column).data() : []),
+    panes: () => chart.panes().length,
   };
 
   (async () => {

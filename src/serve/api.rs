@@ -60,7 +60,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
+pub(super) fn internal(e: anyhow::Error) -> ApiError {
     tracing::error!(error = %format!("{e:#}"), "dashboard query failed");
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,7 +69,7 @@ fn internal(e: anyhow::Error) -> ApiError {
 }
 
 impl Api {
-    fn relation(&self, table: &str) -> String {
+    pub(super) fn relation(&self, table: &str) -> String {
         ident::relation(self.wh.kind(), &self.schema, table)
     }
 
@@ -172,7 +172,7 @@ impl CandleQuery {
 
     /// `SELECT columns` of the newest `limit` candles of `[from, to)`, newest first; the
     /// values are bound parameters.
-    fn newest(&self, api: &Api, columns: &str, from: i64) -> (String, Vec<Param>) {
+    pub(super) fn newest(&self, api: &Api, columns: &str, from: i64) -> (String, Vec<Param>) {
         let (kind, ph) = (api.wh.kind(), |n: usize| api.wh.placeholder(n));
         let ts = |n: usize| match kind {
             Kind::Snowflake => format!("TO_TIMESTAMP_NTZ(CAST({} AS BIGINT), 3)", ph(n)),

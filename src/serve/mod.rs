@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod indicators;
 pub mod live;
 
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ pub fn router(
         )
         .route("/api/symbols", get(api::symbols))
         .route("/api/candles", get(api::candles))
+        .route("/api/indicators", get(indicators::indicators))
         .fallback(|| async {
             api::ApiError(StatusCode::NOT_FOUND, "no such page or API".into())
         })

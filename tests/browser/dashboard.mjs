@@ -33,6 +33,11 @@ try {
     bars: window.klines.bars(),
     legend: document.getElementById('legend').textContent,
     status: document.getElementById('status').textContent,
+    indicators: window.klines.indicators,
+    sma_20: window.klines.indicatorData('sma_20'),
+    rsi_14: window.klines.indicatorData('rsi_14'),
+    macd_hist: window.klines.indicatorData('macd_hist'),
+    panes: window.klines.panes(),
   }));
 
   if (mode === 'live') {

@@ -60,6 +60,7 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
     let wh = Wh::DuckDb;
     // XRPETH's real minutes of 2019-10-11 to 14: 3,560 candles, prices with 8 decimals.
     let p = built_project(&wh, &ex, "XRPETH", "2019-10-11", "2019-10-14");
+    p.ok(&["run", "-s", "tag:indicators"]);
     let minutes = table_candles(&wh, &p, "TRADES_OHLC_1M", "XRPETH");
     let quarters = table_candles(&wh, &p, "TRADES_OHLC_15M", "XRPETH");
     let raw_1m = wh.query(
@@ -69,6 +70,10 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
     );
     let n = minutes.len();
     assert!(n > 3000, "{n}");
+    let table = wh.query(
+        &p,
+        "SELECT open_time, sma_20, rsi_14, macd_hist FROM main.INDICATORS_1M WHERE symbol = 'XRPETH' ORDER BY open_time",
+    );
     let s = Served::start(&p, &[], &[]);
     let (got, png) = drive(&s.url, "dashboard");
 
@@ -95,6 +100,28 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
     }
     assert!(got["opened"]["search"].as_str().unwrap().contains("interval=1m"));
 
+    // The indicators: every column of INDICATORS_1M drawn, moving averages and bands over the
+    // candles, RSI and MACD in two panes of their own, with the table's values.
+    assert_eq!(
+        got["opened"]["indicators"],
+        serde_json::json!(crate::indicators::COLUMNS),
+        "the indicator columns drawn"
+    );
+    assert_eq!(got["opened"]["panes"], 3, "candles, RSI and MACD panes");
+    let shown = &table[n - 2160..];
+    for (j, name) in ["sma_20", "rsi_14", "macd_hist"].iter().enumerate() {
+        let drawn = got["opened"][name].as_array().unwrap();
+        let want: Vec<_> = shown.iter().filter(|r| r[j + 1] != Value::Null).collect();
+        assert_eq!(drawn.len(), want.len(), "{name}");
+        for (d, r) in drawn.iter().zip(&want) {
+            assert_eq!(d["time"].as_i64().unwrap() * 1000, r[0].as_millis().unwrap(), "{name}");
+            let Value::Float(x) = r[j + 1] else { panic!("{name} is a double") };
+            // Lightweight Charts keeps its own copy of a value: equal to the last bits or so.
+            let v = d["value"].as_f64().unwrap();
+            assert!((v - x).abs() <= 1e-12 * x.abs().max(1e-300), "{name} at {}: {v} vs {x}", r[0]);
+        }
+    }
+
     // The crosshair legend: the hovered bar's exact values.
     let t = got["hovered"]["time"].as_i64().unwrap();
     let row = raw_1m.iter().find(|r| r[0].as_millis() == Some(t)).unwrap();
@@ -104,6 +131,7 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
         assert!(legend.contains(&format!("{label} {}", text(v))), "{label} {}: {legend}", text(v));
     }
     assert!(legend.contains("UTC") && legend.contains("Taker buy"), "{legend}");
+    assert!(legend.contains("SMA20 ") && legend.contains("RSI14 ") && legend.contains("MACD "), "{legend}");
 
     // Panning back loaded the older bars: now the whole table.
     assert_eq!(candles("panned"), minutes);
