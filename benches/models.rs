@@ -7,6 +7,11 @@
 //!    embedded DuckDB and into Postgres (`KLINES_TEST_PG`, default
 //!    `host=127.0.0.1 port=5432 user=postgres`): the first run, then an incremental run after
 //!    one more day is loaded.
+//! 3. The indicator models (`klines run -s tag:indicators`: SMA 20/50, EMA 20/50, RSI 14,
+//!    MACD 12/26/9, Bollinger 20/2 on the 1m, 5m, 15m, 1h and 1d candles) and the flow models
+//!    (`-s tag:flow`) on a year of 1m klines for 10 symbols (about 5.2 million rows), on DuckDB
+//!    and Postgres: the full build, then an incremental run after one more day. `-- --quick`
+//!    runs a month; `-- --indicators` runs only this part.
 
 #[path = "../tests/it/support/exchange/data.rs"]
 #[allow(dead_code)]
@@ -115,10 +120,61 @@ fn main() {
     );
 
     let days = if quick { 31 } else { 365 };
-    year_run("DuckDB", days, None);
-    let (profile, drop) = support::postgres_profile("models");
-    year_run("Postgres", days, Some(profile));
+    if !std::env::args().any(|a| a == "--indicators") {
+        year_run("DuckDB", days, None);
+        let (profile, drop) = support::postgres_profile("models");
+        year_run("Postgres", days, Some(profile));
+        drop();
+    }
+    indicators_run("DuckDB", days, None);
+    let (profile, drop) = support::postgres_profile("indicators");
+    indicators_run("Postgres", days, Some(profile));
     drop();
+}
+
+/// `days` days of 10 symbols: the candles, then the indicator and flow models, in full and
+/// after one more day.
+fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
+    let dir = support::project(profiles);
+    let market = data::Market::synthetic_n(10);
+    let symbols: Vec<String> = market.symbol_names().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(symbols.len(), 10, "{symbols:?}");
+    let stagers: Vec<DayStager> = symbols
+        .iter()
+        .map(|s| DayStager::for_symbol(dir.path(), data::Market::synthetic_n(10), s))
+        .collect();
+    let stage = |first: i64, n: i64| -> usize {
+        let mut rows = 0;
+        for st in &stagers {
+            for d in 0..n {
+                let day = first + d * DAY;
+                let k = st.minutes(day);
+                st.stage(day, &k);
+                rows += k.len();
+            }
+        }
+        rows
+    };
+    let rows = stage(T0, days);
+    klines(dir.path(), &["load"]);
+    let (ohlc, _) = klines(dir.path(), &["run", "-s", "tag:ohlc"]);
+    println!("{name}: {rows} 1m klines of 10 symbols over {days} days; the candle models: {ohlc:.1}s");
+    let (ind, out) = klines(dir.path(), &["run", "-s", "tag:indicators"]);
+    println!("{name}: indicators, full build: {ind:.1}s");
+    print!("{out}");
+    let (flow, _) = klines(dir.path(), &["run", "-s", "tag:flow"]);
+    println!("{name}: flow metrics, full build: {flow:.1}s");
+    let more = stage(T0 + days * DAY, 1);
+    klines(dir.path(), &["load"]);
+    klines(dir.path(), &["run", "-s", "tag:ohlc"]);
+    let (ind_inc, out) = klines(dir.path(), &["run", "-s", "tag:indicators"]);
+    println!(
+        "{name}: indicators, incremental after one more day ({more} rows): {ind_inc:.2}s = {:.1}% of the full build",
+        ind_inc / ind * 100.0
+    );
+    print!("{out}");
+    let (flow_inc, _) = klines(dir.path(), &["run", "-s", "tag:flow"]);
+    println!("{name}: flow metrics, incremental after one more day: {flow_inc:.2}s");
 }
 
 /// The first run on `days` days, then an incremental run after one more day.

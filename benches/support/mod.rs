@@ -26,12 +26,17 @@ pub struct DayStager {
 impl DayStager {
     /// A stager for the stage `stage/` under `dir`.
     pub fn open(dir: &Path) -> DayStager {
+        Self::for_symbol(dir, data::Market::synthetic(), "BTCUSDT")
+    }
+
+    /// A stager of `symbol` of `market` (the test exchange's synthetic markets).
+    pub fn for_symbol(dir: &Path, market: data::Market, symbol: &str) -> DayStager {
         DayStager {
-            market: data::Market::synthetic(),
+            market,
             series: Series {
                 exchange: klines::exchange::Exchange::Binance,
                 market: Market::Spot,
-                symbol: Symbol::parse("BTCUSDT").unwrap(),
+                symbol: Symbol::parse(symbol).unwrap(),
                 interval: Interval::M1,
             },
             stage: Stage::open("stage", &BTreeMap::new(), dir).unwrap(),
@@ -44,7 +49,8 @@ impl DayStager {
 
     /// The klines of the UTC day that starts at `day`.
     pub fn minutes(&self, day: i64) -> Vec<Kline> {
-        self.market.minutes("BTCUSDT", day, day + DAY, usize::MAX)
+        self.market
+            .minutes(self.series.symbol.as_str(), day, day + DAY, usize::MAX)
     }
 
     /// Stages `klines` as the complete day file of `day`, with its manifest entry.
