@@ -150,15 +150,9 @@ pub trait Warehouse: Send + Sync {
         after: &[String],
     ) -> anyhow::Result<Vec<u64>> {
         let inserts = rows.inserts(self.kind(), schema, table, 2000);
-        let mut all = before.to_vec();
-        all.extend(inserts.iter().cloned());
-        all.extend(after.iter().cloned());
+        let all: Vec<String> = [before, &inserts, after].concat();
         let counts = self.transaction(&all).await?;
-        Ok(counts[..before.len()]
-            .iter()
-            .chain(&counts[before.len() + inserts.len()..])
-            .copied()
-            .collect())
+        Ok(append::around(&counts, before.len(), inserts.len()))
     }
 
     /// Whether `schema.name` exists, and as what (both cased as the warehouse stores them).

@@ -351,6 +351,24 @@ impl Warehouse for Snowflake {
         Ok(r?.iter().map(results::affected).collect())
     }
 
+    /// Rows computed in Rust: JSON arrays flattened by Snowflake itself, one literal per 5,000
+    /// rows (see [`crate::warehouse::Columns::json_inserts`]).
+    async fn append(
+        &self,
+        before: &[String],
+        schema: &str,
+        table: &str,
+        rows: &crate::warehouse::Columns,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let inserts = rows
+            .json_inserts(schema, table, 5_000)
+            .unwrap_or_else(|| rows.inserts(Kind::Snowflake, schema, table, 2_000));
+        let all: Vec<String> = [before, &inserts, after].concat();
+        let counts = self.transaction(&all).await?;
+        Ok(crate::warehouse::append::around(&counts, before.len(), inserts.len()))
+    }
+
     /// Views are looked up in `information_schema.views` too: Snowflake lists them in both
     /// views and tables, fakesnow only in views.
     async fn relation(&self, schema: &str, name: &str) -> anyhow::Result<Option<RelationType>> {
