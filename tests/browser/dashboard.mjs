@@ -51,6 +51,11 @@ try {
       const c = window.klines.candles();
       return c.length && c[c.length - 1].time >= t + 3 * 60000;
     }, last, { timeout: 30000 });
+    // The indicators follow the live candles (the stream builds tag:indicators too).
+    await page.waitForFunction((t) => {
+      const d = window.klines.indicatorData('sma_20');
+      return d.length && d[d.length - 1].time * 1000 >= t + 3 * 60000;
+    }, last, { timeout: 30000 });
     out.updated = await snapshot();
     out.updates = await page.evaluate(() => window.klines.updates);
     // 5m: the bucket still forming is grey, and fills until it is whole.

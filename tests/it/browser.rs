@@ -149,7 +149,7 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
 }
 
 /// `klines stream --build --serve`: a page open on the stream's 1m candles gets each new one
-/// without a reload, the forming 5m bucket is grey and fills until whole, and what the page
+/// (and its indicators) without a reload, the forming 5m bucket is grey and fills until whole, and what the page
 /// shows equals the tables the stream built.
 #[test]
 fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
@@ -164,8 +164,8 @@ fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
         &p,
         &[
             "stream", "--symbols", "BTCUSDT", "--from", "2024-01-05T12:00:00Z", "--until",
-            "2024-01-05T13:58:00Z", "--ws-url", &ws, "--build", "--flush-secs", "0.2",
-            "--serve", "127.0.0.1:0",
+            "2024-01-05T13:58:00Z", "--ws-url", &ws, "--build", "--select", "tag:ohlc",
+            "tag:indicators", "--flush-secs", "0.2", "--serve", "127.0.0.1:0",
         ],
         &[],
     );
@@ -188,6 +188,19 @@ fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
     assert!(shown.len() >= opened + 3, "{} after {opened}", shown.len());
     let first = table.iter().position(|c| c.0 == shown[0].0).unwrap();
     assert_eq!(shown, table[first..first + shown.len()].to_vec());
+    // The SMA line grew with the candles, and holds the table's values.
+    let sma = got["updated"]["sma_20"].as_array().unwrap();
+    assert!(sma.len() > got["opened"]["sma_20"].as_array().unwrap().len());
+    let values: std::collections::BTreeMap<i64, f64> = Wh::DuckDb
+        .query(&p, "SELECT open_time, sma_20 FROM main.INDICATORS_1M WHERE symbol = 'BTCUSDT' AND sma_20 IS NOT NULL")
+        .iter()
+        .map(|r| (r[0].as_millis().unwrap(), match r[1] { Value::Float(x) => x, _ => panic!() }))
+        .collect();
+    for d in sma {
+        let want = values[&(d["time"].as_i64().unwrap() * 1000)];
+        let v = d["value"].as_f64().unwrap();
+        assert!((v - want).abs() <= 1e-12 * want.abs(), "{v} vs {want}");
+    }
     // The forming 5m bucket: grey while it fills, then whole and equal to the table's.
     let forming = &got["forming"];
     assert_eq!(forming["candle"]["is_complete"], false, "{forming}");
