@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use crate::decimal;
 use crate::kline::KlineBatch;
 use crate::stage::layout::Series;
+use crate::warehouse::Kind;
 use crate::warehouse::ident::{literal, quote, relation};
 use crate::warehouse::raw::{ColType, sql_type, timestamp_literal};
-use crate::warehouse::Kind;
 
 pub const REJECTED: &str = "klines_rejected";
 
@@ -43,7 +43,10 @@ pub fn reason(series: &Series, k: &KlineBatch, i: usize) -> Option<String> {
         return Some("negative volume".into());
     }
     if series.exchange.flow_fields() {
-        if k.quote_volume[i] < 0 || k.taker_buy_base_volume[i] < 0 || k.taker_buy_quote_volume[i] < 0 {
+        if k.quote_volume[i] < 0
+            || k.taker_buy_base_volume[i] < 0
+            || k.taker_buy_quote_volume[i] < 0
+        {
             return Some("negative volume".into());
         }
         if k.trades[i] < 0 {
@@ -228,8 +231,14 @@ mod tests {
             bad(&|k| k.low = 101, "low above open or close"),
             bad(&|k| k.volume = -1, "negative volume"),
             bad(&|k| k.trades = -1, "negative trade count"),
-            bad(&|k| k.taker_buy_base_volume = 51, "taker buy volume above volume"),
-            bad(&|k| k.taker_buy_quote_volume = 5_001, "taker buy quote volume above quote volume"),
+            bad(
+                &|k| k.taker_buy_base_volume = 51,
+                "taker buy volume above volume",
+            ),
+            bad(
+                &|k| k.taker_buy_quote_volume = 5_001,
+                "taker buy quote volume above quote volume",
+            ),
             bad(&|k| k.close_time += 1, "close time"),
         ];
         rows.push(good(rows.len() as i64 * 60_000));
@@ -241,13 +250,29 @@ mod tests {
         assert_eq!(valid.open_time, [0, 8 * 60_000]);
         assert_eq!(rejected.len(), reasons.len());
         for (r, (want, row)) in rejected.iter().zip(reasons.iter().zip(2..)) {
-            assert!(r.reason.starts_with(want.as_str()), "{} vs {want}", r.reason);
+            assert!(
+                r.reason.starts_with(want.as_str()),
+                "{} vs {want}",
+                r.reason
+            );
             assert_eq!(r.row, row);
             assert_eq!(r.file, "f.parquet");
         }
-        assert!(rejected[0].kline.starts_with("open=0.00000100 high=0.00000105"), "{}", rejected[0].kline);
+        assert!(
+            rejected[0]
+                .kline
+                .starts_with("open=0.00000100 high=0.00000105"),
+            "{}",
+            rejected[0].kline
+        );
         let s = insert(Kind::Postgres, "raw", &rejected, 0).unwrap();
-        assert!(s.starts_with("INSERT INTO \"raw\".\"klines_rejected\""), "{s}");
-        assert_eq!(by_reason(&rejected)["close time does not match the interval"], 1);
+        assert!(
+            s.starts_with("INSERT INTO \"raw\".\"klines_rejected\""),
+            "{s}"
+        );
+        assert_eq!(
+            by_reason(&rejected)["close time does not match the interval"],
+            1
+        );
     }
 }

@@ -28,7 +28,9 @@ fn drawn(column: &str) -> bool {
     if crate::models::indicators::compute::STATE.contains(&c.as_str()) {
         return false;
     }
-    ["sma_", "ema_", "rsi_", "bb_"].iter().any(|p| c.starts_with(p))
+    ["sma_", "ema_", "rsi_", "bb_"]
+        .iter()
+        .any(|p| c.starts_with(p))
         || ["macd", "macd_signal", "macd_hist"].contains(&c.as_str())
 }
 
@@ -48,11 +50,19 @@ pub async fn indicators(
         .iter()
         .find(|(c, _)| *c == cq.table)
         .map(|(_, i)| *i)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no indicators for this interval".into()))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no indicators for this interval".into(),
+            )
+        })?;
     let kind = api.wh.kind();
     let built = api
         .wh
-        .relation(&ident::fold(kind, &api.schema), &ident::fold(kind, cq.table))
+        .relation(
+            &ident::fold(kind, &api.schema),
+            &ident::fold(kind, cq.table),
+        )
         .await
         .map_err(super::api::internal)?
         .is_some();
@@ -69,7 +79,10 @@ pub async fn indicators(
     // The columns as built (the periods are the project's vars).
     let all = api
         .wh
-        .query_bound(&format!("SELECT * FROM {} WHERE 1 = 0", api.relation(cq.table)), &[])
+        .query_bound(
+            &format!("SELECT * FROM {} WHERE 1 = 0", api.relation(cq.table)),
+            &[],
+        )
         .await
         .map_err(super::api::internal)?
         .columns;
@@ -93,7 +106,9 @@ pub async fn indicators(
         .iter()
         .rev()
         .filter_map(|r| {
-            let Value::Timestamp(us) = r[0] else { return None };
+            let Value::Timestamp(us) = r[0] else {
+                return None;
+            };
             let mut p = Map::new();
             p.insert("time".into(), json!(us.div_euclid(1000)));
             for (c, v) in columns.iter().zip(&r[1..]) {

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use super::Kind;
@@ -199,7 +201,10 @@ impl Columns {
                             .with_timezone("UTC"),
                     ),
                 ),
-                Column::Int(v) => (DataType::Int64, Arc::new(Int64Array::from_iter_values(v.iter().copied()))),
+                Column::Int(v) => (
+                    DataType::Int64,
+                    Arc::new(Int64Array::from_iter_values(v.iter().copied())),
+                ),
                 Column::Double(v) => (
                     DataType::Float64,
                     Arc::new(Float64Array::from_iter(
@@ -230,7 +235,11 @@ mod tests {
         };
         let s = c.inserts(Kind::Postgres, "s", "t", 2);
         assert_eq!(s.len(), 2);
-        assert!(s[0].contains("('A''B', CAST('1970-01-01 00:00:00+00:00' AS TIMESTAMPTZ), 0.1)"), "{}", s[0]);
+        assert!(
+            s[0].contains("('A''B', CAST('1970-01-01 00:00:00+00:00' AS TIMESTAMPTZ), 0.1)"),
+            "{}",
+            s[0]
+        );
         assert!(s[0].ends_with("NULL)"), "{}", s[0]);
         assert!(s[1].ends_with("1e-7)"), "{}", s[1]);
         assert_eq!(
@@ -240,7 +249,11 @@ mod tests {
         assert_eq!(c.record_batch().unwrap().num_rows(), 3);
         let j = c.json_inserts("s", "t", 2).unwrap();
         assert_eq!(j.len(), 2);
-        assert!(j[0].contains("PARSE_JSON('[[\"A''B\",0,0.1],[\"C\",60000,null]]')"), "{}", j[0]);
+        assert!(
+            j[0].contains("PARSE_JSON('[[\"A''B\",0,0.1],[\"C\",60000,null]]')"),
+            "{}",
+            j[0]
+        );
         assert!(j[1].contains("[[\"D\",120000,1e-7]]"), "{}", j[1]);
     }
 }

@@ -61,10 +61,18 @@ pub fn compare_with_talib(
                 "SELECT open_time, bar_index, {} FROM {schema}.INDICATORS_{iv} WHERE symbol = '{sym}' ORDER BY open_time",
                 COLUMNS.join(", ")
             ));
-            assert_eq!(rows.len(), closes.len(), "INDICATORS_{iv} {sym}: one row per closed candle");
+            assert_eq!(
+                rows.len(),
+                closes.len(),
+                "INDICATORS_{iv} {sym}: one row per closed candle"
+            );
             for (i, (r, c)) in rows.iter().zip(&closes).enumerate() {
                 assert_eq!(r[0], c[0], "INDICATORS_{iv} {sym}: bar {i}'s time");
-                assert_eq!(r[1].as_i64(), Some(i as i64), "INDICATORS_{iv} {sym}: bar_index");
+                assert_eq!(
+                    r[1].as_i64(),
+                    Some(i as i64),
+                    "INDICATORS_{iv} {sym}: bar_index"
+                );
             }
             let values: serde_json::Map<String, serde_json::Value> = COLUMNS
                 .iter()
@@ -88,21 +96,29 @@ pub fn compare_with_talib(
             "series": series,
         });
         std::fs::write(&path, doc.to_string()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/talib_reference.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/talib_reference.py");
         let o = std::process::Command::new("python3")
             .arg(&script)
             .arg(&path)
             .output()
             .expect("python3 runs");
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!("{e}: {} {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+            panic!(
+                "{e}: {} {}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
         });
         assert!(
             o.status.success(),
             "INDICATORS_{iv} differs from TA-Lib: {}",
             serde_json::to_string_pretty(&report["failures"]).unwrap()
         );
-        eprintln!("INDICATORS_{iv} vs TA-Lib: compared {} max relative difference {}", report["compared"], report["max_rel"]);
+        eprintln!(
+            "INDICATORS_{iv} vs TA-Lib: compared {} max relative difference {}",
+            report["compared"], report["max_rel"]
+        );
         for c in COLUMNS {
             let n = report["compared"][c].as_u64().unwrap_or(0);
             out.insert((iv.to_string(), c.to_string()), n);
@@ -116,8 +132,24 @@ fn real_candles_equal_talib(wh: Wh) {
     let p = Project::new(&ex.url, "");
     with_repo_models(&p);
     wh.setup(&p);
-    p.ok(&["backfill", "--symbols", "XRPETH", "--from", "2019-10-11", "--to", "2019-10-14"]);
-    p.ok(&["backfill", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT", "--from", "2025-08-05", "--to", "2025-08-07"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "XRPETH",
+        "--from",
+        "2019-10-11",
+        "--to",
+        "2019-10-14",
+    ]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT,ETHUSDT,SOLUSDT",
+        "--from",
+        "2025-08-05",
+        "--to",
+        "2025-08-07",
+    ]);
     p.ok(&["load"]);
     let out = p.ok(&["build"]);
     assert!(out.contains(" 0 failed") || !out.contains("FAIL"), "{out}");
@@ -126,10 +158,16 @@ fn real_candles_equal_talib(wh: Wh) {
     // few for daily indicators: there, the first bars are what is compared).
     for iv in ["1M", "5M", "15M"] {
         for c in COLUMNS {
-            assert!(compared[&(iv.to_string(), c.to_string())] > 100, "{iv} {c}: {compared:?}");
+            assert!(
+                compared[&(iv.to_string(), c.to_string())] > 100,
+                "{iv} {c}: {compared:?}"
+            );
         }
     }
-    assert!(compared[&("1M".into(), "macd".into())] > 6000, "{compared:?}");
+    assert!(
+        compared[&("1M".into(), "macd".into())] > 6000,
+        "{compared:?}"
+    );
 }
 
 #[test]
@@ -170,7 +208,15 @@ fn incremental_indicators(wh: Wh) {
     wh.setup(&p);
     let symbols = "BTCUSDT,ETHUSDT";
     // A gap: 2023-12-10 and 2023-12-11 are missing at first.
-    p.ok(&["backfill", "--symbols", symbols, "--from", "2023-10-29", "--to", "2023-12-10"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        symbols,
+        "--from",
+        "2023-10-29",
+        "--to",
+        "2023-12-10",
+    ]);
     p.ok(&["backfill", "--symbols", symbols, "--from", "2023-12-12"]);
     p.ok(&["load"]);
     let out = p.ok(&["build"]);
@@ -181,20 +227,37 @@ fn incremental_indicators(wh: Wh) {
     p.ok(&["backfill", "--symbols", symbols, "--from", "2023-12-12"]);
     p.ok(&["load"]);
     let out = p.ok(&["run", "--select", "tag:ohlc", "tag:indicators", "tag:flow"]);
-    assert!(out.contains("2 series from their first changed bar (0 whole)"), "{out}");
+    assert!(
+        out.contains("2 series from their first changed bar (0 whole)"),
+        "{out}"
+    );
 
     // The gap is filled.
-    p.ok(&["backfill", "--symbols", symbols, "--from", "2023-12-10", "--to", "2023-12-12"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        symbols,
+        "--from",
+        "2023-12-10",
+        "--to",
+        "2023-12-12",
+    ]);
     p.ok(&["load"]);
     p.ok(&["run", "--select", "tag:ohlc", "tag:indicators", "tag:flow"]);
 
     // A late correction of one minute on 2023-12-20.
     let mut k = (0..)
-        .find_map(|i| ex.market().minute("BTCUSDT", ms("2023-12-20T07:31:00Z") + i * 60_000).filter(|k| k.trades > 0))
+        .find_map(|i| {
+            ex.market()
+                .minute("BTCUSDT", ms("2023-12-20T07:31:00Z") + i * 60_000)
+                .filter(|k| k.trades > 0)
+        })
         .unwrap();
     let at = format!(
         "CAST('{}' AS TIMESTAMPTZ)",
-        klines::time::format_ms(k.open_time).replace('T', " ").replace('Z', "+00:00")
+        klines::time::format_ms(k.open_time)
+            .replace('T', " ")
+            .replace('Z', "+00:00")
     );
     k.close += 2_500_000_000;
     k.high += 2_500_000_000;
@@ -202,7 +265,16 @@ fn incremental_indicators(wh: Wh) {
     k.volume *= 20;
     k.quote_volume *= 20;
     ex.correct("BTCUSDT", k.clone());
-    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2023-12-20", "--to", "2023-12-21", "--full-refresh"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        "2023-12-20",
+        "--to",
+        "2023-12-21",
+        "--full-refresh",
+    ]);
     let out = p.ok(&["load"]);
     assert!(out.contains(" 1 replaced"), "{out}");
     let before: Vec<Vec<String>> = [
@@ -215,12 +287,12 @@ fn incremental_indicators(wh: Wh) {
     let out = p.ok(&["run", "--select", "tag:ohlc", "tag:indicators", "tag:flow"]);
     // Only BTCUSDT is recomputed, from its first changed bar on.
     for iv in INTERVALS {
-        assert!(
-            out.contains(&format!("INDICATORS_{iv}")),
-            "{out}"
-        );
+        assert!(out.contains(&format!("INDICATORS_{iv}")), "{out}");
     }
-    assert!(out.contains("1 series from their first changed bar (0 whole)"), "{out}");
+    assert!(
+        out.contains("1 series from their first changed bar (0 whole)"),
+        "{out}"
+    );
     let after: Vec<Vec<String>> = [
         "SELECT * FROM {s}.INDICATORS_1M WHERE symbol = 'ETHUSDT' ORDER BY open_time",
         "SELECT * FROM {s}.INDICATORS_1M WHERE symbol = 'BTCUSDT' AND open_time < {at} ORDER BY open_time",
@@ -228,8 +300,17 @@ fn incremental_indicators(wh: Wh) {
     .iter()
     .map(|q| rows_text(&wh, &p, &q.replace("{s}", wh.schema()).replace("{at}", &at)))
     .collect();
-    assert_eq!(before, after, "rows before the correction and other symbols are left alone");
-    let changed = wh.query(&p, &format!("SELECT sma_20 FROM {}.INDICATORS_1M WHERE symbol = 'BTCUSDT' AND open_time = {at}", wh.schema()));
+    assert_eq!(
+        before, after,
+        "rows before the correction and other symbols are left alone"
+    );
+    let changed = wh.query(
+        &p,
+        &format!(
+            "SELECT sma_20 FROM {}.INDICATORS_1M WHERE symbol = 'BTCUSDT' AND open_time = {at}",
+            wh.schema()
+        ),
+    );
     assert!(matches!(changed[0][0], Value::Float(_)));
 
     // Nothing new: nothing changes.
@@ -240,11 +321,20 @@ fn incremental_indicators(wh: Wh) {
     let compared = compare_with_talib(&|sql| wh.query(&p, sql), wh.schema(), p.path());
     for iv in INTERVALS {
         for c in COLUMNS {
-            assert!(compared[&(iv.to_string(), c.to_string())] > 0, "{iv} {c}: {compared:?}");
+            assert!(
+                compared[&(iv.to_string(), c.to_string())] > 0,
+                "{iv} {c}: {compared:?}"
+            );
         }
     }
 
-    let out = p.ok(&["run", "--select", "tag:indicators", "tag:flow", "--full-refresh"]);
+    let out = p.ok(&[
+        "run",
+        "--select",
+        "tag:indicators",
+        "tag:flow",
+        "--full-refresh",
+    ]);
     assert!(out.contains("run: 10 nodes: 10 ok"), "{out}");
     let full = snapshots(&wh, &p);
     for (i, t) in TABLES.iter().enumerate() {
@@ -260,17 +350,39 @@ fn incremental_indicators(wh: Wh) {
     let flow = wh.query(&p, &format!("SELECT is_whale, volume_ratio FROM {s}.FLOW_1M WHERE symbol = 'BTCUSDT' AND open_time = {at}"));
     assert_eq!(flow[0][0], Value::Bool(true), "{flow:?}");
     let before = wh.query(&p, &format!("SELECT volume FROM {s}.TRADES_OHLC_1M WHERE symbol = 'BTCUSDT' AND open_time < {at} ORDER BY open_time DESC LIMIT 60"));
-    let mean = before.iter().map(|r| r[0].to_scaled(8).unwrap()).sum::<i128>() as f64 / 60.0;
-    let Value::Float(ratio) = flow[0][1] else { panic!("{flow:?}") };
-    assert!((ratio - k.volume as f64 / mean).abs() < 1e-9 * ratio, "{ratio} vs {}", k.volume as f64 / mean);
-    let whales = wh.query(&p, &format!("SELECT count(*) FROM {s}.FLOW_1M WHERE is_whale"));
-    assert_eq!(whales[0][0].as_i64(), Some(1), "synthetic volumes vary at most fivefold otherwise");
+    let mean = before
+        .iter()
+        .map(|r| r[0].to_scaled(8).unwrap())
+        .sum::<i128>() as f64
+        / 60.0;
+    let Value::Float(ratio) = flow[0][1] else {
+        panic!("{flow:?}")
+    };
+    assert!(
+        (ratio - k.volume as f64 / mean).abs() < 1e-9 * ratio,
+        "{ratio} vs {}",
+        k.volume as f64 / mean
+    );
+    let whales = wh.query(
+        &p,
+        &format!("SELECT count(*) FROM {s}.FLOW_1M WHERE is_whale"),
+    );
+    assert_eq!(
+        whales[0][0].as_i64(),
+        Some(1),
+        "synthetic volumes vary at most fivefold otherwise"
+    );
 }
 
 fn rows_text(wh: &Wh, p: &Project, sql: &str) -> Vec<String> {
     wh.query(p, sql)
         .iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("|"))
+        .map(|r| {
+            r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
         .collect()
 }
 

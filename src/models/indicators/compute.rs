@@ -63,18 +63,28 @@ impl Params {
             }
         }
         if !(2..=100_000).contains(&self.rsi) {
-            return Err(format!("rsi: period {} is not between 2 and 100000", self.rsi));
+            return Err(format!(
+                "rsi: period {} is not between 2 and 100000",
+                self.rsi
+            ));
         }
         let (f, s, g) = self.macd;
-        if !(2..=100_000).contains(&f) || !(2..=100_000).contains(&s) || !(1..=100_000).contains(&g) {
-            return Err(format!("macd: periods [{f}, {s}, {g}] must be 2..100000 (signal 1..)"));
+        if !(2..=100_000).contains(&f) || !(2..=100_000).contains(&s) || !(1..=100_000).contains(&g)
+        {
+            return Err(format!(
+                "macd: periods [{f}, {s}, {g}] must be 2..100000 (signal 1..)"
+            ));
         }
         if f >= s {
-            return Err(format!("macd: the fast period {f} must be below the slow {s}"));
+            return Err(format!(
+                "macd: the fast period {f} must be below the slow {s}"
+            ));
         }
         let (n, d) = self.bbands;
         if !(2..=100_000).contains(&n) || !d.is_finite() || d <= 0.0 {
-            return Err(format!("bbands: [{n}, {d}] needs a period 2..100000 and deviations above 0"));
+            return Err(format!(
+                "bbands: [{n}, {d}] needs a period 2..100000 and deviations above 0"
+            ));
         }
         Ok(())
     }
@@ -132,7 +142,12 @@ impl Params {
 }
 
 /// The carried state, stored with every row so that a later run can continue from any bar.
-pub const STATE: [&str; 4] = ["rsi_avg_gain", "rsi_avg_loss", "macd_fast_ema", "macd_slow_ema"];
+pub const STATE: [&str; 4] = [
+    "rsi_avg_gain",
+    "rsi_avg_loss",
+    "macd_fast_ema",
+    "macd_slow_ema",
+];
 
 /// One series' running computation.
 #[derive(Debug, Clone)]
@@ -281,7 +296,11 @@ impl Series {
         }
         let (g, l) = (self.gain.unwrap_or(0.0), self.loss.unwrap_or(0.0));
         let total = g + l;
-        if total != 0.0 { 100.0 * (g / total) } else { 0.0 }
+        if total != 0.0 {
+            100.0 * (g / total)
+        } else {
+            0.0
+        }
     }
 
     fn macd(&mut self, i: usize, x: f64, out: &mut Vec<f64>) {
@@ -422,11 +441,15 @@ mod tests {
 
     #[test]
     fn bad_periods_are_named() {
-        let mut p = Params::default();
-        p.macd = (26, 12, 9);
+        let p = Params {
+            macd: (26, 12, 9),
+            ..Params::default()
+        };
         assert!(p.check().unwrap_err().starts_with("macd:"));
-        let mut p = Params::default();
-        p.sma = vec![20, 20];
+        let p = Params {
+            sma: vec![20, 20],
+            ..Params::default()
+        };
         assert!(p.check().unwrap_err().starts_with("sma:"));
         assert!(Params::default().check().is_ok());
     }

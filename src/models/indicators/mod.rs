@@ -12,11 +12,15 @@
 //! stored table's (a fingerprint kept with the watermarks) mean a full rebuild.
 
 pub mod compute;
+mod config;
+mod input;
 
-use anyhow::{Context, bail};
-use serde_json::Value as Json;
+pub use config::params;
+
+use anyhow::Context;
 
 use self::compute::{Carried, Params, Series};
+use self::input::{Bars, Input, to_f64};
 use super::changes::{self, Feed};
 use super::materialize::{self, TMP_SUFFIX};
 use super::parse::Node;
@@ -27,71 +31,7 @@ use crate::warehouse::{Column, Columns, RelationType, Value, Warehouse};
 /// The watermark row that holds the periods' fingerprint.
 const CONFIG_MARK: &str = "klines:indicator-periods";
 
-/// The model's periods from its config (`sma`, `ema`, `rsi`, `macd`, `bbands`), checked.
-pub fn params(config: &serde_json::Map<String, Json>) -> Result<Params, String> {
-    let mut p = Params::default();
-    let list = |key: &str| -> Result<Option<Vec<Json>>, String> {
-        match config.get(key) {
-            None => Ok(None),
-            Some(Json::Array(a)) => Ok(Some(a.clone())),
-            Some(v) => Ok(Some(vec![v.clone()])),
-        }
-    };
-    let int = |key: &str, v: &Json| -> Result<usize, String> {
-        v.as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            .map(|n| n as usize)
-            .ok_or_else(|| format!("{key}: {v} is not a whole number"))
-    };
-    if let Some(a) = list("sma")? {
-        p.sma = a.iter().map(|v| int("sma", v)).collect::<Result<_, _>>()?;
-    }
-    if let Some(a) = list("ema")? {
-        p.ema = a.iter().map(|v| int("ema", v)).collect::<Result<_, _>>()?;
-    }
-    if let Some(v) = config.get("rsi") {
-        p.rsi = int("rsi", v)?;
-    }
-    if let Some(a) = list("macd")? {
-        let n = a.iter().map(|v| int("macd", v)).collect::<Result<Vec<_>, _>>()?;
-        let [f, s, g] = n[..] else {
-            return Err("macd: give [fast, slow, signal]".into());
-        };
-        p.macd = (f, s, g);
-    }
-    if let Some(a) = list("bbands")? {
-        let [n, d] = &a[..] else {
-            return Err("bbands: give [period, deviations]".into());
-        };
-        let d = d
-            .as_f64()
-            .or_else(|| d.as_str().and_then(|s| s.trim().parse().ok()))
-            .ok_or_else(|| format!("bbands: {d} is not a number"))?;
-        p.bbands = (int("bbands", n)?, d);
-    }
-    p.check()?;
-    Ok(p)
-}
-
-/// The input's columns, by role.
-struct Input {
-    sql: String,
-    key: String,
-    time: String,
-    price: String,
-    carried: Vec<String>,
-    /// Positions in a `SELECT *` row: key, time, price, then the carried columns.
-    pos: Vec<usize>,
-}
-
-/// One series' rows, read from the input.
-#[derive(Default)]
-struct Bars {
-    times: Vec<i64>,
-    closes: Vec<f64>,
-    carried: Vec<Vec<String>>,
-}
-
+/// A run of one indicators model.
 pub struct Run<'a> {
     pub wh: &'a dyn Warehouse,
     pub node: &'a Node,
@@ -105,7 +45,7 @@ impl Run<'_> {
     pub async fn run(&self, sql: &str) -> anyhow::Result<(u64, String)> {
         let node = self.node;
         let p = params(&node.config.all).map_err(|e| anyhow::anyhow!("{}: {e}", node.path))?;
-        let input = self.input(sql).await?;
+        let input = Input::describe(self.wh, self.node, sql).await?;
         let grain = changes::grain_millis(node.config.time_grain.as_deref().unwrap_or_default())
             .context("time_grain")?;
         let exists = materialize::existing(self.wh, node).await? == Some(RelationType::Table);
@@ -118,53 +58,6 @@ impl Run<'_> {
         self.full(&p, &input, grain).await
     }
 
-    async fn input(&self, sql: &str) -> anyhow::Result<Input> {
-        let c = &self.node.config;
-        let key = c.batch_key.clone().unwrap_or_else(|| "symbol".into());
-        let time = c.event_time.clone().unwrap_or_else(|| "open_time".into());
-        let price = c
-            .all
-            .get("price_column")
-            .and_then(Json::as_str)
-            .unwrap_or("close")
-            .to_string();
-        let cols = self
-            .wh
-            .query(&format!("SELECT * FROM (\n{sql}\n) AS klines_input WHERE 1 = 0"))
-            .await
-            .with_context(|| format!("{}: reading the input's columns", self.node.path))?
-            .columns;
-        let find = |name: &str| {
-            cols.iter()
-                .position(|c| c.eq_ignore_ascii_case(name))
-                .with_context(|| {
-                    format!(
-                        "{}: the input has no column {name:?} (it has {})",
-                        self.node.path,
-                        cols.join(", ")
-                    )
-                })
-        };
-        let mut pos = vec![find(&key)?, find(&time)?, find(&price)?];
-        let mut carried = Vec::new();
-        for (i, c) in cols.iter().enumerate() {
-            if !pos[..3].contains(&i) {
-                crate::warehouse::ident::validate(c)
-                    .with_context(|| format!("{}: input column {c:?}", self.node.path))?;
-                carried.push(c.to_ascii_lowercase());
-                pos.push(i);
-            }
-        }
-        Ok(Input {
-            sql: sql.to_string(),
-            key,
-            time,
-            price,
-            carried,
-            pos,
-        })
-    }
-
     fn names(&self, p: &Params, input: &Input) -> Vec<String> {
         let mut names = input.carried.clone();
         names.extend([input.key.clone(), input.time.clone(), "bar_index".into()]);
@@ -174,63 +67,34 @@ impl Run<'_> {
 
     /// Whether the stored table has these columns and was built with these periods.
     async fn same_shape(&self, p: &Params, input: &Input) -> anyhow::Result<bool> {
-        let stored: Vec<String> = materialize::columns(self.wh, &self.node.schema, &self.node.identifier)
-            .await?
-            .into_iter()
-            .map(|(c, _)| c.to_ascii_lowercase())
+        let stored: Vec<String> =
+            materialize::columns(self.wh, &self.node.schema, &self.node.identifier)
+                .await?
+                .into_iter()
+                .map(|(c, _)| c.to_ascii_lowercase())
+                .collect();
+        let want: Vec<String> = self
+            .names(p, input)
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
             .collect();
-        let want: Vec<String> = self.names(p, input).iter().map(|c| c.to_ascii_lowercase()).collect();
         if stored != want {
             return Ok(false);
         }
-        let mark = changes::watermark(self.wh, self.schema, &self.node.unique_id, CONFIG_MARK).await?;
+        let mark =
+            changes::watermark(self.wh, self.schema, &self.node.unique_id, CONFIG_MARK).await?;
         Ok(mark == Some(p.fingerprint()))
     }
 
-    /// Reads one series' bars from `from` (epoch ms) on, oldest first.
-    async fn bars(&self, input: &Input, key: &str, from: Option<i64>) -> anyhow::Result<Bars> {
-        let k = self.wh.kind();
-        let since = from
-            .map(|t| format!(" AND {} >= {}", quote(k, &input.time), timestamp_literal(k, t)))
-            .unwrap_or_default();
-        let rows = self
-            .wh
-            .query(&format!(
-                "SELECT * FROM (\n{}\n) AS klines_input WHERE {} = {}{since} ORDER BY {}",
-                input.sql,
-                quote(k, &input.key),
-                literal(key),
-                quote(k, &input.time)
-            ))
-            .await
-            .with_context(|| format!("{}: reading the bars of {key}", self.node.path))?;
-        let mut b = Bars {
-            carried: vec![Vec::with_capacity(rows.rows.len()); input.carried.len()],
-            ..Bars::default()
-        };
-        for r in &rows.rows {
-            let at = || format!("{}: {key}", self.node.path);
-            let t = r[input.pos[1]]
-                .as_millis()
-                .with_context(|| format!("{}: {} is not a timestamp", at(), input.time))?;
-            let x = to_f64(&r[input.pos[2]]).with_context(|| {
-                format!("{} at {}: {} is not a number", at(), crate::time::format_ms(t), input.price)
-            })?;
-            b.times.push(t);
-            b.closes.push(x);
-            for (j, &i) in input.pos[3..].iter().enumerate() {
-                b.carried[j].push(match &r[i] {
-                    Value::Null => String::new(),
-                    Value::Text(s) => s.clone(),
-                    other => bail!("{}: carried column {} must be text, not {other}", at(), input.carried[j]),
-                });
-            }
-        }
-        Ok(b)
-    }
-
     /// The rows of `bars` computed from `series`, appended to `out`.
-    fn compute(&self, input: &Input, key: &str, series: &mut Series, bars: &Bars, out: &mut Columns) {
+    fn compute(
+        &self,
+        input: &Input,
+        key: &str,
+        series: &mut Series,
+        bars: &Bars,
+        out: &mut Columns,
+    ) {
         let n = bars.times.len();
         let carried = input.carried.len();
         for (j, c) in bars.carried.iter().enumerate() {
@@ -272,23 +136,6 @@ impl Run<'_> {
         Columns { names, columns }
     }
 
-    async fn keys(&self, input: &Input) -> anyhow::Result<Vec<String>> {
-        let k = self.wh.kind();
-        let rows = self
-            .wh
-            .query(&format!(
-                "SELECT DISTINCT {} FROM (\n{}\n) AS klines_input ORDER BY 1",
-                quote(k, &input.key),
-                input.sql
-            ))
-            .await?;
-        Ok(rows
-            .rows
-            .iter()
-            .filter_map(|r| r[0].as_str().map(str::to_string))
-            .collect())
-    }
-
     async fn marks(&self, p: &Params, full: bool) -> anyhow::Result<Vec<(String, i64)>> {
         let mut marks = vec![(CONFIG_MARK.to_string(), p.fingerprint())];
         for (parent, feed) in &self.feeds {
@@ -312,15 +159,22 @@ impl Run<'_> {
         let marks = self.marks(p, true).await?;
         let tmp_name = format!("{}{TMP_SUFFIX}", node.identifier);
         let tmp = relation(kind, &node.schema, &tmp_name);
-        wh.execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, &node.schema)))
-            .await?;
+        wh.execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote(kind, &node.schema)
+        ))
+        .await?;
         wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
-        wh.execute(&self.empty(p, input).create_table(kind, &node.schema, &tmp_name))
-            .await?;
-        let keys = self.keys(input).await?;
+        wh.execute(
+            &self
+                .empty(p, input)
+                .create_table(kind, &node.schema, &tmp_name),
+        )
+        .await?;
+        let keys = input.keys(self.wh).await?;
         let mut ranges = Vec::new();
         for key in &keys {
-            let bars = self.bars(input, key, None).await?;
+            let bars = input.bars(self.wh, &self.node.path, key, None).await?;
             let mut out = self.empty(p, input);
             self.compute(input, key, &mut Series::new(p), &bars, &mut out);
             if let (Some(&s), Some(&e)) = (bars.times.first(), bars.times.last()) {
@@ -330,18 +184,46 @@ impl Run<'_> {
         }
         let filter = changes::widen(&ranges, grain);
         let mut extra = changes::forget(kind, self.schema, &node.unique_id);
-        extra.extend(changes::record(kind, self.schema, &node.unique_id, &filter, &marks, crate::time::now_ms()));
+        extra.extend(changes::record(
+            kind,
+            self.schema,
+            &node.unique_id,
+            &filter,
+            &marks,
+            crate::time::now_ms(),
+        ));
         let rows = materialize::swap_in(wh, node, &tmp, extra).await?;
-        materialize::range_index(wh, node, &quote(kind, &input.key), &quote(kind, &input.time)).await?;
-        Ok((rows, format!("built {}: {rows} rows in {} series", node.relation, keys.len())))
+        materialize::range_index(
+            wh,
+            node,
+            &quote(kind, &input.key),
+            &quote(kind, &input.time),
+        )
+        .await?;
+        Ok((
+            rows,
+            format!(
+                "built {}: {rows} rows in {} series",
+                node.relation,
+                keys.len()
+            ),
+        ))
     }
 
-    async fn incremental(&self, p: &Params, input: &Input, grain: i64) -> anyhow::Result<(u64, String)> {
+    async fn incremental(
+        &self,
+        p: &Params,
+        input: &Input,
+        grain: i64,
+    ) -> anyhow::Result<(u64, String)> {
         let (wh, node) = (self.wh, self.node);
         let kind = wh.kind();
         let mut first_change: std::collections::BTreeMap<String, i64> = Default::default();
         for (parent, feed) in &self.feeds {
-            for (key, s, _) in changes::pending(wh, self.schema, &node.unique_id, parent, feed).await?.ranges {
+            for (key, s, _) in changes::pending(wh, self.schema, &node.unique_id, parent, feed)
+                .await?
+                .ranges
+            {
                 let t = first_change.entry(key).or_insert(s);
                 *t = (*t).min(s);
             }
@@ -362,12 +244,13 @@ impl Run<'_> {
                     (Series::new(p), None)
                 }
             };
-            let bars = self.bars(input, key, from).await?;
+            let bars = input.bars(self.wh, &self.node.path, key, from).await?;
             deletes.push(format!(
                 "DELETE FROM {} WHERE {kq} = {}{}",
                 node.relation,
                 literal(key),
-                from.map(|t| format!(" AND {tq} >= {}", timestamp_literal(kind, t))).unwrap_or_default()
+                from.map(|t| format!(" AND {tq} >= {}", timestamp_literal(kind, t)))
+                    .unwrap_or_default()
             ));
             if let (Some(&s), Some(&e)) = (bars.times.first(), bars.times.last()) {
                 ranges.push((key.clone(), from.unwrap_or(s).min(s), e + grain));
@@ -375,8 +258,17 @@ impl Run<'_> {
             self.compute(input, key, &mut series, &bars, &mut out);
         }
         let filter = changes::widen(&ranges, grain);
-        let record = changes::record(kind, self.schema, &node.unique_id, &filter, &marks, crate::time::now_ms());
-        let counts = wh.append(&deletes, &node.schema, &node.identifier, &out, &record).await?;
+        let record = changes::record(
+            kind,
+            self.schema,
+            &node.unique_id,
+            &filter,
+            &marks,
+            crate::time::now_ms(),
+        );
+        let counts = wh
+            .append(&deletes, &node.schema, &node.identifier, &out, &record)
+            .await?;
         let deleted: u64 = counts[..deletes.len()].iter().sum();
         let inserted = out.rows() as u64;
         Ok((
@@ -390,13 +282,32 @@ impl Run<'_> {
 
     /// The series' state at its last stored bar before `t`, with the closes up to it; `None`
     /// when that bar is in the warm-up (or missing) and the series must be computed whole.
-    async fn resume(&self, p: &Params, input: &Input, key: &str, t: i64) -> anyhow::Result<Option<Series>> {
+    async fn resume(
+        &self,
+        p: &Params,
+        input: &Input,
+        key: &str,
+        t: i64,
+    ) -> anyhow::Result<Option<Series>> {
         let kind = self.wh.kind();
         let (kq, tq) = (quote(kind, &input.key), quote(kind, &input.time));
         let mut cols = vec!["bar_index".to_string()];
         cols.extend(p.ema.iter().map(|n| format!("ema_{n}")));
-        cols.extend(["rsi_avg_gain", "rsi_avg_loss", "macd_fast_ema", "macd_slow_ema", "macd_signal"].map(String::from));
-        let list = cols.iter().map(|c| quote(kind, c)).collect::<Vec<_>>().join(", ");
+        cols.extend(
+            [
+                "rsi_avg_gain",
+                "rsi_avg_loss",
+                "macd_fast_ema",
+                "macd_slow_ema",
+                "macd_signal",
+            ]
+            .map(String::from),
+        );
+        let list = cols
+            .iter()
+            .map(|c| quote(kind, c))
+            .collect::<Vec<_>>()
+            .join(", ");
         let before = format!("{tq} < {}", timestamp_literal(kind, t));
         let rows = self
             .wh
@@ -439,53 +350,5 @@ impl Run<'_> {
         }
         closes.reverse();
         Ok(Some(Series::resume(p, &carried, &closes)))
-    }
-}
-
-/// A number as the nearest double: what `float("30000.12")` gives in Python.
-fn to_f64(v: &Value) -> Option<f64> {
-    match *v {
-        Value::Float(x) => Some(x),
-        Value::Int(i) => Some(i as f64),
-        // Both exact in a double, so one correctly rounded division.
-        Value::Decimal { value, scale } if value.unsigned_abs() < 1 << 53 && (0..=22).contains(&scale) => {
-            Some(value as f64 / 10f64.powi(scale as i32))
-        }
-        Value::Decimal { .. } => v.to_string().parse().ok(),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn periods_come_from_config_and_bad_ones_are_named() {
-        let m = |v: Json| v.as_object().unwrap().clone();
-        let p = params(&m(json!({"sma": [10, 30], "ema": 9, "rsi": "7", "macd": [5, 35, 5], "bbands": [10, 1.5]}))).unwrap();
-        assert_eq!(p.sma, [10, 30]);
-        assert_eq!(p.ema, [9]);
-        assert_eq!(p.rsi, 7);
-        assert_eq!(p.macd, (5, 35, 5));
-        assert_eq!(p.bbands, (10, 1.5));
-        assert_eq!(params(&m(json!({}))).unwrap(), Params::default());
-        for (bad, says) in [
-            (json!({"sma": ["x"]}), "sma: \"x\" is not a whole number"),
-            (json!({"macd": [12, 26]}), "macd: give [fast, slow, signal]"),
-            (json!({"bbands": [20]}), "bbands: give [period, deviations]"),
-            (json!({"rsi": 1}), "rsi: period 1 is not between 2 and 100000"),
-        ] {
-            assert_eq!(params(&m(bad)).unwrap_err(), says);
-        }
-    }
-
-    #[test]
-    fn decimals_become_the_nearest_double() {
-        for s in ["30000.12", "0.00000001", "65432.98765432", "-1.5"] {
-            let v = Value::Decimal { value: crate::decimal::parse(s).unwrap(), scale: 8 };
-            assert_eq!(to_f64(&v), Some(s.parse::<f64>().unwrap()), "{s}");
-        }
     }
 }
