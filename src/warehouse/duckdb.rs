@@ -333,23 +333,7 @@ impl Warehouse for DuckDb {
         let record_batches = (0..batch.rows.len())
             .map(|i| incoming_batch(batch, i, direct))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let statements = if batch.fresh {
-            raw::history_insert(Kind::DuckDb, raw_schema, batch, loaded_at)
-                .into_iter()
-                .collect()
-        } else {
-            raw::merge(Kind::DuckDb, raw_schema, batch, loaded_at)
-        };
-        // After the merge's statements, whose counts are read by position.
-        let statements: Vec<String> = statements
-            .into_iter()
-            .chain(crate::load::quarantine::insert(
-                Kind::DuckDb,
-                raw_schema,
-                &batch.rejected,
-                loaded_at,
-            ))
-            .collect();
+        let statements = raw::batch_statements(Kind::DuckDb, raw_schema, batch, loaded_at);
         let rows = batch.row_count() as u64;
         let fresh = batch.fresh;
         let raw_schema = raw_schema.to_string();

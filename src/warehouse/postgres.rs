@@ -474,23 +474,7 @@ impl Warehouse for Postgres {
 
     async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
         let loaded_at = crate::time::now_ms();
-        let statements = if batch.fresh {
-            raw::history_insert(Kind::Postgres, raw_schema, batch, loaded_at)
-                .into_iter()
-                .collect()
-        } else {
-            raw::merge(Kind::Postgres, raw_schema, batch, loaded_at)
-        };
-        // After the merge's statements, whose counts are read by position.
-        let statements: Vec<String> = statements
-            .into_iter()
-            .chain(crate::load::quarantine::insert(
-                Kind::Postgres,
-                raw_schema,
-                &batch.rejected,
-                loaded_at,
-            ))
-            .collect();
+        let statements = raw::batch_statements(Kind::Postgres, raw_schema, batch, loaded_at);
         let (mut client, _permit) = self.client().await?;
         let token = client.cancel_token();
         let outcome = unless_cancelled(async {

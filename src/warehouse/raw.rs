@@ -265,6 +265,19 @@ pub fn history_insert(
     ))
 }
 
+/// The statements that follow a batch's rows into the warehouse (DuckDB and Postgres): the
+/// load-history insert for a fresh batch, else the merge's update and insert (whose counts are
+/// read by position, first); then the rejected rows' insert.
+pub fn batch_statements(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
+    let mut out: Vec<String> = if batch.fresh {
+        history_insert(kind, raw_schema, batch, loaded_at_ms).into_iter().collect()
+    } else {
+        merge(kind, raw_schema, batch, loaded_at_ms)
+    };
+    out.extend(crate::load::quarantine::insert(kind, raw_schema, &batch.rejected, loaded_at_ms));
+    out
+}
+
 /// Snowflake's `MERGE` of `incoming` (a table with the incoming columns) into the raw table:
 /// the same rules as [`merge`], in one statement that reports inserted and updated rows.
 pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_ms: i64) -> String {

@@ -129,7 +129,9 @@ fn compare(
     compared
 }
 
-fn real_data_rollups(wh: Wh) {
+/// A project with the repository's models and the real fixtures' 1m klines loaded (XRPETH of
+/// 2019-10-11 to 14; BTC, ETH and SOL of 2025-08-05 to 07).
+pub fn real_fixtures_loaded(wh: &Wh) -> (TestExchange, Project) {
     let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
     let p = Project::new(&ex.url, "");
     with_repo_models(&p);
@@ -153,6 +155,11 @@ fn real_data_rollups(wh: Wh) {
         "2025-08-07",
     ]);
     p.ok(&["load"]);
+    (ex, p)
+}
+
+fn real_data_rollups(wh: Wh) {
+    let (_ex, p) = real_fixtures_loaded(&wh);
     p.ok(&["seed"]);
     let out = p.ok(&["run", "models"]);
     assert!(out.contains("run: 15 nodes: 15 ok"), "{out}");
