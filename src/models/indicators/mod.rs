@@ -136,17 +136,12 @@ impl Run<'_> {
         Columns { names, columns }
     }
 
-    async fn marks(&self, p: &Params, full: bool) -> anyhow::Result<Vec<(String, i64)>> {
+    /// The watermarks of a full build: every parent's newest change so far (read before the
+    /// build reads its input, so a change that lands meanwhile is processed again next time).
+    async fn marks(&self, p: &Params) -> anyhow::Result<Vec<(String, i64)>> {
         let mut marks = vec![(CONFIG_MARK.to_string(), p.fingerprint())];
         for (parent, feed) in &self.feeds {
-            let id = if full {
-                changes::latest_id(self.wh, self.schema, feed).await?
-            } else {
-                changes::pending(self.wh, self.schema, &self.node.unique_id, parent, feed)
-                    .await?
-                    .max_id
-            };
-            if let Some(id) = id {
+            if let Some(id) = changes::latest_id(self.wh, self.schema, feed).await? {
                 marks.push((parent.clone(), id));
             }
         }
@@ -156,7 +151,7 @@ impl Run<'_> {
     async fn full(&self, p: &Params, input: &Input, grain: i64) -> anyhow::Result<(u64, String)> {
         let (wh, node) = (self.wh, self.node);
         let kind = wh.kind();
-        let marks = self.marks(p, true).await?;
+        let marks = self.marks(p).await?;
         let tmp_name = format!("{}{TMP_SUFFIX}", node.identifier);
         let tmp = relation(kind, &node.schema, &tmp_name);
         wh.execute(&format!(
@@ -218,20 +213,23 @@ impl Run<'_> {
     ) -> anyhow::Result<(u64, String)> {
         let (wh, node) = (self.wh, self.node);
         let kind = wh.kind();
+        // The changes and the watermarks from one read of each parent: a change that lands
+        // after it is past the watermark, and processed next time.
         let mut first_change: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut marks = vec![(CONFIG_MARK.to_string(), p.fingerprint())];
         for (parent, feed) in &self.feeds {
-            for (key, s, _) in changes::pending(wh, self.schema, &node.unique_id, parent, feed)
-                .await?
-                .ranges
-            {
+            let pending = changes::pending(wh, self.schema, &node.unique_id, parent, feed).await?;
+            for (key, s, _) in pending.ranges {
                 let t = first_change.entry(key).or_insert(s);
                 *t = (*t).min(s);
+            }
+            if let Some(id) = pending.max_id {
+                marks.push((parent.clone(), id));
             }
         }
         if first_change.is_empty() {
             return Ok((0, "nothing new".into()));
         }
-        let marks = self.marks(p, false).await?;
         let (kq, tq) = (quote(kind, &input.key), quote(kind, &input.time));
         let mut out = self.empty(p, input);
         let (mut deletes, mut ranges, mut whole) = (Vec::new(), Vec::new(), 0usize);
