@@ -11,6 +11,8 @@
 //!    exchange over HTTP: wall, CPU per million klines, peak memory, and the REST weight the
 //!    recent tail cost (`-- --archive [YEARS]` runs this part alone).
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "../tests/it/support/exchange/mod.rs"]
 #[allow(dead_code)]
 mod exchange;
@@ -137,67 +139,6 @@ fn project(url: &str, extra: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Runs the klines binary and returns (wall s, CPU s, peak RSS bytes) of that child alone.
-fn run_child(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
-    let started = Instant::now();
-    let mut child = Command::new(klines_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("KLINES_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    // Peak memory: the child's VmHWM, polled. (wait4's ru_maxrss would not do: Linux carries
-    // the high-water mark of the forking process's memory over the exec, so a child of this
-    // benchmark, which holds its bodies in memory, would start at the benchmark's size.)
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hwm = {
-        let done = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut peak = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    for line in status.lines() {
-                        if let Some(kb) = line.strip_prefix("VmHWM:") {
-                            let kb: u64 =
-                                kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-                            peak = peak.max(kb * 1024);
-                        }
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            peak
-        })
-    };
-    let mut status = 0;
-    // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
-    let wall = started.elapsed().as_secs_f64();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = hwm.join().unwrap();
-    let mut out = String::new();
-    use std::io::Read;
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "klines failed: {out}"
-    );
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        wall,
-        secs(u.ru_utime) + secs(u.ru_stime),
-        peak,
-        out.trim().to_string(),
-    )
-}
 
 /// The rows a backfill summary line reports.
 fn summary_rows(out: &str) -> f64 {
@@ -215,7 +156,7 @@ fn end_to_end(days: i64) {
     ex.set_limit(1_000_000, 60);
     let dir = project(&ex.url, "  max_in_flight: 8\n  spans_in_flight: 8\n");
     let to = klines::time::format_ms(T0 + days * 86_400_000);
-    let (wall, cpu, rss, out) = run_child(
+    let (wall, cpu, rss, out) = child::run(
         dir.path(),
         &["backfill", "--from", "2022-01-01", "--to", &to, "--source", "rest"],
     );
@@ -234,7 +175,7 @@ fn rate_limited(limit: u32, window_secs: u32, days: i64) {
     ex.set_limit(limit, window_secs);
     let dir = project(&ex.url, "");
     let to = klines::time::format_ms(T0 + days * 86_400_000);
-    let (wall, _, _, _) = run_child(
+    let (wall, _, _, _) = child::run(
         dir.path(),
         &[
             "backfill",
@@ -275,10 +216,10 @@ fn from_archives(years: i64) {
     // A first run fills the test exchange's zip cache, so the measured run times klines, not
     // the server building zips.
     let warm = project(&ex.url, &yml);
-    run_child(warm.path(), &["backfill", "--from", &from, "--source", "archive"]);
+    child::run(warm.path(), &["backfill", "--from", &from, "--source", "archive"]);
     let before = ex.stats();
     let dir = project(&ex.url, &yml);
-    let (wall, cpu, rss, out) = run_child(dir.path(), &["backfill", "--from", &from]);
+    let (wall, cpu, rss, out) = child::run(dir.path(), &["backfill", "--from", &from]);
     let after = ex.stats();
     let weight: u32 = after.weight_by_window.values().sum::<u32>()
         - before.weight_by_window.values().sum::<u32>();

@@ -159,20 +159,24 @@ fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
     klines(dir.path(), &["load"]);
     let (ohlc, _) = klines(dir.path(), &["run", "-s", "tag:ohlc"]);
     println!("{name}: {rows} 1m klines of 10 symbols over {days} days; the candle models: {ohlc:.1}s");
-    let (ind, out) = klines(dir.path(), &["run", "-s", "tag:indicators"]);
-    println!("{name}: indicators, full build: {ind:.1}s");
-    print!("{out}");
+    let (ind, cpu, rss, out) = support::child::run(dir.path(), &["run", "-s", "tag:indicators", "-q"]);
+    println!(
+        "{name}: indicators, full build: {ind:.1}s (klines CPU {cpu:.1}s, peak RSS {:.0} MB)",
+        rss as f64 / 1e6
+    );
+    println!("{out}");
     let (flow, _) = klines(dir.path(), &["run", "-s", "tag:flow"]);
     println!("{name}: flow metrics, full build: {flow:.1}s");
     let more = stage(T0 + days * DAY, 1);
     klines(dir.path(), &["load"]);
     klines(dir.path(), &["run", "-s", "tag:ohlc"]);
-    let (ind_inc, out) = klines(dir.path(), &["run", "-s", "tag:indicators"]);
+    let (ind_inc, cpu, rss, out) = support::child::run(dir.path(), &["run", "-s", "tag:indicators", "-q"]);
     println!(
-        "{name}: indicators, incremental after one more day ({more} rows): {ind_inc:.2}s = {:.1}% of the full build",
-        ind_inc / ind * 100.0
+        "{name}: indicators, incremental after one more day ({more} rows): {ind_inc:.2}s = {:.1}% of the full build (klines CPU {cpu:.2}s, peak RSS {:.0} MB)",
+        ind_inc / ind * 100.0,
+        rss as f64 / 1e6
     );
-    print!("{out}");
+    println!("{out}");
     let (flow_inc, _) = klines(dir.path(), &["run", "-s", "tag:flow"]);
     println!("{name}: flow metrics, incremental after one more day: {flow_inc:.2}s");
 }

@@ -1,5 +1,7 @@
 //! What the benchmarks share: synthetic klines staged as a backfill stages them.
 
+pub mod child;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

@@ -75,6 +75,8 @@ pub struct Summary {
     /// Rows kept out of the raw table (in `raw.klines_rejected`), by reason.
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Where they are: `<raw schema>.klines_rejected`.
+    pub rejected_table: String,
     pub seconds: f64,
     /// Only for `--dry-run`: what would load.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -104,9 +106,8 @@ impl std::fmt::Display for Summary {
                 .join(", ");
             write!(
                 f,
-                "; {} rows rejected into raw.{} ({reasons})",
-                self.rejected,
-                quarantine::REJECTED
+                "; {} rows rejected into {} ({reasons})",
+                self.rejected, self.rejected_table
             )?;
         }
         Ok(())
@@ -506,6 +507,8 @@ async fn load_candidates(
                 .insert(f.entry.start, f.entry.end);
         }
         summary.files += batch.files.len() as u64;
+        let fold = |n: &str| crate::warehouse::ident::fold(wh.kind(), n);
+        summary.rejected_table = format!("{}.{}", fold(raw_schema), fold(quarantine::REJECTED));
         for (reason, n) in quarantine::by_reason(&batch.rejected) {
             summary.rejected += n;
             *summary.rejected_by_reason.entry(reason).or_insert(0) += n;

@@ -731,7 +731,6 @@ impl Runner {
     }
 }
 
-/// Whether a model is incremental by time range.
 /// A time-range model's `lookback` (`1d`, `60d`, ...) in milliseconds: how far back its
 /// windows read.
 pub fn lookback_millis(n: &Node) -> Option<i64> {
@@ -748,6 +747,7 @@ pub fn records_changes(n: &Node) -> bool {
     is_time_range(n) || n.config.materialized == Materialized::Indicators
 }
 
+/// Whether a model is incremental by time range.
 pub fn is_time_range(n: &Node) -> bool {
     n.config.materialized == Materialized::Incremental
         && n.config.event_time.is_some()

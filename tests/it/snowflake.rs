@@ -373,7 +373,7 @@ fn snowflake_quarantines_bad_rows() {
     p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-01", "--to", "2024-01-02", "--source", "rest"]);
     let out = p.run(&["load"]);
     assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("; 1 rows rejected into raw.klines_rejected (low above open or close: 1)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("; 1 rows rejected into RAW.KLINES_REJECTED (low above open or close: 1)"), "{}", stdout(&out));
     let served = ex.market().minutes("BTCUSDT", ms("2024-01-01"), ms("2024-01-02"), usize::MAX).len() as i64;
     rt().block_on(async {
         let w = Snowflake::connect(&sf.output(Some(&stage_name))).await.unwrap();
