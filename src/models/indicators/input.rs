@@ -16,8 +16,6 @@ pub struct Input {
     pub time: String,
     pub price: String,
     pub carried: Vec<String>,
-    /// Positions in a `SELECT *` row: key, time, price, then the carried columns.
-    pub pos: Vec<usize>,
 }
 
 /// One series' rows, read from the input.
@@ -74,7 +72,6 @@ impl Input {
             time,
             price,
             carried,
-            pos,
         })
     }
 
@@ -97,9 +94,16 @@ impl Input {
                 )
             })
             .unwrap_or_default();
+        // The time, the price and the carried columns (the key is known: not read per row).
+        let columns = [&input.time, &input.price]
+            .into_iter()
+            .chain(&input.carried)
+            .map(|c| quote(k, c))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = wh
             .query(&format!(
-                "SELECT * FROM (\n{}\n) AS klines_input WHERE {} = {}{since} ORDER BY {}",
+                "SELECT {columns} FROM (\n{}\n) AS klines_input WHERE {} = {}{since} ORDER BY {}",
                 input.sql,
                 quote(k, &input.key),
                 literal(key),
@@ -113,10 +117,10 @@ impl Input {
         };
         for r in &rows.rows {
             let at = || format!("{}: {key}", path);
-            let t = r[input.pos[1]]
+            let t = r[0]
                 .as_millis()
                 .with_context(|| format!("{}: {} is not a timestamp", at(), input.time))?;
-            let x = to_f64(&r[input.pos[2]]).with_context(|| {
+            let x = to_f64(&r[1]).with_context(|| {
                 format!(
                     "{} at {}: {} is not a number",
                     at(),
@@ -126,8 +130,8 @@ impl Input {
             })?;
             b.times.push(t);
             b.closes.push(x);
-            for (j, &i) in input.pos[3..].iter().enumerate() {
-                b.carried[j].push(match &r[i] {
+            for (j, v) in r[2..].iter().enumerate() {
+                b.carried[j].push(match v {
                     Value::Null => String::new(),
                     Value::Text(s) => s.clone(),
                     other => bail!(
