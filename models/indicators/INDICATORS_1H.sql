@@ -8,6 +8,7 @@
     rsi=var('rsi_period', 14),
     macd=var('macd_periods', [12, 26, 9]),
     bbands=var('bbands', [20, 2]),
+    read_rows=var('indicator_read_rows', 100000),
     tags=['indicators'],
 ) }}
 

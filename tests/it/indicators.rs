@@ -306,12 +306,16 @@ fn incremental_indicators(wh: Wh) {
         }
     }
 
+    // The full refresh reads each series 997 bars at a time (across day boundaries, in many
+    // pieces): the pieces continue one computation.
     let out = p.ok(&[
         "run",
         "--select",
         "tag:indicators",
         "tag:flow",
         "--full-refresh",
+        "--vars",
+        "{indicator_read_rows: 997}",
     ]);
     assert!(out.contains("run: 10 nodes: 10 ok"), "{out}");
     let full = snapshots(&wh, &p);

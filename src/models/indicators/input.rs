@@ -82,6 +82,7 @@ impl Input {
         path: &str,
         key: &str,
         from: Option<i64>,
+        limit: Option<usize>,
     ) -> anyhow::Result<Bars> {
         let input = self;
         let k = wh.kind();
@@ -103,11 +104,12 @@ impl Input {
             .join(", ");
         let rows = wh
             .query(&format!(
-                "SELECT {columns} FROM (\n{}\n) AS klines_input WHERE {} = {}{since} ORDER BY {}",
+                "SELECT {columns} FROM (\n{}\n) AS klines_input WHERE {} = {}{since} ORDER BY {}{}",
                 input.sql,
                 quote(k, &input.key),
                 literal(key),
-                quote(k, &input.time)
+                quote(k, &input.time),
+                limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
             ))
             .await
             .with_context(|| format!("{}: reading the bars of {key}", path))?;

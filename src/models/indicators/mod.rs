@@ -28,6 +28,19 @@ use crate::warehouse::ident::{literal, quote, relation};
 use crate::warehouse::raw::timestamp_literal;
 use crate::warehouse::{Column, Columns, RelationType, Value, Warehouse};
 
+/// Bars read per query in a full build (config `read_rows`, default 100,000).
+fn read_rows(node: &Node) -> usize {
+    node.config
+        .all
+        .get("read_rows")
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .filter(|n| *n > 0)
+        .unwrap_or(100_000) as usize
+}
+
 /// The watermark row that holds the periods' fingerprint.
 const CONFIG_MARK: &str = "klines:indicator-periods";
 
@@ -168,14 +181,32 @@ impl Run<'_> {
         .await?;
         let keys = input.keys(self.wh).await?;
         let mut ranges = Vec::new();
+        // A series is read and written `read_rows` bars at a time, so memory stays bounded
+        // however long it is; the computation carries on across the pieces.
+        let chunk = read_rows(node);
         for key in &keys {
-            let bars = input.bars(self.wh, &self.node.path, key, None).await?;
-            let mut out = self.empty(p, input);
-            self.compute(input, key, &mut Series::new(p), &bars, &mut out);
-            if let (Some(&s), Some(&e)) = (bars.times.first(), bars.times.last()) {
-                ranges.push((key.clone(), s, e + grain));
+            let mut series = Series::new(p);
+            let (mut first, mut from) = (None, None);
+            loop {
+                let bars = input
+                    .bars(self.wh, &self.node.path, key, from, Some(chunk))
+                    .await?;
+                let Some(&last) = bars.times.last() else {
+                    break;
+                };
+                first = first.or(bars.times.first().copied());
+                let mut out = self.empty(p, input);
+                self.compute(input, key, &mut series, &bars, &mut out);
+                wh.append(&[], &node.schema, &tmp_name, &out, &[]).await?;
+                // Open times are unique per series, and whole milliseconds.
+                from = Some(last + 1);
+                if bars.times.len() < chunk {
+                    break;
+                }
             }
-            wh.append(&[], &node.schema, &tmp_name, &out, &[]).await?;
+            if let (Some(s), Some(e)) = (first, from) {
+                ranges.push((key.clone(), s, e - 1 + grain));
+            }
         }
         let filter = changes::widen(&ranges, grain);
         let mut extra = changes::forget(kind, self.schema, &node.unique_id);
@@ -242,7 +273,9 @@ impl Run<'_> {
                     (Series::new(p), None)
                 }
             };
-            let bars = input.bars(self.wh, &self.node.path, key, from).await?;
+            let bars = input
+                .bars(self.wh, &self.node.path, key, from, None)
+                .await?;
             deletes.push(format!(
                 "DELETE FROM {} WHERE {kq} = {}{}",
                 node.relation,
