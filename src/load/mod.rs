@@ -436,6 +436,8 @@ async fn load_candidates(
     started: Instant,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
+    let fold = |n: &str| crate::warehouse::ident::fold(wh.kind(), n);
+    summary.rejected_table = format!("{}.{}", fold(raw_schema), fold(quarantine::REJECTED));
     let total_rows: u64 = candidates.iter().map(|c| c.entry.rows).sum();
     let task = Task::new("load", total_rows, "load");
     tracing::info!(files = candidates.len(), rows = total_rows, warehouse = %wh.describe(), "loading");
@@ -507,8 +509,6 @@ async fn load_candidates(
                 .insert(f.entry.start, f.entry.end);
         }
         summary.files += batch.files.len() as u64;
-        let fold = |n: &str| crate::warehouse::ident::fold(wh.kind(), n);
-        summary.rejected_table = format!("{}.{}", fold(raw_schema), fold(quarantine::REJECTED));
         for (reason, n) in quarantine::by_reason(&batch.rejected) {
             summary.rejected += n;
             *summary.rejected_by_reason.entry(reason).or_insert(0) += n;

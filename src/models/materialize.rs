@@ -92,16 +92,22 @@ pub async fn view(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<
     Ok(0)
 }
 
+/// Makes way for the temporary table beside the model's relation (`<name>__klines_tmp`): the
+/// model's schema exists, and a table a killed run left there is dropped. Returns its
+/// identifier and its relation.
+pub async fn clear_tmp(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<(String, String)> {
+    let kind = wh.kind();
+    let name = format!("{}{TMP_SUFFIX}", node.identifier);
+    let tmp = relation(kind, &node.schema, &name);
+    wh.execute(&schema_ddl(kind, node)).await?;
+    wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
+    Ok((name, tmp))
+}
+
 /// Builds `sql` into the temporary table beside the model's relation; returns its name.
 pub async fn build_tmp(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<String> {
     let kind = wh.kind();
-    let tmp = relation(
-        kind,
-        &node.schema,
-        &format!("{}{TMP_SUFFIX}", node.identifier),
-    );
-    wh.execute(&schema_ddl(kind, node)).await?;
-    wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
+    let (_, tmp) = clear_tmp(wh, node).await?;
     wh.execute(&format!("CREATE TABLE {tmp} AS\n{sql}")).await?;
     if kind == Kind::Postgres {
         // Statistics now, not when autovacuum comes by: without them the planner takes the

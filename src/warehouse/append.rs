@@ -15,15 +15,6 @@ use super::Kind;
 use super::ident::{literal, quote, relation};
 use super::raw::{ColType, sql_type, timestamp_literal};
 
-/// The counts of the statements around `inserts` inserts (those before, then those after).
-pub fn around(counts: &[u64], before: usize, inserts: usize) -> Vec<u64> {
-    counts[..before]
-        .iter()
-        .chain(&counts[before + inserts..])
-        .copied()
-        .collect()
-}
-
 /// One column's values.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {

@@ -139,7 +139,7 @@ pub trait Warehouse: Send + Sync {
 
     /// Runs `before`, appends `rows` to `schema.table` (its columns, in the table's order),
     /// then runs `after`, all in one transaction. Returns the rows each statement of `before`
-    /// and then of `after` affected. The default sends `INSERT ... VALUES` statements (what
+    /// and then of `after` affected. The default sends [`Warehouse::insert_statements`] (what
     /// Snowflake needs: its bulk loads read staged files); DuckDB and Postgres append natively.
     async fn append(
         &self,
@@ -149,10 +149,21 @@ pub trait Warehouse: Send + Sync {
         rows: &Columns,
         after: &[String],
     ) -> anyhow::Result<Vec<u64>> {
-        let inserts = rows.inserts(self.kind(), schema, table, 2000);
+        let inserts = self.insert_statements(schema, table, rows);
         let all: Vec<String> = [before, &inserts, after].concat();
         let counts = self.transaction(&all).await?;
-        Ok(append::around(&counts, before.len(), inserts.len()))
+        // The counts of `before`, then of `after`.
+        Ok(counts[..before.len()]
+            .iter()
+            .chain(&counts[before.len() + inserts.len()..])
+            .copied()
+            .collect())
+    }
+
+    /// The statements that insert `rows` for the default [`Warehouse::append`]: multi-row
+    /// `INSERT ... VALUES`.
+    fn insert_statements(&self, schema: &str, table: &str, rows: &Columns) -> Vec<String> {
+        rows.inserts(self.kind(), schema, table, 2000)
     }
 
     /// Whether `schema.name` exists, and as what (both cased as the warehouse stores them).

@@ -84,50 +84,49 @@ impl Input {
         from: Option<i64>,
         limit: Option<usize>,
     ) -> anyhow::Result<Bars> {
-        let input = self;
         let k = wh.kind();
         let since = from
             .map(|t| {
                 format!(
                     " AND {} >= {}",
-                    quote(k, &input.time),
+                    quote(k, &self.time),
                     timestamp_literal(k, t)
                 )
             })
             .unwrap_or_default();
         // The time, the price and the carried columns (the key is known: not read per row).
-        let columns = [&input.time, &input.price]
+        let columns = [&self.time, &self.price]
             .into_iter()
-            .chain(&input.carried)
+            .chain(&self.carried)
             .map(|c| quote(k, c))
             .collect::<Vec<_>>()
             .join(", ");
         let rows = wh
             .query(&format!(
                 "SELECT {columns} FROM (\n{}\n) AS klines_input WHERE {} = {}{since} ORDER BY {}{}",
-                input.sql,
-                quote(k, &input.key),
+                self.sql,
+                quote(k, &self.key),
                 literal(key),
-                quote(k, &input.time),
+                quote(k, &self.time),
                 limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
             ))
             .await
             .with_context(|| format!("{}: reading the bars of {key}", path))?;
         let mut b = Bars {
-            carried: vec![Vec::with_capacity(rows.rows.len()); input.carried.len()],
+            carried: vec![Vec::with_capacity(rows.rows.len()); self.carried.len()],
             ..Bars::default()
         };
         for r in &rows.rows {
             let at = || format!("{}: {key}", path);
             let t = r[0]
                 .as_millis()
-                .with_context(|| format!("{}: {} is not a timestamp", at(), input.time))?;
+                .with_context(|| format!("{}: {} is not a timestamp", at(), self.time))?;
             let x = to_f64(&r[1]).with_context(|| {
                 format!(
                     "{} at {}: {} is not a number",
                     at(),
                     crate::time::format_ms(t),
-                    input.price
+                    self.price
                 )
             })?;
             b.times.push(t);
@@ -139,7 +138,7 @@ impl Input {
                     other => bail!(
                         "{}: carried column {} must be text, not {other}",
                         at(),
-                        input.carried[j]
+                        self.carried[j]
                     ),
                 });
             }
@@ -147,15 +146,14 @@ impl Input {
         Ok(b)
     }
 
-    /// The series (batch keys) of the input.
+    /// The series (batch keys) of the self.
     pub async fn keys(&self, wh: &dyn Warehouse) -> anyhow::Result<Vec<String>> {
-        let input = self;
         let k = wh.kind();
         let rows = wh
             .query(&format!(
                 "SELECT DISTINCT {} FROM (\n{}\n) AS klines_input ORDER BY 1",
-                quote(k, &input.key),
-                input.sql
+                quote(k, &self.key),
+                self.sql
             ))
             .await?;
         Ok(rows

@@ -22,9 +22,9 @@ use anyhow::Context;
 use self::compute::{Carried, Params, Series};
 use self::input::{Bars, Input, to_f64};
 use super::changes::{self, Feed};
-use super::materialize::{self, TMP_SUFFIX};
+use super::materialize;
 use super::parse::Node;
-use crate::warehouse::ident::{literal, quote, relation};
+use crate::warehouse::ident::{literal, quote};
 use crate::warehouse::raw::timestamp_literal;
 use crate::warehouse::{Column, Columns, RelationType, Value, Warehouse};
 
@@ -165,14 +165,7 @@ impl Run<'_> {
         let (wh, node) = (self.wh, self.node);
         let kind = wh.kind();
         let marks = self.marks(p).await?;
-        let tmp_name = format!("{}{TMP_SUFFIX}", node.identifier);
-        let tmp = relation(kind, &node.schema, &tmp_name);
-        wh.execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            quote(kind, &node.schema)
-        ))
-        .await?;
-        wh.execute(&format!("DROP TABLE IF EXISTS {tmp}")).await?;
+        let (tmp_name, tmp) = materialize::clear_tmp(wh, node).await?;
         wh.execute(
             &self
                 .empty(p, input)
@@ -186,26 +179,27 @@ impl Run<'_> {
         let chunk = read_rows(node);
         for key in &keys {
             let mut series = Series::new(p);
-            let (mut first, mut from) = (None, None);
+            let (mut first, mut last) = (None, None);
             loop {
+                // Open times are unique per series, and whole milliseconds.
+                let from = last.map(|t: i64| t + 1);
                 let bars = input
                     .bars(self.wh, &self.node.path, key, from, Some(chunk))
                     .await?;
-                let Some(&last) = bars.times.last() else {
+                if bars.times.is_empty() {
                     break;
-                };
+                }
                 first = first.or(bars.times.first().copied());
+                last = bars.times.last().copied();
                 let mut out = self.empty(p, input);
                 self.compute(input, key, &mut series, &bars, &mut out);
                 wh.append(&[], &node.schema, &tmp_name, &out, &[]).await?;
-                // Open times are unique per series, and whole milliseconds.
-                from = Some(last + 1);
                 if bars.times.len() < chunk {
                     break;
                 }
             }
-            if let (Some(s), Some(e)) = (first, from) {
-                ranges.push((key.clone(), s, e - 1 + grain));
+            if let (Some(s), Some(e)) = (first, last) {
+                ranges.push((key.clone(), s, e + grain));
             }
         }
         let filter = changes::widen(&ranges, grain);
@@ -322,18 +316,11 @@ impl Run<'_> {
     ) -> anyhow::Result<Option<Series>> {
         let kind = self.wh.kind();
         let (kq, tq) = (quote(kind, &input.key), quote(kind, &input.time));
+        // The bar, the EMAs, the carried state (in `STATE`'s order) and the signal.
         let mut cols = vec!["bar_index".to_string()];
         cols.extend(p.ema.iter().map(|n| format!("ema_{n}")));
-        cols.extend(
-            [
-                "rsi_avg_gain",
-                "rsi_avg_loss",
-                "macd_fast_ema",
-                "macd_slow_ema",
-                "macd_signal",
-            ]
-            .map(String::from),
-        );
+        cols.extend(compute::STATE.map(String::from));
+        cols.push("macd_signal".into());
         let list = cols
             .iter()
             .map(|c| quote(kind, c))

@@ -353,20 +353,14 @@ impl Warehouse for Snowflake {
 
     /// Rows computed in Rust: JSON arrays flattened by Snowflake itself, one literal per 5,000
     /// rows (see [`crate::warehouse::Columns::json_inserts`]).
-    async fn append(
+    fn insert_statements(
         &self,
-        before: &[String],
         schema: &str,
         table: &str,
         rows: &crate::warehouse::Columns,
-        after: &[String],
-    ) -> anyhow::Result<Vec<u64>> {
-        let inserts = rows
-            .json_inserts(schema, table, 5_000)
-            .unwrap_or_else(|| rows.inserts(Kind::Snowflake, schema, table, 2_000));
-        let all: Vec<String> = [before, &inserts, after].concat();
-        let counts = self.transaction(&all).await?;
-        Ok(crate::warehouse::append::around(&counts, before.len(), inserts.len()))
+    ) -> Vec<String> {
+        rows.json_inserts(schema, table, 5_000)
+            .unwrap_or_else(|| rows.inserts(Kind::Snowflake, schema, table, 2_000))
     }
 
     /// Views are looked up in `information_schema.views` too: Snowflake lists them in both
