@@ -304,7 +304,7 @@ fn main() {
         let n = 10;
         let c0 = thread_cpu();
         for _ in 0..n {
-            std::hint::black_box(klines::exchange::archive::parse("x.zip", &zip, Interval::M1).unwrap());
+            std::hint::black_box(klines::exchange::archive::parse("x.zip", &zip, Interval::M1, klines::exchange::archive::Period::month_of(T0)).unwrap());
         }
         let parse = thread_cpu() - c0;
         let c0 = thread_cpu();

@@ -17,6 +17,23 @@
 {% macro postgres__to_double(expr) %}cast({{ expr }} as double precision){% endmacro %}
 {% macro snowflake__to_double(expr) %}cast({{ expr }} as float){% endmacro %}
 
+{#
+  num / den rounded half up to 8 decimals, exactly, for non-negative decimals of at most 8
+  places (volumes): an integer division of their units on every warehouse, because DuckDB
+  divides decimals as doubles (off by 1e-8 now and then). NULL when den is 0 or either is NULL.
+  With n and d the units: round(n / d) at 8 places = floor((2 * n * 1e8 + d) / (2 * d)) * 1e-8.
+#}
+{% macro exact_div8(num, den) %}{{ adapter.dispatch('exact_div8')(num, den) }}{% endmacro %}
+{% macro duckdb__exact_div8(num, den) -%}
+cast(cast((cast(({{ num }}) * 100000000 as hugeint) * 200000000 + cast(({{ den }}) * 100000000 as hugeint)) // nullif(cast(({{ den }}) * 100000000 as hugeint) * 2, 0) as decimal(38, 0)) * 0.00000001 as decimal(38, 8))
+{%- endmacro %}
+{% macro postgres__exact_div8(num, den) -%}
+cast(div(({{ num }}) * 200000000 + ({{ den }}), nullif(({{ den }}) * 2, 0)) * 0.00000001 as numeric(38, 8))
+{%- endmacro %}
+{% macro snowflake__exact_div8(num, den) -%}
+cast(((({{ num }}) * 200000000 + ({{ den }})) - mod(({{ num }}) * 200000000 + ({{ den }}), nullif(({{ den }}) * 2, 0))) / nullif(({{ den }}) * 2, 0) * 0.00000001 as number(38, 8))
+{%- endmacro %}
+
 {% macro flow_metrics(relation, window, whale_window, whale_ratio) %}
 with bars as (
     select
@@ -54,8 +71,8 @@ select
     low,
     close,
     volume,
-    cast(quote_volume / nullif(volume, 0) as decimal(38, 8)) as vwap,
-    cast(day_quote_volume / nullif(day_volume, 0) as decimal(38, 8)) as vwap_day,
+    {{ exact_div8('quote_volume', 'volume') }} as vwap,
+    {{ exact_div8('day_quote_volume', 'day_volume') }} as vwap_day,
     {{ to_double('taker_buy_base_volume') }} / nullif({{ to_double('volume') }}, 0) as taker_buy_share,
     (2 * {{ to_double('taker_buy_base_volume') }} - {{ to_double('volume') }}) / nullif({{ to_double('volume') }}, 0) as imbalance,
     log_return,

@@ -77,7 +77,7 @@ pub enum Command {
     /// Serve a candlestick dashboard and a JSON API over the TRADES_OHLC tables
     Serve(ServeArgs),
     /// Check the configuration, the warehouse connection, the stage and the exchange
-    Debug,
+    Debug(DebugArgs),
     /// Write the manifest entries of staged data files that have none, so that they load
     Repair(RepairArgs),
 }
@@ -217,9 +217,14 @@ pub struct SelectArgs {
     /// More selectors (dbt's --select)
     #[arg(short = 's', long = "select", num_args = 1.., value_name = "SELECTOR")]
     pub select: Vec<String>,
-    /// Selectors of nodes to leave out
+    /// Selectors of nodes to leave out (and the tests on them)
     #[arg(long, num_args = 1.., value_name = "SELECTOR")]
     pub exclude: Vec<String>,
+    /// Which tests a selected node brings along, as dbt: eager (every test on it), cautious
+    /// (tests whose parents are all selected), buildable (parents selected or their
+    /// ancestors), empty (none)
+    #[arg(long, value_enum, default_value_t, value_name = "MODE")]
+    pub indirect_selection: crate::models::selector::IndirectSelection,
     /// Variables for models, as YAML: '{market: spot}'
     #[arg(long, value_name = "YAML")]
     pub vars: Option<String>,
@@ -286,6 +291,28 @@ pub struct LoadArgs {
     /// How long to follow Snowpipe's insertReport before giving up on unreported files
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub snowpipe_timeout: u64,
+}
+
+/// What `debug` checks: the exchange, stage and state a backfill would use, with the same
+/// flags and KLINES_* environment variables over klines.yml.
+#[derive(Debug, Clone, Args)]
+pub struct DebugArgs {
+    /// binance or coinbase
+    #[arg(long, default_value = "binance", env = "KLINES_EXCHANGE")]
+    pub exchange: Exchange,
+    /// spot or usdm (USD-M futures) [default: klines.yml `market`, else spot]
+    #[arg(long)]
+    pub market: Option<Market>,
+    /// The exchange's REST base URL [default: klines.yml `exchange.base_url`, or
+    /// `exchange.coinbase_url` with --exchange coinbase]
+    #[arg(long, value_name = "URL", env = "KLINES_BASE_URL")]
+    pub base_url: Option<String>,
+    /// The stage: a directory or s3://bucket/prefix [default: klines.yml `stage`, else ./stage]
+    #[arg(long, value_name = "URL", env = "KLINES_STAGE")]
+    pub stage: Option<String>,
+    /// Where checkpoints and locks live [default: klines.yml `state`, else ./state]
+    #[arg(long, value_name = "DIR|URL", env = "KLINES_STATE")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

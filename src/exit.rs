@@ -67,8 +67,11 @@ mod tests {
 
     #[test]
     fn the_most_telling_cause_decides() {
-        let banned = anyhow::Error::new(ExchangeError::Banned {
+        let banned = anyhow::Error::new(ExchangeError::RateLimited {
+            status: 418,
             retry_after: Duration::from_secs(600),
+            limited_for: Duration::ZERO,
+            max_wait: Duration::from_secs(300),
         })
         .context("BTCUSDT")
         .context(PartialFailure("1 of 2 series failed".into()));

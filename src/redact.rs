@@ -36,26 +36,27 @@ mod tests {
 
 /// A serde error about a configuration value, without the value: `invalid type: integer
 /// `8472991337`, expected a string` becomes `invalid type: integer (value hidden), expected a
-/// string`. Field names (`unknown field `hots``) are kept: they come from keys, not values.
+/// string`, and `invalid type: string "p8472991337", expected u16` becomes `invalid type:
+/// string (value hidden), expected u16`. Field names (`unknown field `hots``) are kept: they
+/// come from keys, not values.
 pub fn config_error(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while let Some(start) = rest.find('`') {
-        let Some(len) = rest[start + 1..].find('`') else {
-            break;
+    for lead in ["invalid type: ", "invalid value: ", "invalid length "] {
+        let Some(at) = msg.find(lead) else { continue };
+        let start = at + lead.len();
+        // The expected part is the code's; the value comes before it (and may hold ", expected").
+        let end = msg[start..].rfind(", expected").map_or(msg.len(), |e| start + e);
+        let unexpected = &msg[start..end];
+        // Keep the kind (string, integer, sequence, ...), never what follows it.
+        let kind_end = unexpected.find([' ', '`', '"']).unwrap_or(unexpected.len());
+        let kind = &unexpected[..kind_end];
+        let hidden = if kind_end < unexpected.len() && lead != "invalid length " {
+            format!("{kind} (value hidden)")
+        } else {
+            unexpected.to_string()
         };
-        let before = &rest[..start];
-        let quoted = &rest[start..start + len + 2];
-        out.push_str(before);
-        // The value stands right after "invalid type: <kind> " or "invalid value: <kind> ".
-        let is_value = (msg.contains("invalid type:") || msg.contains("invalid value:"))
-            && !before.ends_with("field ")
-            && !before.ends_with("variant ");
-        out.push_str(if is_value { "(value hidden)" } else { quoted });
-        rest = &rest[start + len + 2..];
+        return format!("{}{hidden}{}", &msg[..start], &msg[end..]);
     }
-    out.push_str(rest);
-    out
+    msg.to_string()
 }
 
 /// A secret from configuration: usable, never printed (`Debug` and `Display` show `***`).
@@ -140,6 +141,22 @@ mod secret_tests {
         assert_eq!(
             config_error("unknown field `hots`, expected one of `host`, `port`"),
             "unknown field `hots`, expected one of `host`, `port`"
+        );
+        assert_eq!(
+            config_error("invalid type: string \"p8472991337\", expected u16"),
+            "invalid type: string (value hidden), expected u16"
+        );
+        assert_eq!(
+            config_error("invalid type: string \"a, expected b\", expected u16"),
+            "invalid type: string (value hidden), expected u16"
+        );
+        assert_eq!(
+            config_error("invalid value: integer `70000`, expected u16"),
+            "invalid value: integer (value hidden), expected u16"
+        );
+        assert_eq!(
+            config_error("invalid type: sequence, expected a string"),
+            "invalid type: sequence, expected a string"
         );
     }
 

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::cli::GlobalArgs;
+use crate::cli::{DebugArgs, GlobalArgs};
 use crate::config::profiles::Output;
-use crate::exchange::BinanceClient;
+use crate::exchange::coinbase::CoinbaseClient;
+use crate::exchange::{BinanceClient, Exchange, KlineSource};
 use crate::extract::state::StateStore;
 use crate::warehouse::{self, ident};
 
@@ -43,7 +44,7 @@ fn ms_since(t: Instant) -> String {
     format!("({} ms)", t.elapsed().as_millis())
 }
 
-pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
     let mut r = Report::default();
     println!("klines {}", env!("CARGO_PKG_VERSION"));
 
@@ -124,7 +125,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
     }
 
     r.section("stage");
-    match super::stage(&project, None) {
+    match super::stage(&project, args.stage.clone()) {
         Err(e) => r.fail("stage", &e),
         Ok(stage) => {
             r.info("location", stage.url());
@@ -153,7 +154,8 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
                 Ok(()) => r.ok("write", ms_since(t)),
                 Err(e) => r.fail("write", &e),
             }
-            match StateStore::open(&project.state, &stage, &project.dir) {
+            let state = args.state.as_deref().unwrap_or(&project.state);
+            match StateStore::open(state, &stage, &project.dir) {
                 Ok(state) => r.info("checkpoints", state.describe()),
                 Err(e) => r.fail("checkpoints", &e),
             }
@@ -161,41 +163,39 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
     }
 
     r.section("exchange");
-    r.info("url", crate::redact::redact_url(&project.exchange.base_url));
-    let mut config = project.exchange.client_config(project.market);
-    // A quick verdict: no long retries.
-    config.max_attempts = 2;
-    config.timeout = config.timeout.min(Duration::from_secs(10));
-    match BinanceClient::new(config) {
-        Err(e) => r.fail("client", &e),
-        Ok(client) => {
-            let t = Instant::now();
-            match client.server_time().await {
-                Ok(server) => {
-                    let offset = server - crate::time::now_ms();
-                    r.ok(
-                        "time",
-                        format!("clock offset {offset:+} ms {}", ms_since(t)),
-                    );
-                }
-                Err(e) => r.fail("time", &e.into()),
+    let settings = super::source::settings(&project, args.exchange, args.base_url);
+    let url = match args.exchange {
+        Exchange::Binance => &settings.base_url,
+        Exchange::Coinbase => &settings.coinbase_url,
+    };
+    r.info("url", format!("{} {}", args.exchange, crate::redact::redact_url(url)));
+    match args.exchange {
+        Exchange::Binance => {
+            let mut config = settings.client_config(args.market.unwrap_or(project.market));
+            // A quick verdict: no long retries.
+            config.retry.max_attempts = 2;
+            config.timeout = config.timeout.min(Duration::from_secs(10));
+            match BinanceClient::new(config) {
+                Err(e) => r.fail("client", &e),
+                Ok(client) => check_binance(&mut r, &client, &project.symbols).await,
             }
-            match client.check_symbols(&project.symbols).await {
-                Ok(infos) => {
-                    let listed: Vec<String> = infos
-                        .iter()
-                        .map(|i| format!("{} {}", i.symbol, i.status))
-                        .collect();
-                    let limits: Vec<String> = client
-                        .limiter()
-                        .limits()
-                        .iter()
-                        .map(|l| format!("{:?} {} per {} s", l.kind, l.limit, l.window_ms / 1000))
-                        .collect();
-                    r.ok("symbols", listed.join(", "));
-                    r.info("rate limits", limits.join(", "));
+        }
+        Exchange::Coinbase => {
+            let mut config = settings.coinbase_config();
+            config.retry.max_attempts = 2;
+            config.timeout = config.timeout.min(Duration::from_secs(10));
+            match CoinbaseClient::new(config) {
+                Err(e) => r.fail("client", &e),
+                Ok(client) => {
+                    check_time(&mut r, &client).await;
+                    match client.check_symbols(&project.symbols).await {
+                        Ok(()) => {
+                            let names: Vec<&str> = project.symbols.iter().map(|s| s.as_str()).collect();
+                            r.ok("symbols", format!("{} online", names.join(", ")));
+                        }
+                        Err(e) => r.fail("symbols", &e.into()),
+                    }
                 }
-                Err(e) => r.fail("symbols", &e.into()),
             }
         }
     }
@@ -210,5 +210,39 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
             if n > 1 { "s" } else { "" },
             r.failed.join(", ")
         ),
+    }
+}
+
+/// The exchange's clock and its offset from this machine's.
+async fn check_time(r: &mut Report, client: &dyn KlineSource) {
+    let t = Instant::now();
+    match client.server_time().await {
+        Ok(server) => {
+            let offset = server - crate::time::now_ms();
+            r.ok("time", format!("clock offset {offset:+} ms {}", ms_since(t)));
+        }
+        Err(e) => r.fail("time", &e.into()),
+    }
+}
+
+/// Binance: the clock, the symbols' status and the advertised rate limits.
+async fn check_binance(r: &mut Report, client: &BinanceClient, symbols: &[crate::exchange::Symbol]) {
+    check_time(r, client).await;
+    match client.check_symbols(symbols).await {
+        Ok(infos) => {
+            let listed: Vec<String> = infos
+                .iter()
+                .map(|i| format!("{} {}", i.symbol, i.status))
+                .collect();
+            let limits: Vec<String> = client
+                .limiter()
+                .limits()
+                .iter()
+                .map(|l| format!("{:?} {} per {} s", l.kind, l.limit, l.window_ms / 1000))
+                .collect();
+            r.ok("symbols", listed.join(", "));
+            r.info("rate limits", limits.join(", "));
+        }
+        Err(e) => r.fail("symbols", &e.into()),
     }
 }

@@ -58,13 +58,30 @@ const GITIGNORE: &str = "/target\n/stage\n/state\n/klines.duckdb\n/klines.duckdb
 
 pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-    // Nothing is overwritten: any file already there stops the command before it writes.
-    if let Some((name, _)) = FILES.iter().find(|(name, _)| dir.join(name).exists()) {
-        return Err(UsageError(format!(
-            "{}: already exists; klines init writes a new project and overwrites nothing",
-            dir.join(name).display()
-        ))
-        .into());
+    // Nothing is overwritten, and nothing is written through a symbolic link inside the
+    // project (it could point anywhere): either stops the command before it writes.
+    for (name, _) in FILES {
+        let mut path = dir.clone();
+        for part in Path::new(name).components() {
+            path.push(part);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(UsageError(format!(
+                        "{}: a symbolic link; klines init writes nothing through one",
+                        path.display()
+                    ))
+                    .into());
+                }
+                Ok(_) if path == dir.join(name) => {
+                    return Err(UsageError(format!(
+                        "{}: already exists; klines init writes a new project and overwrites nothing",
+                        path.display()
+                    ))
+                    .into());
+                }
+                _ => {}
+            }
+        }
     }
     for (name, text) in FILES {
         write(&dir.join(name), text)?;
@@ -78,10 +95,17 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the file, never opening one that exists (a link put there meanwhile included).
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -53,7 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Setup(args) => setup::run(&cli.global, args).await,
         Command::Pipeline(args) => pipeline::run(&cli.global, args).await,
         Command::Serve(args) => serve::run(&cli.global, args).await,
-        Command::Debug => debug::run(&cli.global).await,
+        Command::Debug(args) => debug::run(&cli.global, args).await,
         Command::Repair(args) => repair::run(&cli.global, args).await,
     }
 }

@@ -63,7 +63,12 @@ pub(crate) async fn run_on(
         .to_string();
     let (parsed, files) = models::load(project, target, args.select.vars.as_deref())?;
     let parsed = Arc::new(parsed);
-    let selected = selector::select(&parsed, &args.select.all_selectors(), &args.select.exclude)?;
+    let selected = selector::select(
+        &parsed,
+        &args.select.all_selectors(),
+        &args.select.exclude,
+        args.select.indirect_selection,
+    )?;
     let target_dir = project.path(&project.target_path);
     // One model run per project and target schema at a time: two would race on the same
     // relations and change records.
@@ -202,7 +207,12 @@ pub async fn ls(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
     let (parsed, _) = models::load(&project, &target, args.select.vars.as_deref())?;
-    let selected = selector::select(&parsed, &args.select.all_selectors(), &args.select.exclude)?;
+    let selected = selector::select(
+        &parsed,
+        &args.select.all_selectors(),
+        &args.select.exclude,
+        args.select.indirect_selection,
+    )?;
     for id in parsed.graph.topological().unwrap_or_default() {
         if !selected.contains(&id) {
             continue;

@@ -22,6 +22,7 @@ pub async fn run(global: &GlobalArgs, args: PipelineArgs) -> anyhow::Result<()> 
             selectors: Vec::new(),
             select: args.select,
             exclude: args.exclude,
+            indirect_selection: Default::default(),
             vars: args.vars,
         },
         full_refresh: false,

@@ -32,13 +32,10 @@ impl Source {
     /// Builds the exchange's client, opens the stage and the state; a bad flag is a usage
     /// error. `--base-url` is the chosen exchange's.
     pub fn open(project: &Project, flags: SourceFlags) -> anyhow::Result<Source> {
-        let mut exchange = project.exchange.clone();
+        let exchange = settings(project, flags.exchange, flags.base_url);
         let (market, client): (Market, Arc<dyn KlineSource>) = match flags.exchange {
             Exchange::Binance => {
                 let market = flags.market.unwrap_or(project.market);
-                if let Some(url) = flags.base_url {
-                    exchange.base_url = url;
-                }
                 let client = BinanceClient::new(exchange.client_config(market))
                     .map_err(|e| UsageError(e.to_string()))?;
                 (market, Arc::new(client))
@@ -49,9 +46,6 @@ impl Source {
                         "--exchange coinbase has spot candles only (no --market usdm)".into(),
                     )
                     .into());
-                }
-                if let Some(url) = flags.base_url {
-                    exchange.coinbase_url = url.trim_end_matches('/').to_string();
                 }
                 let client = CoinbaseClient::new(exchange.coinbase_config())
                     .map_err(|e| UsageError(e.to_string()))?;
@@ -71,6 +65,19 @@ impl Source {
             state,
         })
     }
+}
+
+/// klines.yml's exchange settings with `--base-url` (or `KLINES_BASE_URL`) over the chosen
+/// exchange's URL.
+pub(crate) fn settings(project: &Project, exchange: Exchange, base_url: Option<String>) -> ExchangeSettings {
+    let mut settings = project.exchange.clone();
+    if let Some(url) = base_url {
+        match exchange {
+            Exchange::Binance => settings.base_url = url,
+            Exchange::Coinbase => settings.coinbase_url = url.trim_end_matches('/').to_string(),
+        }
+    }
+    settings
 }
 
 /// `--symbols`, else klines.yml's; a symbol named twice is fetched once.

@@ -125,6 +125,7 @@ impl LoadSink {
                     selectors: Vec::new(),
                     select: b.select.clone(),
                     exclude: Vec::new(),
+                    indirect_selection: Default::default(),
                     vars: Some(b.vars.clone()),
                 },
                 full_refresh: false,

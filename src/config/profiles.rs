@@ -330,16 +330,19 @@ pub fn resolve(
         }
     };
     let value = yaml_serde::Value::Mapping(map);
-    // Errors name the place, never the value (it may be a secret).
+    // Errors name the place and the key, never the value (it may be a secret).
     fn parse<T: serde::de::DeserializeOwned>(
         value: yaml_serde::Value,
         at: &str,
     ) -> Result<T, UsageError> {
-        yaml_serde::from_value(value).map_err(|e| {
-            UsageError(format!(
-                "{at}: {}",
-                crate::redact::config_error(&e.to_string())
-            ))
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let msg = crate::redact::config_error(&e.inner().to_string());
+            UsageError(if key.is_empty() || key == "." || msg.starts_with("unknown field") {
+                format!("{at}: {msg}")
+            } else {
+                format!("{at}: {key}: {msg}")
+            })
         })
     }
     let output = match ty.as_str() {
@@ -443,6 +446,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("no profile \"klines\""), "{msg}");
+        // A value of the wrong type: the key and the file, never the value.
+        for (line, key) in [
+            ("      port: \"p8472991337\"\n", "port"),
+            ("      password: [8472991337]\n", "password"),
+            ("      connect_timeout: {a: 8472991337}\n", "connect_timeout"),
+        ] {
+            let text = format!("klines:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      user: u\n      dbname: d\n{line}");
+            let err = resolve_text(&text, None).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("profiles.yml: profile klines, output dev: {key}: invalid type: ")), "{msg}");
+            assert!(!msg.contains("8472991337"), "{msg}");
+            assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
+        }
         let msg = resolve_text("klines:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      schema: \"x; drop table y\"\n", None).unwrap_err().to_string();
         assert!(msg.contains("schema"), "{msg}");
     }

@@ -95,10 +95,18 @@ impl ExchangeSettings {
     pub fn coinbase_config(&self) -> crate::exchange::coinbase::CoinbaseConfig {
         crate::exchange::coinbase::CoinbaseConfig {
             timeout: self.timeout,
+            retry: self.retry_policy(),
+            ..crate::exchange::coinbase::CoinbaseConfig::new(&self.coinbase_url)
+        }
+    }
+
+    /// The retry policy every client of the run shares (Binance, Coinbase, the archives).
+    pub fn retry_policy(&self) -> crate::exchange::RetryPolicy {
+        crate::exchange::RetryPolicy {
             max_attempts: self.max_attempts,
             retry_base: self.retry_base,
             retry_max: self.retry_max,
-            ..crate::exchange::coinbase::CoinbaseConfig::new(&self.coinbase_url)
+            max_wait: self.max_wait,
         }
     }
 
@@ -107,10 +115,7 @@ impl ExchangeSettings {
             base_url: self.base_url.trim_end_matches('/').to_string(),
             market,
             timeout: self.timeout,
-            max_attempts: self.max_attempts,
-            retry_base: self.retry_base,
-            retry_max: self.retry_max,
-            max_wait: self.max_wait,
+            retry: self.retry_policy(),
             max_in_flight: self.max_in_flight,
             weight_share: self.weight_share,
         }
@@ -160,8 +165,10 @@ impl Project {
                 let parsed: ProjectFile = if rendered.trim().is_empty() {
                     ProjectFile::default()
                 } else {
-                    yaml_serde::from_str(&rendered)
-                        .map_err(|e| UsageError(format!("{name}: {e}")))?
+                    yaml_serde::from_str(&rendered).map_err(|e| {
+                        // Values may be secrets (stage_options): the key, never the value.
+                        UsageError(format!("{name}: {}", crate::redact::config_error(&e.to_string())))
+                    })?
                 };
                 Some((path, parsed))
             }

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::error::{Attempt, ExchangeError};
 use super::ratelimit::{RateLimit, RateLimiter};
+use super::retry::{self, LimitedSince, Next, RetryPolicy, describe};
 use super::{Interval, Market, Symbol};
 use crate::kline::{self, KlineBatch};
 
@@ -22,13 +23,8 @@ pub struct ClientConfig {
     pub market: Market,
     /// Per request, from connecting to the last byte of the body.
     pub timeout: Duration,
-    /// Attempts per request for transient failures (5xx, timeouts, bad bodies).
-    pub max_attempts: u32,
-    /// First backoff; it doubles per attempt, with full jitter, up to `retry_max`.
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    /// The longest `Retry-After` (429/418) worth waiting for; longer ones end the run.
-    pub max_wait: Duration,
+    /// Attempts, backoff, and the longest rate-limit wait worth waiting.
+    pub retry: RetryPolicy,
     /// Requests on the wire at once, across all symbols.
     pub max_in_flight: usize,
     /// Part (0 to 1] of the exchange's advertised weight limit this run may use.
@@ -41,10 +37,7 @@ impl ClientConfig {
             base_url: base_url.trim_end_matches('/').to_string(),
             market,
             timeout: Duration::from_secs(30),
-            max_attempts: 8,
-            retry_base: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
-            max_wait: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
             max_in_flight: 8,
             weight_share: 1.0,
         }
@@ -105,6 +98,7 @@ pub struct BinanceClient {
     limiter: Arc<RateLimiter>,
     in_flight: Semaphore,
     stats: ClientStats,
+    limited: LimitedSince,
 }
 
 impl std::fmt::Debug for BinanceClient {
@@ -124,6 +118,7 @@ impl BinanceClient {
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
             config,
             stats: ClientStats::default(),
+            limited: LimitedSince::default(),
         })
     }
 
@@ -268,14 +263,26 @@ impl BinanceClient {
         let n = self
             .klines_page(symbol, interval, start, Some(end - 1), limit, out)
             .await?;
-        let rows = &out.open_time[out.len() - n..];
-        if let Some(&t) = rows.iter().find(|&&t| t < start || t >= end) {
-            out.truncate(out.len() - n);
+        let first = out.len() - n;
+        // A kline is keyed by its open time: one off the interval's grid is not a candle of
+        // it, never staged. (A close time that does not match is a bad row for the loader's
+        // quarantine, which keeps it with its reason.)
+        let bad = out.open_time[first..].iter().find_map(|&t| {
+            if t < start || t >= end {
+                Some(format!(
+                    "kline opening at {t} is outside the requested range [{start}, {end})"
+                ))
+            } else if interval.floor(t) != t {
+                Some(format!("kline opening at {t} is not on the {interval} grid"))
+            } else {
+                None
+            }
+        });
+        if let Some(detail) = bad {
+            out.truncate(first);
             return Err(ExchangeError::InvalidData {
                 symbol: symbol.to_string(),
-                detail: format!(
-                    "kline opening at {t} is outside the requested range [{start}, {end})"
-                ),
+                detail,
             });
         }
         Ok(n)
@@ -361,50 +368,37 @@ impl BinanceClient {
                     }
                 }
             };
-            let err = match outcome {
-                Ok(v) => return Ok(v),
+            let failure = match outcome {
+                Ok(v) => {
+                    self.limited.answered();
+                    return Ok(v);
+                }
                 Err(e) => e,
             };
-            match err {
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Limited {
-                    status,
-                    retry_after,
-                } => {
-                    if retry_after > self.config.max_wait {
-                        return Err(if status == 418 {
-                            ExchangeError::Banned { retry_after }
-                        } else {
-                            ExchangeError::RateLimited { retry_after }
-                        });
-                    }
+            let reason = match &failure {
+                Attempt::Transient(r) => r.clone(),
+                _ => String::new(),
+            };
+            match self
+                .config
+                .retry
+                .next(path, attempt, failure, &self.limited)?
+            {
+                Next::Pause { status, wait } => {
                     tracing::warn!(
                         path,
                         status,
-                        retry_after_secs = retry_after.as_secs_f64(),
+                        retry_after_secs = wait.as_secs_f64(),
                         "rate-limited by the exchange; every request waits"
                     );
-                    self.limiter
-                        .pause_until(self.limiter.now_ms().saturating_add(
-                            i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX),
-                        ));
-                    // Waiting out a limit is not a failed attempt, but a server that keeps
-                    // answering 429 must not keep the run forever.
+                    self.limiter.pause_until(self.limiter.now_ms().saturating_add(
+                        i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                    ));
+                    // Waiting out a limit is not a failed attempt.
                     attempt -= 1;
-                    if self.limiter.stats().rejected > 20 {
-                        return Err(ExchangeError::RateLimited { retry_after });
-                    }
                 }
-                Attempt::Transient(reason) => {
-                    if attempt >= self.config.max_attempts {
-                        return Err(ExchangeError::Exhausted {
-                            path: path.to_string(),
-                            attempts: attempt,
-                            last: reason,
-                        });
-                    }
+                Next::Backoff(delay) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff(attempt, self.config.retry_base, self.config.retry_max);
                     tracing::warn!(path, attempt, reason = %reason, delay_ms = delay.as_millis() as u64, "retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -416,10 +410,9 @@ impl BinanceClient {
     async fn answer(&self, path: &str, resp: reqwest::Response) -> Result<Bytes, Attempt> {
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.as_u16() == 418 {
-            let retry_after = retry_after(resp.headers()).unwrap_or(Duration::from_secs(60));
             return Err(Attempt::Limited {
                 status: status.as_u16(),
-                retry_after,
+                retry_after: retry::retry_after(resp.headers()),
             });
         }
         if status.is_server_error() {
@@ -450,54 +443,6 @@ impl BinanceClient {
             code,
             msg,
         }))
-    }
-}
-
-/// Full-jitter exponential backoff: uniform in [base, min(max, base * 2^(attempt-1))].
-pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let cap = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(max);
-    let lo = base.min(cap).as_millis() as u64;
-    let hi = cap.as_millis() as u64;
-    Duration::from_millis(if hi > lo { fastrand::u64(lo..=hi) } else { lo })
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
-}
-
-/// `Retry-After` in seconds (Binance sends whole ones). A value too large for a `Duration`
-/// (`1e30`) is a very long wait, not a panic: it exceeds any `max_wait` and ends the run.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let secs = v.trim().parse::<f64>().ok()?;
-    if !(secs.is_finite() && secs >= 0.0) {
-        return None;
-    }
-    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
-}
-
-/// An error's chain without the URL (which could carry credentials).
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "connection dropped while reading the body"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
     }
 }
 
@@ -555,36 +500,6 @@ impl super::KlineSource for BinanceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for attempt in 1..30 {
-            let d = backoff(attempt, base, max);
-            assert!(d >= base && d <= max, "{attempt}: {d:?}");
-        }
-        assert_eq!(backoff(1, base, max), base);
-    }
-
-    #[test]
-    fn retry_after_takes_any_number_without_panicking() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("1e30"), Some(Duration::MAX));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("NaN"), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn retry_after_never_panics(s in "\\PC{0,40}", x in proptest::num::f64::ANY) {
-            let _ = parse_retry_after(&s);
-            let _ = parse_retry_after(&x.to_string());
-            let _ = parse_retry_after(&format!("{x:e}"));
-        }
-    }
 
     #[test]
     fn a_bad_base_url_is_refused_without_echoing_credentials() {

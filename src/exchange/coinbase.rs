@@ -5,8 +5,11 @@
 //!   they are read from the body's text (never through f64), exponents included.
 //! - No candle for a bucket without trades, and no trade count, quote volume or taker volumes:
 //!   those fields are NULL from the stage on ([`super::Exchange::flow_fields`]).
-//! - The exchange's clock is `GET /time`; public endpoints allow about 10 requests a second, so
-//!   requests are paced, and a 429 waits (`Retry-After`, else a backoff) and asks again.
+//! - The exchange's clock is `GET /time`; public endpoints allow about 10 requests a second per
+//!   IP (shared with every other program there), so requests are paced, and a 429 is waited
+//!   out (`Retry-After`, else a backoff) and asked again, every time ([`super::retry`]). The
+//!   pace adapts: a 429 slows it down by a third, and each answer speeds it up a little again,
+//!   up to `requests_per_second`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,7 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
-use super::client::{backoff, describe};
+use super::error::Attempt;
+use super::retry::{self, LimitedSince, Next, RetryPolicy, describe};
 use super::source::{Capabilities, EmptyBuckets, SourceStats};
 use super::{Exchange, ExchangeError, Interval, KlineSource, Market, Symbol};
 use crate::kline::{Kline, KlineBatch};
@@ -30,10 +34,9 @@ pub const PAGE: u32 = 300;
 pub struct CoinbaseConfig {
     pub base_url: String,
     pub timeout: Duration,
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    /// Requests started per second, all symbols together (Coinbase allows about 10).
+    pub retry: RetryPolicy,
+    /// Requests started per second, all symbols together (Coinbase allows about 10): the
+    /// most the adaptive pace goes up to.
     pub requests_per_second: f64,
 }
 
@@ -42,9 +45,7 @@ impl CoinbaseConfig {
         CoinbaseConfig {
             base_url: base_url.trim_end_matches('/').to_string(),
             timeout: Duration::from_secs(30),
-            max_attempts: 8,
-            retry_base: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
             requests_per_second: 8.0,
         }
     }
@@ -53,8 +54,8 @@ impl CoinbaseConfig {
 pub struct CoinbaseClient {
     http: reqwest::Client,
     config: CoinbaseConfig,
-    /// When the next request may start (pacing), as a tokio instant.
-    next: tokio::sync::Mutex<tokio::time::Instant>,
+    pace: tokio::sync::Mutex<Pace>,
+    limited_since: LimitedSince,
     requests: AtomicU64,
     retries: AtomicU64,
     limited: AtomicU64,
@@ -90,7 +91,11 @@ impl CoinbaseClient {
         let http = super::http::client("Coinbase", &config.base_url, config.timeout)?;
         Ok(CoinbaseClient {
             http,
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            pace: tokio::sync::Mutex::new(Pace {
+                next: tokio::time::Instant::now(),
+                rate: config.requests_per_second.max(MIN_RATE),
+            }),
+            limited_since: LimitedSince::default(),
             config,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -98,20 +103,19 @@ impl CoinbaseClient {
         })
     }
 
-    /// Waits for this request's turn under `requests_per_second`.
+    /// Waits for this request's turn under the current pace.
     async fn pace(&self) {
-        let gap = Duration::from_secs_f64(1.0 / self.config.requests_per_second.max(0.1));
         let at = {
-            let mut next = self.next.lock().await;
+            let mut p = self.pace.lock().await;
             let now = tokio::time::Instant::now();
-            let at = (*next).max(now);
-            *next = at + gap;
+            let at = p.next.max(now);
+            p.next = at + Duration::from_secs_f64(1.0 / p.rate);
             at
         };
         tokio::time::sleep_until(at).await;
     }
 
-    /// One GET with pacing and retries; `Ok(None)` for a 404.
+    /// One GET with pacing and the retry policy; `Ok(None)` for a 404.
     async fn get(
         &self,
         path: &str,
@@ -123,81 +127,110 @@ impl CoinbaseClient {
             attempt += 1;
             self.pace().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let reason = match self.http.get(&url).query(query).send().await {
-                Err(e) => describe(&e),
-                Ok(resp) => {
-                    let status = resp.status();
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        self.limited.fetch_add(1, Ordering::Relaxed);
-                        let wait = resp
-                            .headers()
-                            .get(reqwest::header::RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<f64>().ok())
-                            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 3600.0)
-                            .map(Duration::from_secs_f64)
-                            .unwrap_or_else(|| {
-                                backoff(attempt, self.config.retry_base, self.config.retry_max)
-                            });
-                        tracing::warn!(
-                            path,
-                            wait_ms = wait.as_millis() as u64,
-                            "rate-limited by Coinbase (HTTP 429); waiting"
-                        );
-                        tokio::time::sleep(wait).await;
-                        // Waiting out a limit is not a failed attempt, within reason.
-                        if self.limited.load(Ordering::Relaxed) > 50 {
-                            return Err(ExchangeError::RateLimited { retry_after: wait });
-                        }
-                        attempt -= 1;
-                        continue;
-                    }
-                    if status == StatusCode::NOT_FOUND {
-                        return Ok(None);
-                    }
-                    if status.is_server_error() {
-                        format!("HTTP {status}")
-                    } else {
-                        match resp.bytes().await {
-                            Ok(body) if status.is_success() => return Ok(Some(body)),
-                            Ok(body) => {
-                                let msg = serde_json::from_slice::<serde_json::Value>(&body)
-                                    .ok()
-                                    .and_then(|v| {
-                                        v.get("message")
-                                            .and_then(|m| m.as_str())
-                                            .map(str::to_string)
-                                    })
-                                    .unwrap_or_else(|| {
-                                        String::from_utf8_lossy(&body[..body.len().min(200)])
-                                            .into_owned()
-                                    });
-                                return Err(ExchangeError::Refused {
-                                    path: path.to_string(),
-                                    status: status.as_u16(),
-                                    code: 0,
-                                    msg,
-                                });
-                            }
-                            Err(e) => describe(&e),
-                        }
-                    }
+            let failure = match self.attempt(&url, path, query).await {
+                Ok(body) => {
+                    self.limited_since.answered();
+                    let mut p = self.pace.lock().await;
+                    p.rate = (p.rate + RATE_STEP).min(self.config.requests_per_second.max(MIN_RATE));
+                    return Ok(body);
                 }
+                Err(f) => f,
             };
-            if attempt >= self.config.max_attempts {
-                return Err(ExchangeError::Exhausted {
-                    path: path.to_string(),
-                    attempts: attempt,
-                    last: reason,
-                });
+            let reason = match &failure {
+                Attempt::Transient(r) => r.clone(),
+                _ => String::new(),
+            };
+            match self
+                .config
+                .retry
+                .next(path, attempt, failure, &self.limited_since)?
+            {
+                Next::Pause { wait, .. } => {
+                    self.limited.fetch_add(1, Ordering::Relaxed);
+                    // Every request waits, and the pace slows down: the limit is per IP and
+                    // other programs may share it.
+                    let rate = {
+                        let mut p = self.pace.lock().await;
+                        p.next = p.next.max(tokio::time::Instant::now() + wait);
+                        p.rate = (p.rate * 2.0 / 3.0).max(MIN_RATE);
+                        p.rate
+                    };
+                    tracing::warn!(
+                        path,
+                        wait_ms = wait.as_millis() as u64,
+                        requests_per_second = (rate * 100.0).round() / 100.0,
+                        "rate-limited by Coinbase (HTTP 429); waiting, and slowing down"
+                    );
+                    attempt -= 1;
+                }
+                Next::Backoff(delay) => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path, attempt, reason = %reason, delay_ms = delay.as_millis() as u64, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
             }
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            let delay = backoff(attempt, self.config.retry_base, self.config.retry_max);
-            tracing::warn!(path, attempt, reason = %reason, delay_ms = delay.as_millis() as u64, "retrying");
-            tokio::time::sleep(delay).await;
         }
     }
+
+    /// One request and how it went.
+    async fn attempt(
+        &self,
+        url: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<bytes::Bytes>, Attempt> {
+        let resp = self
+            .http
+            .get(url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| Attempt::Transient(describe(&e)))?;
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Attempt::Limited {
+                status: 429,
+                retry_after: retry::retry_after(resp.headers()),
+            });
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status.is_server_error() {
+            return Err(Attempt::Transient(format!("HTTP {status}")));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Attempt::Transient(describe(&e)))?;
+        if status.is_success() {
+            return Ok(Some(body));
+        }
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+        Err(Attempt::Fatal(ExchangeError::Refused {
+            path: path.to_string(),
+            status: status.as_u16(),
+            code: 0,
+            msg,
+        }))
+    }
 }
+
+/// The adaptive pace: when the next request may start, and the current rate.
+#[derive(Debug)]
+struct Pace {
+    next: tokio::time::Instant,
+    rate: f64,
+}
+
+/// The slowest pace (requests a second) a run of 429s brings the client down to.
+const MIN_RATE: f64 = 0.5;
+
+/// How much each successful answer speeds the pace up again (requests a second).
+const RATE_STEP: f64 = 0.02;
 
 #[async_trait]
 impl KlineSource for CoinbaseClient {
@@ -367,8 +400,9 @@ pub fn json_decimal(text: &str) -> Result<i128, String> {
     Ok(if neg { -v } else { v })
 }
 
-/// `[[time_s, low, high, open, close, volume], ...]` into klines of `len_ms` each (any order).
-fn parse_candles(body: &[u8], len_ms: i64) -> Result<Vec<Kline>, String> {
+/// `[[time_s, low, high, open, close, volume], ...]` into klines of `len_ms` each (any order),
+/// every time on the granularity's grid.
+pub fn parse_candles(body: &[u8], len_ms: i64) -> Result<Vec<Kline>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
     let inner = text
         .trim()
@@ -400,7 +434,13 @@ fn parse_candles(body: &[u8], len_ms: i64) -> Result<Vec<Kline>, String> {
             .map_err(|_| format!("row {i}: time {:?} is not whole seconds", f[0]))?;
         let dec =
             |j: usize, name: &str| json_decimal(f[j]).map_err(|e| format!("row {i}: {name}: {e}"));
-        let open_time = time_s * 1000;
+        let open_time = time_s.checked_mul(1000).ok_or_else(|| format!("row {i}: time {time_s} is out of range"))?;
+        if open_time.rem_euclid(len_ms) != 0 {
+            return Err(format!(
+                "row {i}: time {time_s} is not on the {}s grid of the granularity",
+                len_ms / 1000
+            ));
+        }
         let k = Kline {
             open_time,
             low: dec(1, "low")?,
@@ -454,6 +494,9 @@ mod tests {
         assert!(parse_candles(b"[]", 60_000).unwrap().is_empty());
         let e = parse_candles(b"[[1704067200,2,1,1.5,1.5,1]]", 60_000).unwrap_err();
         assert!(e.contains("row 0"), "{e}");
+        // A bucket off the granularity's grid is not a candle of it.
+        let e = parse_candles(b"[[1704240030,1,2,1,1,1]]", 60_000).unwrap_err();
+        assert_eq!(e, "row 0: time 1704240030 is not on the 60s grid of the granularity");
         let e = parse_candles(b"{\"message\":\"x\"}", 60_000).unwrap_err();
         assert!(e.contains("not a JSON array"), "{e}");
     }

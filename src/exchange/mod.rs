@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod interval;
 pub mod ratelimit;
+pub mod retry;
 pub mod source;
 pub mod symbol;
 pub mod venue;
@@ -15,6 +16,7 @@ pub mod ws;
 
 pub use client::{BinanceClient, ClientConfig};
 pub use error::ExchangeError;
+pub use retry::RetryPolicy;
 pub use source::{Capabilities, KlineSource};
 pub use interval::Interval;
 pub use symbol::{Market, Symbol};

@@ -7,7 +7,10 @@
 //!    day boundary. Days that have not ended on the exchange's clock always come from REST.
 //! 2. `fetch` downloads an archive span (checksum first, then the zip, verified before it is
 //!    parsed); a month the archive lacks is tried day by day, and a day it lacks comes from
-//!    REST (`auto`) or is left missing for a later run (`archive`).
+//!    REST (`auto`) or is left missing for a later run (`archive`). Minutes a file lacks are
+//!    not confirmed empty on the archive's word alone: `auto` asks REST for them (one request
+//!    per page of gaps), `archive` leaves them out of the checkpoint for a later run. An
+//!    archive that cannot be reached (decided once per run) means REST for its spans (`auto`).
 //! 3. `recheck` compares the checksums recorded in the checkpoint with the ones published
 //!    now; a re-published file's range is taken out of the checkpoint, so this run stages it
 //!    again (and the loader's newest-wins rule replaces the rows).
@@ -119,15 +122,20 @@ pub async fn fetch(
     };
     let mut out = Fetched::default();
     let got = match archive.fetch(&series.symbol, series.interval, period).await {
-        Err(e @ ExchangeError::Exhausted { .. }) if ctx.source == HistorySource::Auto => {
+        Err(e @ (ExchangeError::Exhausted { .. } | ExchangeError::ArchiveUnreachable { .. }))
+            if ctx.source == HistorySource::Auto =>
+        {
+            // Logged once for the run; the span comes from REST.
             archive.give_up(&e);
-            None
+            rest(ctx, series, span.start, span.end, &mut out.rows).await?;
+            return Ok(out);
         }
         other => other?,
     };
     if let Some(a) = got {
         let r = a.klines.range_of(span.start, span.end);
         out.rows.extend_from(&a.klines, r);
+        confirm_gaps(ctx, series, span, &mut out).await?;
         out.files.push((
             a.file,
             ArchiveFile {
@@ -170,15 +178,7 @@ pub async fn fetch(
         }
         Period::Day { .. } if ctx.source == HistorySource::Auto => {
             tracing::info!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; taking it from REST");
-            let page = ctx.client.capabilities().page_limit as i64;
-            let mut t = span.start;
-            while t < span.end {
-                let end = span.end.min(series.interval.advance(t, page));
-                ctx.client
-                    .klines(&series.symbol, series.interval, t, end, &mut out.rows)
-                    .await?;
-                t = end;
-            }
+            rest(ctx, series, span.start, span.end, &mut out.rows).await?;
         }
         Period::Day { .. } => {
             tracing::warn!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; left for a later run (--source archive)");
@@ -186,6 +186,102 @@ pub async fn fetch(
         }
     }
     Ok(out)
+}
+
+/// The candles of `[start, end)` over REST, a page a request, appended to `out`.
+async fn rest(
+    ctx: &RunContext,
+    series: &Series,
+    start: i64,
+    end: i64,
+    out: &mut KlineBatch,
+) -> anyhow::Result<()> {
+    let page = ctx.client.capabilities().page_limit as i64;
+    let mut t = start;
+    while t < end {
+        let e = end.min(series.interval.advance(t, page));
+        ctx.client
+            .klines(&series.symbol, series.interval, t, e, out)
+            .await?;
+        t = e;
+    }
+    Ok(())
+}
+
+/// The candles a file's rows lack in `[start, end)`: open-time ranges.
+pub fn gaps(rows: &KlineBatch, interval: crate::exchange::Interval, start: i64, end: i64) -> RangeSet {
+    let mut gaps = RangeSet::new();
+    let mut cursor = start;
+    for &t in &rows.open_time {
+        if t > cursor {
+            gaps.insert(cursor, t.min(end));
+        }
+        cursor = cursor.max(interval.next(t));
+    }
+    if cursor < end {
+        gaps.insert(cursor, end);
+    }
+    gaps
+}
+
+/// Minutes an archive file lacks are not confirmed empty on its word: with `auto` they are
+/// asked of REST (whose answer confirms them, or brings what the file lost), gaps one page
+/// apart in one request; with `archive` they are left lacking, for a later run.
+async fn confirm_gaps(
+    ctx: &RunContext,
+    series: &Series,
+    span: Span,
+    out: &mut Fetched,
+) -> anyhow::Result<()> {
+    let gaps = gaps(&out.rows, series.interval, span.start, span.end);
+    if gaps.ranges().is_empty() {
+        return Ok(());
+    }
+    if ctx.source != HistorySource::Auto {
+        out.lacking.union(&gaps);
+        return Ok(());
+    }
+    // One request per page of gaps: a gap longer than a page takes several, gaps within one
+    // page's reach share one.
+    let interval = series.interval;
+    let page = ctx.client.capabilities().page_limit as i64;
+    let mut requests: Vec<(i64, i64)> = Vec::new();
+    for &(gs, ge) in gaps.ranges() {
+        let mut t = gs;
+        while t < ge {
+            let start = match requests.last() {
+                Some(&(rs, _)) if interval.advance(rs, page) > t => rs,
+                _ => t,
+            };
+            let e = ge.min(interval.advance(start, page));
+            if start == t {
+                requests.push((t, e));
+            } else if let Some(last) = requests.last_mut() {
+                last.1 = e;
+            }
+            t = e;
+        }
+    }
+    let mut fetched = KlineBatch::default();
+    for &(s, e) in &requests {
+        let mut page_rows = KlineBatch::default();
+        ctx.client
+            .klines(&series.symbol, interval, s, e, &mut page_rows)
+            .await?;
+        // Only what the file lacks: the rows it has stay the archive's.
+        for i in 0..page_rows.len() {
+            let t = page_rows.open_time[i];
+            if gaps.covers(t, t + 1) {
+                fetched.push(&page_rows.get(i));
+            }
+        }
+    }
+    tracing::debug!(series = %series, gaps = gaps.ranges().len(), requests = requests.len(), recovered = fetched.len(), "archive gaps asked of REST");
+    if !fetched.is_empty() {
+        tracing::warn!(series = %series, candles = fetched.len(), "REST has candles the archive file lacks; staging them");
+        out.rows = KlineBatch::merge(&[&out.rows, &fetched]);
+    }
+    Ok(())
 }
 
 /// Takes the ranges of re-published archive files (another checksum than the one staged)
@@ -224,7 +320,7 @@ pub async fn recheck(
     .await
     .or_else(|e| match e {
         // Unreachable: nothing can be rechecked this run (the next one will).
-        ExchangeError::Exhausted { .. } => {
+        ExchangeError::Exhausted { .. } | ExchangeError::ArchiveUnreachable { .. } => {
             archive.give_up(&e);
             Ok(Vec::new())
         }

@@ -54,6 +54,8 @@ pub struct Summary {
     pub archive_files: u64,
     pub archive_bytes: u64,
     pub archive_missing: u64,
+    /// The archive could not be reached (or failed every attempt): the run did without it.
+    pub archive_unreachable: bool,
     pub failed: Vec<String>,
 }
 
@@ -71,7 +73,13 @@ impl std::fmt::Display for Summary {
             self.retries,
             self.rate_limited
         )?;
-        if self.archive_files + self.archive_missing > 0 {
+        if self.archive_unreachable {
+            write!(
+                f,
+                "; archive: unreachable, history from REST ({} files, {} bytes before that); REST weight {}",
+                self.archive_files, self.archive_bytes, self.weight
+            )?;
+        } else if self.archive_files + self.archive_missing > 0 {
             write!(
                 f,
                 "; archive: {} files, {} bytes, {} missing; REST weight {}",
@@ -206,6 +214,7 @@ pub async fn backfill(
         archive_missing: archive
             .as_ref()
             .map_or(0, |a| a.stats().missing.load(Ordering::Relaxed)),
+        archive_unreachable: archive.as_ref().is_some_and(|a| a.is_unreachable()),
         failed: failures.iter().map(|(s, _)| s.to_string()).collect(),
     };
     Ok(Outcome {

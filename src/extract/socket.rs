@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 
 use super::series::Prefetched;
-use super::stream::{ExchangeClock, StreamStats, metric};
+use super::stream::{ExchangeClock, StreamStats, Suspect, metric};
 use crate::exchange::ws::{self, Message};
 use crate::stage::Stage;
 use crate::stage::layout::Series;
@@ -161,7 +161,12 @@ impl Reader {
             metrics::counter!(metric::EVENTS).increment(1);
             match ws::parse_message(&text) {
                 Ok(Message::Kline(e)) => {
-                    self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
+                    // An event time past the clock moves nothing; the clock is read again.
+                    if self.clock.believable(e.event_time) {
+                        self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
+                    } else {
+                        self.clock.stale.store(true, Ordering::SeqCst);
+                    }
                     let series = Series {
                         exchange: crate::exchange::Exchange::Binance,
                         market: self.market,
@@ -173,9 +178,17 @@ impl Reader {
                         metrics::counter!(metric::DEAD_LETTERS).increment(1);
                         let reason = format!("an event of {series}, which this connection did not subscribe to");
                         dead_letter(&self.stage, &text, &reason).await;
-                    } else if e.closed {
+                    } else if e.closed && self.clock.believable(e.kline.close_time) {
                         self.stats.closed.fetch_add(1, Ordering::Relaxed);
                         self.prefetched.insert(series, e.kline);
+                    } else if e.closed {
+                        // Closing after the exchange's clock: judged once it is read again.
+                        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                        self.clock.suspect(Suspect {
+                            series,
+                            kline: e.kline,
+                            raw: text,
+                        });
                     }
                 }
                 Ok(Message::ServerShutdown) => {
@@ -203,7 +216,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// Keeps a message the stream could not use, with why, under `_dead_letters/<UTC date>/` in
 /// the stage. Never fails the stream: a write that fails is logged.
-async fn dead_letter(stage: &Stage, raw: &str, reason: &str) {
+pub(super) async fn dead_letter(stage: &Stage, raw: &str, reason: &str) {
     let now = chrono::Utc::now();
     let key = format!(
         "_dead_letters/{}/{}-{}.json",

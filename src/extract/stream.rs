@@ -103,22 +103,73 @@ pub struct StreamStats {
 }
 
 /// The exchange's clock: the last reading of `/time` plus the time elapsed since here.
+///
+/// What the stream says is believed only up to that clock plus the grace: a closed candle
+/// whose close is later, or an event time past it, may be a bogus or hostile frame. Such a
+/// candle waits as a *suspect* until the clock has been read again; then it is believed, or
+/// kept as a dead letter. It never moves a series' "delivered up to" mark before that.
 pub(super) struct ExchangeClock {
     read: std::sync::Mutex<(i64, Instant)>,
-    /// The newest event time the stream delivered: the exchange's clock was at least there.
+    /// The newest believable event time the stream delivered: the exchange's clock was at
+    /// least there.
     pub(super) seen: std::sync::atomic::AtomicI64,
-    /// Set by the socket task after a (re)connect: read the clock and catch up now.
+    /// Set by the socket task after a (re)connect, or when it holds a suspect: read the clock
+    /// now.
     pub(super) stale: AtomicBool,
+    /// How far past the clock's reading a time the stream claims may be.
+    tolerance_ms: i64,
+    suspects: std::sync::Mutex<Vec<Suspect>>,
+}
+
+/// A closed candle that claimed to close after the exchange's clock, with its message.
+pub(super) struct Suspect {
+    pub series: Series,
+    pub kline: crate::kline::Kline,
+    pub raw: String,
 }
 
 impl ExchangeClock {
-    fn now(&self) -> i64 {
+    fn new(ms: i64, tolerance: Duration) -> ExchangeClock {
+        ExchangeClock {
+            read: std::sync::Mutex::new((ms, Instant::now())),
+            seen: std::sync::atomic::AtomicI64::new(i64::MIN),
+            stale: AtomicBool::new(false),
+            tolerance_ms: i64::try_from(tolerance.as_millis()).unwrap_or(i64::MAX),
+            suspects: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The last reading advanced by this machine's monotonic clock, events aside.
+    fn reading(&self) -> i64 {
         let (ms, at) = *self.read.lock().unwrap_or_else(|e| e.into_inner());
-        (ms + at.elapsed().as_millis() as i64).max(self.seen.load(Ordering::Relaxed))
+        ms + at.elapsed().as_millis() as i64
+    }
+
+    fn now(&self) -> i64 {
+        self.reading().max(self.seen.load(Ordering::Relaxed))
     }
 
     fn set(&self, ms: i64) {
         *self.read.lock().unwrap_or_else(|e| e.into_inner()) = (ms, Instant::now());
+    }
+
+    /// Whether a time the stream claims can have passed on the exchange: before the clock's
+    /// reading plus the grace.
+    pub(super) fn believable(&self, ms: i64) -> bool {
+        ms < self.reading().saturating_add(self.tolerance_ms)
+    }
+
+    /// Holds a closed candle that claims to close after the clock until it is read again.
+    pub(super) fn suspect(&self, s: Suspect) {
+        self.suspects.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        self.stale.store(true, Ordering::SeqCst);
+    }
+
+    /// After a fresh reading: the suspects now believable, and the rest, which are not.
+    fn judge(&self) -> (Vec<Suspect>, Vec<Suspect>) {
+        let all = std::mem::take(&mut *self.suspects.lock().unwrap_or_else(|e| e.into_inner()));
+        all.into_iter()
+            .partition(|s| self.believable(s.kline.close_time))
     }
 }
 
@@ -136,11 +187,7 @@ pub async fn stream(
     let started = Instant::now();
     let prefetched = Arc::new(Prefetched::default());
     let stats = Arc::new(StreamStats::default());
-    let clock = Arc::new(ExchangeClock {
-        read: std::sync::Mutex::new((client.server_time().await?, Instant::now())),
-        seen: std::sync::atomic::AtomicI64::new(i64::MIN),
-        stale: AtomicBool::new(false),
-    });
+    let clock = Arc::new(ExchangeClock::new(client.server_time().await?, sp.grace));
     let streams: Vec<String> = all
         .iter()
         .map(|s| ws::stream_name(&s.symbol, s.interval))
@@ -186,8 +233,27 @@ pub async fn stream(
         }
         // Read the exchange's clock again after a reconnect (catch up at once) or now and then.
         if clock.stale.swap(false, Ordering::SeqCst) || last_sync.elapsed() >= sp.resync {
-            if let Ok(t) = client.server_time().await {
-                clock.set(t);
+            match client.server_time().await {
+                Ok(t) => {
+                    clock.set(t);
+                    let (believed, bogus) = clock.judge();
+                    for s in believed {
+                        prefetched.insert(s.series, s.kline);
+                    }
+                    for s in bogus {
+                        stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(metric::DEAD_LETTERS).increment(1);
+                        let reason = format!(
+                            "a closed candle of {} closing at {}, after the exchange's clock ({}) plus the grace",
+                            s.series,
+                            crate::time::format_ms(s.kline.close_time),
+                            crate::time::format_ms(clock.now())
+                        );
+                        super::socket::dead_letter(&stage, &s.raw, &reason).await;
+                    }
+                }
+                // Read again next tick: the suspects wait for it.
+                Err(_) => clock.stale.store(true, Ordering::SeqCst),
             }
             last_sync = Instant::now();
         }

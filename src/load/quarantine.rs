@@ -59,6 +59,9 @@ pub fn reason(series: &Series, k: &KlineBatch, i: usize) -> Option<String> {
             return Some("taker buy quote volume above quote volume".into());
         }
     }
+    if iv.floor(k.open_time[i]) != k.open_time[i] {
+        return Some(format!("open time not on the {} grid", iv.as_str()));
+    }
     let want = iv.close_time(k.open_time[i]);
     if k.close_time[i] != want {
         return Some(format!(
@@ -240,6 +243,13 @@ mod tests {
                 "taker buy quote volume above quote volume",
             ),
             bad(&|k| k.close_time += 1, "close time"),
+            bad(
+                &|k| {
+                    k.open_time += 30_000;
+                    k.close_time += 30_000;
+                },
+                "open time not on the 1m grid",
+            ),
         ];
         rows.push(good(rows.len() as i64 * 60_000));
         let mut batch = KlineBatch::default();
@@ -247,7 +257,7 @@ mod tests {
             batch.push(k);
         }
         let (valid, rejected) = split(&series(), "f.parquet", batch);
-        assert_eq!(valid.open_time, [0, 8 * 60_000]);
+        assert_eq!(valid.open_time, [0, 9 * 60_000]);
         assert_eq!(rejected.len(), reasons.len());
         for (r, (want, row)) in rejected.iter().zip(reasons.iter().zip(2..)) {
             assert!(

@@ -411,6 +411,12 @@ pub fn parse(
             "test.{project}.{name}.{}",
             &sha256(&canonical.to_string())[..10]
         );
+        // Arguments are Jinja, as in dbt: `{{ var('whale_ratio', 5) }}` reads the run's vars,
+        // so a test checks what its model built. The name and id come from the text as written.
+        let def = &TestDef {
+            name: def.name.clone(),
+            args: render_args(&jinja, path, &def.args)?,
+        };
         let test_config: Map<String, Json> = def
             .args
             .get("config")
@@ -631,4 +637,28 @@ pub fn parse(
         resolver: Arc::new(resolver),
         globals,
     })
+}
+
+/// The string values of a test's arguments rendered with Jinja (lists and maps too).
+fn render_args(jinja: &Jinja, path: &str, args: &Map<String, Json>) -> anyhow::Result<Map<String, Json>> {
+    fn render(jinja: &Jinja, path: &str, v: &Json) -> anyhow::Result<Json> {
+        Ok(match v {
+            Json::String(text) => Json::String(
+                jinja
+                    .render_str(path, text)
+                    .map_err(|e| usage(e.to_string()))?,
+            ),
+            Json::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|i| render(jinja, path, i))
+                    .collect::<anyhow::Result<_>>()?,
+            ),
+            Json::Object(map) => Json::Object(render_args(jinja, path, map)?),
+            other => other.clone(),
+        })
+    }
+    args.iter()
+        .map(|(k, v)| Ok((k.clone(), render(jinja, path, v)?)))
+        .collect()
 }

@@ -2,6 +2,11 @@
 //! `source:name.table`, `resource_type:model`, with `+` for ancestors (`+name`, `2+name`) and
 //! descendants (`name+`, `name+1`). Space-separated selectors add up; comma-separated ones
 //! intersect. `--exclude` takes the same syntax.
+//!
+//! Tests are also selected *indirectly*, as dbt does (`--indirect-selection`, default
+//! `eager`): selecting a model selects the tests on it. `cautious` takes only tests whose
+//! parents are all selected, `buildable` those whose parents are selected or their ancestors,
+//! `empty` none. A test any of whose parents is excluded is excluded, in every mode.
 
 use std::collections::BTreeSet;
 
@@ -120,11 +125,58 @@ fn direct(p: &Parsed, atom: &Atom) -> Result<BTreeSet<String>, String> {
     Ok(out)
 }
 
-/// The nodes `select` (all nodes if empty) minus `exclude`.
+/// Which tests a selection brings along (dbt's `--indirect-selection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IndirectSelection {
+    /// Every test on a selected node.
+    #[default]
+    Eager,
+    /// Tests whose parents are all selected.
+    Cautious,
+    /// Tests whose parents are all selected or ancestors of the selection.
+    Buildable,
+    /// No test unless it is selected itself.
+    Empty,
+}
+
+/// The tests that `indirect` adds to `chosen`.
+fn indirect_tests(p: &Parsed, chosen: &BTreeSet<String>, indirect: IndirectSelection) -> BTreeSet<String> {
+    let buildable: BTreeSet<String> = if indirect == IndirectSelection::Buildable {
+        chosen
+            .iter()
+            .flat_map(|id| p.graph.ancestors(id, None))
+            .chain(chosen.iter().cloned())
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    p.nodes
+        .iter()
+        .filter(|(id, n)| n.resource_type == ResourceType::Test && !chosen.contains(*id))
+        .filter(|(_, n)| {
+            let parents = || n.depends_on.iter();
+            match indirect {
+                IndirectSelection::Eager => parents().any(|d| chosen.contains(d)),
+                IndirectSelection::Cautious => {
+                    !n.depends_on.is_empty() && parents().all(|d| chosen.contains(d))
+                }
+                IndirectSelection::Buildable => {
+                    parents().any(|d| chosen.contains(d)) && parents().all(|d| buildable.contains(d))
+                }
+                IndirectSelection::Empty => false,
+            }
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// The nodes `select` (all nodes if empty) with the tests `indirect` brings along, minus
+/// `exclude` and the tests on excluded nodes.
 pub fn select(
     p: &Parsed,
     select: &[String],
     exclude: &[String],
+    indirect: IndirectSelection,
 ) -> anyhow::Result<BTreeSet<String>> {
     let eval = |specs: &[String]| -> Result<BTreeSet<String>, String> {
         let mut out = BTreeSet::new();
@@ -141,12 +193,22 @@ pub fn select(
         }
         Ok(out)
     };
-    let chosen = if select.iter().all(|s| s.trim().is_empty()) {
+    let mut chosen = if select.iter().all(|s| s.trim().is_empty()) {
         p.nodes.keys().cloned().collect()
     } else {
         eval(select).map_err(|e| UsageError(format!("--select: {e}")))?
     };
-    let excluded = eval(exclude).map_err(|e| UsageError(format!("--exclude: {e}")))?;
+    chosen.extend(indirect_tests(p, &chosen, indirect));
+    let mut excluded = eval(exclude).map_err(|e| UsageError(format!("--exclude: {e}")))?;
+    let on_excluded: Vec<String> = p
+        .nodes
+        .iter()
+        .filter(|(_, n)| {
+            n.resource_type == ResourceType::Test && n.depends_on.iter().any(|d| excluded.contains(d))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    excluded.extend(on_excluded);
     Ok(chosen.difference(&excluded).cloned().collect())
 }
 

@@ -123,12 +123,24 @@ pub struct CandleQuery {
 }
 
 impl CandleQuery {
-    /// Checks every parameter; the error names the one at fault.
+    /// Checks every parameter of `/api/candles`; the error names the one at fault.
     pub fn parse(q: &BTreeMap<String, String>) -> Result<CandleQuery, ApiError> {
+        Self::parse_as(q, "from", &["symbol", "interval", "from", "to", "limit"])
+    }
+
+    /// Checks the parameters `known`, where the range's start is called `from_name` (`since`
+    /// on `/api/live`); an error names the parameter as the caller sent it.
+    pub fn parse_as(
+        q: &BTreeMap<String, String>,
+        from_name: &str,
+        known: &[&str],
+    ) -> Result<CandleQuery, ApiError> {
         for k in q.keys() {
-            if !["symbol", "interval", "from", "to", "limit"].contains(&k.as_str()) {
+            if !known.contains(&k.as_str()) {
+                let (last, rest) = known.split_last().unwrap_or((&"", &[]));
                 return Err(bad(format!(
-                    "unknown parameter {k:?}: symbol, interval, from, to and limit are known"
+                    "unknown parameter {k:?}: {} and {last} are known",
+                    rest.join(", ")
                 )));
             }
         }
@@ -155,10 +167,10 @@ impl CandleQuery {
         };
         // Times in epoch milliseconds, up to the year 9999.
         const MAX_MS: i64 = 253_402_300_799_999;
-        let from = int("from", 0, 0, MAX_MS)?;
+        let from = int(from_name, 0, 0, MAX_MS)?;
         let to = int("to", MAX_MS, 0, MAX_MS)?;
         if to <= from {
-            return Err(bad(format!("to {to} is not after from {from}")));
+            return Err(bad(format!("to {to} is not after {from_name} {from}")));
         }
         let limit = int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
         Ok(CandleQuery {
@@ -283,11 +295,37 @@ pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<Candle>, ApiError>
         }
         Err(e) => return Err(internal(e)),
     };
+    if rows.rows.is_empty() && !known_symbol(api, cq.table, &cq.symbol).await.map_err(internal)? {
+        return Err(unknown_symbol(api, cq));
+    }
     rows.rows
         .iter()
         .rev()
         .map(|r| candle(r).map_err(internal))
         .collect()
+}
+
+/// Whether `symbol` has any row in `table`: a symbol it does not hold is answered 404 (as
+/// Binance answers "Invalid symbol"), so a typo is not an empty chart.
+pub(super) async fn known_symbol(api: &Api, table: &str, symbol: &Symbol) -> anyhow::Result<bool> {
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
+        api.relation(table),
+        ident::quote(api.wh.kind(), "symbol"),
+        api.wh.placeholder(1)
+    );
+    let rows = api
+        .wh
+        .query_bound(&sql, &[Param::Text(symbol.as_str().to_string())])
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+pub(super) fn unknown_symbol(api: &Api, cq: &CandleQuery) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("unknown symbol {}: it is not in {}.{}", cq.symbol.as_str(), api.schema, cq.table),
+    )
 }
 
 async fn rows(api: &Api, cq: &CandleQuery) -> anyhow::Result<crate::warehouse::Rows> {

@@ -56,20 +56,13 @@ impl Default for Updates {
 /// The stream of one page's candles.
 pub async fn live(
     State((api, updates)): State<(Arc<Api>, Updates)>,
-    Query(mut q): Query<BTreeMap<String, String>>,
+    Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // `since` is the `from` of each query; the rest is checked as /api/candles checks it.
-    if let Some(s) = q.remove("since") {
-        q.insert("from".into(), s);
-    }
-    if q.contains_key("to") || q.contains_key("limit") {
-        return Err(ApiError(
-            axum::http::StatusCode::BAD_REQUEST,
-            "/api/live takes symbol, interval and since".into(),
-        ));
-    }
-    q.insert("limit".into(), super::api::MAX_LIMIT.to_string());
-    let mut query = CandleQuery::parse(&q)?;
+    let mut query = CandleQuery::parse_as(&q, "since", &["symbol", "interval", "since"])?;
+    query.limit = super::api::MAX_LIMIT;
+    // A table not built or a symbol it does not hold is a 404 now, not a silent stream.
+    super::api::fetch(&api, &query).await?;
     let mut rx = updates.subscribe();
     let events = async_stream(move |tx| async move {
         // What was sent last, so that an unchanged forming candle is not sent again.

@@ -25,4 +25,5 @@ mod serve;
 mod sources;
 mod stream;
 mod stage;
+mod trials;
 mod warehouse;

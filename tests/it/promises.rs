@@ -66,8 +66,21 @@ fn selectors_and_graph_operators_on_the_projects_own_models() {
         sources.lines().collect::<Vec<_>>(),
         ["source:binance.klines", "source:binance.klines_load_history"]
     );
+    // As in dbt, a model's tests come with it (indirect selection, eager by default); with
+    // `--indirect-selection empty` the model selector takes the model alone.
     let tests = p.ok(&["ls", "-s", "TRADES_OHLC_5M", "--resource-type", "test", "-o", "name"]);
-    assert!(tests.lines().count() == 0, "a model selector alone does not take its tests: {tests}");
+    let names: Vec<&str> = tests.lines().collect();
+    assert!(
+        names.contains(&"not_null_TRADES_OHLC_5M_open")
+            && names.contains(&"ohlc_buckets_hold_at_most_their_minutes")
+            && names.iter().all(|t| t.contains("TRADES_OHLC_5M") || *t == "ohlc_buckets_hold_at_most_their_minutes"),
+        "a model selector takes the tests on it (the singular one refs it too): {tests}"
+    );
+    let tests = p.ok(&[
+        "ls", "-s", "TRADES_OHLC_5M", "--resource-type", "test", "-o", "name",
+        "--indirect-selection", "empty",
+    ]);
+    assert!(tests.lines().count() == 0, "empty: the model alone: {tests}");
     let tests = p.ok(&["ls", "-s", "test_name:not_null,TRADES_OHLC_5M+", "-o", "name"]);
     assert!(
         tests.lines().any(|t| t.starts_with("not_null_TRADES_OHLC_5M_")),

@@ -87,8 +87,13 @@ fn ls_lists_in_dependency_order_and_selects_like_dbt() {
         ])),
         ["stg_prices", "appended", "doubled", "totals"]
     );
+    // A tagged model brings the tests on it, as dbt's eager indirect selection does.
     assert_eq!(
         lines(&p.ok(&["ls", "tag:staging", "--output", "name"])),
+        ["stg_prices", "relationships_stg_prices_symbol__symbol__ref_totals_"]
+    );
+    assert_eq!(
+        lines(&p.ok(&["ls", "tag:staging", "--output", "name", "--indirect-selection", "empty"])),
         ["stg_prices"]
     );
     assert_eq!(
@@ -98,13 +103,17 @@ fn ls_lists_in_dependency_order_and_selects_like_dbt() {
             "--exclude",
             "doubled",
             "--output",
-            "path"
+            "path",
+            "--indirect-selection",
+            "empty"
         ])),
         ["models/marts/appended.sql", "models/marts/totals.sql"]
     );
+    // The intersection holds the models; the test on one of them comes along (eager), as in
+    // dbt, where each side of the intersection selects it indirectly.
     assert_eq!(
         lines(&p.ok(&["ls", "stg_prices+1,resource_type:model", "--output", "name"])),
-        ["stg_prices", "appended", "doubled"]
+        ["stg_prices", "appended", "doubled", "relationships_stg_prices_symbol__symbol__ref_totals_"]
     );
     // dbt's default output: the fqn.
     assert!(

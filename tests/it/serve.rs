@@ -189,8 +189,20 @@ fn api_matches_the_tables(wh: Wh) {
     let from = five[10].0;
     let body = s.json(&format!("/api/candles?symbol=ETHUSDT&interval=5m&from={from}&to={to}&limit=10000"));
     assert_eq!(body["candles"].as_array().unwrap().len(), 90);
-    // A symbol with nothing: an empty list.
-    assert_eq!(s.json("/api/candles?symbol=DOGEUSDT")["candles"], serde_json::json!([]));
+    // A known symbol with nothing in the range: an empty list.
+    assert_eq!(
+        s.json("/api/candles?symbol=ETHUSDT&from=1&to=2")["candles"],
+        serde_json::json!([])
+    );
+    // A well-formed symbol the table does not hold: 404 naming it and the table, as Binance
+    // answers "Invalid symbol", so a typo is not an empty chart. /api/live the same.
+    for path in ["/api/candles?symbol=ZZZUSDT", "/api/live?symbol=ZZZUSDT&interval=5m"] {
+        let (status, _, body) = s.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+        let err: Json = serde_json::from_str(&body).unwrap();
+        let msg = err["error"].as_str().unwrap();
+        assert!(msg.contains("unknown symbol ZZZUSDT") && msg.contains("TRADES_OHLC_"), "{path}: {msg}");
+    }
 
     // Bad input: 400 and a message naming the parameter.
     for (path, msg) in [
@@ -200,6 +212,9 @@ fn api_matches_the_tables(wh: Wh) {
         ("/api/candles?symbol=BTCUSDT&limit=100000", "limit \"100000\""),
         ("/api/candles?symbol=BTCUSDT&from=-5", "from \"-5\""),
         ("/api/candles?symbol=BTCUSDT&select=1", "unknown parameter \"select\""),
+        // /api/live names its own parameter, `since`.
+        ("/api/live?symbol=BTCUSDT&since=yesterday", "since \"yesterday\" is not a whole number"),
+        ("/api/live?symbol=BTCUSDT&from=1", "unknown parameter \"from\": symbol, interval and since are known"),
     ] {
         let (status, headers, body) = s.get(path);
         assert_eq!(status, 400, "{path}: {body}");

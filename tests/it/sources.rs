@@ -87,7 +87,7 @@ fn conformance(s: Served) {
 fn binance(market: Market) {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
     let mut config = ClientConfig::new(&ex.url, market);
-    config.retry_base = std::time::Duration::from_millis(5);
+    config.retry.retry_base = std::time::Duration::from_millis(5);
     let source: Arc<dyn KlineSource> = Arc::new(BinanceClient::new(config).unwrap());
     let caps = source.capabilities();
     assert_eq!(caps.exchange, klines::exchange::Exchange::Binance);

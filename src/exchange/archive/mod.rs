@@ -27,6 +27,14 @@ pub enum ArchiveError {
     ChecksumFile { file: String },
     #[error("{file}: not a zip holding one CSV: {reason}")]
     Zip { file: String, reason: String },
+    #[error("{file}: the CSV holds no klines")]
+    Empty { file: String },
+    #[error("{file}: the CSV inflates past {limit} bytes, more than a {what} can hold; refused")]
+    TooLarge {
+        file: String,
+        limit: u64,
+        what: String,
+    },
     #[error("{file}, line {line}: {reason}")]
     Row {
         file: String,
@@ -79,6 +87,14 @@ impl Period {
                 let start = at(year, month, day);
                 (start, start + super::interval::DAY)
             }
+        }
+    }
+
+    /// "month" or "day".
+    pub fn noun(self) -> &'static str {
+        match self {
+            Period::Month { .. } => "month",
+            Period::Day { .. } => "day",
         }
     }
 
@@ -142,8 +158,25 @@ pub fn checksum_of(file: &str, checksum_text: &str) -> Result<String, ArchiveErr
         .to_ascii_lowercase())
 }
 
-/// The klines of an archive zip of `interval`, in file order, checked row by row.
-pub fn parse(file: &str, zip: &[u8], interval: Interval) -> Result<KlineBatch, ArchiveError> {
+/// The longest CSV line a kline can take: twelve fields of at most 40 characters.
+const MAX_LINE: u64 = 12 * 41;
+
+/// The most bytes the CSV of `interval` over `period` can hold: a line per candle (and a
+/// header). A day of 1m klines is about 200 KB, so its bound is 1440 lines of [`MAX_LINE`].
+pub fn max_csv_bytes(interval: Interval, period: Period) -> u64 {
+    let (start, end) = period.range();
+    let candles = interval
+        .fixed_millis()
+        .map_or(1, |ms| ((end - start) / ms.max(1)) as u64);
+    (candles + 1) * MAX_LINE
+}
+
+/// The klines of an archive zip of `interval` over `period`, in file order, checked row by
+/// row. The CSV is read as a stream, never whole: an entry that inflates past what the period
+/// can hold ([`max_csv_bytes`]) is refused, so memory stays bounded by the period's candles. A
+/// CSV without a kline (empty, or a header alone) is an error naming the file.
+pub fn parse(file: &str, zip: &[u8], interval: Interval, period: Period) -> Result<KlineBatch, ArchiveError> {
+    use std::io::BufRead;
     let zip_err = |reason: String| ArchiveError::Zip {
         file: file.to_string(),
         reason,
@@ -153,31 +186,56 @@ pub fn parse(file: &str, zip: &[u8], interval: Interval) -> Result<KlineBatch, A
     if archive.len() != 1 {
         return Err(zip_err(format!("{} entries", archive.len())));
     }
-    let mut text = String::new();
-    archive
-        .by_index(0)
-        .map_err(|e| zip_err(e.to_string()))?
-        .read_to_string(&mut text)
-        .map_err(|e| zip_err(e.to_string()))?;
-    let mut out = KlineBatch::with_capacity(text.len() / 120);
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.is_empty() || (line_no == 1 && line.starts_with("open_time")) {
-            continue;
+    let limit = max_csv_bytes(interval, period);
+    let too_large = || ArchiveError::TooLarge {
+        file: file.to_string(),
+        limit,
+        what: format!("{} of {} candles", period.noun(), interval.as_str()),
+    };
+    let entry = archive.by_index(0).map_err(|e| zip_err(e.to_string()))?;
+    // The size the zip declares is checked first; the bytes read are bounded either way.
+    if entry.size() > limit {
+        return Err(too_large());
+    }
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, entry.take(limit + 1));
+    let mut out = KlineBatch::with_capacity((limit / MAX_LINE).min(1 << 16) as usize);
+    let mut line = Vec::with_capacity(256);
+    let mut read = 0u64;
+    let mut line_no = 0usize;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| zip_err(e.to_string()))?;
+        if n == 0 {
+            break;
         }
-        let k = row(line, interval).map_err(|reason| ArchiveError::Row {
+        read += n as u64;
+        if read > limit {
+            return Err(too_large());
+        }
+        line_no += 1;
+        let row_err = |reason: String| ArchiveError::Row {
             file: file.to_string(),
             line: line_no,
             reason,
-        })?;
+        };
+        let text = std::str::from_utf8(&line)
+            .map_err(|_| row_err("not UTF-8 text".into()))?
+            .trim_end_matches(['\n', '\r']);
+        if text.is_empty() || (line_no == 1 && text.starts_with("open_time")) {
+            continue;
+        }
+        let k = row(text, interval).map_err(row_err)?;
         if out.open_time.last().is_some_and(|&t| t >= k.open_time) {
-            return Err(ArchiveError::Row {
-                file: file.to_string(),
-                line: line_no,
-                reason: "open time not after the previous row's".into(),
-            });
+            return Err(row_err("open time not after the previous row's".into()));
         }
         out.push(&k);
+    }
+    if out.is_empty() {
+        return Err(ArchiveError::Empty {
+            file: file.to_string(),
+        });
     }
     Ok(out)
 }
@@ -222,6 +280,13 @@ fn row(line: &str, interval: Interval) -> Result<Kline, String> {
         taker_buy_base_volume: dec(9, "taker_buy_base_volume")?,
         taker_buy_quote_volume: dec(10, "taker_buy_quote_volume")?,
     };
+    if interval.floor(k.open_time) != k.open_time {
+        return Err(format!(
+            "open_time {} is not on the {} grid",
+            k.open_time,
+            interval.as_str()
+        ));
+    }
     if k.close_time != interval.close_time(k.open_time) {
         return Err(format!(
             "close_time {} does not end the {} candle opening at {}",
@@ -240,6 +305,13 @@ fn row(line: &str, interval: Interval) -> Result<Kline, String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// 2025-01-01, the day of the small CSVs below.
+    const DAY25: Period = Period::Day {
+        year: 2025,
+        month: 1,
+        day: 1,
+    };
 
     const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/binance-real-full12");
 
@@ -271,10 +343,10 @@ mod tests {
     /// Binance's own 4h candle on every field.
     #[test]
     fn real_archives_parse_exactly() {
-        let spot = parse("ETHUSDT-1m-2022-08-14.zip", &read("spot/ETHUSDT-1m-2022-08-14.zip"), Interval::M1).unwrap();
+        let spot = parse("ETHUSDT-1m-2022-08-14.zip", &read("spot/ETHUSDT-1m-2022-08-14.zip"), Interval::M1, Period::day_of(1_660_435_200_000)).unwrap();
         assert_eq!(spot.open_time.len(), 1440);
         assert_eq!(spot.open_time[0], 1_660_435_200_000);
-        let usdm = parse("BTCUSDT-1m-2022-09-05.zip", &read("usdm/BTCUSDT-1m-2022-09-05.zip"), Interval::M1).unwrap();
+        let usdm = parse("BTCUSDT-1m-2022-09-05.zip", &read("usdm/BTCUSDT-1m-2022-09-05.zip"), Interval::M1, Period::day_of(1_662_336_000_000)).unwrap();
         assert_eq!(usdm.open_time.len(), 1440);
         let day = 1_662_336_000_000; // 2022-09-05
         assert_eq!(usdm.open_time[0], day);
@@ -303,9 +375,9 @@ mod tests {
         let ms = "1735689600000,1.5,2,1,1.75,10,1735689659999,15,3,4,6,0\n";
         let us = "1735689600000000,1.5,2,1,1.75,10,1735689659999999,15,3,4,6,0\n";
         let header = format!("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore\n{ms}");
-        let a = parse("a.zip", &zipped("a.csv", ms), Interval::M1).unwrap();
-        assert_eq!(parse("b.zip", &zipped("b.csv", us), Interval::M1).unwrap(), a);
-        assert_eq!(parse("c.zip", &zipped("c.csv", &header), Interval::M1).unwrap(), a);
+        let a = parse("a.zip", &zipped("a.csv", ms), Interval::M1, DAY25).unwrap();
+        assert_eq!(parse("b.zip", &zipped("b.csv", us), Interval::M1, DAY25).unwrap(), a);
+        assert_eq!(parse("c.zip", &zipped("c.csv", &header), Interval::M1, DAY25).unwrap(), a);
         assert_eq!(a.close[0], 175_000_000);
     }
 
@@ -322,7 +394,7 @@ mod tests {
         let e = verify(name, &zip, &format!("{sum}  OTHER.zip")).unwrap_err().to_string();
         assert!(e.contains(".CHECKSUM"), "{e}");
 
-        let e = parse(name, &zip[..zip.len() / 2], Interval::M1).unwrap_err().to_string();
+        let e = parse(name, &zip[..zip.len() / 2], Interval::M1, Period::day_of(1_660_435_200_000)).unwrap_err().to_string();
         assert!(e.starts_with("ETHUSDT-1m-2022-08-14.zip: not a zip"), "{e}");
         for (csv, want) in [
             ("1,2,3\n", "x.zip, line 1: 3 fields, not 12"),
@@ -331,8 +403,34 @@ mod tests {
             ("1735689600000,1.5,2,1,1.75,1e3,1735689659999,15,3,4,6,0\n", "line 1: volume"),
             ("1735689660000,1.5,2,1,1.75,10,1735689719999,15,3,4,6,0\n1735689600000,1.5,2,1,1.75,10,1735689659999,15,3,4,6,0\n", "line 2: open time not after"),
         ] {
-            let e = parse("x.zip", &zipped("x.csv", csv), Interval::M1).unwrap_err().to_string();
+            let e = parse("x.zip", &zipped("x.csv", csv), Interval::M1, DAY25).unwrap_err().to_string();
             assert!(e.contains(want), "{csv}: {e}");
         }
+    }
+
+    /// An empty CSV, or a header alone, is an error naming the file: never a day of nothing.
+    #[test]
+    fn an_archive_without_klines_is_an_error() {
+        let header = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore\n";
+        for csv in ["", "\n", header] {
+            let e = parse("BTCUSDT-1m-2025-01-01.zip", &zipped("x.csv", csv), Interval::M1, DAY25).unwrap_err();
+            assert_eq!(e.to_string(), "BTCUSDT-1m-2025-01-01.zip: the CSV holds no klines", "{csv:?}");
+        }
+    }
+
+    /// A zip that inflates far past what its period can hold is refused, naming the zip, and
+    /// is never inflated whole: the reading stops at the bound.
+    #[test]
+    fn a_zip_bomb_is_refused_at_the_bound() {
+        let day = "1735689600000,1.5,2,1,1.75,10,1735689659999,15,3,4,6,0\n";
+        // 64 MiB of one repeated line: a few hundred KB zipped.
+        let big = day.repeat(64 * 1024 * 1024 / day.len());
+        let zip = zipped("x.csv", &big);
+        assert!(zip.len() < 1 << 20, "{}", zip.len());
+        let e = parse("BOMB-1m-2025-01-01.zip", &zip, Interval::M1, DAY25).unwrap_err().to_string();
+        assert!(e.starts_with("BOMB-1m-2025-01-01.zip: the CSV inflates past 708972 bytes, more than a day of 1m candles can hold"), "{e}");
+        // A zip whose header understates the size is stopped by the bytes read.
+        assert_eq!(max_csv_bytes(Interval::M1, DAY25), 1441 * 492);
+        assert_eq!(max_csv_bytes(Interval::H1, Period::Month { year: 2024, month: 2 }), (29 * 24 + 1) * 492);
     }
 }

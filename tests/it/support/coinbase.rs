@@ -156,6 +156,8 @@ struct Shared {
     per_second: Mutex<u32>,
     recent: Mutex<VecDeque<Instant>>,
     stats: Mutex<Stats>,
+    /// Bodies answered to the next candles requests instead of the candles (bad answers).
+    answers: Mutex<VecDeque<String>>,
 }
 
 /// A running Coinbase test server; dropping it stops the server.
@@ -178,6 +180,7 @@ impl TestCoinbase {
             per_second: Mutex::new(10),
             recent: Mutex::new(VecDeque::new()),
             stats: Mutex::new(Stats::default()),
+            answers: Mutex::new(VecDeque::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -219,6 +222,11 @@ impl TestCoinbase {
 
     pub fn stats(&self) -> Stats {
         self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// The next candles request is answered with this body (200), whatever it asked.
+    pub fn answer_next(&self, body: &str) {
+        self.shared.answers.lock().unwrap().push_back(body.to_string());
     }
 
     pub fn now(&self) -> i64 {
@@ -365,6 +373,9 @@ async fn candles(
         let mut st = s.stats.lock().unwrap();
         st.candle_requests += 1;
         st.candle_starts.push((g, start));
+    }
+    if let Some(body) = s.answers.lock().unwrap().pop_front() {
+        return json(StatusCode::OK, body);
     }
     let now = s.now();
     // Bucket starts in [start, end], newest first, up to the one forming now.

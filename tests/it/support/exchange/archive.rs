@@ -34,6 +34,19 @@ pub struct ArchiveConfig {
     pub corrupt: HashSet<String>,
     /// Whether the archive is there at all (off: every file is a 404).
     pub off: bool,
+    /// File names served with these bytes instead, and a `.CHECKSUM` that matches them (an
+    /// empty or truncated CSV, a zip bomb: faults a checksum does not catch).
+    pub replaced: HashMap<String, bytes::Bytes>,
+}
+
+/// A zip holding one CSV of `text`, deflated, as Binance packs them.
+pub fn zip_of(csv_name: &str, text: &str) -> bytes::Bytes {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    w.start_file(csv_name, options).unwrap();
+    w.write_all(text.as_bytes()).unwrap();
+    bytes::Bytes::from(w.finish().unwrap().into_inner())
 }
 
 /// Zips built so far, by file name, with their checksums; cleared when data changes.
@@ -145,7 +158,10 @@ pub(super) async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<St
         return status(StatusCode::NOT_FOUND);
     }
     let cache_key = format!("{}/{zip_name}", if futures { "um" } else { "spot" });
-    let cached = shared.zips.0.lock().unwrap().get(&cache_key).cloned();
+    let cached = match archive.replaced.get(zip_name) {
+        Some(z) => Some((z.clone(), hex::encode(sha2::Sha256::digest(z)))),
+        None => shared.zips.0.lock().unwrap().get(&cache_key).cloned(),
+    };
     let (zip, sum) = match cached {
         Some(z) => z,
         None => {
@@ -161,13 +177,7 @@ pub(super) async fn serve(State(shared): State<Arc<Shared>>, Path(path): Path<St
             for k in &rows {
                 row(&mut csv, k, micros);
             }
-            let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated);
-            w.start_file(zip_name.replace(".zip", ".csv"), options)
-                .unwrap();
-            w.write_all(csv.as_bytes()).unwrap();
-            let zip = bytes::Bytes::from(w.finish().unwrap().into_inner());
+            let zip = zip_of(&zip_name.replace(".zip", ".csv"), &csv);
             let sum = hex::encode(sha2::Sha256::digest(&zip));
             shared
                 .zips
