@@ -3,6 +3,7 @@
 //! Every adapter passes the same conformance suite (`tests/it/warehouse.rs`).
 
 pub mod append;
+#[cfg(feature = "duckdb")]
 pub mod duckdb;
 pub mod ident;
 pub mod pg_tls;
@@ -287,6 +288,12 @@ async fn open(
     read_only: bool,
 ) -> anyhow::Result<Arc<dyn Warehouse>> {
     Ok(match &target.output {
+        #[cfg(not(feature = "duckdb"))]
+        Output::DuckDb(_) => {
+            let _ = project_dir;
+            anyhow::bail!("this klines was built without DuckDB (feature `duckdb`)")
+        }
+        #[cfg(feature = "duckdb")]
         Output::DuckDb(o) => {
             let path = if o.path == ":memory:" || Path::new(&o.path).is_absolute() {
                 o.path.clone()
