@@ -23,9 +23,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use exchange::{Config, TestExchange, data};
-use klines::exchange::{Interval, Market, Symbol};
-use klines::kline::{self, KlineBatch};
-use klines::stage::layout::{self, Series};
+use klines::market::{Interval, Market, Symbol};
+use klines::datasets::klines::KlineBatch;
+use klines::market::Series;
+use klines::stage::layout;
 use klines::stage::{Stage, manifest, parquet};
 
 /// This thread's CPU time, in seconds, with nanosecond resolution.
@@ -49,7 +50,7 @@ fn parse_encode(rows: usize) {
         .collect();
     let total_bytes: usize = bodies.iter().map(|b| b.len()).sum();
     let series = Series {
-        exchange: klines::exchange::Exchange::Binance,
+        exchange: klines::market::Exchange::Binance,
         market: Market::Spot,
         symbol: Symbol::parse("BTCUSDT").unwrap(),
         interval: Interval::M1,
@@ -93,7 +94,7 @@ fn parse_encode(rows: usize) {
     for body in &bodies {
         let mut page = KlineBatch::with_capacity(1000);
         let c0 = thread_cpu();
-        parsed += kline::parse_body(body.as_bytes(), &mut page).unwrap();
+        parsed += klines::sources::binance::json::parse_body(body.as_bytes(), &mut page).unwrap();
         parse_cpu += thread_cpu() - c0;
         let mut i = 0;
         while i < page.len() {
@@ -249,7 +250,7 @@ fn main() {
     if std::env::args().any(|a| a == "--encode-only") {
         let market = data::Market::synthetic();
         let series = Series {
-            exchange: klines::exchange::Exchange::Binance,
+            exchange: klines::market::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,
@@ -304,7 +305,7 @@ fn main() {
         let n = 10;
         let c0 = thread_cpu();
         for _ in 0..n {
-            std::hint::black_box(klines::exchange::archive::parse("x.zip", &zip, Interval::M1, klines::exchange::archive::Period::month_of(T0)).unwrap());
+            std::hint::black_box(klines::sources::binance::archive::parse("x.zip", &zip, Interval::M1, klines::sources::binance::archive::Period::month_of(T0)).unwrap());
         }
         let parse = thread_cpu() - c0;
         let c0 = thread_cpu();
@@ -336,7 +337,7 @@ fn main() {
         let w0 = Instant::now();
         for _ in 0..1000 {
             page.truncate(0);
-            std::hint::black_box(kline::parse_body(body.as_bytes(), &mut page).unwrap());
+            std::hint::black_box(klines::sources::binance::json::parse_body(body.as_bytes(), &mut page).unwrap());
         }
         println!("wall {:?}", w0.elapsed());
         println!(

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use klines::decimal::format as d;
-use klines::kline::Kline;
+use klines::datasets::klines::Kline;
 
 use support::{DAY, DayStager};
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::exchange::{Exchange, Interval, Market, Symbol};
+use crate::market::{Exchange, Interval, Market, Symbol};
 use crate::extract::archive::HistorySource;
 use crate::logging::LogFormat;
 

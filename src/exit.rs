@@ -9,7 +9,7 @@
 //! | 4 | rate-limited or banned by the exchange: come back later |
 //! | 130 | interrupted (Ctrl-C or SIGTERM) |
 
-use crate::exchange::ExchangeError;
+use crate::sources::ExchangeError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

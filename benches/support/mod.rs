@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use klines::exchange::{Interval, Market, Symbol};
-use klines::kline::{Kline, KlineBatch};
-use klines::stage::layout::{self, Series};
+use klines::market::{Interval, Market, Symbol};
+use klines::datasets::klines::{Kline, KlineBatch};
+use klines::market::Series;
+use klines::stage::layout;
 use klines::stage::manifest::{self, ManifestEntry};
 use klines::stage::{Stage, parquet};
 
@@ -36,7 +37,7 @@ impl DayStager {
         DayStager {
             market,
             series: Series {
-                exchange: klines::exchange::Exchange::Binance,
+                exchange: klines::market::Exchange::Binance,
                 market: Market::Spot,
                 symbol: Symbol::parse(symbol).unwrap(),
                 interval: Interval::M1,

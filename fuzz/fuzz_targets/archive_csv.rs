@@ -4,8 +4,8 @@
 
 use std::io::Write;
 
-use klines::exchange::Interval;
-use klines::exchange::archive::{Period, parse};
+use klines::market::Interval;
+use klines::sources::binance::archive::{Period, parse};
 use libfuzzer_sys::fuzz_target;
 
 const DAY: Period = Period::Day {

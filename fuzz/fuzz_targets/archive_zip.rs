@@ -2,8 +2,8 @@
 //! file, never a panic and never more rows than the day can hold.
 #![no_main]
 
-use klines::exchange::Interval;
-use klines::exchange::archive::{Period, parse};
+use klines::market::Interval;
+use klines::sources::binance::archive::{Period, parse};
 use libfuzzer_sys::fuzz_target;
 
 const DAY: Period = Period::Day {

@@ -2,7 +2,7 @@
 //! candles on the granularity's grid or an error, never a panic.
 #![no_main]
 
-use klines::exchange::coinbase::parse_candles;
+use klines::sources::coinbase::parse_candles;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! panic, and the rows it gives are consistent.
 #![no_main]
 
-use klines::kline::{KlineBatch, parse_body};
+use klines::datasets::klines::{KlineBatch, parse_body};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! to keep it as a dead letter, never a panic; a kline it accepts is on its interval's grid.
 #![no_main]
 
-use klines::exchange::ws::{Message, parse_message};
+use klines::sources::binance::ws::{Message, parse_message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

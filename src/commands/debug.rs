@@ -9,8 +9,10 @@ use bytes::Bytes;
 
 use crate::cli::{DebugArgs, GlobalArgs};
 use crate::config::profiles::Output;
-use crate::exchange::coinbase::CoinbaseClient;
-use crate::exchange::{BinanceClient, Exchange, KlineSource};
+use crate::sources::coinbase::CoinbaseClient;
+use crate::sources::binance::BinanceClient;
+use crate::market::Exchange;
+use crate::sources::KlineSource;
 use crate::extract::state::StateStore;
 use crate::warehouse::{self, ident};
 
@@ -226,7 +228,7 @@ async fn check_time(r: &mut Report, client: &dyn KlineSource) {
 }
 
 /// Binance: the clock, the symbols' status and the advertised rate limits.
-async fn check_binance(r: &mut Report, client: &BinanceClient, symbols: &[crate::exchange::Symbol]) {
+async fn check_binance(r: &mut Report, client: &BinanceClient, symbols: &[crate::market::Symbol]) {
     check_time(r, client).await;
     match client.check_symbols(symbols).await {
         Ok(infos) => {

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use crate::config::Project;
 use crate::config::project::ExchangeSettings;
-use crate::exchange::coinbase::CoinbaseClient;
-use crate::exchange::{BinanceClient, Exchange, Interval, KlineSource, Market, Symbol};
+use crate::sources::coinbase::CoinbaseClient;
+use crate::sources::binance::BinanceClient;
+use crate::market::{Exchange, Interval, Market, Symbol};
+use crate::sources::KlineSource;
 use crate::exit::UsageError;
 use crate::extract::state::StateStore;
 use crate::stage::Stage;

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, StreamArgs};
 use super::source::{self, Source, SourceFlags};
-use crate::exchange::ws;
+use crate::sources::binance::ws;
 use crate::exit::UsageError;
 use crate::extract::stream::{self, Sink, StreamPlan};
 use crate::extract::{self, Plan, Summary};
@@ -349,7 +349,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         grace: Duration::from_secs(args.grace_secs),
         silence: Duration::from_secs_f64(args.silence_secs),
         // Polled exchanges have no events to move the clock: it is read more often.
-        resync: Duration::from_secs(if args.exchange == crate::exchange::Exchange::Binance {
+        resync: Duration::from_secs(if args.exchange == crate::market::Exchange::Binance {
             30
         } else {
             5

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::template;
-use crate::exchange::{ClientConfig, Interval, Market, Symbol};
+use crate::sources::binance::ClientConfig;
+use crate::market::{Interval, Market, Symbol};
 use crate::exit::UsageError;
 
 pub const PROJECT_FILE: &str = "klines.yml";
@@ -92,17 +93,17 @@ pub struct ExchangeSettings {
 
 impl ExchangeSettings {
     /// The Coinbase client's settings: the same timeouts and retries as Binance's.
-    pub fn coinbase_config(&self) -> crate::exchange::coinbase::CoinbaseConfig {
-        crate::exchange::coinbase::CoinbaseConfig {
+    pub fn coinbase_config(&self) -> crate::sources::coinbase::CoinbaseConfig {
+        crate::sources::coinbase::CoinbaseConfig {
             timeout: self.timeout,
             retry: self.retry_policy(),
-            ..crate::exchange::coinbase::CoinbaseConfig::new(&self.coinbase_url)
+            ..crate::sources::coinbase::CoinbaseConfig::new(&self.coinbase_url)
         }
     }
 
     /// The retry policy every client of the run shares (Binance, Coinbase, the archives).
-    pub fn retry_policy(&self) -> crate::exchange::RetryPolicy {
-        crate::exchange::RetryPolicy {
+    pub fn retry_policy(&self) -> crate::sources::RetryPolicy {
+        crate::sources::RetryPolicy {
             max_attempts: self.max_attempts,
             retry_base: self.retry_base,
             retry_max: self.retry_max,
@@ -214,11 +215,11 @@ impl Project {
         let exchange = ExchangeSettings {
             base_url: e.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
             archive_url: e.archive_url.unwrap_or_else(|| {
-                crate::exchange::archive::client::DEFAULT_ARCHIVE_URL.to_string()
+                crate::sources::binance::archive::client::DEFAULT_ARCHIVE_URL.to_string()
             }),
             coinbase_url: e
                 .coinbase_url
-                .unwrap_or_else(|| crate::exchange::coinbase::DEFAULT_BASE_URL.to_string()),
+                .unwrap_or_else(|| crate::sources::coinbase::DEFAULT_BASE_URL.to_string()),
             ws_url: e.ws_url,
             timeout: {
                 let secs = positive("timeout_secs", e.timeout_secs.unwrap_or(30.0))?;

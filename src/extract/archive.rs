@@ -20,12 +20,12 @@ use futures::{StreamExt, TryStreamExt};
 use super::checkpoint::{ArchiveFile, Checkpoint};
 use super::ranges::RangeSet;
 use super::series::RunContext;
-use crate::exchange::ExchangeError;
-use crate::exchange::archive::Period;
-use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::interval::DAY;
-use crate::kline::KlineBatch;
-use crate::stage::layout::Series;
+use crate::sources::ExchangeError;
+use crate::sources::binance::archive::Period;
+use crate::sources::binance::archive::client::ArchiveClient;
+use crate::market::interval::DAY;
+use crate::datasets::klines::KlineBatch;
+use crate::market::Series;
 
 /// `--source`: where history comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -62,7 +62,7 @@ pub struct Fetched {
 /// archive files only for periods that end by `archive_until`, REST pages of `page` candles.
 pub fn plan(
     ranges: &[(i64, i64)],
-    interval: crate::exchange::Interval,
+    interval: crate::market::Interval,
     page: i64,
     archive_until: Option<i64>,
 ) -> Vec<Span> {
@@ -209,7 +209,7 @@ async fn rest(
 }
 
 /// The candles a file's rows lack in `[start, end)`: open-time ranges.
-pub fn gaps(rows: &KlineBatch, interval: crate::exchange::Interval, start: i64, end: i64) -> RangeSet {
+pub fn gaps(rows: &KlineBatch, interval: crate::market::Interval, start: i64, end: i64) -> RangeSet {
     let mut gaps = RangeSet::new();
     let mut cursor = start;
     for &t in &rows.open_time {
@@ -345,8 +345,8 @@ pub async fn recheck(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::Interval;
-    use crate::exchange::interval::MINUTE;
+    use crate::market::Interval;
+    use crate::market::interval::MINUTE;
 
     const JAN: i64 = 1_704_067_200_000; // 2024-01-01
     const FEB: i64 = 1_706_745_600_000; // 2024-02-01

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ranges::RangeSet;
-use crate::stage::layout::Series;
+use crate::market::Series;
 
 pub const CHECKPOINT_VERSION: u32 = 1;
 
@@ -48,10 +48,10 @@ pub struct ArchiveFile {
 pub struct SeriesId {
     /// Absent in checkpoints written before the exchange was part of the series: Binance.
     #[serde(default)]
-    pub exchange: crate::exchange::Exchange,
-    pub market: crate::exchange::Market,
-    pub symbol: crate::exchange::Symbol,
-    pub interval: crate::exchange::Interval,
+    pub exchange: crate::market::Exchange,
+    pub market: crate::market::Market,
+    pub symbol: crate::market::Symbol,
+    pub interval: crate::market::Interval,
 }
 
 impl Checkpoint {
@@ -132,12 +132,12 @@ mod partial_units {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{Interval, Market, Symbol};
+    use crate::market::{Interval, Market, Symbol};
 
     #[test]
     fn round_trips_and_refuses_unknown_versions() {
         let series = Series {
-            exchange: crate::exchange::Exchange::Binance,
+            exchange: crate::market::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,

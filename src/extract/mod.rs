@@ -15,10 +15,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::{Interval, KlineSource, Symbol};
+use crate::sources::binance::archive::client::ArchiveClient;
+use crate::market::{Interval, Symbol};
+use crate::sources::KlineSource;
 use crate::stage::Stage;
-use crate::stage::layout::{self, Series};
+use crate::market::Series;
+use crate::stage::layout;
 use state::StateStore;
 
 /// What to backfill.

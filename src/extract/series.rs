@@ -21,11 +21,13 @@ use super::archive::{self, Fetched, HistorySource, Span};
 use super::checkpoint::{ArchiveFile, Checkpoint};
 use super::ranges::RangeSet;
 use super::state::{SeriesLock, StateStore};
-use crate::exchange::archive::client::ArchiveClient;
-use crate::exchange::{Interval, KlineSource};
-use crate::kline::{Kline, KlineBatch};
+use crate::sources::binance::archive::client::ArchiveClient;
+use crate::market::Interval;
+use crate::sources::KlineSource;
+use crate::datasets::klines::{Kline, KlineBatch};
 use crate::progress::Task;
-use crate::stage::layout::{self, Series};
+use crate::market::Series;
+use crate::stage::layout;
 use crate::stage::manifest::{self, ManifestEntry};
 use crate::stage::{Stage, parquet};
 
@@ -559,7 +561,7 @@ async fn write_unit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::interval::MINUTE;
+    use crate::market::interval::MINUTE;
 
     #[test]
     fn the_target_stops_before_the_open_candle() {
@@ -596,7 +598,7 @@ mod tests {
         );
         let mut rows = KlineBatch::default();
         for m in [1, 2, 5] {
-            rows.push(&crate::kline::Kline {
+            rows.push(&crate::datasets::klines::Kline {
                 open_time: t0 + m * MINUTE,
                 open: 1,
                 high: 1,

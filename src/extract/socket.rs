@@ -12,9 +12,9 @@ use futures::{SinkExt, StreamExt};
 
 use super::series::Prefetched;
 use super::stream::{ExchangeClock, StreamStats, Suspect, metric};
-use crate::exchange::ws::{self, Message};
+use crate::sources::binance::ws::{self, Message};
 use crate::stage::Stage;
-use crate::stage::layout::Series;
+use crate::market::Series;
 
 /// How a socket's reading ended.
 enum Ended {
@@ -73,7 +73,7 @@ async fn connect_until_open(url: &str) -> ws::Socket {
 
 /// What one connection reads into.
 pub(super) struct Reader {
-    pub market: crate::exchange::Market,
+    pub market: crate::market::Market,
     /// The series this connection asked for: an event of another is not trusted.
     pub subscribed: std::collections::HashSet<Series>,
     pub prefetched: Arc<Prefetched>,
@@ -168,7 +168,7 @@ impl Reader {
                         self.clock.stale.store(true, Ordering::SeqCst);
                     }
                     let series = Series {
-                        exchange: crate::exchange::Exchange::Binance,
+                        exchange: crate::market::Exchange::Binance,
                         market: self.market,
                         symbol: e.symbol.clone(),
                         interval: e.interval,

@@ -19,7 +19,7 @@ use object_store::{PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
-use crate::stage::layout::Series;
+use crate::market::Series;
 use crate::stage::{Location, Stage};
 
 /// How long an object-store lock lasts without renewal, unless klines.yml `lease_secs` says.
@@ -399,7 +399,7 @@ fn hostname() -> String {
 }
 
 fn now_ms() -> i64 {
-    crate::exchange::ratelimit::wall_clock_ms()
+    crate::sources::binance::ratelimit::wall_clock_ms()
 }
 
 fn lease_body(owner: &str, lease: Duration) -> Bytes {
@@ -581,11 +581,11 @@ async fn lock_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{Interval, Market, Symbol};
+    use crate::market::{Interval, Market, Symbol};
 
     fn series() -> Series {
         Series {
-            exchange: crate::exchange::Exchange::Binance,
+            exchange: crate::market::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,

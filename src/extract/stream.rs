@@ -27,9 +27,11 @@ use anyhow::Context;
 use super::series::{self, Prefetched, RunContext};
 use super::state::{SeriesLock, StateStore};
 use super::{Plan, Summary};
-use crate::exchange::{Exchange, KlineSource, ws};
+use crate::market::Exchange;
+use crate::sources::KlineSource;
+use crate::sources::binance::ws;
 use crate::stage::Stage;
-use crate::stage::layout::Series;
+use crate::market::Series;
 
 /// How a stream runs.
 #[derive(Debug, Clone)]
@@ -124,7 +126,7 @@ pub(super) struct ExchangeClock {
 /// A closed candle that claimed to close after the exchange's clock, with its message.
 pub(super) struct Suspect {
     pub series: Series,
-    pub kline: crate::kline::Kline,
+    pub kline: crate::datasets::klines::Kline,
     pub raw: String,
 }
 
@@ -459,7 +461,7 @@ fn summary(
 }
 
 /// The series of a plan, in order.
-pub fn all_series(client: &dyn crate::exchange::KlineSource, plan: &Plan) -> Vec<Series> {
+pub fn all_series(client: &dyn crate::sources::KlineSource, plan: &Plan) -> Vec<Series> {
     let caps = client.capabilities();
     plan.symbols
         .iter()

@@ -24,9 +24,9 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::extract::ranges::RangeSet;
-use crate::kline::KlineBatch;
+use crate::datasets::klines::KlineBatch;
 use crate::progress::Task;
-use crate::stage::layout::Series;
+use crate::market::Series;
 use crate::stage::manifest::{self, ManifestEntry};
 use crate::stage::{Stage, parquet};
 use crate::warehouse::{LoadBatch, LoadFile, SeriesRows, Warehouse, raw};

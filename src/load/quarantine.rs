@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use crate::decimal;
-use crate::kline::KlineBatch;
-use crate::stage::layout::Series;
+use crate::datasets::klines::KlineBatch;
+use crate::market::Series;
 use crate::warehouse::Kind;
 use crate::warehouse::ident::{literal, quote, relation};
 use crate::warehouse::raw::{ColType, sql_type, timestamp_literal};
@@ -193,12 +193,12 @@ pub fn by_reason(rows: &[Rejected]) -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kline::Kline;
+    use crate::datasets::klines::Kline;
 
     fn series() -> Series {
         Series {
-            exchange: crate::exchange::Exchange::Binance,
-            market: crate::exchange::Market::Spot,
+            exchange: crate::market::Exchange::Binance,
+            market: crate::market::Market::Spot,
             symbol: "BTCUSDT".parse().unwrap(),
             interval: "1m".parse().unwrap(),
         }

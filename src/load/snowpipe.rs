@@ -136,7 +136,7 @@ pub async fn load(
         });
     }
     // Only files that match their manifest entries go to Snowpipe.
-    let checked: Vec<anyhow::Result<crate::kline::KlineBatch>> =
+    let checked: Vec<anyhow::Result<crate::datasets::klines::KlineBatch>> =
         futures::stream::iter(candidates.iter().map(|c| fetch(stage, &c.entry)))
             .buffered(opts.fetch_concurrency.max(1))
             .collect()

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
-use crate::exchange::Symbol;
+use crate::market::Symbol;
 use crate::warehouse::{Kind, Param, Value, Warehouse, ident};
 
 /// The candle intervals the page offers: one model table each.

@@ -18,40 +18,10 @@
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 
-use crate::exchange::{Exchange, Interval, Market, Symbol};
+use crate::market::{Exchange, Interval, Series, Symbol};
 
 /// Where the manifest entries live, below the stage root.
 pub const MANIFEST_DIR: &str = "_manifest";
-
-/// One exchange, market, symbol and interval: the unit of checkpoints and locks.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Series {
-    pub exchange: Exchange,
-    pub market: Market,
-    pub symbol: Symbol,
-    pub interval: Interval,
-}
-
-impl Series {
-    /// `exchange=binance/market=spot/interval=1m/symbol=BTCUSDT`
-    pub fn prefix(&self) -> String {
-        format!("exchange={}/{}", self.exchange, self.legacy_prefix())
-    }
-
-    /// The prefix of stages written before the exchange was part of the layout (Binance's).
-    pub fn legacy_prefix(&self) -> String {
-        format!(
-            "market={}/interval={}/symbol={}",
-            self.market, self.interval, self.symbol
-        )
-    }
-}
-
-impl std::fmt::Display for Series {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {} {}", self.exchange, self.market, self.symbol, self.interval)
-    }
-}
 
 fn utc(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
@@ -66,7 +36,7 @@ pub fn unit_of(interval: Interval, t: i64) -> (i64, i64) {
             .single()
             .unwrap_or_default();
         let start = start.timestamp_millis();
-        (start, start + crate::exchange::interval::DAY)
+        (start, start + crate::market::interval::DAY)
     } else {
         let start = Utc
             .with_ymd_and_hms(d.year(), 1, 1, 0, 0, 0)
@@ -179,6 +149,7 @@ pub fn parse_data_key(key: &str) -> Option<(Series, (i64, i64))> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::Market;
 
     fn ms(s: &str) -> i64 {
         chrono::DateTime::parse_from_rfc3339(s)

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::layout::{self, MANIFEST_DIR, Series};
+use super::layout::{self, MANIFEST_DIR};
+use crate::market::Series;
 use super::{Stage, StagedObject};
-use crate::exchange::{Exchange, Interval, Market, Symbol};
+use crate::market::{Exchange, Interval, Market, Symbol};
 
 pub const MANIFEST_VERSION: u32 = 1;
 

@@ -29,8 +29,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::decimal::{PRECISION, SCALE};
-use crate::kline::KlineBatch;
-use crate::stage::layout::Series;
+use crate::datasets::klines::KlineBatch;
+use crate::market::Series;
 
 pub const COLUMNS: [&str; 15] = [
     "exchange",
@@ -268,7 +268,7 @@ fn append(
     };
     if let (Some(m), Some(s), Some(i)) = (text("market")?, text("symbol")?, text("interval")?) {
         let exchange = match b.column_by_name("exchange") {
-            None => crate::exchange::Exchange::Binance,
+            None => crate::market::Exchange::Binance,
             Some(_) => text("exchange")?
                 .unwrap_or_default()
                 .parse()
@@ -321,8 +321,8 @@ fn append(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{Interval, Market, Symbol};
-    use crate::kline::Kline;
+    use crate::market::{Interval, Market, Symbol};
+    use crate::datasets::klines::Kline;
 
     fn sample(n: i64) -> KlineBatch {
         let mut b = KlineBatch::default();
@@ -346,7 +346,7 @@ mod tests {
 
     fn series() -> Series {
         Series {
-            exchange: crate::exchange::Exchange::Binance,
+            exchange: crate::market::Exchange::Binance,
             market: Market::Spot,
             symbol: Symbol::parse("ETHUSDT").unwrap(),
             interval: Interval::M1,
@@ -405,7 +405,7 @@ mod tests {
         k.taker_buy_base_volume.iter_mut().for_each(|v| *v = 0);
         k.taker_buy_quote_volume.iter_mut().for_each(|v| *v = 0);
         let s = Series {
-            exchange: crate::exchange::Exchange::Coinbase,
+            exchange: crate::market::Exchange::Coinbase,
             symbol: Symbol::parse("BTC-USD").unwrap(),
             ..series()
         };

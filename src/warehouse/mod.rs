@@ -20,8 +20,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use crate::config::profiles::{Output, Target};
-use crate::kline::KlineBatch;
-use crate::stage::layout::Series;
+use crate::datasets::klines::KlineBatch;
+use crate::market::Series;
 use crate::stage::manifest::ManifestEntry;
 pub use append::{Column, Columns};
 pub use value::{Rows, Value};

@@ -6,7 +6,7 @@
 
 use super::ident::{literal, quote, relation};
 use super::{Kind, LoadBatch, LoadedFile};
-use crate::stage::layout::Series;
+use crate::market::Series;
 use crate::time::format_ms;
 
 pub const KLINES: &str = "klines";

@@ -356,11 +356,11 @@ fn real_archive_days_stage_what_binances_zips_hold() {
         let mut want = Vec::new();
         for z in zips {
             let name = z.rsplit('/').next().unwrap();
-            let b = klines::exchange::archive::parse(
+            let b = klines::sources::binance::archive::parse(
                 name,
                 &std::fs::read(dir.join(z)).unwrap(),
-                klines::exchange::Interval::M1,
-                klines::exchange::archive::Period::day_of(ms(&name[name.len() - 14..name.len() - 4])),
+                klines::market::Interval::M1,
+                klines::sources::binance::archive::Period::day_of(ms(&name[name.len() - 14..name.len() - 4])),
             )
             .unwrap();
             want.extend(b.iter());

@@ -436,11 +436,11 @@ fn a_second_backfill_of_a_locked_series_fails_clearly() {
     let p = Project::new(&ex.url, "");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = klines::extract::state::StateStore::Dir(p.path().join("state"));
-    let series = klines::stage::layout::Series {
-        exchange: klines::exchange::Exchange::Binance,
-        market: klines::exchange::Market::Spot,
+    let series = klines::market::Series {
+        exchange: klines::market::Exchange::Binance,
+        market: klines::market::Market::Spot,
         symbol: "ETHUSDT".parse().unwrap(),
-        interval: klines::exchange::Interval::M1,
+        interval: klines::market::Interval::M1,
     };
     let lock = rt.block_on(store.lock(&series)).unwrap();
     let out = p.run(&[

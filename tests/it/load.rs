@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use klines::kline::Kline;
+use klines::datasets::klines::Kline;
 
 use crate::support::*;
 

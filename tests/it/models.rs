@@ -269,7 +269,7 @@ fn incremental_equals_full_refresh(wh: Wh) {
         ("TRADES_OHLC_15M", "15m"),
         ("TRADES_OHLC_1D", "1d"),
     ] {
-        let iv: klines::exchange::Interval = interval.parse().unwrap();
+        let iv: klines::market::Interval = interval.parse().unwrap();
         let want = ex
             .market()
             .klines("ETHUSDT", iv, ms("2024-01-01"), now, now, usize::MAX);
@@ -342,7 +342,7 @@ fn incremental_runs_equal_a_full_refresh_on_postgres() {
 /// base and quote volume (exact decimals as 10^-8 units; trades as they are).
 type FullCandles = BTreeMap<i64, [i128; 9]>;
 
-fn full_fields(k: &klines::kline::Kline) -> [i128; 9] {
+fn full_fields(k: &klines::datasets::klines::Kline) -> [i128; 9] {
     [
         k.open,
         k.high,

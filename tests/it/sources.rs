@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
-use klines::exchange::source::EmptyBuckets;
-use klines::exchange::{BinanceClient, ClientConfig, Interval, KlineSource, Market, Symbol};
-use klines::kline::KlineBatch;
+use klines::sources::source::EmptyBuckets;
+use klines::sources::binance::{BinanceClient, ClientConfig};
+use klines::market::{Interval, Market, Symbol};
+use klines::sources::KlineSource;
+use klines::datasets::klines::KlineBatch;
 
 use crate::support::*;
 
@@ -19,7 +21,7 @@ struct Served {
     /// A listed symbol, its first 1m open time, and its 1m candles in a range.
     symbol: &'static str,
     first: i64,
-    candles: Box<dyn Fn(i64, i64) -> Vec<klines::kline::Kline>>,
+    candles: Box<dyn Fn(i64, i64) -> Vec<klines::datasets::klines::Kline>>,
     now: i64,
 }
 
@@ -90,13 +92,13 @@ fn binance(market: Market) {
     config.retry.retry_base = std::time::Duration::from_millis(5);
     let source: Arc<dyn KlineSource> = Arc::new(BinanceClient::new(config).unwrap());
     let caps = source.capabilities();
-    assert_eq!(caps.exchange, klines::exchange::Exchange::Binance);
+    assert_eq!(caps.exchange, klines::market::Exchange::Binance);
     assert_eq!(caps.market, market);
     assert!(caps.flow_fields);
     assert_eq!(caps.empty_buckets, EmptyBuckets::Filler);
     assert_eq!(
         caps.rate_limits,
-        klines::exchange::source::RateLimits::AdvertisedWeight
+        klines::sources::source::RateLimits::AdvertisedWeight
     );
     let data = if market == Market::UsdM {
         ex.usdm_market()
@@ -126,18 +128,18 @@ fn binance_usdm_is_a_kline_source() {
 
 #[test]
 fn coinbase_is_a_kline_source() {
-    use klines::exchange::coinbase::{CoinbaseClient, CoinbaseConfig};
+    use klines::sources::coinbase::{CoinbaseClient, CoinbaseConfig};
     let cb = crate::support::coinbase::TestCoinbase::start(ms(NOW));
     let source: Arc<dyn KlineSource> =
         Arc::new(CoinbaseClient::new(CoinbaseConfig::new(&cb.url)).unwrap());
     let caps = source.capabilities();
-    assert_eq!(caps.exchange, klines::exchange::Exchange::Coinbase);
+    assert_eq!(caps.exchange, klines::market::Exchange::Coinbase);
     assert_eq!(caps.market, Market::Spot);
     assert!(!caps.flow_fields);
     assert_eq!(caps.empty_buckets, EmptyBuckets::Absent);
     assert_eq!(
         caps.rate_limits,
-        klines::exchange::source::RateLimits::PerSecond(10.0)
+        klines::sources::source::RateLimits::PerSecond(10.0)
     );
     let now = cb.now();
     conformance(Served {

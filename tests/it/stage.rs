@@ -208,11 +208,11 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
         stage.child("_state"),
         klines::extract::state::LEASE,
     );
-    let series = klines::stage::layout::Series {
-        exchange: klines::exchange::Exchange::Binance,
-        market: klines::exchange::Market::Spot,
+    let series = klines::market::Series {
+        exchange: klines::market::Exchange::Binance,
+        market: klines::market::Market::Spot,
         symbol: "BTCUSDT".parse().unwrap(),
-        interval: klines::exchange::Interval::M1,
+        interval: klines::market::Interval::M1,
     };
     let lock = rt.block_on(store.lock(&series)).unwrap();
     let out = p.run(&["backfill", "--from", "2024-01-03"]);

@@ -26,8 +26,8 @@ fn stream_args<'a>(ex: &'a TestExchange, ws: &'a str, extra: &[&'a str]) -> Vec<
 }
 
 /// What the exchange has for [FROM, UNTIL): every candle closed by UNTIL.
-fn expected_until(ex: &TestExchange, symbol: &str) -> Vec<klines::kline::Kline> {
-    let iv: klines::exchange::Interval = "1m".parse().unwrap();
+fn expected_until(ex: &TestExchange, symbol: &str) -> Vec<klines::datasets::klines::Kline> {
+    let iv: klines::market::Interval = "1m".parse().unwrap();
     ex.market()
         .klines(symbol, iv, ms(FROM), ms(UNTIL), ms(UNTIL), usize::MAX)
         .into_iter()
@@ -166,7 +166,7 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
     let staged = staged_klines(&p.stage_dir());
     let last = *staged.keys().map(|(_, _, t)| t).max().unwrap();
     assert!(last > ms(START), "live candles were staged");
-    let iv: klines::exchange::Interval = "1m".parse().unwrap();
+    let iv: klines::market::Interval = "1m".parse().unwrap();
     let want: Vec<_> = ex
         .market()
         .klines("BTCUSDT", iv, ms(FROM), last + 1, last + 60_000, usize::MAX);
@@ -261,7 +261,7 @@ fn usdm_and_several_intervals_stream_too() {
     let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--market", "usdm", "--interval", "1m,5m"]));
     assert!(out.starts_with("stream: 2 series"), "{out}");
     for iv in ["1m", "5m"] {
-        let interval: klines::exchange::Interval = iv.parse().unwrap();
+        let interval: klines::market::Interval = iv.parse().unwrap();
         let want: Vec<_> = ex
             .usdm_market()
             .klines("BTCUSDT", interval, ms(FROM), ms(UNTIL), ms(UNTIL), usize::MAX)

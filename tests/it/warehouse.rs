@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use klines::exchange::{Interval, Market, Symbol};
-use klines::kline::Kline;
-use klines::stage::layout::Series;
+use klines::market::{Interval, Market, Symbol};
+use klines::datasets::klines::Kline;
+use klines::market::Series;
 use klines::stage::manifest::ManifestEntry;
 use klines::warehouse::raw::{ColType, sql_type};
 use klines::warehouse::{
@@ -33,7 +33,7 @@ fn kline(t: i64, close: i128) -> Kline {
 
 fn series() -> Series {
     Series {
-        exchange: klines::exchange::Exchange::Binance,
+        exchange: klines::market::Exchange::Binance,
         market: Market::Spot,
         symbol: Symbol::parse("BTCUSDT").unwrap(),
         interval: Interval::M1,
@@ -86,7 +86,7 @@ async fn batch(stage: Option<&klines::stage::Stage>, files: Vec<File>, fresh: bo
     b
 }
 
-fn batch_of(rows: &[Kline]) -> klines::kline::KlineBatch {
+fn batch_of(rows: &[Kline]) -> klines::datasets::klines::KlineBatch {
     crate::support::batch(rows)
 }
 

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use klines::kline::Kline;
+use klines::datasets::klines::Kline;
 
 use super::exchange::data::mix;
 

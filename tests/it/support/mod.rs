@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use klines::kline::{Kline, KlineBatch};
+use klines::datasets::klines::{Kline, KlineBatch};
 use klines::warehouse::{Value, Warehouse};
 
 pub use exchange::{Clock, Config as ExchangeConfig, Fault, TestExchange, WsFault};
@@ -158,7 +158,7 @@ pub fn expected(
     to: i64,
 ) -> Vec<Kline> {
     let now = exchange.now();
-    let iv: klines::exchange::Interval = interval.parse().unwrap();
+    let iv: klines::market::Interval = interval.parse().unwrap();
     exchange
         .market()
         .klines(symbol, iv, from, to, now, usize::MAX)

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use klines::decimal;
-use klines::exchange::Interval;
-use klines::kline::Kline;
+use klines::market::Interval;
+use klines::datasets::klines::Kline;
 
 pub const MINUTE: i64 = 60_000;
 const UNIT: i128 = 100_000_000;

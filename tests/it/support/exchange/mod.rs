@@ -23,7 +23,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use klines::exchange::Interval;
+use klines::market::Interval;
 
 pub use archive::ArchiveConfig;
 pub use data::Market;
@@ -316,7 +316,7 @@ impl TestExchange {
     }
 
     /// Publishes a corrected 1m kline (the archive re-publishes its files with it).
-    pub fn correct(&self, symbol: &str, kline: klines::kline::Kline) {
+    pub fn correct(&self, symbol: &str, kline: klines::datasets::klines::Kline) {
         self.shared.zips.clear();
         self.shared
             .config

@@ -13,8 +13,8 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Query, State};
 use axum::response::{IntoResponse, Response};
 use klines::decimal;
-use klines::exchange::Interval;
-use klines::kline::Kline;
+use klines::market::Interval;
+use klines::datasets::klines::Kline;
 
 use super::Shared;
 

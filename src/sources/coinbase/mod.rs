@@ -4,10 +4,10 @@
 //! - Rows are `[time_s, low, high, open, close, volume]`, newest first, numbers as JSON numbers:
 //!   they are read from the body's text (never through f64), exponents included.
 //! - No candle for a bucket without trades, and no trade count, quote volume or taker volumes:
-//!   those fields are NULL from the stage on ([`super::Exchange::flow_fields`]).
+//!   those fields are NULL from the stage on ([`crate::market::Exchange::flow_fields`]).
 //! - The exchange's clock is `GET /time`; public endpoints allow about 10 requests a second per
 //!   IP (shared with every other program there), so requests are paced, and a 429 is waited
-//!   out (`Retry-After`, else a backoff) and asked again, every time ([`super::retry`]). The
+//!   out (`Retry-After`, else a backoff) and asked again, every time ([`crate::sources::retry`]). The
 //!   pace adapts: a 429 slows it down by a third, and each answer speeds it up a little again,
 //!   up to `requests_per_second`.
 
@@ -17,11 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
-use super::error::Attempt;
-use super::retry::{self, LimitedSince, Next, RetryPolicy, describe};
-use super::source::{Capabilities, EmptyBuckets, SourceStats};
-use super::{Exchange, ExchangeError, Interval, KlineSource, Market, Symbol};
-use crate::kline::{Kline, KlineBatch};
+use crate::sources::error::Attempt;
+use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
+use crate::sources::source::{Capabilities, EmptyBuckets, SourceStats};
+use crate::market::{Exchange, Interval, Market, Symbol};
+use crate::sources::{ExchangeError, KlineSource};
+use crate::datasets::klines::{Kline, KlineBatch};
 use crate::redact::redact_url;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.exchange.coinbase.com";
@@ -88,7 +89,7 @@ fn iso(ms: i64) -> String {
 
 impl CoinbaseClient {
     pub fn new(config: CoinbaseConfig) -> anyhow::Result<CoinbaseClient> {
-        let http = super::http::client("Coinbase", &config.base_url, config.timeout)?;
+        let http = crate::sources::http::client("Coinbase", &config.base_url, config.timeout)?;
         Ok(CoinbaseClient {
             http,
             pace: tokio::sync::Mutex::new(Pace {
@@ -242,7 +243,7 @@ impl KlineSource for CoinbaseClient {
             flow_fields: false,
             empty_buckets: EmptyBuckets::Absent,
             closed_by_server_time: true,
-            rate_limits: super::source::RateLimits::PerSecond(10.0),
+            rate_limits: crate::sources::source::RateLimits::PerSecond(10.0),
         }
     }
 

@@ -5,8 +5,9 @@
 
 use async_trait::async_trait;
 
-use super::{Exchange, ExchangeError, Interval, Market, Symbol};
-use crate::kline::KlineBatch;
+use super::ExchangeError;
+use crate::market::{Exchange, Interval, Market, Symbol};
+use crate::datasets::klines::KlineBatch;
 
 /// How an exchange marks a bucket in which nothing traded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

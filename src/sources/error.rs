@@ -47,7 +47,7 @@ pub enum ExchangeError {
 
     /// An archive file that failed its checksum or does not hold klines (names the file).
     #[error(transparent)]
-    Archive(Box<super::archive::ArchiveError>),
+    Archive(Box<super::binance::archive::ArchiveError>),
 
     /// Symbols the exchange does not list or does not trade.
     #[error("{0}")]

@@ -9,11 +9,11 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::error::{Attempt, ExchangeError};
+use crate::sources::error::{Attempt, ExchangeError};
 use super::ratelimit::{RateLimit, RateLimiter};
-use super::retry::{self, LimitedSince, Next, RetryPolicy, describe};
-use super::{Interval, Market, Symbol};
-use crate::kline::{self, KlineBatch};
+use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
+use crate::market::{Interval, Market, Symbol};
+use crate::datasets::klines::KlineBatch;
 
 /// How the client reaches the exchange and how hard it tries.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ impl std::fmt::Debug for BinanceClient {
 
 impl BinanceClient {
     pub fn new(config: ClientConfig) -> anyhow::Result<BinanceClient> {
-        let http = super::http::client("exchange base", &config.base_url, config.timeout)?;
+        let http = crate::sources::http::client("exchange base", &config.base_url, config.timeout)?;
         Ok(BinanceClient {
             http,
             limiter: RateLimiter::new(),
@@ -314,7 +314,7 @@ impl BinanceClient {
                 market.klines_weight(limit),
                 |body| {
                     let mut batch = KlineBatch::with_capacity(limit as usize);
-                    match kline::parse_body(body, &mut batch) {
+                    match crate::sources::binance::json::parse_body(body, &mut batch) {
                         Ok(_) => Ok(batch),
                         Err(e) if e.is_retryable() => Err(Attempt::Transient(e.to_string())),
                         Err(e) => Err(Attempt::Fatal(ExchangeError::InvalidData {
@@ -447,16 +447,16 @@ impl BinanceClient {
 }
 
 #[async_trait::async_trait]
-impl super::KlineSource for BinanceClient {
-    fn capabilities(&self) -> super::Capabilities {
-        super::Capabilities {
-            exchange: super::Exchange::Binance,
+impl crate::sources::KlineSource for BinanceClient {
+    fn capabilities(&self) -> crate::sources::Capabilities {
+        crate::sources::Capabilities {
+            exchange: crate::market::Exchange::Binance,
             market: self.config.market,
             page_limit: self.config.market.page_limit(),
             flow_fields: true,
-            empty_buckets: super::source::EmptyBuckets::Filler,
+            empty_buckets: crate::sources::source::EmptyBuckets::Filler,
             closed_by_server_time: true,
-            rate_limits: super::source::RateLimits::AdvertisedWeight,
+            rate_limits: crate::sources::source::RateLimits::AdvertisedWeight,
         }
     }
 
@@ -487,8 +487,8 @@ impl super::KlineSource for BinanceClient {
         BinanceClient::klines(self, symbol, interval, start, end, out).await
     }
 
-    fn stats(&self) -> super::source::SourceStats {
-        super::source::SourceStats {
+    fn stats(&self) -> crate::sources::source::SourceStats {
+        crate::sources::source::SourceStats {
             requests: self.stats.requests.load(Ordering::Relaxed),
             retries: self.stats.retries.load(Ordering::Relaxed),
             weight: self.stats.weight.load(Ordering::Relaxed),

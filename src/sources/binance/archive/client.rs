@@ -1,7 +1,7 @@
 //! Downloads from Binance's archives: a period's `.CHECKSUM`, then its zip, checked and parsed.
 //! Binance states no rate limit for data.binance.vision, so there is no weight to count; the
 //! client keeps its own cap on downloads in flight and retries what a retry can fix (5xx,
-//! timeouts, dropped connections) under the shared policy ([`crate::exchange::retry`]). A 404
+//! timeouts, dropped connections) under the shared policy ([`crate::sources::retry`]). A 404
 //! is an answer: the archive does not hold the file (not published yet, or never), and the
 //! caller takes the range from REST.
 //!
@@ -18,10 +18,12 @@ use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
 use super::{ArchiveError, Period};
-use crate::exchange::error::Attempt;
-use crate::exchange::retry::{self, LimitedSince, Next, RetryPolicy, describe};
-use crate::exchange::{ClientConfig, ExchangeError, Interval, Market, Symbol};
-use crate::kline::KlineBatch;
+use crate::sources::error::Attempt;
+use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
+use crate::sources::binance::ClientConfig;
+use crate::sources::ExchangeError;
+use crate::market::{Interval, Market, Symbol};
+use crate::datasets::klines::KlineBatch;
 use crate::redact::redact_url;
 
 /// Binance's archive host.
@@ -77,7 +79,7 @@ enum Got {
 impl ArchiveClient {
     /// A client for the archive at `base`, with the REST client's timeouts and retry policy.
     pub fn new(base: &str, rest: &ClientConfig) -> anyhow::Result<ArchiveClient> {
-        let http = crate::exchange::http::client(
+        let http = crate::sources::http::client(
             "archive",
             base,
             rest.timeout.max(Duration::from_secs(120)),
@@ -124,7 +126,7 @@ impl ArchiveClient {
     pub fn serves(interval: Interval) -> bool {
         interval
             .fixed_millis()
-            .is_some_and(|ms| ms <= crate::exchange::interval::DAY)
+            .is_some_and(|ms| ms <= crate::market::interval::DAY)
     }
 
     fn url(&self, symbol: &Symbol, interval: Interval, period: Period) -> String {

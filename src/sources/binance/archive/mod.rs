@@ -11,8 +11,8 @@ use chrono::{Datelike, TimeZone, Utc};
 
 use sha2::Digest;
 
-use super::{Interval, Market, Symbol};
-use crate::kline::{Kline, KlineBatch};
+use crate::market::{Interval, Market, Symbol};
+use crate::datasets::klines::{Kline, KlineBatch};
 
 /// What went wrong with an archive; every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ impl Period {
             }
             Period::Day { year, month, day } => {
                 let start = at(year, month, day);
-                (start, start + super::interval::DAY)
+                (start, start + crate::market::interval::DAY)
             }
         }
     }

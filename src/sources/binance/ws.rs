@@ -11,9 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::{Interval, Market, Symbol};
+use crate::market::{Interval, Market, Symbol};
 use crate::decimal;
-use crate::kline::Kline;
+use crate::datasets::klines::Kline;
 
 /// The default WebSocket base of each market.
 pub fn default_ws_url(market: Market) -> &'static str {

@@ -1,0 +1,3 @@
+//! The datasets klines keeps: what their rows are.
+
+pub mod klines;
