@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::market::{Exchange, Interval, Market, Symbol};
-use crate::extract::archive::HistorySource;
+use crate::sources::history::HistorySource;
 use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]

@@ -22,15 +22,7 @@ pub enum Code {
     Interrupted = 130,
 }
 
-/// Bad flags or configuration.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// Some of the work failed and the rest succeeded.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PartialFailure(pub String);
+pub use crate::error::{PartialFailure, UsageError};
 
 /// Finds a `T` among an error's contexts and causes.
 fn find<T>(err: &anyhow::Error) -> Option<&T>

@@ -1,16 +1,11 @@
 //! `klines backfill`
 
-use std::sync::Arc;
-
 use anyhow::Context;
 
+use super::source::{self, Opened, SourceFlags};
 use crate::cli::{BackfillArgs, GlobalArgs};
-use super::source::{self, Source, SourceFlags};
 use crate::config::Project;
-use crate::exit::{PartialFailure, UsageError};
-use crate::sources::binance::archive::client::ArchiveClient;
-use crate::market::Exchange;
-use crate::extract::archive::HistorySource;
+use crate::error::{PartialFailure, UsageError};
 use crate::extract::{self, Plan};
 use crate::time;
 
@@ -26,26 +21,27 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     if let Some(t) = &args.to {
         time::parse("--to", t, 0)?;
     }
-    let coinbase = args.exchange == Exchange::Coinbase;
-    if coinbase && args.source == HistorySource::Archive {
-        return Err(UsageError("--source archive: Coinbase has no archives (use auto or rest)".into()).into());
-    }
-    let Source {
+    let Opened {
         market,
         exchange,
-        client,
+        source,
         stage,
         state,
-    } = Source::open(
+    } = Opened::open(
         project,
         SourceFlags {
             exchange: args.exchange,
             market: args.market,
             base_url: args.base_url,
+            archive_url: args.archive_url,
+            ws_url: None,
+            history: args.source,
+            live: None,
             stage: args.stage,
             state: args.state,
         },
     )?;
+    let client = &source.rest;
     // `-2h` and `now` mean the exchange's time: its clock decides which candles are closed.
     let now = if time::is_relative(&from_text) || args.to.as_deref().is_some_and(time::is_relative)
     {
@@ -61,33 +57,20 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
         to,
         full_refresh: args.full_refresh,
         spans_in_flight: exchange.spans_in_flight,
-        source: args.source,
-    };
-    let archive = match args.source {
-        // Binance's archives; Coinbase has none, so its history is REST's.
-        _ if coinbase => None,
-        HistorySource::Rest => None,
-        _ => {
-            let url = args.archive_url.unwrap_or(exchange.archive_url.clone());
-            let config = exchange.client_config(market);
-            Some(Arc::new(
-                ArchiveClient::new(&url, &config).map_err(|e| UsageError(e.to_string()))?,
-            ))
-        }
     };
     tracing::info!(
         symbols = %plan.symbols.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
         intervals = %plan.intervals.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(","),
         exchange = %args.exchange,
         market = %market,
-        source = ?plan.source,
+        source = ?args.source,
         from = %time::format_ms(from),
         to = %to.map(time::format_ms).unwrap_or_else(|| "now".into()),
         stage = %stage.url(),
         state = %state.describe(),
         "backfill"
     );
-    let outcome = extract::backfill(client, archive, stage, state, &plan)
+    let outcome = extract::backfill(source.rest, source.history, stage, state, &plan)
         .await
         .context("backfill")?;
     println!("{}", outcome.summary);

@@ -165,11 +165,8 @@ pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
     }
 
     r.section("exchange");
-    let settings = super::source::settings(&project, args.exchange, args.base_url);
-    let url = match args.exchange {
-        Exchange::Binance => &settings.base_url,
-        Exchange::Coinbase => &settings.coinbase_url,
-    };
+    let settings = super::source::exchange_settings(&project, args.exchange, args.base_url);
+    let url = super::source::base_url(&settings, args.exchange);
     r.info("url", format!("{} {}", args.exchange, crate::redact::redact_url(url)));
     match args.exchange {
         Exchange::Binance => {

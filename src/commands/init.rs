@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::exit::UsageError;
+use crate::error::UsageError;
 
 /// The project files, as in this repository (a test keeps the two the same).
 pub const FILES: &[(&str, &str)] = &[

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::cli::{GlobalArgs, LoadArgs};
 use crate::config::Project;
 use crate::config::profiles::{Output, SnowflakeOutput, Target};
-use crate::exit::{PartialFailure, UsageError};
+use crate::error::{PartialFailure, UsageError};
 use crate::load::{self, Options};
 use crate::stage::{Location, Stage};
 use crate::warehouse;

@@ -20,7 +20,7 @@ use anyhow::Context;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::Project;
 use crate::config::profiles::{self, Target};
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::stage::Stage;
 
 /// How long a command waits for another klines command's warehouse lock (a killed run's
@@ -70,7 +70,7 @@ pub(crate) fn project(global: &GlobalArgs) -> anyhow::Result<Project> {
         std::env::current_dir()?.join(dir)
     };
     if !dir.is_dir() {
-        return Err(crate::exit::UsageError(format!(
+        return Err(crate::error::UsageError(format!(
             "--project-dir {}: not a directory",
             dir.display()
         ))

@@ -9,7 +9,7 @@ use serde_json::json;
 use clap::ValueEnum;
 
 use crate::cli::{GlobalArgs, LsArgs, LsOutput, RunArgs};
-use crate::exit::PartialFailure;
+use crate::error::PartialFailure;
 use crate::models::artifacts::{self, NodeResult};
 use crate::models::parse::{Node, ResourceType};
 use crate::models::runner::{Mode, Runner};

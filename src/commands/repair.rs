@@ -1,7 +1,7 @@
 //! `klines repair`: manifest entries for staged data files that have none.
 
 use crate::cli::{GlobalArgs, RepairArgs};
-use crate::exit::PartialFailure;
+use crate::error::PartialFailure;
 use crate::stage::repair;
 
 pub async fn run(global: &GlobalArgs, args: RepairArgs) -> anyhow::Result<()> {

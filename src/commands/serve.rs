@@ -1,7 +1,7 @@
 //! `klines serve`
 
 use crate::cli::{GlobalArgs, ServeArgs};
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::serve;
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {

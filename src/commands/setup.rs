@@ -2,7 +2,7 @@
 
 use crate::cli::{GlobalArgs, SetupArgs};
 use crate::config::profiles::Output;
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::warehouse::snowflake::setup;
 
 pub async fn run(global: &GlobalArgs, args: SetupArgs) -> anyhow::Result<()> {

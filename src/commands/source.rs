@@ -1,16 +1,16 @@
-//! What `backfill`, `stream` and `pipeline` open before extracting: the exchange client with
-//! the command's overrides, the stage, and the checkpoint store with its lease.
+//! What `backfill`, `stream` and `pipeline` open before extracting: the exchange's source
+//! (through the registry, with the command's overrides), the stage, and the checkpoint store
+//! with its lease.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Project;
 use crate::config::project::ExchangeSettings;
-use crate::sources::coinbase::CoinbaseClient;
-use crate::sources::binance::BinanceClient;
-use crate::market::{Exchange, Interval, Market, Symbol};
-use crate::sources::KlineSource;
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::extract::state::StateStore;
+use crate::market::{Exchange, Interval, Market, Symbol};
+use crate::sources::history::HistorySource;
+use crate::sources::{self, Source};
 use crate::stage::Stage;
 
 /// The flags `backfill` and `stream` share; `None` or empty means klines.yml's value.
@@ -18,60 +18,75 @@ pub(crate) struct SourceFlags {
     pub exchange: Exchange,
     pub market: Option<Market>,
     pub base_url: Option<String>,
+    pub archive_url: Option<String>,
+    pub ws_url: Option<String>,
+    pub history: HistorySource,
+    /// A stream's live feed, and how long a silent connection is kept; `None`: no live feed.
+    pub live: Option<Duration>,
     pub stage: Option<String>,
     pub state: Option<String>,
 }
 
-pub(crate) struct Source {
+pub(crate) struct Opened {
     pub market: Market,
     pub exchange: ExchangeSettings,
-    pub client: Arc<dyn KlineSource>,
+    pub source: Source,
     pub stage: Stage,
     pub state: StateStore,
 }
 
-impl Source {
-    /// Builds the exchange's client, opens the stage and the state; a bad flag is a usage
-    /// error. `--base-url` is the chosen exchange's.
-    pub fn open(project: &Project, flags: SourceFlags) -> anyhow::Result<Source> {
-        let exchange = settings(project, flags.exchange, flags.base_url);
-        let (market, client): (Market, Arc<dyn KlineSource>) = match flags.exchange {
-            Exchange::Binance => {
-                let market = flags.market.unwrap_or(project.market);
-                let client = BinanceClient::new(exchange.client_config(market))
-                    .map_err(|e| UsageError(e.to_string()))?;
-                (market, Arc::new(client))
-            }
-            Exchange::Coinbase => {
-                if flags.market.is_some_and(|m| m != Market::Spot) {
-                    return Err(UsageError(
-                        "--exchange coinbase has spot candles only (no --market usdm)".into(),
-                    )
-                    .into());
-                }
-                let client = CoinbaseClient::new(exchange.coinbase_config())
-                    .map_err(|e| UsageError(e.to_string()))?;
-                (Market::Spot, Arc::new(client))
-            }
+impl Opened {
+    /// Opens the exchange's source, the stage and the state; a bad flag is a usage error.
+    pub fn open(project: &Project, flags: SourceFlags) -> anyhow::Result<Opened> {
+        let exchange = exchange_settings(project, flags.exchange, flags.base_url.clone());
+        let settings = sources::Settings {
+            market: flags.market.unwrap_or(project.market),
+            market_given: flags.market.is_some(),
+            base_url: Some(base_url(&exchange, flags.exchange).to_string()),
+            archive_url: Some(flags.archive_url.unwrap_or(exchange.archive_url.clone())),
+            ws_url: flags.ws_url.or(exchange.ws_url.clone()),
+            history: flags.history,
+            live: flags.live.is_some(),
+            timeout: exchange.timeout,
+            retry: exchange.retry_policy(),
+            max_in_flight: exchange.max_in_flight,
+            spans_in_flight: exchange.spans_in_flight,
+            weight_share: exchange.weight_share,
+            silence: flags.live.unwrap_or_default(),
         };
+        let source = sources::open(flags.exchange, &settings)?;
+        let market = source.rest.capabilities().market;
         let stage = super::stage(project, flags.stage)?;
         let state_spec = flags.state.unwrap_or_else(|| project.state.clone());
         let state = StateStore::open(&state_spec, &stage, &project.dir)
             .map_err(|e| UsageError(format!("{e:#}")))?
             .with_lease(project.lease);
-        Ok(Source {
+        Ok(Opened {
             market,
             exchange,
-            client,
+            source,
             stage,
             state,
         })
     }
 }
 
+/// The REST base URL klines.yml gives the exchange (`exchange.base_url` is Binance's,
+/// `exchange.coinbase_url` Coinbase's).
+pub(crate) fn base_url(settings: &ExchangeSettings, exchange: Exchange) -> &str {
+    match exchange {
+        Exchange::Binance => &settings.base_url,
+        Exchange::Coinbase => &settings.coinbase_url,
+    }
+}
+
 /// klines.yml's exchange settings with `--base-url` (or `KLINES_BASE_URL`) over the chosen
 /// exchange's URL.
-pub(crate) fn settings(project: &Project, exchange: Exchange, base_url: Option<String>) -> ExchangeSettings {
+pub(crate) fn exchange_settings(
+    project: &Project,
+    exchange: Exchange,
+    base_url: Option<String>,
+) -> ExchangeSettings {
     let mut settings = project.exchange.clone();
     if let Some(url) = base_url {
         match exchange {

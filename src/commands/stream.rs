@@ -6,9 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, StreamArgs};
-use super::source::{self, Source, SourceFlags};
-use crate::sources::binance::ws;
-use crate::exit::UsageError;
+use super::source::{self, Opened, SourceFlags};
+use crate::error::UsageError;
 use crate::extract::stream::{self, Sink, StreamPlan};
 use crate::extract::{self, Plan, Summary};
 use crate::load::{self, Options};
@@ -174,42 +173,36 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(stream::metric::LATENCY.to_string()),
+                metrics_exporter_prometheus::Matcher::Full(crate::extract::live::metric::LATENCY.to_string()),
                 &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
             )
             .map_err(|e| UsageError(format!("--metrics: {e}")))?
             .install()
             .map_err(|e| UsageError(format!("--metrics {addr}: {e}")))?;
-        stream::metric::describe();
+        crate::extract::live::metric::describe();
         tracing::info!(%addr, "Prometheus metrics on /metrics");
     }
-    let Source {
+    let Opened {
         market,
         exchange,
-        client,
+        source,
         stage,
         state,
-    } = Source::open(
+    } = Opened::open(
         &project,
         SourceFlags {
             exchange: args.exchange,
             market: args.market,
             base_url: args.base_url,
+            archive_url: None,
+            ws_url: args.ws_url,
+            history: crate::sources::history::HistorySource::Rest,
+            live: Some(Duration::from_secs_f64(args.silence_secs)),
             stage: args.stage,
             state: args.state,
         },
     )?;
-    let ws_url = args
-        .ws_url
-        .or(exchange.ws_url.clone())
-        .unwrap_or_else(|| ws::default_ws_url(market).to_string());
-    if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
-        return Err(UsageError(format!(
-            "--ws-url {:?} is not a ws:// or wss:// URL",
-            crate::redact::redact_url(&ws_url)
-        ))
-        .into());
-    }
+    let client = &source.rest;
     // A load target is resolved before anything is fetched, so a bad profile stops at once.
     let serve_token = match args.serve {
         Some(addr) if args.load || args.build || args.snowpipe.is_some() => {
@@ -327,7 +320,6 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         to: until,
         full_refresh: false,
         spans_in_flight: exchange.spans_in_flight,
-        source: crate::extract::archive::HistorySource::Rest,
     };
     let all = stream::all_series(client.as_ref(), &plan);
     let locks = extract::lock_all(&state, &stage, &all).await?;
@@ -337,26 +329,19 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
         market = %market,
         from = %time::format_ms(from),
         until = %until.map(time::format_ms).unwrap_or_else(|| "SIGTERM".into()),
-        ws = %crate::redact::redact_url(&ws_url),
         stage = %stage.url(),
         load = args.load,
         "stream"
     );
     let sp = StreamPlan {
         plan,
-        ws_url,
         flush_every: Duration::from_secs_f64(args.flush_secs),
         grace: Duration::from_secs(args.grace_secs),
-        silence: Duration::from_secs_f64(args.silence_secs),
         // Polled exchanges have no events to move the clock: it is read more often.
-        resync: Duration::from_secs(if args.exchange == crate::market::Exchange::Binance {
-            30
-        } else {
-            5
-        }),
+        resync: Duration::from_secs(if source.live.is_some() { 30 } else { 5 }),
     };
     let result = stream::stream(
-        client,
+        &source,
         stage,
         state,
         &sp,

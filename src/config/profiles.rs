@@ -20,7 +20,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use super::template;
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::redact::Secret;
 
 pub const PROFILES_FILE: &str = "profiles.yml";

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use super::template;
 use crate::sources::binance::ClientConfig;
 use crate::market::{Interval, Market, Symbol};
-use crate::exit::UsageError;
+use crate::error::UsageError;
 
 pub const PROJECT_FILE: &str = "klines.yml";
-pub const DEFAULT_BASE_URL: &str = "https://data-api.binance.vision";
+pub use crate::sources::binance::DEFAULT_BASE_URL;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@
 
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
-use crate::exit::UsageError;
+use crate::error::UsageError;
 
 /// dbt's `env_var(name, default)`: the variable's value, the default, or an error naming the
 /// variable.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ranges::RangeSet;
+use crate::ranges::RangeSet;
 use crate::market::Series;
 
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -34,14 +34,7 @@ pub struct Checkpoint {
     pub archives: BTreeMap<String, ArchiveFile>,
 }
 
-/// An archive file whose klines are staged: its checksum and the open times taken from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchiveFile {
-    pub sha256: String,
-    pub monthly: bool,
-    pub start: i64,
-    pub end: i64,
-}
+pub use crate::sources::history::ArchiveFile;
 
 /// The series fields as they appear in the checkpoint file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

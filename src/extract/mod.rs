@@ -1,10 +1,8 @@
 //! Extract: Binance klines over REST into the stage, resumable from checkpoints.
 
-pub mod archive;
 pub mod checkpoint;
-pub mod ranges;
+pub mod live;
 pub mod series;
-mod socket;
 pub mod state;
 pub mod stream;
 
@@ -15,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::sources::binance::archive::client::ArchiveClient;
+use crate::sources::history::History;
 use crate::market::{Interval, Symbol};
 use crate::sources::KlineSource;
 use crate::stage::Stage;
@@ -34,8 +32,6 @@ pub struct Plan {
     pub to: Option<i64>,
     pub full_refresh: bool,
     pub spans_in_flight: usize,
-    /// Where history comes from (`--source`).
-    pub source: archive::HistorySource,
 }
 
 /// What a backfill did, printed at the end of a run.
@@ -132,7 +128,7 @@ pub async fn lock_all(
 /// under the client's shared rate budget.
 pub async fn backfill(
     client: Arc<dyn KlineSource>,
-    archive: Option<Arc<ArchiveClient>>,
+    history: Arc<dyn History>,
     stage: Stage,
     state: StateStore,
     plan: &Plan,
@@ -154,7 +150,7 @@ pub async fn backfill(
         .unwrap_or(server_time)
         .min(server_time.max(plan.from));
     if plan.from >= server_time {
-        return Err(crate::exit::UsageError(format!(
+        return Err(crate::error::UsageError(format!(
             "--from ({}) is in the future of the exchange's clock ({})",
             crate::time::format_ms(plan.from),
             crate::time::format_ms(server_time)
@@ -165,8 +161,7 @@ pub async fn backfill(
     let locks = lock_all(&state, &stage, &all).await?;
     let ctx = Arc::new(series::RunContext {
         client: Arc::clone(&client),
-        archive: archive.clone().filter(|_| plan.source != archive::HistorySource::Rest),
-        source: plan.source,
+        history: Arc::clone(&history),
         stage,
         state,
         server_time,
@@ -207,16 +202,10 @@ pub async fn backfill(
         weight: stats.weight,
         retries: stats.retries,
         rate_limited: stats.rate_limited,
-        archive_files: archive
-            .as_ref()
-            .map_or(0, |a| a.stats().files.load(Ordering::Relaxed)),
-        archive_bytes: archive
-            .as_ref()
-            .map_or(0, |a| a.stats().bytes.load(Ordering::Relaxed)),
-        archive_missing: archive
-            .as_ref()
-            .map_or(0, |a| a.stats().missing.load(Ordering::Relaxed)),
-        archive_unreachable: archive.as_ref().is_some_and(|a| a.is_unreachable()),
+        archive_files: history.stats().files,
+        archive_bytes: history.stats().bytes,
+        archive_missing: history.stats().missing,
+        archive_unreachable: history.stats().unreachable,
         failed: failures.iter().map(|(s, _)| s.to_string()).collect(),
     };
     Ok(Outcome {

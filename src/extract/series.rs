@@ -17,26 +17,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
 
-use super::archive::{self, Fetched, HistorySource, Span};
 use super::checkpoint::{ArchiveFile, Checkpoint};
-use super::ranges::RangeSet;
 use super::state::{SeriesLock, StateStore};
-use crate::sources::binance::archive::client::ArchiveClient;
-use crate::market::Interval;
-use crate::sources::KlineSource;
 use crate::datasets::klines::{Kline, KlineBatch};
+use crate::market::{Interval, Series};
 use crate::progress::Task;
-use crate::market::Series;
+use crate::ranges::RangeSet;
+use crate::sources::KlineSource;
+use crate::sources::history::{Fetched, History, Span};
 use crate::stage::layout;
 use crate::stage::manifest::{self, ManifestEntry};
 use crate::stage::{Stage, parquet};
 
 /// What every series of a run shares.
 pub struct RunContext {
+    /// The exchange's REST API (its clock, first candles and page size).
     pub client: Arc<dyn KlineSource>,
-    /// Binance's archives, unless `--source rest` (or a live run).
-    pub archive: Option<Arc<ArchiveClient>>,
-    pub source: HistorySource,
+    /// How missing ranges are planned and fetched (REST pages, archives then REST).
+    pub history: Arc<dyn History>,
     pub stage: Stage,
     pub state: StateStore,
     pub server_time: i64,
@@ -148,11 +146,20 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
         cp.empty = cp.empty.within(i64::MIN, closed_until);
     }
     let (start, end) = target_range(interval, ctx.from, ctx.to, ctx.server_time);
-    if let Some(a) = &ctx.archive
-        && start < end
-        && archive::recheck(a, series, &mut cp, start, end, ctx.spans_in_flight).await? > 0
-    {
-        ctx.state.save(&cp, lock).await?;
+    if start < end && !cp.archives.is_empty() {
+        let republished = ctx
+            .history
+            .republished(series, &cp.archives, start, end)
+            .await?;
+        for name in &republished {
+            if let Some(f) = cp.archives.remove(name) {
+                cp.covered.remove(f.start, f.end);
+                cp.empty.remove(f.start, f.end);
+            }
+        }
+        if !republished.is_empty() {
+            ctx.state.save(&cp, lock).await?;
+        }
     }
     let missing = if start < end {
         cp.covered.missing(start, end)
@@ -212,21 +219,7 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
             listed_missing.push((s.max(listed), e));
         }
     }
-    let archive_until = ctx
-        .archive
-        .as_ref()
-        .filter(|_| ArchiveClient::serves(interval))
-        .map(|_| archive::archive_until(ctx.server_time));
-    let mut spans = archive::plan(
-        &listed_missing,
-        interval,
-        ctx.client.capabilities().page_limit as i64,
-        archive_until,
-    );
-    if ctx.source == HistorySource::Archive {
-        // Archives only: the rest (today, a part of a day) is left for a later run.
-        spans.retain(|s| s.file.is_some());
-    }
+    let spans = ctx.history.plan(series, &listed_missing, ctx.server_time);
     let pre_listing: i64 = pending.values().map(|u| u.empty.total()).sum();
     task.advance(pre_listing as u64, "");
 
@@ -295,21 +288,14 @@ async fn fetch_and_write(
 ) -> anyhow::Result<()> {
     let interval = series.interval;
     let span_starts: Vec<i64> = spans.iter().map(|s| s.start).collect();
-    let client = &ctx.client;
     let mut fetched = futures::stream::iter(spans.into_iter().map(|span| async move {
         let (s, e) = (span.start, span.end);
-        if let Some(a) = ctx.archive.as_ref().filter(|_| span.file.is_some()) {
-            return archive::fetch(ctx, a, series, span).await.map(|f| (s, e, f));
-        }
-        if let Some(rows) = ctx.prefetched.as_ref().and_then(|p| p.take_span(series, s, e)) {
+        if span.file.is_none()
+            && let Some(rows) = ctx.prefetched.as_ref().and_then(|p| p.take_span(series, s, e))
+        {
             return Ok((s, e, Fetched { rows, ..Default::default() }));
         }
-        let mut rows = KlineBatch::default();
-        client
-            .klines(&series.symbol, interval, s, e, &mut rows)
-            .await
-            .map(|_| (s, e, Fetched { rows, ..Default::default() }))
-            .map_err(anyhow::Error::from)
+        ctx.history.fetch(series, span).await.map(|f| (s, e, f))
     }))
     .buffered(ctx.spans_in_flight.max(1));
     // Archive files whose ranges are not yet in the checkpoint.

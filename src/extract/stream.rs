@@ -1,5 +1,5 @@
 //! `klines stream`: the backfill, kept going. It catches up over REST from the checkpoint,
-//! then follows Binance's combined kline streams; closed candles (`x: true`) are kept by
+//! then follows the source's live feed (`sources::live`); closed candles are kept by
 //! series and open time (a duplicate or late copy replaces the earlier one, the open candle is
 //! never kept) and staged through the same per-series path as a backfill, which takes a span
 //! from these candles when they cover it whole and asks REST otherwise. So after a reconnect,
@@ -13,73 +13,36 @@
 //! The exchange's clock is read from `/time` at the start, after every (re)connect and every
 //! `resync` while connected; in between it advances with this machine's monotonic clock.
 //!
-//! An exchange without a WebSocket klines follows (Coinbase) is polled: no socket, so every
+//! An exchange without a live source (Coinbase) is polled: no socket, so every
 //! candle comes from REST once the clock says it closed more than `grace` ago, one request
 //! per series and closed candle under the client's pacing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::live::{ExchangeClock, StreamStats, metric};
 use super::series::{self, Prefetched, RunContext};
 use super::state::{SeriesLock, StateStore};
 use super::{Plan, Summary};
-use crate::market::Exchange;
-use crate::sources::KlineSource;
-use crate::sources::binance::ws;
-use crate::stage::Stage;
 use crate::market::Series;
+use crate::sources::{KlineSource, Source};
+use crate::stage::Stage;
 
 /// How a stream runs.
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     /// Symbols, intervals, `--from` (where no checkpoint exists), `--until` as `to`.
     pub plan: Plan,
-    /// The WebSocket base (`wss://data-stream.binance.vision`).
-    pub ws_url: String,
     /// How often closed candles are staged.
     pub flush_every: Duration,
     /// How long past its close a candle may be missing from the stream before REST is asked.
     pub grace: Duration,
-    /// A socket silent this long is replaced.
-    pub silence: Duration,
     /// How often the exchange's clock is read while the stream is connected.
     pub resync: Duration,
-}
-
-/// The Prometheus metrics a stream keeps (served by `--metrics ADDR`).
-pub mod metric {
-    pub const LAG: &str = "klines_stream_lag_seconds";
-    pub const LATENCY: &str = "klines_stream_latency_seconds";
-    pub const ROWS: &str = "klines_stream_rows_total";
-    pub const FILES: &str = "klines_stream_files_total";
-    pub const EVENTS: &str = "klines_stream_events_total";
-    pub const RECONNECTS: &str = "klines_stream_reconnects_total";
-    pub const ROTATIONS: &str = "klines_stream_rotations_total";
-    pub const GAP_REQUESTS: &str = "klines_stream_rest_requests_total";
-    pub const DEAD_LETTERS: &str = "klines_stream_dead_letters_total";
-    pub const ERRORS: &str = "klines_stream_errors_total";
-
-    /// Describes them once, for the exporter's HELP lines.
-    pub fn describe() {
-        metrics::describe_gauge!(LAG, "Exchange time since the newest staged candle closed, per series");
-        metrics::describe_histogram!(LATENCY, "From a candle's close on the exchange to the end of the flush that staged (and loaded, and built) it");
-        metrics::describe_counter!(ROWS, "Closed candles staged");
-        metrics::describe_counter!(FILES, "Files staged");
-        metrics::describe_counter!(EVENTS, "WebSocket messages received");
-        metrics::describe_counter!(RECONNECTS, "Sockets lost and opened again");
-        metrics::describe_counter!(ROTATIONS, "Sockets replaced before they closed (serverShutdown, 24 hours)");
-        metrics::describe_counter!(GAP_REQUESTS, "REST requests the stream made (catch-up and gaps)");
-        metrics::describe_counter!(DEAD_LETTERS, "Messages kept as dead letters");
-        metrics::describe_counter!(ERRORS, "Flushes whose load or build failed");
-        // Counters show from the start, at zero, so a dashboard has every series at once.
-        for c in [ROWS, FILES, EVENTS, RECONNECTS, ROTATIONS, GAP_REQUESTS, DEAD_LETTERS, ERRORS] {
-            metrics::counter!(c).absolute(0);
-        }
-    }
 }
 
 /// Called after every tick that staged files, with the run's totals so far and the manifest
@@ -93,92 +56,10 @@ pub trait Sink {
     ) -> anyhow::Result<()>;
 }
 
-/// Counters of a stream, for logs, the summary and metrics.
-#[derive(Debug, Default)]
-pub struct StreamStats {
-    pub events: AtomicU64,
-    pub closed: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub reconnects: AtomicU64,
-    /// Sockets replaced before they closed (serverShutdown, the 24-hour limit).
-    pub rotations: AtomicU64,
-}
-
-/// The exchange's clock: the last reading of `/time` plus the time elapsed since here.
-///
-/// What the stream says is believed only up to that clock plus the grace: a closed candle
-/// whose close is later, or an event time past it, may be a bogus or hostile frame. Such a
-/// candle waits as a *suspect* until the clock has been read again; then it is believed, or
-/// kept as a dead letter. It never moves a series' "delivered up to" mark before that.
-pub(super) struct ExchangeClock {
-    read: std::sync::Mutex<(i64, Instant)>,
-    /// The newest believable event time the stream delivered: the exchange's clock was at
-    /// least there.
-    pub(super) seen: std::sync::atomic::AtomicI64,
-    /// Set by the socket task after a (re)connect, or when it holds a suspect: read the clock
-    /// now.
-    pub(super) stale: AtomicBool,
-    /// How far past the clock's reading a time the stream claims may be.
-    tolerance_ms: i64,
-    suspects: std::sync::Mutex<Vec<Suspect>>,
-}
-
-/// A closed candle that claimed to close after the exchange's clock, with its message.
-pub(super) struct Suspect {
-    pub series: Series,
-    pub kline: crate::datasets::klines::Kline,
-    pub raw: String,
-}
-
-impl ExchangeClock {
-    fn new(ms: i64, tolerance: Duration) -> ExchangeClock {
-        ExchangeClock {
-            read: std::sync::Mutex::new((ms, Instant::now())),
-            seen: std::sync::atomic::AtomicI64::new(i64::MIN),
-            stale: AtomicBool::new(false),
-            tolerance_ms: i64::try_from(tolerance.as_millis()).unwrap_or(i64::MAX),
-            suspects: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The last reading advanced by this machine's monotonic clock, events aside.
-    fn reading(&self) -> i64 {
-        let (ms, at) = *self.read.lock().unwrap_or_else(|e| e.into_inner());
-        ms + at.elapsed().as_millis() as i64
-    }
-
-    fn now(&self) -> i64 {
-        self.reading().max(self.seen.load(Ordering::Relaxed))
-    }
-
-    fn set(&self, ms: i64) {
-        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = (ms, Instant::now());
-    }
-
-    /// Whether a time the stream claims can have passed on the exchange: before the clock's
-    /// reading plus the grace.
-    pub(super) fn believable(&self, ms: i64) -> bool {
-        ms < self.reading().saturating_add(self.tolerance_ms)
-    }
-
-    /// Holds a closed candle that claims to close after the clock until it is read again.
-    pub(super) fn suspect(&self, s: Suspect) {
-        self.suspects.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-        self.stale.store(true, Ordering::SeqCst);
-    }
-
-    /// After a fresh reading: the suspects now believable, and the rest, which are not.
-    fn judge(&self) -> (Vec<Suspect>, Vec<Suspect>) {
-        let all = std::mem::take(&mut *self.suspects.lock().unwrap_or_else(|e| e.into_inner()));
-        all.into_iter()
-            .partition(|s| self.believable(s.kline.close_time))
-    }
-}
-
 /// Runs until `--until` is staged, or until Ctrl-C/SIGTERM (then what is closed is staged and
 /// checkpointed before it returns). `locks` are the series' locks, held throughout.
 pub async fn stream(
-    client: Arc<dyn KlineSource>,
+    source: &Source,
     stage: Stage,
     state: StateStore,
     sp: &StreamPlan,
@@ -189,34 +70,27 @@ pub async fn stream(
     let started = Instant::now();
     let prefetched = Arc::new(Prefetched::default());
     let stats = Arc::new(StreamStats::default());
+    let client = &source.rest;
     let clock = Arc::new(ExchangeClock::new(client.server_time().await?, sp.grace));
-    let streams: Vec<String> = all
-        .iter()
-        .map(|s| ws::stream_name(&s.symbol, s.interval))
-        .collect();
-    let mut sockets = tokio::task::JoinSet::new();
-    let caps = client.capabilities();
-    // Binance's kline streams; other exchanges are polled (no sockets at all).
-    let chunks = if caps.exchange == Exchange::Binance {
-        streams.chunks(ws::MAX_STREAMS).zip(all.chunks(ws::MAX_STREAMS)).collect()
-    } else {
-        tracing::info!(exchange = %caps.exchange, "no kline stream for this exchange: polling closed candles over REST");
-        Vec::new()
-    };
-    for (chunk, series) in chunks {
-        let url = ws::stream_url(&sp.ws_url, caps.market, chunk);
-        sockets.spawn(super::socket::follow(
-            url,
-            super::socket::Reader {
-                market: caps.market,
-                subscribed: series.iter().cloned().collect(),
-                prefetched: Arc::clone(&prefetched),
-                stats: Arc::clone(&stats),
-                clock: Arc::clone(&clock),
-                stage: stage.clone(),
-                silence: sp.silence,
-            },
-        ));
+    // The live source's events, and its connections; an exchange without one is polled.
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(super::live::consume(
+        received,
+        Arc::clone(&prefetched),
+        Arc::clone(&clock),
+        Arc::clone(&stats),
+        stage.clone(),
+    ));
+    match &source.live {
+        Some(live) => {
+            let (live, all) = (Arc::clone(live), all.clone());
+            tasks.spawn(async move { live.follow(all, events).await });
+        }
+        None => {
+            tracing::info!(exchange = %client.capabilities().exchange, "no live source for this exchange: polling closed candles over REST");
+            drop(events);
+        }
     }
 
     let totals = Arc::new(series::Totals::default());
@@ -238,21 +112,7 @@ pub async fn stream(
             match client.server_time().await {
                 Ok(t) => {
                     clock.set(t);
-                    let (believed, bogus) = clock.judge();
-                    for s in believed {
-                        prefetched.insert(s.series, s.kline);
-                    }
-                    for s in bogus {
-                        stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!(metric::DEAD_LETTERS).increment(1);
-                        let reason = format!(
-                            "a closed candle of {} closing at {}, after the exchange's clock ({}) plus the grace",
-                            s.series,
-                            crate::time::format_ms(s.kline.close_time),
-                            crate::time::format_ms(clock.now())
-                        );
-                        super::socket::dead_letter(&stage, &s.raw, &reason).await;
-                    }
+                    super::live::judge_suspects(&clock, &prefetched, &stats, &stage).await;
                 }
                 // Read again next tick: the suspects wait for it.
                 Err(_) => clock.stale.store(true, Ordering::SeqCst),
@@ -275,9 +135,8 @@ pub async fn stream(
             let overdue = exchange_now - sp.grace.as_millis() as i64;
             let server_time = delivered.max(overdue);
             let ctx = RunContext {
-                client: Arc::clone(&client),
-                archive: None,
-                source: super::archive::HistorySource::Rest,
+                client: Arc::clone(client),
+                history: Arc::clone(&source.history),
                 stage: stage.clone(),
                 state: state.clone(),
                 server_time,
@@ -352,7 +211,7 @@ pub async fn stream(
             break;
         }
     }
-    sockets.abort_all();
+    tasks.abort_all();
     for lock in locks {
         lock.release().await;
     }

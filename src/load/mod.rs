@@ -23,7 +23,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::extract::ranges::RangeSet;
+use crate::ranges::RangeSet;
 use crate::datasets::klines::KlineBatch;
 use crate::progress::Task;
 use crate::market::Series;
@@ -148,7 +148,7 @@ pub(crate) async fn pending(
     if exists {
         if dry_run {
             if wh.raw_needs_migration(raw_schema).await.unwrap_or(false) {
-                return Err(crate::exit::UsageError(format!(
+                return Err(crate::error::UsageError(format!(
                     "the raw tables in {} were written before the exchange was part of their key; `klines load` (without --dry-run) migrates them once",
                     wh.describe()
                 ))

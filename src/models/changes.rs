@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 
 use super::jinja::BatchFilter;
-use crate::extract::ranges::RangeSet;
+use crate::ranges::RangeSet;
 use crate::warehouse::ident::{literal, quote, relation};
 use crate::warehouse::raw::{ColType, sql_type, timestamp_literal};
 use crate::warehouse::{Kind, Warehouse};

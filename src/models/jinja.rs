@@ -14,7 +14,7 @@ use minijinja::value::{Kwargs, Object, ObjectRepr, Rest};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::extract::ranges::RangeSet;
+use crate::ranges::RangeSet;
 use crate::warehouse::ident;
 use crate::warehouse::{Kind, raw};
 

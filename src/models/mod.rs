@@ -30,7 +30,7 @@ use serde_json::Value as Json;
 
 use crate::config::Project;
 use crate::config::profiles::{Output, Target};
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::warehouse::Kind;
 
 pub fn kind_of(target: &Target) -> Kind {

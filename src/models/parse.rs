@@ -10,7 +10,7 @@ use super::config::{Materialized, NodeConfig, project_layer};
 use super::graph::Graph;
 use super::jinja::{Globals, Jinja, NodeCtx, Relation, Resolver, Target};
 use super::project::{ColumnDoc, Files, TestDef};
-use crate::exit::UsageError;
+use crate::error::UsageError;
 use crate::warehouse::{Kind, ident};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use crate::config::Project;
-use crate::exit::UsageError;
+use crate::error::UsageError;
 
 /// A test as written in yml: `not_null` or `{accepted_values: {values: [...]}}`.
 #[derive(Debug, Clone, PartialEq)]

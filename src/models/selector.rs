@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use super::parse::{Parsed, ResourceType};
-use crate::exit::UsageError;
+use crate::error::UsageError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Atom {

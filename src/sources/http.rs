@@ -22,3 +22,22 @@ pub fn client(what: &str, base: &str, timeout: Duration) -> anyhow::Result<reqwe
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .build()?)
 }
+
+/// The first `max` characters of an answer's text, for an error message (never cut inside a
+/// character: a body of multi-byte text is no panic).
+pub fn excerpt(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn excerpts_end_on_a_character() {
+        assert_eq!(super::excerpt("abc", 2), "ab");
+        assert_eq!(super::excerpt("ab", 5), "ab");
+        assert_eq!(super::excerpt("a٦b", 2), "a٦");
+    }
+}

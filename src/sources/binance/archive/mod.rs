@@ -7,11 +7,11 @@ pub mod client;
 
 use std::io::Read;
 
-use chrono::{Datelike, TimeZone, Utc};
 
 use sha2::Digest;
 
 use crate::market::{Interval, Market, Symbol};
+pub use crate::market::Period;
 use crate::datasets::klines::{Kline, KlineBatch};
 
 /// What went wrong with an archive; every message names the file.
@@ -41,69 +41,6 @@ pub enum ArchiveError {
         line: usize,
         reason: String,
     },
-}
-
-/// A month's or a day's file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Month { year: i32, month: u32 },
-    Day { year: i32, month: u32, day: u32 },
-}
-
-impl Period {
-    /// The month holding `t` (epoch ms).
-    pub fn month_of(t: i64) -> Period {
-        let d = Utc.timestamp_millis_opt(t).single().unwrap_or_default();
-        Period::Month {
-            year: d.year(),
-            month: d.month(),
-        }
-    }
-
-    /// The UTC day holding `t` (epoch ms).
-    pub fn day_of(t: i64) -> Period {
-        let d = Utc.timestamp_millis_opt(t).single().unwrap_or_default();
-        Period::Day {
-            year: d.year(),
-            month: d.month(),
-            day: d.day(),
-        }
-    }
-
-    /// The period's open times, `[start, end)` in epoch ms.
-    pub fn range(self) -> (i64, i64) {
-        let at = |y: i32, m: u32, d: u32| {
-            Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
-                .single()
-                .map(|t| t.timestamp_millis())
-                .unwrap_or_default()
-        };
-        match self {
-            Period::Month { year, month } => {
-                let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-                (at(year, month, 1), at(ny, nm, 1))
-            }
-            Period::Day { year, month, day } => {
-                let start = at(year, month, day);
-                (start, start + crate::market::interval::DAY)
-            }
-        }
-    }
-
-    /// "month" or "day".
-    pub fn noun(self) -> &'static str {
-        match self {
-            Period::Month { .. } => "month",
-            Period::Day { .. } => "day",
-        }
-    }
-
-    fn label(self) -> String {
-        match self {
-            Period::Month { year, month } => format!("{year:04}-{month:02}"),
-            Period::Day { year, month, day } => format!("{year:04}-{month:02}-{day:02}"),
-        }
-    }
 }
 
 /// `SYMBOL-INTERVAL-PERIOD.zip`, as Binance names it.

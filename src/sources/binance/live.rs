@@ -1,20 +1,51 @@
-//! The WebSocket side of `klines stream`: one task per connection that reads kline events,
-//! keeps closed candles for the stage, writes unusable messages as dead letters, answers
-//! pings, replaces a silent socket, and on `serverShutdown` (or near Binance's 24-hour limit)
-//! opens the new socket before dropping the old one, so nothing is missed.
+//! Binance's live source: its combined kline streams, one task per connection (up to 1024
+//! streams each), which reads kline events and tells the stream what happened
+//! ([`LiveEvent`]): closed candles, event times, unusable messages; it answers pings,
+//! replaces a silent socket, and on `serverShutdown` (or near Binance's 24-hour limit) opens
+//! the new socket before dropping the old one, so nothing is missed.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 
-use super::series::Prefetched;
-use super::stream::{ExchangeClock, StreamStats, Suspect, metric};
-use crate::sources::binance::ws::{self, Message};
-use crate::stage::Stage;
-use crate::market::Series;
+use super::ws::{self, Message};
+use crate::market::{Exchange, Market, Series};
+use crate::sources::live::{Live, LiveEvent, LiveSender};
+
+/// Binance's kline streams for one market.
+pub struct BinanceLive {
+    /// The WebSocket base (`wss://data-stream.binance.vision`).
+    pub ws_url: String,
+    pub market: Market,
+    /// A socket silent this long is replaced.
+    pub silence: Duration,
+}
+
+#[async_trait]
+impl Live for BinanceLive {
+    async fn follow(&self, series: Vec<Series>, events: LiveSender) {
+        let mut sockets = tokio::task::JoinSet::new();
+        for chunk in series.chunks(ws::MAX_STREAMS) {
+            let names: Vec<String> = chunk
+                .iter()
+                .map(|s| ws::stream_name(&s.symbol, s.interval))
+                .collect();
+            let url = ws::stream_url(&self.ws_url, self.market, &names);
+            sockets.spawn(follow(
+                url,
+                Reader {
+                    market: self.market,
+                    subscribed: chunk.iter().cloned().collect(),
+                    events: events.clone(),
+                    silence: self.silence,
+                },
+            ));
+        }
+        while sockets.join_next().await.is_some() {}
+    }
+}
 
 /// How a socket's reading ended.
 enum Ended {
@@ -34,20 +65,17 @@ const OVERLAP: Duration = Duration::from_secs(3);
 
 /// One connection's life: connect (backing off with jitter after a failure), read events until
 /// the socket is lost (then again) or must be replaced (then the new one first).
-pub(super) async fn follow(url: String, reader: Reader) {
+async fn follow(url: String, reader: Reader) {
     let mut socket = connect_until_open(&url).await;
-    let (stats, clock) = (Arc::clone(&reader.stats), Arc::clone(&reader.clock));
     loop {
-        clock.stale.store(true, Ordering::SeqCst);
+        reader.tell(LiveEvent::Opened);
         match reader.read(socket, &url).await {
             Ended::Rotated(new) => {
-                stats.rotations.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(metric::ROTATIONS).increment(1);
+                reader.tell(LiveEvent::Rotated);
                 socket = *new;
             }
             Ended::Lost => {
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(metric::RECONNECTS).increment(1);
+                reader.tell(LiveEvent::Lost);
                 tokio::time::sleep(backoff(1)).await;
                 socket = connect_until_open(&url).await;
                 tracing::info!("stream connected again; catching up over REST");
@@ -72,19 +100,21 @@ async fn connect_until_open(url: &str) -> ws::Socket {
 }
 
 /// What one connection reads into.
-pub(super) struct Reader {
-    pub market: crate::market::Market,
+struct Reader {
+    market: Market,
     /// The series this connection asked for: an event of another is not trusted.
-    pub subscribed: std::collections::HashSet<Series>,
-    pub prefetched: Arc<Prefetched>,
-    pub stats: Arc<StreamStats>,
-    pub clock: Arc<ExchangeClock>,
-    pub stage: Stage,
+    subscribed: HashSet<Series>,
+    events: LiveSender,
     /// A socket silent this long is replaced.
-    pub silence: Duration,
+    silence: Duration,
 }
 
 impl Reader {
+    /// Tells the stream (which may have stopped listening: then nothing is left to do).
+    fn tell(&self, event: LiveEvent) {
+        let _ = self.events.send(event);
+    }
+
     async fn read(&self, socket: ws::Socket, url: &str) -> Ended {
         use tokio_tungstenite::tungstenite::Message as Frame;
         let opened = Instant::now();
@@ -157,34 +187,21 @@ impl Reader {
                 }
                 _ => continue,
             };
-            self.stats.events.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(metric::EVENTS).increment(1);
+            self.tell(LiveEvent::Received);
             match ws::parse_message(&text) {
                 Ok(Message::Kline(e)) => {
-                    // An event time past the clock moves nothing; the clock is read again.
-                    if self.clock.believable(e.event_time) {
-                        self.clock.seen.fetch_max(e.event_time, Ordering::Relaxed);
-                    } else {
-                        self.clock.stale.store(true, Ordering::SeqCst);
-                    }
+                    self.tell(LiveEvent::Seen(e.event_time));
                     let series = Series {
-                        exchange: crate::market::Exchange::Binance,
+                        exchange: Exchange::Binance,
                         market: self.market,
                         symbol: e.symbol.clone(),
                         interval: e.interval,
                     };
                     if !self.subscribed.contains(&series) {
-                        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!(metric::DEAD_LETTERS).increment(1);
                         let reason = format!("an event of {series}, which this connection did not subscribe to");
-                        dead_letter(&self.stage, &text, &reason).await;
-                    } else if e.closed && self.clock.believable(e.kline.close_time) {
-                        self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                        self.prefetched.insert(series, e.kline);
+                        self.tell(LiveEvent::DeadLetter { raw: text, reason });
                     } else if e.closed {
-                        // Closing after the exchange's clock: judged once it is read again.
-                        self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                        self.clock.suspect(Suspect {
+                        self.tell(LiveEvent::Closed {
                             series,
                             kline: e.kline,
                             raw: text,
@@ -198,11 +215,7 @@ impl Reader {
                     }
                 }
                 Ok(Message::Other) => {}
-                Err(reason) => {
-                    self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(metric::DEAD_LETTERS).increment(1);
-                    dead_letter(&self.stage, &text, &reason).await;
-                }
+                Err(reason) => self.tell(LiveEvent::DeadLetter { raw: text, reason }),
             }
         }
     }
@@ -213,25 +226,3 @@ fn backoff(failures: u32) -> Duration {
     let cap = (250u64 << failures.min(7)).min(30_000);
     Duration::from_millis(fastrand::u64(cap / 2..=cap))
 }
-
-/// Keeps a message the stream could not use, with why, under `_dead_letters/<UTC date>/` in
-/// the stage. Never fails the stream: a write that fails is logged.
-pub(super) async fn dead_letter(stage: &Stage, raw: &str, reason: &str) {
-    let now = chrono::Utc::now();
-    let key = format!(
-        "_dead_letters/{}/{}-{}.json",
-        now.format("%Y-%m-%d"),
-        now.format("%H%M%S%.3f"),
-        uuid::Uuid::new_v4().simple()
-    );
-    let body = serde_json::json!({
-        "received_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "reason": reason,
-        "raw": raw,
-    });
-    tracing::warn!(reason, file = %key, "a stream message could not be used; kept as a dead letter");
-    if let Err(e) = stage.put(&key, Bytes::from(body.to_string())).await {
-        tracing::error!(error = %e, file = %key, "cannot write the dead letter");
-    }
-}
-
