@@ -18,8 +18,6 @@ mod child;
 mod exchange;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use exchange::{Config, TestExchange, data};
@@ -50,7 +48,7 @@ fn parse_encode(rows: usize) {
         .collect();
     let total_bytes: usize = bodies.iter().map(|b| b.len()).sum();
     let series = Series {
-        exchange: klines::market::Exchange::Binance,
+        exchange: klines::market::Exchange::BINANCE,
         market: Market::Spot,
         symbol: Symbol::parse("BTCUSDT").unwrap(),
         interval: Interval::M1,
@@ -124,10 +122,6 @@ fn parse_encode(rows: usize) {
         cpu / parsed as f64 * 1e6,
         wall
     );
-}
-
-fn klines_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_klines")
 }
 
 fn project(url: &str, extra: &str) -> tempfile::TempDir {
@@ -250,7 +244,7 @@ fn main() {
     if std::env::args().any(|a| a == "--encode-only") {
         let market = data::Market::synthetic();
         let series = Series {
-            exchange: klines::market::Exchange::Binance,
+            exchange: klines::market::Exchange::BINANCE,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,

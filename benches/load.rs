@@ -138,7 +138,7 @@ fn main() {
     }
     f.flush().unwrap();
     drop(f);
-    let ddl = klines::warehouse::raw::ddl(klines::warehouse::Kind::Postgres, "ceiling");
+    let ddl = klines::load::raw::sql::ddl(&klines::warehouse::postgres::DIALECT, "ceiling");
     psql(&db, &format!("{}; {}", ddl[0], ddl[1]));
     let started = Instant::now();
     psql(

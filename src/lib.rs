@@ -5,6 +5,7 @@
 //! loads through a [`warehouse`] adapter) → [`models`] (dbt-style SQL models). See ARCHITECTURE.md.
 
 pub mod cancel;
+pub mod clock;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -14,10 +15,12 @@ pub mod error;
 pub mod exit;
 pub mod extract;
 pub mod failpoint;
+pub mod ident;
 pub mod load;
 pub mod logging;
 pub mod market;
 pub mod models;
+pub mod pipeline;
 pub mod progress;
 pub mod ranges;
 pub mod redact;

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// Runs the klines binary and returns (wall s, CPU s, peak RSS bytes) of that child alone.
+#[allow(dead_code)] // not every benchmark runs the binary
 pub fn run(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_klines"))

@@ -37,7 +37,7 @@ impl DayStager {
         DayStager {
             market,
             series: Series {
-                exchange: klines::market::Exchange::Binance,
+                exchange: klines::market::Exchange::BINANCE,
                 market: Market::Spot,
                 symbol: Symbol::parse(symbol).unwrap(),
                 interval: Interval::M1,

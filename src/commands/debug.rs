@@ -9,10 +9,10 @@ use bytes::Bytes;
 
 use crate::cli::{DebugArgs, GlobalArgs};
 use crate::config::profiles::Output;
-use crate::sources::coinbase::CoinbaseClient;
-use crate::sources::binance::BinanceClient;
-use crate::market::Exchange;
+use super::source::SourceFlags;
+use crate::config::Project;
 use crate::sources::KlineSource;
+use crate::sources::history::HistorySource;
 use crate::extract::state::StateStore;
 use crate::warehouse::{self, ident};
 
@@ -69,8 +69,28 @@ pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
         ),
     );
 
+    check_profile(&mut r, global, &project).await;
+    check_stage(&mut r, &project, &args).await;
+    check_exchange(&mut r, &project, args).await;
+
+    match r.failed.len() {
+        0 => {
+            println!("All checks passed.");
+            Ok(())
+        }
+        n => anyhow::bail!(
+            "{n} check{} failed: {}",
+            if n > 1 { "s" } else { "" },
+            r.failed.join(", ")
+        ),
+    }
+}
+
+
+/// The profile, the target and the warehouse behind it.
+async fn check_profile(r: &mut Report, global: &GlobalArgs, project: &Project) {
     r.section("profile");
-    match super::target(global, &project) {
+    match super::target(global, project) {
         Err(e) => r.fail("profiles.yml", &e),
         Ok(target) => {
             match &target.file {
@@ -107,13 +127,13 @@ pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
                         Ok(_) => r.ok("connection", format!("{} {}", wh.describe(), ms_since(t))),
                         Err(e) => r.fail("connection", &e),
                     }
-                    let raw = ident::fold(wh.kind(), target.raw_schema());
-                    let history = ident::fold(wh.kind(), "klines_load_history");
+                    let raw = ident::fold(wh.dialect(), target.raw_schema());
+                    let history = ident::fold(wh.dialect(), crate::datasets::klines::KLINES.history);
                     match wh.relation(&raw, &history).await {
                         Ok(None) => {
                             r.info("raw tables", "not created yet (klines load creates them)")
                         }
-                        Ok(Some(_)) => match wh.loaded_files(target.raw_schema()).await {
+                        Ok(Some(_)) => match crate::load::raw::loaded_files(wh.as_ref(), target.raw_schema()).await {
                             Ok(files) => {
                                 r.ok("raw tables", format!("{} files loaded", files.len()))
                             }
@@ -126,8 +146,12 @@ pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
         }
     }
 
+}
+
+/// The stage: listed, written, read back; and where the checkpoints are.
+async fn check_stage(r: &mut Report, project: &Project, args: &DebugArgs) {
     r.section("stage");
-    match super::stage(&project, args.stage.clone()) {
+    match super::stage(project, args.stage.clone()) {
         Err(e) => r.fail("stage", &e),
         Ok(stage) => {
             r.info("location", stage.url());
@@ -164,51 +188,45 @@ pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
         }
     }
 
-    r.section("exchange");
-    let settings = super::source::exchange_settings(&project, args.exchange, args.base_url);
-    let url = super::source::base_url(&settings, args.exchange);
-    r.info("url", format!("{} {}", args.exchange, crate::redact::redact_url(url)));
-    match args.exchange {
-        Exchange::Binance => {
-            let mut config = settings.client_config(args.market.unwrap_or(project.market));
-            // A quick verdict: no long retries.
-            config.retry.max_attempts = 2;
-            config.timeout = config.timeout.min(Duration::from_secs(10));
-            match BinanceClient::new(config) {
-                Err(e) => r.fail("client", &e),
-                Ok(client) => check_binance(&mut r, &client, &project.symbols).await,
-            }
-        }
-        Exchange::Coinbase => {
-            let mut config = settings.coinbase_config();
-            config.retry.max_attempts = 2;
-            config.timeout = config.timeout.min(Duration::from_secs(10));
-            match CoinbaseClient::new(config) {
-                Err(e) => r.fail("client", &e),
-                Ok(client) => {
-                    check_time(&mut r, &client).await;
-                    match client.check_symbols(&project.symbols).await {
-                        Ok(()) => {
-                            let names: Vec<&str> = project.symbols.iter().map(|s| s.as_str()).collect();
-                            r.ok("symbols", format!("{} online", names.join(", ")));
-                        }
-                        Err(e) => r.fail("symbols", &e.into()),
-                    }
-                }
-            }
-        }
-    }
+}
 
-    match r.failed.len() {
-        0 => {
-            println!("All checks passed.");
-            Ok(())
+/// The exchange, opened as a run would (through the registry), asked for its clock and the
+/// project's symbols, quickly: no long retries.
+async fn check_exchange(r: &mut Report, project: &Project, args: DebugArgs) {
+    r.section("exchange");
+    let flags = SourceFlags {
+        exchange: args.exchange,
+        market: args.market,
+        base_url: args.base_url,
+        archive_url: None,
+        ws_url: None,
+        history: HistorySource::Rest,
+        live: None,
+        stage: None,
+        state: None,
+    };
+    let mut settings = super::source::settings(project, &flags);
+    let url = settings
+        .base_url
+        .as_deref()
+        .map(crate::redact::redact_url)
+        .unwrap_or_else(|| "(its own)".into());
+    r.info("url", format!("{} {url}", args.exchange));
+    settings.retry.max_attempts = 2;
+    settings.timeout = settings.timeout.min(Duration::from_secs(10));
+    let client = match crate::sources::open(args.exchange, &settings) {
+        Ok(source) => source.rest,
+        Err(e) => return r.fail("client", &e),
+    };
+    check_time(r, client.as_ref()).await;
+    match client.symbols_report(&project.symbols).await {
+        Ok(line) => {
+            r.ok("symbols", line);
+            if let Some(limits) = client.rate_limits_report() {
+                r.info("rate limits", limits);
+            }
         }
-        n => anyhow::bail!(
-            "{n} check{} failed: {}",
-            if n > 1 { "s" } else { "" },
-            r.failed.join(", ")
-        ),
+        Err(e) => r.fail("symbols", &e.into()),
     }
 }
 
@@ -224,24 +242,3 @@ async fn check_time(r: &mut Report, client: &dyn KlineSource) {
     }
 }
 
-/// Binance: the clock, the symbols' status and the advertised rate limits.
-async fn check_binance(r: &mut Report, client: &BinanceClient, symbols: &[crate::market::Symbol]) {
-    check_time(r, client).await;
-    match client.check_symbols(symbols).await {
-        Ok(infos) => {
-            let listed: Vec<String> = infos
-                .iter()
-                .map(|i| format!("{} {}", i.symbol, i.status))
-                .collect();
-            let limits: Vec<String> = client
-                .limiter()
-                .limits()
-                .iter()
-                .map(|l| format!("{:?} {} per {} s", l.kind, l.limit, l.window_ms / 1000))
-                .collect();
-            r.ok("symbols", listed.join(", "));
-            r.info("rate limits", limits.join(", "));
-        }
-        Err(e) => r.fail("symbols", &e.into()),
-    }
-}

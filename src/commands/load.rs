@@ -9,7 +9,6 @@ use crate::error::{PartialFailure, UsageError};
 use crate::load::{self, Options};
 use crate::stage::{Location, Stage};
 use crate::warehouse;
-use crate::warehouse::snowflake::{Snowflake, snowpipe::Snowpipe};
 
 pub async fn run(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
@@ -99,24 +98,6 @@ pub(crate) async fn run_on(
     }
 }
 
-/// A Snowflake connection and the pipe `--snowpipe [PIPE]` names (empty: the profile's `pipe`).
-pub(crate) async fn connect_pipe(
-    o: &SnowflakeOutput,
-    pipe: &str,
-) -> anyhow::Result<(Snowflake, Snowpipe)> {
-    let pipe = if pipe.is_empty() {
-        o.pipe.clone().ok_or_else(|| {
-            UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
-        })?
-    } else {
-        pipe.to_string()
-    };
-    let sf = Snowflake::connect(o).await?;
-    let pipe =
-        Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| UsageError(format!("{e:#}")))?;
-    Ok((sf, pipe))
-}
-
 async fn snowpipe(
     project: &Project,
     o: &SnowflakeOutput,
@@ -125,7 +106,7 @@ async fn snowpipe(
     pipe: &str,
     args: &LoadArgs,
 ) -> anyhow::Result<()> {
-    let (sf, pipe) = connect_pipe(o, pipe).await?;
+    let (sf, pipe) = load::snowpipe::connect(o, pipe).await?;
     let opts = Options {
         dry_run: false,
         batch_rows: project.load_batch_rows,

@@ -1,34 +1,21 @@
 //! `klines run`, `compile`, `test`, `seed`, `build` and `ls`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-use serde_json::json;
+use std::sync::Arc;
 
 use clap::ValueEnum;
+use serde_json::json;
 
-use crate::cli::{GlobalArgs, LsArgs, LsOutput, RunArgs};
-use crate::error::PartialFailure;
-use crate::models::artifacts::{self, NodeResult};
-use crate::models::parse::{Node, ResourceType};
-use crate::models::runner::{Mode, Runner};
-use crate::models::{self, selector};
+use crate::cli::{GlobalArgs, LsArgs, LsOutput, RunArgs, SelectArgs};
+use crate::models::artifacts::NodeResult;
+use crate::models::node::{Node, ResourceType};
+use crate::models::runner::Mode;
+use crate::models::workspace::{OnResult, Selection, Workspace, first_line};
 use crate::warehouse;
 
 fn label(n: &Node) -> String {
     match n.resource_type {
         ResourceType::Model => format!("{} model {}", n.config.materialized.as_str(), n.name),
         other => format!("{} {}", other.as_str(), n.name),
-    }
-}
-
-/// A message's first non-empty line, and the rest.
-fn split_message(msg: &str) -> (&str, &str) {
-    let msg = msg.trim();
-    match msg.split_once('\n') {
-        Some((first, rest)) => (first.trim_end(), rest.trim()),
-        None => (msg, ""),
     }
 }
 
@@ -44,175 +31,77 @@ pub async fn run(global: &GlobalArgs, args: RunArgs, mode: Mode) -> anyhow::Resu
         }
         Err(e) => return Err(e),
     };
-    run_on(&project, &target, wh, args, mode, true).await
+    run_on(&project, &target, wh, args, mode).await
 }
 
-/// Runs `mode` for the selected nodes on `wh` (a connection the caller may share: a stream
-/// builds on the one it loads with). `per_node`: print a line per node, else the summary only.
+/// The selection the flags give.
+pub(crate) fn selection(args: &SelectArgs) -> Selection {
+    Selection {
+        select: args.all_selectors(),
+        exclude: args.exclude.clone(),
+        indirect: args.indirect_selection,
+    }
+}
+
+/// Prints a line per node as it finishes: `  3 of 12 OK    table model X [0.12s] ...`. With
+/// `quiet`, only the nodes that did not succeed.
+pub(crate) fn printer(count: usize, quiet: bool) -> OnResult {
+    let done = std::sync::Mutex::new(0usize);
+    Box::new(move |r: &NodeResult, n: &Node| {
+        let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+        *d += 1;
+        let status = match r.status.as_str() {
+            "success" => "OK",
+            "pass" => "PASS",
+            "fail" => "FAIL",
+            "warn" => "WARN",
+            "skipped" => "SKIP",
+            _ => "ERROR",
+        };
+        // One line a node; a warehouse's multi-line detail (DuckDB's LINE/caret lines) goes
+        // to the log at -v.
+        let (first, rest) = first_line(&r.message);
+        if !quiet || !matches!(status, "OK" | "PASS") {
+            println!(
+                "{:>3} of {count} {status:<5} {} [{:.2}s] {first}",
+                *d,
+                label(n),
+                r.execution_time,
+            );
+        }
+        if !rest.is_empty() {
+            tracing::debug!(node = %n.unique_id, detail = rest, "the rest of the message");
+        }
+    })
+}
+
+/// Runs `mode` for the selected nodes on `wh` (a connection the caller may share: the
+/// pipeline builds on the one it loads with), writes the artifacts and prints the summary.
 pub(crate) async fn run_on(
     project: &crate::config::Project,
     target: &crate::config::profiles::Target,
     wh: Option<Arc<dyn warehouse::Warehouse>>,
     args: RunArgs,
     mode: Mode,
-    per_node: bool,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let started_at = chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
-    let (parsed, files) = models::load(project, target, args.select.vars.as_deref())?;
-    let parsed = Arc::new(parsed);
-    let selected = selector::select(
-        &parsed,
-        &args.select.all_selectors(),
-        &args.select.exclude,
-        args.select.indirect_selection,
-    )?;
-    let target_dir = project.path(&project.target_path);
-    // One model run per project and target schema at a time: two would race on the same
-    // relations and change records.
-    let _lock = match &wh {
-        Some(wh) if matches!(mode, Mode::Run | Mode::Seed | Mode::Build) => Some(
-            wh.lock(
-                &format!("klines.command.models.{}.{}", project.name, target.schema()),
-                super::LOCK_WAIT,
-            )
-            .await?,
-        ),
-        _ => None,
-    };
-    if let Some(wh) = &wh
-        && mode != Mode::Compile
-        && selected
-            .iter()
-            .any(|id| models::runner::records_changes(&parsed.nodes[id]))
-    {
-        wh.transaction(&models::changes::ddl(wh.kind(), &parsed.target_schema))
-            .await?;
-    }
-    let count = selected
-        .iter()
-        .filter(|id| mode.takes(&parsed.nodes[id.as_str()]))
-        .count();
-    let done = Arc::new(Mutex::new(0usize));
-    let printer = {
-        let done = Arc::clone(&done);
-        move |r: &NodeResult, n: &Node| {
-            let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
-            *d += 1;
-            let status = match r.status.as_str() {
-                "success" => "OK",
-                "pass" => "PASS",
-                "fail" => "FAIL",
-                "warn" => "WARN",
-                "skipped" => "SKIP",
-                _ => "ERROR",
-            };
-            // One line a node; a warehouse's multi-line detail (DuckDB's LINE/caret lines)
-            // goes to the log at -v.
-            let (first, rest) = split_message(&r.message);
-            if per_node || !matches!(status, "OK" | "PASS") {
-                println!(
-                    "{:>3} of {count} {status:<5} {} [{:.2}s] {first}",
-                    *d,
-                    label(n),
-                    r.execution_time,
-                );
-            }
-            if !rest.is_empty() {
-                tracing::debug!(node = %n.unique_id, detail = rest, "the rest of the message");
-            }
-        }
-    };
-    let runner = Arc::new(Runner {
-        wh,
-        parsed: Arc::clone(&parsed),
-        full_refresh: args.full_refresh,
-        threads: args.threads.unwrap_or(target.threads()).max(1),
-        compiled_dir: target_dir.join("compiled").join(&project.name),
-        compiled: Mutex::new(BTreeMap::new()),
-        on_result: Box::new(printer),
-    });
-    tracing::info!(command = mode.as_str(), nodes = count, output = %target.name, threads = runner.threads, "start");
-    let results = Arc::clone(&runner).execute(&selected, mode).await;
-    let compiled = runner
-        .compiled
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let manifest = artifacts::manifest(
-        &parsed,
-        &compiled,
-        &models::macro_definitions(&files),
-        &project.target_path,
-    );
-    artifacts::write_manifest(&target_dir, &manifest)?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cli_args = json!({
-        "select": args.select.all_selectors(),
-        "exclude": args.select.exclude,
-        "full_refresh": args.full_refresh,
-        "threads": runner.threads,
-        "target": target.name,
-        "project_dir": project.dir.display().to_string(),
-    });
-    artifacts::write_run_results(
-        &target_dir,
-        &parsed,
-        mode.as_str(),
-        cli_args,
-        &results,
-        elapsed,
-        &started_at,
-    )?;
-    let tally = |s: &str| results.iter().filter(|r| r.status == s).count();
-    let (ok, failed) = (
-        tally("success") + tally("pass") + tally("warn"),
-        tally("error") + tally("fail"),
-    );
-    println!(
-        "{}: {} nodes: {} ok ({} warn), {} failed ({} errors), {} skipped in {elapsed:.1}s",
-        mode.as_str(),
-        results.len(),
-        ok,
-        tally("warn"),
-        failed,
-        tally("error"),
-        tally("skipped")
-    );
-    if failed + tally("skipped") == 0 {
-        return Ok(());
-    }
-    let first = results
-        .iter()
-        .find(|r| r.status == "error" || r.status == "fail")
-        .map(|r| {
-            let n = &parsed.nodes[&r.unique_id];
-            format!("{} ({}): {}", n.name, n.path, split_message(&r.message).0)
-        });
-    let msg = format!(
-        "{failed} of {} nodes failed; first: {}",
-        results.len(),
-        first.unwrap_or_default()
-    );
-    if ok > 0 {
-        Err(PartialFailure(msg).into())
-    } else {
-        anyhow::bail!(msg)
-    }
+    let ws = Workspace::open(project, target, args.select.vars.as_deref())?;
+    let sel = selection(&args.select);
+    let selected = ws.select(&sel)?;
+    let on_result = printer(ws.count(&selected, mode), false);
+    let outcome = ws
+        .run(wh, &selected, mode, args.full_refresh, args.threads, on_result)
+        .await?;
+    ws.write_artifacts(&outcome, &sel, args.full_refresh)?;
+    println!("{}", outcome.summary());
+    outcome.verdict(&ws.parsed)
 }
 
 pub async fn ls(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<()> {
     let project = super::project(global)?;
     let target = super::target(global, &project)?;
-    let (parsed, _) = models::load(&project, &target, args.select.vars.as_deref())?;
-    let selected = selector::select(
-        &parsed,
-        &args.select.all_selectors(),
-        &args.select.exclude,
-        args.select.indirect_selection,
-    )?;
+    let ws = Workspace::open(&project, &target, args.select.vars.as_deref())?;
+    let selected = ws.select(&selection(&args.select))?;
+    let parsed = &ws.parsed;
     for id in parsed.graph.topological().unwrap_or_default() {
         if !selected.contains(&id) {
             continue;

@@ -40,7 +40,7 @@ pub async fn run(global: &GlobalArgs, args: PipelineArgs) -> anyhow::Result<()> 
     .await?;
     stage(
         "build",
-        super::models::run_on(&project, &target, Some(wh), build, Mode::Build, true),
+        super::models::run_on(&project, &target, Some(wh), build, Mode::Build),
     )
     .await?;
     println!(

@@ -3,7 +3,7 @@
 use crate::cli::{GlobalArgs, SetupArgs};
 use crate::config::profiles::Output;
 use crate::error::UsageError;
-use crate::warehouse::snowflake::setup;
+use crate::load::snowflake_setup as setup;
 
 pub async fn run(global: &GlobalArgs, args: SetupArgs) -> anyhow::Result<()> {
     if args.warehouse != "snowflake" {

@@ -38,22 +38,7 @@ pub(crate) struct Opened {
 impl Opened {
     /// Opens the exchange's source, the stage and the state; a bad flag is a usage error.
     pub fn open(project: &Project, flags: SourceFlags) -> anyhow::Result<Opened> {
-        let exchange = exchange_settings(project, flags.exchange, flags.base_url.clone());
-        let settings = sources::Settings {
-            market: flags.market.unwrap_or(project.market),
-            market_given: flags.market.is_some(),
-            base_url: Some(base_url(&exchange, flags.exchange).to_string()),
-            archive_url: Some(flags.archive_url.unwrap_or(exchange.archive_url.clone())),
-            ws_url: flags.ws_url.or(exchange.ws_url.clone()),
-            history: flags.history,
-            live: flags.live.is_some(),
-            timeout: exchange.timeout,
-            retry: exchange.retry_policy(),
-            max_in_flight: exchange.max_in_flight,
-            spans_in_flight: exchange.spans_in_flight,
-            weight_share: exchange.weight_share,
-            silence: flags.live.unwrap_or_default(),
-        };
+        let settings = settings(project, &flags);
         let source = sources::open(flags.exchange, &settings)?;
         let market = source.rest.capabilities().market;
         let stage = super::stage(project, flags.stage)?;
@@ -63,7 +48,7 @@ impl Opened {
             .with_lease(project.lease);
         Ok(Opened {
             market,
-            exchange,
+            exchange: project.exchange.clone(),
             source,
             stage,
             state,
@@ -71,30 +56,44 @@ impl Opened {
     }
 }
 
-/// The REST base URL klines.yml gives the exchange (`exchange.base_url` is Binance's,
-/// `exchange.coinbase_url` Coinbase's).
-pub(crate) fn base_url(settings: &ExchangeSettings, exchange: Exchange) -> &str {
-    match exchange {
-        Exchange::Binance => &settings.base_url,
-        Exchange::Coinbase => &settings.coinbase_url,
+/// The source's settings: klines.yml's `exchange:` with the flags over it.
+pub(crate) fn settings(project: &Project, flags: &SourceFlags) -> sources::Settings {
+    let exchange = &project.exchange;
+    sources::Settings {
+        market: flags.market.unwrap_or(project.market),
+        market_given: flags.market.is_some(),
+        base_url: base_url(exchange, flags.exchange, flags.base_url.clone()),
+        archive_url: Some(flags.archive_url.clone().unwrap_or(exchange.archive_url.clone())),
+        ws_url: flags.ws_url.clone().or(exchange.ws_url.clone()),
+        history: flags.history,
+        live: flags.live.is_some(),
+        timeout: exchange.timeout,
+        retry: exchange.retry_policy(),
+        max_in_flight: exchange.max_in_flight,
+        spans_in_flight: exchange.spans_in_flight,
+        weight_share: exchange.weight_share,
+        silence: flags.live.unwrap_or_default(),
     }
 }
 
-/// klines.yml's exchange settings with `--base-url` (or `KLINES_BASE_URL`) over the chosen
-/// exchange's URL.
-pub(crate) fn exchange_settings(
-    project: &Project,
+/// The REST base URL: `--base-url` (or `KLINES_BASE_URL`), else klines.yml's for the
+/// exchange (`exchange.base_url` is Binance's, `exchange.coinbase_url` Coinbase's); `None`
+/// for another exchange: its source's own.
+pub(crate) fn base_url(
+    settings: &ExchangeSettings,
     exchange: Exchange,
-    base_url: Option<String>,
-) -> ExchangeSettings {
-    let mut settings = project.exchange.clone();
-    if let Some(url) = base_url {
-        match exchange {
-            Exchange::Binance => settings.base_url = url,
-            Exchange::Coinbase => settings.coinbase_url = url.trim_end_matches('/').to_string(),
-        }
+    flag: Option<String>,
+) -> Option<String> {
+    if let Some(url) = flag {
+        return Some(url.trim_end_matches('/').to_string());
     }
-    settings
+    if exchange == Exchange::BINANCE {
+        Some(settings.base_url.clone())
+    } else if exchange == Exchange::COINBASE {
+        Some(settings.coinbase_url.clone())
+    } else {
+        None
+    }
 }
 
 /// `--symbols`, else klines.yml's; a symbol named twice is fetched once.

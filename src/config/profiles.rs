@@ -256,34 +256,7 @@ pub fn resolve(
         .map(|d| d.join(PROFILES_FILE))
         .find(|f| f.is_file());
     let Some(file) = file else {
-        if let Some(d) = profiles_dir {
-            return Err(UsageError(format!(
-                "--profiles-dir {}: no {PROFILES_FILE} there",
-                d.display()
-            ))
-            .into());
-        }
-        if let Some(t) = target
-            && t != "default"
-        {
-            return Err(UsageError(format!(
-                "--target {t}: no {PROFILES_FILE} found (looked in {} and ~/.klines)",
-                project_dir.display()
-            ))
-            .into());
-        }
-        return Ok(Target {
-            profile: profile.to_string(),
-            name: "default".into(),
-            file: None,
-            output: Output::DuckDb(DuckDbOutput {
-                path: DuckDbOutput::default_path(),
-                schema: DuckDbOutput::default_schema(),
-                raw_schema: default_raw(),
-                threads: default_threads(),
-                settings: BTreeMap::new(),
-            }),
-        });
+        return embedded(profiles_dir, project_dir, profile, target);
     };
     let name = file.display().to_string();
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {name}"))?;
@@ -314,23 +287,87 @@ pub fn resolve(
         ))
         .into());
     };
-    let at = || format!("{name}: profile {profile}, output {target_name}");
+    let at = format!("{name}: profile {profile}, output {target_name}");
+    let target = Target {
+        profile: profile.to_string(),
+        name: target_name,
+        file: Some(file),
+        output: output(raw, &at)?,
+    };
+    for (what, ident) in [
+        ("schema", target.schema()),
+        ("raw_schema", target.raw_schema()),
+    ] {
+        crate::ident::validate(ident)
+            .map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
+    }
+    if let Output::Postgres(pg) = &target.output
+        && !SSLMODES.contains(&pg.sslmode.as_str())
+    {
+        return Err(UsageError(format!(
+            "{at}: unknown sslmode {:?} ({})",
+            pg.sslmode,
+            SSLMODES.join(", ")
+        ))
+        .into());
+    }
+    Ok(target)
+}
+
+/// No profiles.yml: embedded DuckDB in `klines.duckdb`, unless a flag asked for a file.
+fn embedded(
+    profiles_dir: Option<&Path>,
+    project_dir: &Path,
+    profile: &str,
+    target: Option<&str>,
+) -> anyhow::Result<Target> {
+    if let Some(d) = profiles_dir {
+        return Err(UsageError(format!(
+            "--profiles-dir {}: no {PROFILES_FILE} there",
+            d.display()
+        ))
+        .into());
+    }
+    if let Some(t) = target
+        && t != "default"
+    {
+        return Err(UsageError(format!(
+            "--target {t}: no {PROFILES_FILE} found (looked in {} and ~/.klines)",
+            project_dir.display()
+        ))
+        .into());
+    }
+    Ok(Target {
+        profile: profile.to_string(),
+        name: "default".into(),
+        file: None,
+        output: Output::DuckDb(DuckDbOutput {
+            path: DuckDbOutput::default_path(),
+            schema: DuckDbOutput::default_schema(),
+            raw_schema: default_raw(),
+            threads: default_threads(),
+            settings: BTreeMap::new(),
+        }),
+    })
+}
+
+/// An output's mapping, by its `type:`. Errors name the place (`at`) and the key, never the
+/// value (it may be a secret).
+fn output(raw: &yaml_serde::Value, at: &str) -> anyhow::Result<Output> {
     let mut map = match raw {
         yaml_serde::Value::Mapping(m) => m.clone(),
-        _ => return Err(UsageError(format!("{}: expected a mapping", at())).into()),
+        _ => return Err(UsageError(format!("{at}: expected a mapping")).into()),
     };
     let ty = match map.remove("type") {
         Some(yaml_serde::Value::String(t)) => t,
         _ => {
             return Err(UsageError(format!(
-                "{}: `type:` is missing (duckdb, postgres or snowflake)",
-                at()
+                "{at}: `type:` is missing (duckdb, postgres or snowflake)"
             ))
             .into());
         }
     };
     let value = yaml_serde::Value::Mapping(map);
-    // Errors name the place and the key, never the value (it may be a secret).
     fn parse<T: serde::de::DeserializeOwned>(
         value: yaml_serde::Value,
         at: &str,
@@ -345,43 +382,17 @@ pub fn resolve(
             })
         })
     }
-    let output = match ty.as_str() {
-        "duckdb" => Output::DuckDb(parse(value, &at())?),
-        "postgres" => Output::Postgres(parse(value, &at())?),
-        "snowflake" => Output::Snowflake(parse(value, &at())?),
+    Ok(match ty.as_str() {
+        "duckdb" => Output::DuckDb(parse(value, at)?),
+        "postgres" => Output::Postgres(parse(value, at)?),
+        "snowflake" => Output::Snowflake(parse(value, at)?),
         other => {
             return Err(UsageError(format!(
-                "{}: unknown type {other:?} (duckdb, postgres or snowflake)",
-                at()
+                "{at}: unknown type {other:?} (duckdb, postgres or snowflake)"
             ))
             .into());
         }
-    };
-    let at = at();
-    let target = Target {
-        profile: profile.to_string(),
-        name: target_name,
-        file: Some(file),
-        output,
-    };
-    for (what, ident) in [
-        ("schema", target.schema()),
-        ("raw_schema", target.raw_schema()),
-    ] {
-        crate::warehouse::ident::validate(ident)
-            .map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
-    }
-    if let Output::Postgres(pg) = &target.output
-        && !SSLMODES.contains(&pg.sslmode.as_str())
-    {
-        return Err(UsageError(format!(
-            "{at}: unknown sslmode {:?} ({})",
-            pg.sslmode,
-            SSLMODES.join(", ")
-        ))
-        .into());
-    }
-    Ok(target)
+    })
 }
 
 #[cfg(test)]

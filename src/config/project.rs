@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::template;
-use crate::sources::binance::ClientConfig;
 use crate::market::{Interval, Market, Symbol};
 use crate::error::UsageError;
 
@@ -92,15 +91,6 @@ pub struct ExchangeSettings {
 }
 
 impl ExchangeSettings {
-    /// The Coinbase client's settings: the same timeouts and retries as Binance's.
-    pub fn coinbase_config(&self) -> crate::sources::coinbase::CoinbaseConfig {
-        crate::sources::coinbase::CoinbaseConfig {
-            timeout: self.timeout,
-            retry: self.retry_policy(),
-            ..crate::sources::coinbase::CoinbaseConfig::new(&self.coinbase_url)
-        }
-    }
-
     /// The retry policy every client of the run shares (Binance, Coinbase, the archives).
     pub fn retry_policy(&self) -> crate::sources::RetryPolicy {
         crate::sources::RetryPolicy {
@@ -108,17 +98,6 @@ impl ExchangeSettings {
             retry_base: self.retry_base,
             retry_max: self.retry_max,
             max_wait: self.max_wait,
-        }
-    }
-
-    pub fn client_config(&self, market: Market) -> ClientConfig {
-        ClientConfig {
-            base_url: self.base_url.trim_end_matches('/').to_string(),
-            market,
-            timeout: self.timeout,
-            retry: self.retry_policy(),
-            max_in_flight: self.max_in_flight,
-            weight_share: self.weight_share,
         }
     }
 }

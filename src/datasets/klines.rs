@@ -1,6 +1,54 @@
-//! Klines in columns: the shape they have from the HTTP body to the Parquet file.
+//! Klines: the declaration ([`KLINES`]) and the rows in columns, the shape they have from the
+//! HTTP body to the Parquet file.
 //!
 //! Decimals are `i128` units of 10^-8 (see [`crate::decimal`]); times are epoch milliseconds.
+
+use super::{ColType, Column, Dataset};
+
+const fn col(name: &'static str, ty: ColType) -> Column {
+    Column {
+        name,
+        ty,
+        nullable: false,
+    }
+}
+
+/// A flow column: NULL for an exchange that does not report it.
+const fn flow(name: &'static str, ty: ColType) -> Column {
+    Column {
+        name,
+        ty,
+        nullable: true,
+    }
+}
+
+/// The klines dataset: candles by series and open time.
+pub const KLINES: Dataset = Dataset {
+    name: "klines",
+    columns: &[
+        col("exchange", ColType::Text),
+        col("market", ColType::Text),
+        col("symbol", ColType::Text),
+        col("interval", ColType::Text),
+        col("open_time", ColType::Timestamp),
+        col("open", ColType::Decimal),
+        col("high", ColType::Decimal),
+        col("low", ColType::Decimal),
+        col("close", ColType::Decimal),
+        col("volume", ColType::Decimal),
+        col("close_time", ColType::Timestamp),
+        flow("quote_volume", ColType::Decimal),
+        flow("trades", ColType::BigInt),
+        flow("taker_buy_base_volume", ColType::Decimal),
+        flow("taker_buy_quote_volume", ColType::Decimal),
+    ],
+    key: &["exchange", "market", "symbol", "interval", "open_time"],
+    time: "open_time",
+    series: &["exchange", "market", "symbol", "interval"],
+    history: "klines_load_history",
+    rejected: "klines_rejected",
+    incoming: "klines_incoming",
+};
 
 
 /// One kline, for tests and small jobs; bulk paths use [`KlineBatch`].

@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_unknown_versions() {
         let series = Series {
-            exchange: crate::market::Exchange::Binance,
+            exchange: crate::market::Exchange::BINANCE,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval: Interval::M1,

@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 
@@ -31,6 +33,7 @@ use super::{Plan, Summary};
 use crate::market::Series;
 use crate::sources::{KlineSource, Source};
 use crate::stage::Stage;
+use crate::stage::sink::Sink;
 
 /// How a stream runs.
 #[derive(Debug, Clone)]
@@ -43,17 +46,6 @@ pub struct StreamPlan {
     pub grace: Duration,
     /// How often the exchange's clock is read while the stream is connected.
     pub resync: Duration,
-}
-
-/// Called after every tick that staged files, with the run's totals so far and the manifest
-/// entries this tick wrote (oldest first, with when).
-#[async_trait::async_trait(?Send)]
-pub trait Sink {
-    async fn flushed(
-        &mut self,
-        totals: &Summary,
-        staged: Vec<(crate::stage::manifest::ManifestEntry, i64)>,
-    ) -> anyhow::Result<()>;
 }
 
 /// Runs until `--until` is staged, or until Ctrl-C/SIGTERM (then what is closed is staged and
@@ -109,14 +101,7 @@ pub async fn stream(
         }
         // Read the exchange's clock again after a reconnect (catch up at once) or now and then.
         if clock.stale.swap(false, Ordering::SeqCst) || last_sync.elapsed() >= sp.resync {
-            match client.server_time().await {
-                Ok(t) => {
-                    clock.set(t);
-                    super::live::judge_suspects(&clock, &prefetched, &stats, &stage).await;
-                }
-                // Read again next tick: the suspects wait for it.
-                Err(_) => clock.stale.store(true, Ordering::SeqCst),
-            }
+            resync(client.as_ref(), &clock, &prefetched, &stats, &stage).await;
             last_sync = Instant::now();
         }
         let exchange_now = clock.now();
@@ -126,31 +111,7 @@ pub async fn stream(
         let mut staged_ends: Vec<i64> = Vec::new();
         let mut staged = Vec::new();
         for (i, (s, lock)) in all.iter().zip(&locks).enumerate() {
-            // Up to the newest close the stream delivered, or what the clock says closed more
-            // than `grace` ago (the stream missed it, or the socket is down).
-            let delivered = prefetched
-                .newest(s)
-                .map(|t| s.interval.close_time(t) + 1)
-                .unwrap_or(i64::MIN);
-            let overdue = exchange_now - sp.grace.as_millis() as i64;
-            let server_time = delivered.max(overdue);
-            let ctx = RunContext {
-                client: Arc::clone(client),
-                history: Arc::clone(&source.history),
-                stage: stage.clone(),
-                state: state.clone(),
-                server_time,
-                from: sp.plan.from,
-                to: sp.plan.to.unwrap_or(i64::MAX).min(server_time),
-                full_refresh: false,
-                spans_in_flight: sp.plan.spans_in_flight,
-                totals: series::Totals::default(),
-                prefetched: Some(Arc::clone(&prefetched)),
-                live: true,
-            };
-            series::run(&ctx, s, lock)
-                .await
-                .with_context(|| s.to_string())?;
+            let ctx = tick_series(source, &stage, &state, sp, &prefetched, s, lock, exchange_now).await?;
             staged.append(&mut ctx.totals.staged.lock().unwrap_or_else(|e| e.into_inner()));
             if ctx.totals.files.load(Ordering::Relaxed) > 0
                 && let Some(cp) = state.load(s).await?
@@ -168,7 +129,6 @@ pub async fn stream(
                 sum.fetch_add(part.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
-        let summary = summary(client.as_ref(), &sp.plan, &all, &totals, started);
         let requests = client.stats().requests;
         metrics::counter!(metric::GAP_REQUESTS).increment(requests - requests_before);
         requests_before = requests;
@@ -180,26 +140,12 @@ pub async fn stream(
             metrics::counter!(metric::ROWS).increment(rows);
             metrics::counter!(metric::FILES).increment(files);
             if let Some(sink) = sink.as_deref_mut()
-                && let Err(e) = sink.flushed(&summary, std::mem::take(&mut staged)).await
+                && let Err(e) = sink.flushed(&std::mem::take(&mut staged)).await
             {
                 metrics::counter!(metric::ERRORS).increment(1);
                 return Err(e);
             }
-            // From each series' newest staged close to now: staged, and loaded and built. The
-            // histogram takes one sample per series; the log line the slowest series.
-            let now = clock.now();
-            for end in &staged_ends {
-                metrics::histogram!(metric::LATENCY).record((now - end).max(0) as f64 / 1000.0);
-            }
-            let latency_ms = staged_ends.iter().min().map(|end| (now - end).max(0));
-            tracing::info!(
-                rows,
-                files,
-                series = staged_ends.len(),
-                latency_ms = latency_ms.unwrap_or(0),
-                exchange_time = %crate::time::format_ms(exchange_now),
-                "flushed"
-            );
+            report_flush(clock.now(), exchange_now, rows, files, &staged_ends);
         }
         if stopping {
             break;
@@ -220,6 +166,79 @@ pub async fn stream(
         anyhow::bail!(crate::cancel::Interrupted);
     }
     Ok((summary, stats))
+}
+
+/// Reads the exchange's clock again and judges the suspects by it; on a failure the clock
+/// stays stale, to be read next tick (the suspects wait for it).
+async fn resync(
+    client: &dyn KlineSource,
+    clock: &ExchangeClock,
+    prefetched: &Prefetched,
+    stats: &StreamStats,
+    stage: &Stage,
+) {
+    match client.server_time().await {
+        Ok(t) => {
+            clock.set(t);
+            super::live::judge_suspects(clock, prefetched, stats, stage).await;
+        }
+        Err(_) => clock.stale.store(true, Ordering::SeqCst),
+    }
+}
+
+/// One tick of one series: everything closed up to the newest close the stream delivered,
+/// or what the clock says closed more than `grace` ago (the stream missed it, or the socket
+/// is down), staged as a backfill stages it. Returns the run's context, with its totals.
+#[allow(clippy::too_many_arguments)]
+async fn tick_series(
+    source: &Source,
+    stage: &Stage,
+    state: &StateStore,
+    sp: &StreamPlan,
+    prefetched: &Arc<Prefetched>,
+    s: &Series,
+    lock: &SeriesLock,
+    exchange_now: i64,
+) -> anyhow::Result<RunContext> {
+    let delivered = prefetched
+        .newest(s)
+        .map(|t| s.interval.close_time(t) + 1)
+        .unwrap_or(i64::MIN);
+    let overdue = exchange_now - sp.grace.as_millis() as i64;
+    let server_time = delivered.max(overdue);
+    let ctx = RunContext {
+        client: Arc::clone(&source.rest),
+        history: Arc::clone(&source.history),
+        stage: stage.clone(),
+        state: state.clone(),
+        server_time,
+        from: sp.plan.from,
+        to: sp.plan.to.unwrap_or(i64::MAX).min(server_time),
+        full_refresh: false,
+        spans_in_flight: sp.plan.spans_in_flight,
+        totals: series::Totals::default(),
+        prefetched: Some(Arc::clone(prefetched)),
+        live: true,
+    };
+    series::run(&ctx, s, lock).await.with_context(|| s.to_string())?;
+    Ok(ctx)
+}
+
+/// A flush's metrics and log line: from each series' newest staged close to now (staged,
+/// and loaded and built), one histogram sample per series; the log line the slowest series.
+fn report_flush(now: i64, exchange_now: i64, rows: u64, files: u64, staged_ends: &[i64]) {
+    for end in staged_ends {
+        metrics::histogram!(metric::LATENCY).record((now - end).max(0) as f64 / 1000.0);
+    }
+    let latency_ms = staged_ends.iter().min().map(|end| (now - end).max(0));
+    tracing::info!(
+        rows,
+        files,
+        series = staged_ends.len(),
+        latency_ms = latency_ms.unwrap_or(0),
+        exchange_time = %crate::time::format_ms(exchange_now),
+        "flushed"
+    );
 }
 
 /// Per series: the lag gauge, and on a terminal a status line (last close, lag).

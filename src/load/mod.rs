@@ -12,7 +12,12 @@
 //!    A batch whose files overlap nothing loaded (every row new, the usual case) may go
 //!    straight into the raw table; the others are merged through a temporary table.
 
+pub mod batch;
+mod fetch;
+mod follower;
 pub mod quarantine;
+pub mod raw;
+pub mod snowflake_setup;
 pub mod snowpipe;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,8 +33,12 @@ use crate::datasets::klines::KlineBatch;
 use crate::progress::Task;
 use crate::market::Series;
 use crate::stage::manifest::{self, ManifestEntry};
-use crate::stage::{Stage, parquet};
-use crate::warehouse::{LoadBatch, LoadFile, SeriesRows, Warehouse, raw};
+use crate::stage::Stage;
+use crate::warehouse::Warehouse;
+use batch::{LoadBatch, LoadFile};
+use raw::sql as raw_sql;
+pub(crate) use fetch::{assemble, fetch};
+pub use follower::Follower;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -121,7 +130,7 @@ pub(crate) struct Candidate {
 
 /// Finds the staged files the warehouse has not loaded, oldest staged first.
 /// Open-time ranges already loaded, per series.
-type Covered = HashMap<Series, RangeSet>;
+pub(crate) type Covered = HashMap<Series, RangeSet>;
 
 pub(crate) async fn pending(
     stage: &Stage,
@@ -135,19 +144,19 @@ pub(crate) async fn pending(
         crate::stage::repair::orphans(stage, &listed, std::time::Duration::from_secs(60)).await?;
     let exists = wh
         .relation(
-            &crate::warehouse::ident::fold(wh.kind(), raw_schema),
-            &crate::warehouse::ident::fold(wh.kind(), raw::LOAD_HISTORY),
+            &crate::warehouse::ident::fold(wh.dialect(), raw_schema),
+            &crate::warehouse::ident::fold(wh.dialect(), raw_sql::LOAD_HISTORY),
         )
         .await?
         .is_some();
     if !dry_run && !exists {
-        wh.ensure_raw(raw_schema)
+        raw::ensure(wh, raw_schema)
             .await
             .with_context(|| format!("cannot create the raw tables in {}", wh.describe()))?;
     }
     if exists {
         if dry_run {
-            if wh.raw_needs_migration(raw_schema).await.unwrap_or(false) {
+            if raw::needs_migration(wh, raw_schema).await.unwrap_or(false) {
                 return Err(crate::error::UsageError(format!(
                     "the raw tables in {} were written before the exchange was part of their key; `klines load` (without --dry-run) migrates them once",
                     wh.describe()
@@ -155,18 +164,18 @@ pub(crate) async fn pending(
                 .into());
             }
         } else {
-            wh.migrate_raw(raw_schema).await?;
+            raw::migrate(wh, raw_schema).await?;
         }
     }
     if !dry_run {
         // Added after the raw tables' first release: created here, where older raw schemas
         // get it too.
-        wh.execute(&quarantine::ddl(wh.kind(), raw_schema))
+        wh.execute(&quarantine::ddl(wh.dialect(), raw_schema))
             .await
             .with_context(|| format!("cannot create {raw_schema}.{}", quarantine::REJECTED))?;
     }
     let history = if exists || !dry_run {
-        wh.loaded_files(raw_schema).await?
+        raw::loaded_files(wh, raw_schema).await?
     } else {
         Vec::new()
     };
@@ -225,85 +234,6 @@ fn is_fresh(files: &[LoadFile], covered: &Covered) -> bool {
             .insert(f.entry.start, f.entry.end);
         ok
     })
-}
-
-/// Fetches a staged file and checks it against its manifest entry.
-pub(crate) async fn fetch(stage: &Stage, entry: &ManifestEntry) -> anyhow::Result<KlineBatch> {
-    let bytes = stage
-        .get(&entry.path)
-        .await
-        .with_context(|| format!("{}: cannot read from {}", entry.path, stage.url()))?;
-    if bytes.len() as u64 != entry.bytes || manifest::sha256_hex(&bytes) != entry.sha256 {
-        anyhow::bail!(
-            "{}: content does not match its manifest entry (size or SHA-256 differs)",
-            entry.path
-        );
-    }
-    let name = entry.path.clone();
-    let decoded = tokio::task::spawn_blocking(move || parquet::decode(&name, bytes)).await??;
-    if decoded
-        .series
-        .as_ref()
-        .is_some_and(|s| *s != entry.series())
-    {
-        anyhow::bail!(
-            "{}: holds another series than its manifest entry",
-            entry.path
-        );
-    }
-    if decoded.klines.len() as u64 != entry.rows {
-        anyhow::bail!(
-            "{}: {} rows, its manifest entry says {}",
-            entry.path,
-            decoded.klines.len(),
-            entry.rows
-        );
-    }
-    let k = &decoded.klines;
-    if k.open_time.first().is_some_and(|&t| t < entry.start)
-        || k.open_time.last().is_some_and(|&t| t >= entry.end)
-    {
-        anyhow::bail!("{}: holds klines outside its manifest range", entry.path);
-    }
-    Ok(decoded.klines)
-}
-
-/// Merges the files of a batch per series; for a shared open time the later file wins.
-fn assemble(files: &[LoadFile], decoded: &[KlineBatch]) -> Vec<SeriesRows> {
-    let mut by_series: BTreeMap<Series, Vec<usize>> = BTreeMap::new();
-    for (i, f) in files.iter().enumerate() {
-        by_series.entry(f.entry.series()).or_default().push(i);
-    }
-    by_series
-        .into_iter()
-        .map(|(series, idx)| {
-            if idx.len() == 1 {
-                let i = idx[0];
-                return SeriesRows {
-                    series,
-                    klines: decoded[i].clone(),
-                    file: vec![i as u32; decoded[i].len()],
-                };
-            }
-            let mut winner: BTreeMap<i64, (usize, usize)> = BTreeMap::new();
-            for &i in &idx {
-                for (r, &t) in decoded[i].open_time.iter().enumerate() {
-                    winner.insert(t, (i, r));
-                }
-            }
-            let mut klines = KlineBatch::with_capacity(winner.len());
-            let mut file = Vec::with_capacity(winner.len());
-            for (i, r) in winner.into_values() {
-                klines.extend_from(&decoded[i], r..r + 1);
-                file.push(i as u32);
-            }
-            SeriesRows {
-                series,
-                klines,
-                file,
-            }
-        })
-        .collect()
 }
 
 /// Cuts the pending files, in staged order, into batches of whole files, never putting two
@@ -365,67 +295,8 @@ pub async fn load(
     load_candidates(stage, wh, raw_schema, opts, candidates, failed, &mut covered, started).await
 }
 
-/// Loads new files without listing the stage: a caller that staged them (`klines stream`)
-/// knows them. `covered` (the ranges loaded per series) is the caller's, kept between calls;
-/// [`Follower::start`] makes it from the load history once, with everything pending then.
-pub struct Follower {
-    covered: Covered,
-}
-
-impl Follower {
-    /// Loads what is pending now (a full [`load`]) and remembers what is loaded.
-    pub async fn start(
-        stage: &Stage,
-        wh: Arc<dyn Warehouse>,
-        raw_schema: &str,
-        opts: &Options,
-    ) -> anyhow::Result<(Follower, Summary)> {
-        let started = Instant::now();
-        let (candidates, failed, mut covered) =
-            pending(stage, wh.as_ref(), raw_schema, false).await?;
-        let summary = load_candidates(
-            stage,
-            wh,
-            raw_schema,
-            opts,
-            candidates,
-            failed,
-            &mut covered,
-            started,
-        )
-        .await?;
-        Ok((Follower { covered }, summary))
-    }
-
-    /// Loads `entries` (just staged, oldest first), exactly once as [`load`] does.
-    pub async fn load(
-        &mut self,
-        stage: &Stage,
-        wh: Arc<dyn Warehouse>,
-        raw_schema: &str,
-        opts: &Options,
-        entries: Vec<(ManifestEntry, i64)>,
-    ) -> anyhow::Result<Summary> {
-        let candidates = entries
-            .into_iter()
-            .map(|(entry, staged_at)| Candidate { entry, staged_at })
-            .collect();
-        load_candidates(
-            stage,
-            wh,
-            raw_schema,
-            opts,
-            candidates,
-            Vec::new(),
-            &mut self.covered,
-            Instant::now(),
-        )
-        .await
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
-async fn load_candidates(
+pub(crate) async fn load_candidates(
     stage: &Stage,
     wh: Arc<dyn Warehouse>,
     raw_schema: &str,
@@ -436,7 +307,7 @@ async fn load_candidates(
     started: Instant,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    let fold = |n: &str| crate::warehouse::ident::fold(wh.kind(), n);
+    let fold = |n: &str| crate::warehouse::ident::fold(wh.dialect(), n);
     summary.rejected_table = format!("{}.{}", fold(raw_schema), fold(quarantine::REJECTED));
     let total_rows: u64 = candidates.iter().map(|c| c.entry.rows).sum();
     let task = Task::new("load", total_rows, "load");
@@ -449,34 +320,7 @@ async fn load_candidates(
         if crate::cancel::is_cancelled() {
             anyhow::bail!(crate::cancel::Interrupted);
         }
-        let fetched: Vec<anyhow::Result<KlineBatch>> =
-            futures::stream::iter(batch.iter().map(|c| fetch(stage, &c.entry)))
-                .buffered(opts.fetch_concurrency.max(1))
-                .collect()
-                .await;
-        let mut files = Vec::new();
-        let mut decoded = Vec::new();
-        let mut rejected = Vec::new();
-        for (c, r) in batch.into_iter().zip(fetched) {
-            match r {
-                Ok(k) => {
-                    let (k, bad) = quarantine::split(&c.entry.series(), &c.entry.path, k);
-                    rejected.extend(bad);
-                    files.push(LoadFile {
-                        entry: c.entry,
-                        staged_at: c.staged_at,
-                    });
-                    decoded.push(k);
-                }
-                Err(e) => {
-                    tracing::error!(file = %c.entry.path, error = %format!("{e:#}"), "cannot load this file; the others go on");
-                    failed.push(Failure {
-                        file: c.entry.path.clone(),
-                        error: format!("{e:#}"),
-                    });
-                }
-            }
-        }
+        let (files, decoded, rejected) = read(stage, batch, opts, &mut failed).await;
         if files.is_empty() {
             continue;
         }
@@ -498,8 +342,7 @@ async fn load_candidates(
             rejected,
         };
         let n_rows: u64 = batch.files.iter().map(|f| f.entry.rows).sum();
-        let counts = wh
-            .load(raw_schema, &batch)
+        let counts = raw::load(wh.as_ref(), raw_schema, &batch)
             .await
             .with_context(|| format!("loading into {}", wh.describe()))?;
         for f in &batch.files {
@@ -536,4 +379,43 @@ async fn load_candidates(
     summary.failed = failed;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Fetches and decodes a batch's files, their rows that break an invariant split off; a
+/// file that cannot be read is reported and left out, the others go on.
+async fn read(
+    stage: &Stage,
+    batch: Vec<Candidate>,
+    opts: &Options,
+    failed: &mut Vec<Failure>,
+) -> (Vec<LoadFile>, Vec<KlineBatch>, Vec<quarantine::Rejected>) {
+    let fetched: Vec<anyhow::Result<KlineBatch>> =
+        futures::stream::iter(batch.iter().map(|c| fetch(stage, &c.entry)))
+            .buffered(opts.fetch_concurrency.max(1))
+            .collect()
+            .await;
+    let mut files = Vec::new();
+    let mut decoded = Vec::new();
+    let mut rejected = Vec::new();
+    for (c, r) in batch.into_iter().zip(fetched) {
+        match r {
+            Ok(k) => {
+                let (k, bad) = quarantine::split(&c.entry.series(), &c.entry.path, k);
+                rejected.extend(bad);
+                files.push(LoadFile {
+                    entry: c.entry,
+                    staged_at: c.staged_at,
+                });
+                decoded.push(k);
+            }
+            Err(e) => {
+                tracing::error!(file = %c.entry.path, error = %format!("{e:#}"), "cannot load this file; the others go on");
+                failed.push(Failure {
+                    file: c.entry.path.clone(),
+                    error: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    (files, decoded, rejected)
 }

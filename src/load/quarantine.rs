@@ -9,13 +9,15 @@
 use std::collections::BTreeMap;
 
 use crate::decimal;
-use crate::datasets::klines::KlineBatch;
+use crate::datasets::klines::{KLINES, KlineBatch};
 use crate::market::Series;
-use crate::warehouse::Kind;
+use crate::warehouse::DialectRef;
 use crate::warehouse::ident::{literal, quote, relation};
-use crate::warehouse::raw::{ColType, sql_type, timestamp_literal};
+use crate::datasets::ColType;
+use crate::warehouse::dialect::{sql_type, timestamp_literal};
 
-pub const REJECTED: &str = "klines_rejected";
+/// `klines_rejected`: the dataset's rejected table.
+pub const REJECTED: &str = KLINES.rejected;
 
 /// A row kept out of the raw table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,22 +116,27 @@ pub fn split(series: &Series, file: &str, k: KlineBatch) -> (KlineBatch, Vec<Rej
     (valid, rejected)
 }
 
-const COLUMNS: [(&str, ColType); 10] = [
-    ("exchange", ColType::Text),
-    ("market", ColType::Text),
-    ("symbol", ColType::Text),
-    ("interval", ColType::Text),
-    ("open_time", ColType::Timestamp),
-    ("file", ColType::Text),
-    ("row_number", ColType::BigInt),
-    ("reason", ColType::Text),
-    ("kline", ColType::Text),
-    ("rejected_at", ColType::Timestamp),
-];
+/// The rejected table's columns: the dataset's key, then where the row came from and why.
+fn columns() -> Vec<(&'static str, ColType)> {
+    let mut cols: Vec<(&'static str, ColType)> = KLINES
+        .key
+        .iter()
+        .filter_map(|k| KLINES.columns.iter().find(|c| c.name == *k))
+        .map(|c| (c.name, c.ty))
+        .collect();
+    cols.extend([
+        ("file", ColType::Text),
+        ("row_number", ColType::BigInt),
+        ("reason", ColType::Text),
+        ("kline", ColType::Text),
+        ("rejected_at", ColType::Timestamp),
+    ]);
+    cols
+}
 
 /// `CREATE TABLE IF NOT EXISTS raw.klines_rejected`.
-pub fn ddl(kind: Kind, raw_schema: &str) -> String {
-    let cols = COLUMNS
+pub fn ddl(kind: DialectRef, raw_schema: &str) -> String {
+    let cols = columns()
         .iter()
         .map(|(n, t)| format!("{} {} NOT NULL", quote(kind, n), sql_type(kind, *t)))
         .collect::<Vec<_>>()
@@ -141,7 +148,7 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> String {
 }
 
 /// The statement that records `rows` (none when there are none).
-pub fn insert(kind: Kind, raw_schema: &str, rows: &[Rejected], at_ms: i64) -> Option<String> {
+pub fn insert(kind: DialectRef, raw_schema: &str, rows: &[Rejected], at_ms: i64) -> Option<String> {
     if rows.is_empty() {
         return None;
     }
@@ -164,7 +171,7 @@ pub fn insert(kind: Kind, raw_schema: &str, rows: &[Rejected], at_ms: i64) -> Op
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let names = COLUMNS
+    let names = columns()
         .iter()
         .map(|(n, _)| quote(kind, n))
         .collect::<Vec<_>>()
@@ -197,7 +204,7 @@ mod tests {
 
     fn series() -> Series {
         Series {
-            exchange: crate::market::Exchange::Binance,
+            exchange: crate::market::Exchange::BINANCE,
             market: crate::market::Market::Spot,
             symbol: "BTCUSDT".parse().unwrap(),
             interval: "1m".parse().unwrap(),
@@ -275,7 +282,7 @@ mod tests {
             "{}",
             rejected[0].kline
         );
-        let s = insert(Kind::Postgres, "raw", &rejected, 0).unwrap();
+        let s = insert(&crate::warehouse::postgres::DIALECT, "raw", &rejected, 0).unwrap();
         assert!(
             s.starts_with("INSERT INTO \"raw\".\"klines_rejected\""),
             "{s}"

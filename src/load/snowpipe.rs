@@ -14,9 +14,11 @@ use serde::Serialize;
 use super::{Candidate, Options, batches, fetch, pending};
 use crate::stage::Stage;
 use crate::warehouse::ident::{literal, quote, relation};
-use crate::warehouse::raw::{self, timestamp_literal};
-use crate::warehouse::snowflake::{self, LANDING, Snowflake, snowpipe::Snowpipe};
-use crate::warehouse::{Kind, LoadBatch, LoadFile, Warehouse};
+use super::raw::sql as raw;
+use crate::warehouse::dialect::timestamp_literal;
+use crate::warehouse::snowflake::{LANDING, Snowflake, snowpipe::Snowpipe};
+use super::batch::{LoadBatch, LoadFile};
+use crate::warehouse::{StagedCopy, Warehouse};
 
 /// What became of one file.
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +55,7 @@ fn in_list(files: &[String]) -> String {
 
 /// The statements that merge `files` (all in the landing table) into the raw table.
 fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Vec<String> {
-    let k = Kind::Snowflake;
+    let k = &crate::warehouse::snowflake::DIALECT;
     let q = |c: &str| quote(k, c);
     let landing = relation(k, raw_schema, LANDING);
     let paths: Vec<String> = batch.files.iter().map(|f| f.entry.path.clone()).collect();
@@ -70,7 +72,7 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let keys = raw::KEY.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    let keys = crate::datasets::klines::KLINES.key.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     // Snowpipe may load a file twice after its 14-day memory: keep one row per key.
     let source = format!(
         "(SELECT * FROM {landing} WHERE {file} IN ({}) QUALIFY ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {sa} DESC) = 1)",
@@ -100,7 +102,7 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
 
 /// Files in the landing table, with their rows.
 async fn in_landing(sf: &Snowflake, raw_schema: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-    let k = Kind::Snowflake;
+    let k = &crate::warehouse::snowflake::DIALECT;
     let rows = sf
         .query(&format!(
             "SELECT {f}, count(*) FROM {} GROUP BY {f}",
@@ -124,7 +126,7 @@ pub async fn load(
     timeout: Duration,
 ) -> anyhow::Result<PipeSummary> {
     let started = Instant::now();
-    sf.ensure_raw(raw_schema).await?;
+    super::raw::ensure(sf, raw_schema).await?;
     let (candidates, failed, _) = pending(stage, sf, raw_schema, false).await?;
     let mut summary = PipeSummary::default();
     for f in failed {
@@ -135,24 +137,7 @@ pub async fn load(
             error: Some(f.error),
         });
     }
-    // Only files that match their manifest entries go to Snowpipe.
-    let checked: Vec<anyhow::Result<crate::datasets::klines::KlineBatch>> =
-        futures::stream::iter(candidates.iter().map(|c| fetch(stage, &c.entry)))
-            .buffered(opts.fetch_concurrency.max(1))
-            .collect()
-            .await;
-    let mut good: Vec<Candidate> = Vec::new();
-    for (c, r) in candidates.into_iter().zip(checked) {
-        match r {
-            Ok(_) => good.push(c),
-            Err(e) => summary.files.push(PipeFile {
-                file: c.entry.path.clone(),
-                status: "INVALID".into(),
-                rows: None,
-                error: Some(format!("{e:#}")),
-            }),
-        }
-    }
+    let good = checked(stage, candidates, opts, &mut summary).await;
     let landed = in_landing(sf, raw_schema).await?;
     let to_submit: Vec<(String, u64)> = good
         .iter()
@@ -168,7 +153,7 @@ pub async fn load(
     }
     let landed = in_landing(sf, raw_schema).await?;
     let mut ready = Vec::new();
-    let k = Kind::Snowflake;
+    let k = &crate::warehouse::snowflake::DIALECT;
     for c in good {
         let report = reports.get(&c.entry.path);
         let status = report
@@ -204,6 +189,47 @@ pub async fn load(
             error,
         });
     }
+    merge_ready(sf, raw_schema, ready, opts, &mut summary).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The files that match their manifest entries (only they go to Snowpipe); the others are
+/// reported INVALID.
+async fn checked(
+    stage: &Stage,
+    candidates: Vec<Candidate>,
+    opts: &Options,
+    summary: &mut PipeSummary,
+) -> Vec<Candidate> {
+    let checked: Vec<anyhow::Result<crate::datasets::klines::KlineBatch>> =
+        futures::stream::iter(candidates.iter().map(|c| fetch(stage, &c.entry)))
+            .buffered(opts.fetch_concurrency.max(1))
+            .collect()
+            .await;
+    let mut good: Vec<Candidate> = Vec::new();
+    for (c, r) in candidates.into_iter().zip(checked) {
+        match r {
+            Ok(_) => good.push(c),
+            Err(e) => summary.files.push(PipeFile {
+                file: c.entry.path.clone(),
+                status: "INVALID".into(),
+                rows: None,
+                error: Some(format!("{e:#}")),
+            }),
+        }
+    }
+    good
+}
+
+/// Merges the landed files into the raw table and records them, a transaction per batch.
+async fn merge_ready(
+    sf: &Snowflake,
+    raw_schema: &str,
+    ready: Vec<Candidate>,
+    opts: &Options,
+    summary: &mut PipeSummary,
+) -> anyhow::Result<()> {
     for batch in batches(ready, opts.batch_rows) {
         let files: Vec<LoadFile> = batch
             .iter()
@@ -220,7 +246,10 @@ pub async fn load(
         };
         let statements = merge_from_landing(raw_schema, &load, crate::time::now_ms());
         let results = sf.transaction_rows(&statements).await?;
-        let counts = snowflake::merge_counts(&results[1]);
+        let counts = {
+            let (inserted, replaced) = sf.merge_counts(&results[1]);
+            super::batch::LoadCounts { inserted, replaced }
+        };
         summary.inserted += counts.inserted;
         summary.replaced += counts.replaced;
         for f in &load.files {
@@ -232,6 +261,20 @@ pub async fn load(
             });
         }
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(())
+}
+
+/// A Snowflake connection and the pipe `--snowpipe [PIPE]` names (empty: the profile's `pipe`).
+pub async fn connect(o: &crate::config::profiles::SnowflakeOutput, pipe: &str) -> anyhow::Result<(Snowflake, Snowpipe)> {
+    let pipe = if pipe.is_empty() {
+        o.pipe.clone().ok_or_else(|| {
+            crate::error::UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
+        })?
+    } else {
+        pipe.to_string()
+    };
+    let sf = Snowflake::connect(o).await?;
+    let pipe =
+        Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| crate::error::UsageError(format!("{e:#}")))?;
+    Ok((sf, pipe))
 }

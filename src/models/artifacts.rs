@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
-use super::config::Materialized;
-use super::parse::{Node, Parsed, ResourceType};
+use super::node::{Node, ResourceType};
+use super::parse::Parsed;
 
 /// The dbt artifact version these files follow, with klines as build metadata.
 pub const DBT_VERSION: &str = concat!("1.10.0+klines.", env!("CARGO_PKG_VERSION"));
@@ -172,7 +172,7 @@ fn node_json(p: &Parsed, n: &Node, compiled: Option<&str>, target_path: &str) ->
             json!(format!("models.{}", p.nodes[attached].name)),
         );
     }
-    if n.resource_type == ResourceType::Model && n.config.materialized == Materialized::Ephemeral {
+    if n.resource_type == ResourceType::Model && super::materializations::inlined(&n.config) {
         o.insert("relation_name".into(), Json::Null);
     }
     j
@@ -268,7 +268,7 @@ pub fn manifest(
             "invocation_id": p.globals.invocation_id,
             "env": {},
             "project_name": p.project_name,
-            "adapter_type": p.kind.as_str(),
+            "adapter_type": p.kind.name(),
             "send_anonymous_usage_stats": false,
         },
         "nodes": nodes,

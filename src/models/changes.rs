@@ -14,8 +14,9 @@ use anyhow::Context;
 use super::jinja::BatchFilter;
 use crate::ranges::RangeSet;
 use crate::warehouse::ident::{literal, quote, relation};
-use crate::warehouse::raw::{ColType, sql_type, timestamp_literal};
-use crate::warehouse::{Kind, Warehouse};
+use crate::datasets::ColType;
+use crate::warehouse::dialect::{sql_type, timestamp_literal};
+use crate::warehouse::{DialectRef, Warehouse};
 
 pub const CHANGES: &str = "klines_model_changes";
 pub const WATERMARKS: &str = "klines_model_watermarks";
@@ -37,26 +38,20 @@ pub fn grain_millis(s: &str) -> Option<i64> {
 }
 
 /// The tables, created if missing.
-pub fn ddl(kind: Kind, schema: &str) -> Vec<String> {
+pub fn ddl(kind: DialectRef, schema: &str) -> Vec<String> {
     let t = |ty| sql_type(kind, ty);
     let seq = relation(kind, schema, "klines_model_change_id");
-    let id_default = match kind {
-        Kind::Snowflake => crate::warehouse::raw::SNOWFLAKE_IDENTITY.to_string(),
-        _ => format!("DEFAULT nextval({})", literal(&seq)),
-    };
+    let (change_id, before) = kind.identity("change_id", &seq);
     let mut out = vec![format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
         quote(kind, schema)
     )];
-    if kind != Kind::Snowflake {
-        out.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
-    }
+    out.extend(before);
     out.extend([
         format!(
-            "CREATE TABLE IF NOT EXISTS {} ({} BIGINT NOT NULL {id_default}, {} {} NOT NULL, {} {} NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {} ({change_id}, {} {} NOT NULL, {} {} NOT NULL, \
              {} {} NOT NULL, {} {} NOT NULL, {} {} NOT NULL)",
             relation(kind, schema, CHANGES),
-            quote(kind, "change_id"),
             quote(kind, "model"),
             t(ColType::Text),
             quote(kind, "batch_key"),
@@ -108,7 +103,7 @@ pub async fn watermark(
     model: &str,
     parent: &str,
 ) -> anyhow::Result<Option<i64>> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let rows = wh
         .query(&format!(
             "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
@@ -123,7 +118,7 @@ pub async fn watermark(
     Ok(rows.scalar().and_then(|v| v.as_i64()))
 }
 
-fn feed_query(kind: Kind, schema: &str, feed: &Feed, after: Option<i64>) -> String {
+fn feed_query(kind: DialectRef, schema: &str, feed: &Feed, after: Option<i64>) -> String {
     let after = after
         .map(|id| id.to_string())
         .unwrap_or_else(|| "-1".into());
@@ -158,7 +153,7 @@ pub async fn pending(
     parent: &str,
     feed: &Feed,
 ) -> anyhow::Result<Pending> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let wm = watermark(wh, schema, model, parent).await?;
     let rows = wh
         .query(&feed_query(kind, schema, feed, wm))
@@ -190,7 +185,7 @@ pub async fn latest_id(
     schema: &str,
     feed: &Feed,
 ) -> anyhow::Result<Option<i64>> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let sql = match feed {
         Feed::LoadHistory { relation: rel } => {
             format!("SELECT max({}) FROM {rel}", quote(kind, "load_id"))
@@ -221,7 +216,7 @@ pub fn widen(ranges: &[(String, i64, i64)], grain: i64) -> BatchFilter {
 
 /// Statements recording what `model` rewrote and the ids it has now processed.
 pub fn record(
-    kind: Kind,
+    kind: DialectRef,
     schema: &str,
     model: &str,
     filter: &BatchFilter,
@@ -283,7 +278,7 @@ pub fn record(
 }
 
 /// Statements forgetting a model's changes and watermarks (before a full rebuild).
-pub fn forget(kind: Kind, schema: &str, model: &str) -> Vec<String> {
+pub fn forget(kind: DialectRef, schema: &str, model: &str) -> Vec<String> {
     vec![format!(
         "DELETE FROM {} WHERE {} = {}",
         relation(kind, schema, WATERMARKS),

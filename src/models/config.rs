@@ -8,43 +8,20 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 /// How a model is built.
+/// A node's `materialized`: a model's kind (`models::materializations`), or what a seed or a
+/// test is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Materialized {
-    View,
-    Table,
-    Incremental,
-    Ephemeral,
-    /// The native indicator model kind (`models::indicators`), computed in Rust.
-    Indicators,
-    Seed,
-    Test,
-}
+#[serde(transparent)]
+pub struct Materialized(&'static str);
 
 impl Materialized {
-    pub fn parse(s: &str) -> Option<Materialized> {
-        Some(match s {
-            "view" => Materialized::View,
-            "table" => Materialized::Table,
-            "incremental" => Materialized::Incremental,
-            "indicators" => Materialized::Indicators,
-            "ephemeral" => Materialized::Ephemeral,
-            "seed" => Materialized::Seed,
-            "test" => Materialized::Test,
-            _ => return None,
-        })
-    }
+    pub const VIEW: Materialized = Materialized("view");
+    pub const TABLE: Materialized = Materialized("table");
+    pub const SEED: Materialized = Materialized("seed");
+    pub const TEST: Materialized = Materialized("test");
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Materialized::View => "view",
-            Materialized::Table => "table",
-            Materialized::Incremental => "incremental",
-            Materialized::Indicators => "indicators",
-            Materialized::Ephemeral => "ephemeral",
-            Materialized::Seed => "seed",
-            Materialized::Test => "test",
-        }
+        self.0
     }
 }
 
@@ -81,8 +58,10 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Builds the config from layers, lowest precedence first.
+    /// `kinds` are the model kinds `materialized` may name (a seed's and a test's own too).
     pub fn from_layers(
         default_materialized: Materialized,
+        kinds: &[&'static str],
         layers: &[&Map<String, Json>],
     ) -> Result<NodeConfig, String> {
         let mut all = Map::new();
@@ -109,9 +88,12 @@ impl NodeConfig {
         all.insert("tags".into(), Json::from(tags.clone()));
         let text = |k: &str| all.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let materialized = match text("materialized") {
-            Some(m) => Materialized::parse(&m).ok_or_else(|| {
-                format!("unknown materialization {m:?} (view, table, incremental, ephemeral, indicators)")
-            })?,
+            Some(m) => [Materialized::SEED.0, Materialized::TEST.0]
+                .iter()
+                .chain(kinds)
+                .find(|k| **k == m)
+                .map(|k| Materialized(k))
+                .ok_or_else(|| format!("unknown materialization {m:?} ({})", kinds.join(", ")))?,
             None => default_materialized,
         };
         let severity = text("severity")
@@ -315,13 +297,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const KINDS: &[&str] = &["view", "table", "incremental"];
+
     #[test]
     fn later_layers_win_and_tags_add_up() {
         let project = json!({"materialized": "table", "tags": ["a"]});
         let yml = json!({"tags": "b", "schema": "s"});
         let file = json!({"materialized": "incremental", "unique_key": ["symbol", "open_time"], "tags": ["a", "c"]});
         let c = NodeConfig::from_layers(
-            Materialized::View,
+            Materialized::VIEW,
+            KINDS,
             &[
                 project.as_object().unwrap(),
                 yml.as_object().unwrap(),
@@ -329,12 +314,13 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.materialized, Materialized::Incremental);
+        assert_eq!(c.materialized.as_str(), "incremental");
         assert_eq!(c.tags, ["a", "b", "c"]);
         assert_eq!(c.schema.as_deref(), Some("s"));
         assert_eq!(c.unique_key, ["symbol", "open_time"]);
         let bad = json!({"materialized": "snapshot"});
-        assert!(NodeConfig::from_layers(Materialized::View, &[bad.as_object().unwrap()]).is_err());
+        let err = NodeConfig::from_layers(Materialized::VIEW, KINDS, &[bad.as_object().unwrap()]).unwrap_err();
+        assert_eq!(err, "unknown materialization \"snapshot\" (view, table, incremental)");
         for (bad, says) in [
             (json!({"incremental_strategy": "upsert"}), "unknown incremental_strategy \"upsert\""),
             (json!({"incremental_strategy": 3}), "unknown incremental_strategy 3"),
@@ -342,7 +328,7 @@ mod tests {
             (json!({"unique_key": {"a": 1}}), "unique_key must be"),
             (json!({"event_time": 1}), "event_time must be a string"),
         ] {
-            let err = NodeConfig::from_layers(Materialized::Incremental, &[bad.as_object().unwrap()])
+            let err = NodeConfig::from_layers(Materialized::TABLE, KINDS, &[bad.as_object().unwrap()])
                 .unwrap_err();
             assert!(err.contains(says), "{err}");
         }

@@ -1,27 +1,21 @@
-//! Materializations: how a compiled SELECT becomes a relation.
-//!
-//! - `view`: created or replaced in one statement or transaction.
-//! - `table`: built beside the old one (`<name>__klines_tmp`), then swapped in by one short
-//!   transaction, so readers never see a missing or half-built table.
-//! - `incremental`: by time range (delete and re-insert the changed buckets, see `changes`),
-//!   `append`, or `delete+insert` on `unique_key`; the first build and `--full-refresh` build a
-//!   table as above.
-//! - `ephemeral`: nothing to build; the model is inlined as a CTE where it is used.
+//! The steps the materializations (`materializations/`) and seeds share: a model's relation as
+//! stored, its columns, and a table built beside the old one (`<name>__klines_tmp`), then
+//! swapped in by one short transaction, so readers never see a missing or half-built table.
 
-use super::parse::Node;
+use super::node::Node;
 use crate::warehouse::ident::{fold, literal, quote, relation};
-use crate::warehouse::{Kind, RelationType, Warehouse};
+use crate::warehouse::{DialectRef, RelationType, Swap, Warehouse};
 
 pub const TMP_SUFFIX: &str = "__klines_tmp";
 pub const OLD_SUFFIX: &str = "__klines_old";
 
 /// The relation as stored: (schema, identifier) cased for the warehouse.
-pub fn stored_name(kind: Kind, node: &Node) -> (String, String) {
+pub fn stored_name(kind: DialectRef, node: &Node) -> (String, String) {
     (fold(kind, &node.schema), fold(kind, &node.identifier))
 }
 
 pub async fn existing(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<Option<RelationType>> {
-    let (s, i) = stored_name(wh.kind(), node);
+    let (s, i) = stored_name(wh.dialect(), node);
     wh.relation(&s, &i).await
 }
 
@@ -31,7 +25,7 @@ pub async fn columns(
     schema: &str,
     identifier: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let rows = wh
         .query(&format!(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
@@ -53,7 +47,7 @@ pub async fn columns(
 }
 
 /// The model's columns as stored, quoted, comma-separated: the column list of an INSERT.
-async fn column_list(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<String> {
+pub async fn column_list(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<String> {
     let cols = columns(wh, &node.schema, &node.identifier).await?;
     Ok(cols
         .iter()
@@ -67,36 +61,15 @@ pub fn exact(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn schema_ddl(kind: Kind, node: &Node) -> String {
+pub fn schema_ddl(kind: DialectRef, node: &Node) -> String {
     format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, &node.schema))
-}
-
-/// `view`
-pub async fn view(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
-    let kind = wh.kind();
-    let mut statements = vec![schema_ddl(kind, node)];
-    match existing(wh, node).await? {
-        Some(RelationType::Table) => statements.push(format!("DROP TABLE {}", node.relation)),
-        Some(RelationType::View) if kind == Kind::Postgres => {
-            statements.push(format!("DROP VIEW {}", node.relation))
-        }
-        _ => {}
-    }
-    let create = if kind == Kind::Postgres {
-        "CREATE VIEW"
-    } else {
-        "CREATE OR REPLACE VIEW"
-    };
-    statements.push(format!("{create} {} AS\n{sql}", node.relation));
-    wh.transaction(&statements).await?;
-    Ok(0)
 }
 
 /// Makes way for the temporary table beside the model's relation (`<name>__klines_tmp`): the
 /// model's schema exists, and a table a killed run left there is dropped. Returns its
 /// identifier and its relation.
 pub async fn clear_tmp(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<(String, String)> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let name = format!("{}{TMP_SUFFIX}", node.identifier);
     let tmp = relation(kind, &node.schema, &name);
     wh.execute(&schema_ddl(kind, node)).await?;
@@ -106,13 +79,11 @@ pub async fn clear_tmp(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<(Strin
 
 /// Builds `sql` into the temporary table beside the model's relation; returns its name.
 pub async fn build_tmp(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<String> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let (_, tmp) = clear_tmp(wh, node).await?;
     wh.execute(&format!("CREATE TABLE {tmp} AS\n{sql}")).await?;
-    if kind == Kind::Postgres {
-        // Statistics now, not when autovacuum comes by: without them the planner takes the
-        // new table for empty and scans it whole instead of using its range index.
-        wh.execute(&format!("ANALYZE {tmp}")).await?;
+    if let Some(analyze) = kind.analyze(&tmp) {
+        wh.execute(&analyze).await?;
     }
     Ok(tmp)
 }
@@ -125,7 +96,7 @@ pub async fn swap_in(
     tmp: &str,
     extra: Vec<String>,
 ) -> anyhow::Result<u64> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let rows = wh
         .query(&format!("SELECT count(*) FROM {tmp}"))
         .await?
@@ -139,8 +110,8 @@ pub async fn swap_in(
         &format!("{}{OLD_SUFFIX}", node.identifier),
     );
     let rel = &node.relation;
-    if kind == Kind::Snowflake {
-        return swap_in_snowflake(wh, node, tmp, extra, rows).await;
+    if kind.swap() == Swap::SwapWith {
+        return swap_in_swapping(wh, node, tmp, extra, rows).await;
     }
     let mut statements = Vec::new();
     match existing(wh, node).await? {
@@ -149,8 +120,8 @@ pub async fn swap_in(
             statements.push(format!("DROP VIEW {rel}"));
             statements.push(format!("ALTER TABLE {tmp} RENAME TO {ident}"));
         }
-        Some(RelationType::Table) => match kind {
-            Kind::Postgres if same_columns(wh, node, tmp).await? => {
+        Some(RelationType::Table) => match kind.swap() {
+            Swap::RefillOrRename if same_columns(wh, node, tmp).await? => {
                 // Keeps the table (and the views bound to it): readers see the old rows until
                 // the commit, then the new ones.
                 statements.push(format!("DELETE FROM {rel}"));
@@ -175,11 +146,11 @@ pub async fn swap_in(
 
 /// Snowflake commits every DDL statement at once, so no transaction can hold a swap: readers
 /// would see the table missing or half-built between statements. `ALTER TABLE ... SWAP WITH`
-/// exchanges the two tables in one atomic step instead. The change records (`extra`) follow
+/// exchanges the two tables in one atomic step instead ([`Swap::SwapWith`]). The change records (`extra`) follow
 /// in a transaction of their own: a crash between the two leaves the new table with the old
 /// watermarks, and the next run recomputes those ranges into the same rows. The old table,
 /// left under the temporary name, is dropped last.
-async fn swap_in_snowflake(
+async fn swap_in_swapping(
     wh: &dyn Warehouse,
     node: &Node,
     tmp: &str,
@@ -187,7 +158,7 @@ async fn swap_in_snowflake(
     rows: u64,
 ) -> anyhow::Result<u64> {
     let rel = &node.relation;
-    let ident = quote(Kind::Snowflake, &node.identifier);
+    let ident = quote(wh.dialect(), &node.identifier);
     match existing(wh, node).await? {
         Some(RelationType::Table) => {
             wh.execute(&format!("ALTER TABLE {tmp} SWAP WITH {rel}"))
@@ -232,25 +203,23 @@ pub async fn table(
     swap_in(wh, node, &tmp, extra).await
 }
 
-/// Postgres: an index on (batch key, event time), so that an incremental run finds the rows of
-/// its ranges, to replace them and to read them downstream, without scanning the whole table.
-/// DuckDB and Snowflake prune by their own per-block min/max metadata instead.
+/// An index on (batch key, event time) where the warehouse needs one (Postgres), so that an
+/// incremental run finds the rows of its ranges, to replace them and to read them downstream,
+/// without scanning the whole table. DuckDB and Snowflake prune by their own per-block min/max
+/// metadata instead.
 pub async fn range_index(
     wh: &dyn Warehouse,
     node: &Node,
     batch_key: &str,
     event_time: &str,
 ) -> anyhow::Result<()> {
-    let kind = wh.kind();
-    if kind != Kind::Postgres {
-        return Ok(());
-    }
+    let kind = wh.dialect();
     let name = quote(kind, &format!("{}__klines_range", node.identifier));
-    wh.execute(&format!(
-        "CREATE INDEX IF NOT EXISTS {name} ON {} ({batch_key}, {event_time})",
-        node.relation
-    ))
-    .await?;
+    if let Some(index) =
+        kind.range_index(&name, &node.relation, &format!("{batch_key}, {event_time}"))
+    {
+        wh.execute(&index).await?;
+    }
     Ok(())
 }
 
@@ -269,50 +238,4 @@ pub async fn replace_range(
             node.relation
         ),
     ])
-}
-
-/// `incremental` with `append`: insert the model's rows.
-pub async fn append(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
-    let list = column_list(wh, node).await?;
-    let counts = wh
-        .transaction(&[format!(
-            "INSERT INTO {} ({list}) SELECT {list} FROM (\n{sql}\n) AS klines_new",
-            node.relation
-        )])
-        .await?;
-    Ok(counts[0])
-}
-
-/// `incremental` with `delete+insert`: the new rows replace the rows with the same key.
-pub async fn delete_insert(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
-    let kind = wh.kind();
-    if node.config.unique_key.is_empty() {
-        anyhow::bail!(
-            "{}: incremental_strategy delete+insert needs unique_key",
-            node.path
-        );
-    }
-    let tmp = build_tmp(wh, node, sql).await?;
-    let list = column_list(wh, node).await?;
-    let keys = node
-        .config
-        .unique_key
-        .iter()
-        .map(|k| quote(kind, k))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let counts = wh
-        .transaction(&[
-            format!(
-                "DELETE FROM {} WHERE ({keys}) IN (SELECT {keys} FROM {tmp})",
-                node.relation
-            ),
-            format!(
-                "INSERT INTO {} ({list}) SELECT {list} FROM {tmp}",
-                node.relation
-            ),
-            format!("DROP TABLE {tmp}"),
-        ])
-        .await?;
-    Ok(counts[1])
 }

@@ -6,8 +6,9 @@
 //!    dependency [`graph`] (cycles and unknown refs are errors naming the file).
 //! 3. [`selector`] picks nodes as dbt does; [`runner`] executes them in dependency order,
 //!    independent ones in parallel, compiling each just before it runs.
-//! 4. [`materialize`] turns compiled SQL into views and tables (built beside, swapped in), and
-//!    incremental models by time range, which follow the [`changes`] of their parents.
+//! 4. [`materializations`] turn compiled SQL into relations, a kind a file (view, table,
+//!    incremental, ephemeral, indicators); they share [`materialize`]'s steps (build beside,
+//!    swap in), and incremental models by time range follow the [`changes`] of their parents.
 //! 5. [`artifacts`] writes `target/manifest.json` and `target/run_results.json`.
 
 pub mod artifacts;
@@ -17,12 +18,15 @@ pub mod graph;
 pub mod indicators;
 pub mod jinja;
 pub mod materialize;
+pub mod materializations;
+pub mod node;
 pub mod parse;
 pub mod project;
 pub mod runner;
 pub mod seeds;
 pub mod selector;
 pub mod tests;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 
@@ -31,14 +35,10 @@ use serde_json::Value as Json;
 use crate::config::Project;
 use crate::config::profiles::{Output, Target};
 use crate::error::UsageError;
-use crate::warehouse::Kind;
+use crate::warehouse::DialectRef;
 
-pub fn kind_of(target: &Target) -> Kind {
-    match target.output {
-        Output::DuckDb(_) => Kind::DuckDb,
-        Output::Postgres(_) => Kind::Postgres,
-        Output::Snowflake(_) => Kind::Snowflake,
-    }
+pub fn kind_of(target: &Target) -> DialectRef {
+    crate::warehouse::dialect_of(&target.output)
 }
 
 /// `--vars '{key: value}'` (YAML or JSON) over klines.yml `vars`.
@@ -62,7 +62,7 @@ pub fn load(
     let kind = kind_of(target);
     let mut t = BTreeMap::new();
     t.insert("name".to_string(), Json::from(target.name.clone()));
-    t.insert("type".to_string(), Json::from(kind.as_str()));
+    t.insert("type".to_string(), Json::from(kind.name()));
     t.insert("schema".to_string(), Json::from(target.schema()));
     t.insert("raw_schema".to_string(), Json::from(target.raw_schema()));
     t.insert(

@@ -4,9 +4,10 @@
 use anyhow::Context;
 
 use super::materialize;
-use super::parse::Node;
-use crate::warehouse::raw::{ColType, sql_type, timestamp_literal};
-use crate::warehouse::{Kind, Warehouse, ident};
+use super::node::Node;
+use crate::datasets::ColType;
+use crate::warehouse::dialect::{sql_type, timestamp_literal};
+use crate::warehouse::{DialectRef, Warehouse, ident};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ty {
@@ -58,14 +59,10 @@ fn infer(values: &[&str]) -> Ty {
     Ty::Text
 }
 
-fn type_sql(kind: Kind, ty: &Ty) -> String {
+fn type_sql(kind: DialectRef, ty: &Ty) -> String {
     match ty {
         Ty::Int => "BIGINT".into(),
-        Ty::Decimal(s) => match kind {
-            Kind::Postgres => format!("NUMERIC(38,{s})"),
-            Kind::Snowflake => format!("NUMBER(38,{s})"),
-            Kind::DuckDb => format!("DECIMAL(38,{s})"),
-        },
+        Ty::Decimal(s) => kind.decimal(*s as u32),
         Ty::Bool => "BOOLEAN".into(),
         Ty::Date => "DATE".into(),
         Ty::Timestamp => sql_type(kind, ColType::Timestamp).into(),
@@ -73,7 +70,7 @@ fn type_sql(kind: Kind, ty: &Ty) -> String {
     }
 }
 
-fn value_sql(kind: Kind, ty: &Ty, v: &str) -> String {
+fn value_sql(kind: DialectRef, ty: &Ty, v: &str) -> String {
     if v.is_empty() {
         return "NULL".into();
     }
@@ -90,7 +87,7 @@ fn value_sql(kind: Kind, ty: &Ty, v: &str) -> String {
 
 /// Loads the seed `node` (its CSV is `node.raw_code`) into its table, atomically.
 pub async fn load(wh: &dyn Warehouse, node: &Node) -> anyhow::Result<u64> {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(node.raw_code.as_bytes());

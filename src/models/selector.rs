@@ -10,7 +10,8 @@
 
 use std::collections::BTreeSet;
 
-use super::parse::{Parsed, ResourceType};
+use super::node::ResourceType;
+use super::parse::Parsed;
 use crate::error::UsageError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

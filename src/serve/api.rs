@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
+use crate::datasets::klines::KLINES;
 use crate::market::Symbol;
-use crate::warehouse::{Kind, Param, Value, Warehouse, ident};
+use crate::warehouse::{Param, Value, Warehouse, ident};
 
 /// The candle intervals the page offers: one model table each.
 pub const INTERVALS: [(&str, &str); 5] = [
@@ -26,19 +27,18 @@ pub const INTERVALS: [(&str, &str); 5] = [
 pub const MAX_LIMIT: i64 = 10_000;
 const DEFAULT_LIMIT: i64 = 1_000;
 
-const COLUMNS: [&str; 11] = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-    "is_complete",
-];
+/// What a candle is answered with: the dataset's time and value columns as the TRADES_OHLC
+/// models keep them (no close time; the models' bucket is the open time's), and whether the
+/// bucket is complete.
+fn columns() -> Vec<&'static str> {
+    KLINES
+        .columns
+        .iter()
+        .map(|c| c.name)
+        .filter(|n| !KLINES.series.contains(n) && *n != "close_time")
+        .chain(["is_complete"])
+        .collect()
+}
 
 pub struct Api {
     pub wh: Arc<dyn Warehouse>,
@@ -70,12 +70,12 @@ pub(super) fn internal(e: anyhow::Error) -> ApiError {
 
 impl Api {
     pub(super) fn relation(&self, table: &str) -> String {
-        ident::relation(self.wh.kind(), &self.schema, table)
+        ident::relation(self.wh.dialect(), &self.schema, table)
     }
 
     /// The intervals whose table exists.
     async fn intervals(&self) -> anyhow::Result<Vec<&'static str>> {
-        let kind = self.wh.kind();
+        let kind = self.wh.dialect();
         let mut out = Vec::new();
         for (name, table) in INTERVALS {
             if self
@@ -100,7 +100,7 @@ pub async fn symbols(State(api): State<Arc<Api>>) -> Result<Json<JsonValue>, Api
     let table = table_of(first).expect("listed");
     let sql = format!(
         "SELECT DISTINCT {} FROM {} ORDER BY 1",
-        ident::quote(api.wh.kind(), "symbol"),
+        ident::quote(api.wh.dialect(), "symbol"),
         api.relation(table)
     );
     let rows = api.wh.query_bound(&sql, &[]).await.map_err(internal)?;
@@ -185,11 +185,8 @@ impl CandleQuery {
     /// `SELECT columns` of the newest `limit` candles of `[from, to)`, newest first; the
     /// values are bound parameters.
     pub(super) fn newest(&self, api: &Api, columns: &str, from: i64) -> (String, Vec<Param>) {
-        let (kind, ph) = (api.wh.kind(), |n: usize| api.wh.placeholder(n));
-        let ts = |n: usize| match kind {
-            Kind::Snowflake => format!("TO_TIMESTAMP_NTZ(CAST({} AS BIGINT), 3)", ph(n)),
-            _ => format!("to_timestamp(CAST({} AS BIGINT) / 1000.0)", ph(n)),
-        };
+        let (kind, ph) = (api.wh.dialect(), |n: usize| api.wh.placeholder(n));
+        let ts = |n: usize| kind.timestamp_from_ms(&ph(n));
         let sql = format!(
             "SELECT {columns} FROM {} WHERE {} = {} AND {ot} >= {} AND {ot} < {} ORDER BY {ot} DESC LIMIT {}",
             api.relation(self.table),
@@ -207,15 +204,15 @@ impl CandleQuery {
     /// the query of whole rows reads only the blocks from there on (DuckDB prunes by block;
     /// Postgres walks its range index either way).
     fn start_sql(&self, api: &Api) -> (String, Vec<Param>) {
-        let ot = ident::quote(api.wh.kind(), "open_time");
+        let ot = ident::quote(api.wh.dialect(), "open_time");
         let (inner, params) = self.newest(api, &ot, self.from);
         (format!("SELECT min({ot}) FROM ({inner}) AS newest"), params)
     }
 
     /// The candles themselves, from `start`.
     fn rows_sql(&self, api: &Api, start: i64) -> (String, Vec<Param>) {
-        let kind = api.wh.kind();
-        let columns = COLUMNS
+        let kind = api.wh.dialect();
+        let columns = columns()
             .iter()
             .map(|c| ident::quote(kind, c))
             .collect::<Vec<_>>()
@@ -311,7 +308,7 @@ pub(super) async fn known_symbol(api: &Api, table: &str, symbol: &Symbol) -> any
     let sql = format!(
         "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
         api.relation(table),
-        ident::quote(api.wh.kind(), "symbol"),
+        ident::quote(api.wh.dialect(), "symbol"),
         api.wh.placeholder(1)
     );
     let rows = api

@@ -56,7 +56,7 @@ pub async fn indicators(
                 "no indicators for this interval".into(),
             )
         })?;
-    let kind = api.wh.kind();
+    let kind = api.wh.dialect();
     let built = api
         .wh
         .relation(

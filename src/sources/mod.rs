@@ -70,11 +70,14 @@ pub struct Registration {
 /// Exchanges registered at run time, beside the ones built in.
 static REGISTERED: RwLock<Vec<Registration>> = RwLock::new(Vec::new());
 
-/// Adds an exchange (one registration line, where the program starts).
-pub fn register(r: Registration) {
+/// Adds an exchange (one registration line, where the program starts): its name becomes
+/// known to flags, stage keys and checkpoints, and runs open it through `r.open`.
+pub fn register(r: Registration) -> Result<(), String> {
+    Exchange::register(r.exchange)?;
     let mut all = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
     all.retain(|o| o.exchange != r.exchange);
     all.push(r);
+    Ok(())
 }
 
 /// Every exchange klines can read: the built-in ones, then the registered ones.

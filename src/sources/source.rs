@@ -1,7 +1,7 @@
 //! A source of klines: what the extractor needs from an exchange, and what the exchange can
 //! give (its capabilities), so a backfill, the closed-candle rule and the rollups need not
-//! know which exchange they run on. A new exchange is a module implementing [`KlineSource`]
-//! (plus its test server).
+//! know which exchange they run on. A new exchange is a folder implementing [`KlineSource`]
+//! (and, where it has them, `History` and `Live`) plus its registration.
 
 use async_trait::async_trait;
 
@@ -65,6 +65,18 @@ pub trait KlineSource: Send + Sync + std::fmt::Debug {
     /// Fails, naming them, unless every symbol exists and trades; may install the
     /// exchange's advertised rate limits.
     async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError>;
+
+    /// `klines debug`'s line on the symbols: each one's status, as the exchange gives it.
+    async fn symbols_report(&self, symbols: &[Symbol]) -> Result<String, ExchangeError> {
+        self.check_symbols(symbols).await?;
+        let names: Vec<&str> = symbols.iter().map(|s| s.as_str()).collect();
+        Ok(format!("{} online", names.join(", ")))
+    }
+
+    /// `klines debug`'s line on the rate limits the exchange advertised, if it does.
+    fn rate_limits_report(&self) -> Option<String> {
+        None
+    }
 
     /// The open time of the symbol's first candle, or `None` if it has none; `Some(i64::MIN)`
     /// when the exchange cannot tell (then the whole range is asked for, and empty pages are

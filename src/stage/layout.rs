@@ -97,7 +97,7 @@ pub fn parse_data_key(key: &str) -> Option<(Series, (i64, i64))> {
             let (e, rest) = r.split_once('/')?;
             (e.parse::<Exchange>().ok()?, rest)
         }
-        None => (Exchange::Binance, key),
+        None => (Exchange::BINANCE, key),
     };
     let legacy = rest.len() == key.len();
     let mut parts = rest.split('/');
@@ -159,7 +159,7 @@ mod tests {
 
     fn series(interval: Interval) -> Series {
         Series {
-            exchange: Exchange::Binance,
+            exchange: Exchange::BINANCE,
             market: Market::Spot,
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             interval,

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod manifest;
 pub mod parquet;
 pub mod repair;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};

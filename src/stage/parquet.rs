@@ -20,7 +20,7 @@ use arrow::array::{
     Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -29,55 +29,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::decimal::{PRECISION, SCALE};
-use crate::datasets::klines::KlineBatch;
+use crate::datasets::klines::{KLINES, KlineBatch};
 use crate::market::Series;
 
-pub const COLUMNS: [&str; 15] = [
-    "exchange",
-    "market",
-    "symbol",
-    "interval",
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-];
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| KLINES.arrow_schema());
 
-/// The columns an exchange may not report (NULL then).
-pub const FLOW: [&str; 4] = [
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-];
-
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let ts = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let dec = || DataType::Decimal128(PRECISION, SCALE);
-    Arc::new(Schema::new(
-        COLUMNS
-            .iter()
-            .map(|&name| {
-                let ty = match name {
-                    "exchange" | "market" | "symbol" | "interval" => DataType::Utf8,
-                    "open_time" | "close_time" => ts(),
-                    "trades" => DataType::Int64,
-                    _ => dec(),
-                };
-                Field::new(name, ty, FLOW.contains(&name))
-            })
-            .collect::<Vec<_>>(),
-    ))
-});
-
-/// The Arrow schema of staged klines.
+/// The Arrow schema of staged klines (`datasets::klines::KLINES`).
 pub fn schema() -> SchemaRef {
     Arc::clone(&SCHEMA)
 }
@@ -240,7 +197,7 @@ fn column<'a, T: 'static>(name: &str, batch: &'a RecordBatch, col: &str) -> anyh
         .with_context(|| format!("{name}: no column {col}"))?;
     // A flow column is all NULL (an exchange without it: read as zeros, written back as
     // NULL) or has no NULL at all.
-    if array.null_count() > 0 && !(FLOW.contains(&col) && array.null_count() == array.len()) {
+    if array.null_count() > 0 && !(KLINES.nullable().contains(&col) && array.null_count() == array.len()) {
         bail!("{name}: column {col} has nulls");
     }
     array
@@ -268,7 +225,7 @@ fn append(
     };
     if let (Some(m), Some(s), Some(i)) = (text("market")?, text("symbol")?, text("interval")?) {
         let exchange = match b.column_by_name("exchange") {
-            None => crate::market::Exchange::Binance,
+            None => crate::market::Exchange::BINANCE,
             Some(_) => text("exchange")?
                 .unwrap_or_default()
                 .parse()
@@ -346,7 +303,7 @@ mod tests {
 
     fn series() -> Series {
         Series {
-            exchange: crate::market::Exchange::Binance,
+            exchange: crate::market::Exchange::BINANCE,
             market: Market::Spot,
             symbol: Symbol::parse("ETHUSDT").unwrap(),
             interval: Interval::M1,
@@ -405,7 +362,7 @@ mod tests {
         k.taker_buy_base_volume.iter_mut().for_each(|v| *v = 0);
         k.taker_buy_quote_volume.iter_mut().for_each(|v| *v = 0);
         let s = Series {
-            exchange: crate::market::Exchange::Coinbase,
+            exchange: crate::market::Exchange::COINBASE,
             symbol: Symbol::parse("BTC-USD").unwrap(),
             ..series()
         };
@@ -420,7 +377,7 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        for c in FLOW {
+        for c in KLINES.nullable() {
             assert_eq!(batch.column_by_name(c).unwrap().null_count(), 5, "{c}");
         }
         assert_eq!(batch.column_by_name("volume").unwrap().null_count(), 0);

@@ -11,9 +11,10 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::Kind;
+use super::DialectRef;
 use super::ident::{literal, quote, relation};
-use super::raw::{ColType, sql_type, timestamp_literal};
+use super::dialect::timestamp_literal;
+use crate::datasets::ColType;
 
 /// One column's values.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,18 +41,16 @@ impl Column {
     }
 
     /// The column's SQL type on `kind`.
-    pub fn sql_type(&self, kind: Kind) -> &'static str {
-        match (self, kind) {
-            (Column::Text(_), k) => sql_type(k, ColType::Text),
-            (Column::Timestamp(_), k) => sql_type(k, ColType::Timestamp),
-            (Column::Int(_), _) => "BIGINT",
-            (Column::Double(_), Kind::Postgres) => "DOUBLE PRECISION",
-            (Column::Double(_), Kind::Snowflake) => "FLOAT",
-            (Column::Double(_), Kind::DuckDb) => "DOUBLE",
-        }
+    pub fn sql_type(&self, kind: DialectRef) -> &'static str {
+        kind.sql_type(match self {
+            Column::Text(_) => ColType::Text,
+            Column::Timestamp(_) => ColType::Timestamp,
+            Column::Int(_) => ColType::BigInt,
+            Column::Double(_) => ColType::Double,
+        })
     }
 
-    fn literal(&self, kind: Kind, i: usize) -> String {
+    fn literal(&self, kind: DialectRef, i: usize) -> String {
         match self {
             Column::Text(v) => literal(&v[i]),
             Column::Timestamp(v) => timestamp_literal(kind, v[i]),
@@ -76,7 +75,7 @@ impl Columns {
     }
 
     /// `CREATE TABLE` for these columns.
-    pub fn create_table(&self, kind: Kind, schema: &str, table: &str) -> String {
+    pub fn create_table(&self, kind: DialectRef, schema: &str, table: &str) -> String {
         let cols = self
             .names
             .iter()
@@ -88,7 +87,7 @@ impl Columns {
     }
 
     /// `INSERT ... VALUES` statements of at most `chunk` rows each.
-    pub fn inserts(&self, kind: Kind, schema: &str, table: &str, chunk: usize) -> Vec<String> {
+    pub fn inserts(&self, kind: DialectRef, schema: &str, table: &str, chunk: usize) -> Vec<String> {
         let names = self
             .names
             .iter()
@@ -123,7 +122,7 @@ impl Columns {
     /// literals: Snowflake (and fakesnow) parse it in a fraction of the time. `None` when a
     /// text value holds a backslash, which Snowflake's string literals would read as an escape.
     pub fn json_inserts(&self, schema: &str, table: &str, chunk: usize) -> Option<Vec<String>> {
-        let kind = Kind::Snowflake;
+        let kind = &crate::warehouse::snowflake::DIALECT;
         let texts_plain = self.columns.iter().all(|c| match c {
             Column::Text(v) => v.iter().all(|t| !t.contains('\\')),
             _ => true,
@@ -224,7 +223,7 @@ mod tests {
                 Column::Double(vec![0.1, f64::NAN, 1e-7]),
             ],
         };
-        let s = c.inserts(Kind::Postgres, "s", "t", 2);
+        let s = c.inserts(&crate::warehouse::postgres::DIALECT, "s", "t", 2);
         assert_eq!(s.len(), 2);
         assert!(
             s[0].contains("('A''B', CAST('1970-01-01 00:00:00+00:00' AS TIMESTAMPTZ), 0.1)"),
@@ -234,7 +233,7 @@ mod tests {
         assert!(s[0].ends_with("NULL)"), "{}", s[0]);
         assert!(s[1].ends_with("1e-7)"), "{}", s[1]);
         assert_eq!(
-            c.create_table(Kind::Postgres, "s", "t"),
+            c.create_table(&crate::warehouse::postgres::DIALECT, "s", "t"),
             "CREATE TABLE \"s\".\"t\" (\"symbol\" TEXT, \"open_time\" TIMESTAMPTZ, \"v\" DOUBLE PRECISION)"
         );
         assert_eq!(c.record_batch().unwrap().num_rows(), 3);

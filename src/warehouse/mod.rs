@@ -3,13 +3,10 @@
 //! Every adapter passes the same conformance suite (`tests/it/warehouse.rs`).
 
 pub mod append;
-#[cfg(feature = "duckdb")]
+pub mod dialect;
 pub mod duckdb;
 pub mod ident;
-pub mod pg_tls;
-pub mod pg_types;
 pub mod postgres;
-pub mod raw;
 pub mod snowflake;
 pub mod value;
 
@@ -20,89 +17,15 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use crate::config::profiles::{Output, Target};
-use crate::datasets::klines::KlineBatch;
-use crate::market::Series;
-use crate::stage::manifest::ManifestEntry;
 pub use append::{Column, Columns};
+pub use dialect::{Dialect, DialectRef, Swap};
 pub use value::{Rows, Value};
-
-/// Which warehouse: it decides SQL dialect details and identifier case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    DuckDb,
-    Postgres,
-    Snowflake,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::DuckDb => "duckdb",
-            Kind::Postgres => "postgres",
-            Kind::Snowflake => "snowflake",
-        }
-    }
-}
 
 /// What a relation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelationType {
     Table,
     View,
-}
-
-/// A staged file in a load batch.
-#[derive(Debug, Clone)]
-pub struct LoadFile {
-    pub entry: ManifestEntry,
-    /// When it was staged (the manifest entry's last-modified time), epoch ms.
-    pub staged_at: i64,
-}
-
-/// The klines of one series in a load batch, each with the index of the file it comes from.
-/// Open times are unique: overlapping files were resolved (newest wins) before.
-#[derive(Debug, Clone)]
-pub struct SeriesRows {
-    pub series: Series,
-    pub klines: KlineBatch,
-    pub file: Vec<u32>,
-}
-
-/// One transaction's worth of loading.
-#[derive(Debug, Clone, Default)]
-pub struct LoadBatch {
-    pub files: Vec<LoadFile>,
-    pub rows: Vec<SeriesRows>,
-    /// The batch's files overlap neither each other nor any loaded file: every row is new.
-    pub fresh: bool,
-    /// Rows of the batch's files that break a kline's invariants: recorded in
-    /// `raw.klines_rejected` in the same transaction, never loaded.
-    pub rejected: Vec<crate::load::quarantine::Rejected>,
-}
-
-impl LoadBatch {
-    pub fn row_count(&self) -> usize {
-        self.rows.iter().map(|r| r.klines.len()).sum()
-    }
-}
-
-/// What a load batch changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoadCounts {
-    pub inserted: u64,
-    /// Rows that existed with other values and were replaced by a newer file's.
-    pub replaced: u64,
-}
-
-/// A file in the load history: its key, content hash, series and open-time range.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LoadedFile {
-    pub path: String,
-    pub sha256: String,
-    pub series: Option<Series>,
-    pub start: i64,
-    pub end: i64,
 }
 
 /// A bound parameter of [`Warehouse::query_bound`].
@@ -114,7 +37,8 @@ pub enum Param {
 
 #[async_trait]
 pub trait Warehouse: Send + Sync {
-    fn kind(&self) -> Kind;
+    /// The SQL this warehouse speaks.
+    fn dialect(&self) -> DialectRef;
 
     /// Where it is, for messages (never with credentials).
     fn describe(&self) -> String;
@@ -132,7 +56,7 @@ pub trait Warehouse: Send + Sync {
     /// The `n`th (from 1) bound parameter's placeholder in this warehouse's SQL (`$n`; a
     /// number may come back more than once).
     fn placeholder(&self, n: usize) -> String {
-        format!("${n}")
+        self.dialect().placeholder(n)
     }
 
     /// Runs statements in one transaction: all of them or none. Returns rows affected each.
@@ -164,7 +88,7 @@ pub trait Warehouse: Send + Sync {
     /// The statements that insert `rows` for the default [`Warehouse::append`]: multi-row
     /// `INSERT ... VALUES`.
     fn insert_statements(&self, schema: &str, table: &str, rows: &Columns) -> Vec<String> {
-        rows.inserts(self.kind(), schema, table, 2000)
+        rows.inserts(self.dialect(), schema, table, 2000)
     }
 
     /// Whether `schema.name` exists, and as what (both cased as the warehouse stores them).
@@ -184,61 +108,27 @@ pub trait Warehouse: Send + Sync {
         }))
     }
 
-    /// Creates the raw schema, the raw klines table and the load history if missing.
-    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
-        self.transaction(&raw::ddl(self.kind(), raw_schema))
-            .await
-            .map(|_| ())
+    /// In one transaction: runs `before`, appends `rows` (Arrow record batches with the
+    /// table's columns, by name) to `into`, runs `after`, and commits; returns the rows each
+    /// statement of `after` affected. The loader's bulk path (DuckDB's appender, Postgres'
+    /// binary `COPY`); a warehouse that reads staged files itself instead has
+    /// [`Warehouse::staged_copy`].
+    async fn load_rows(
+        &self,
+        before: &[String],
+        into: &RowsInto,
+        rows: Vec<arrow::array::RecordBatch>,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let _ = (before, into, rows, after);
+        anyhow::bail!("{} loads staged files, not rows", self.describe())
     }
 
-    /// Brings raw tables written before the exchange was part of their key to today's (once;
-    /// see [`raw::migration`]). Returns the rows migrated, `None` when there was nothing to do.
-    /// True when the raw klines table was written before the exchange was part of its key.
-    async fn raw_needs_migration(&self, raw_schema: &str) -> anyhow::Result<bool> {
-        let klines = ident::relation(self.kind(), raw_schema, raw::KLINES);
-        let columns = self
-            .query(&format!("SELECT * FROM {klines} WHERE 1 = 0"))
-            .await?
-            .columns;
-        Ok(!columns.is_empty() && !columns.iter().any(|c| c.eq_ignore_ascii_case("exchange")))
+    /// The warehouse's own loading of staged files (Snowflake's `COPY INTO` from an external
+    /// stage), if it has one: then the loader hands it files instead of rows.
+    fn staged_copy(&self) -> Option<&dyn StagedCopy> {
+        None
     }
-
-    async fn migrate_raw(&self, raw_schema: &str) -> anyhow::Result<Option<u64>> {
-        if !self.raw_needs_migration(raw_schema).await? {
-            return Ok(None);
-        }
-        let k = self.kind();
-        let klines = ident::relation(k, raw_schema, raw::KLINES);
-        let rows = self
-            .query(&format!("SELECT count(*) FROM {klines}"))
-            .await?
-            .scalar()
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0) as u64;
-        tracing::warn!(
-            table = %klines,
-            rows,
-            "the raw tables were written before the exchange was part of their key: migrating them once (their rows are Binance's)"
-        );
-        self.transaction(&raw::migration(k, raw_schema))
-            .await
-            .with_context(|| format!("cannot migrate {klines} to the key with the exchange"))?;
-        Ok(Some(rows))
-    }
-
-    /// The files in the load history.
-    async fn loaded_files(&self, raw_schema: &str) -> anyhow::Result<Vec<LoadedFile>> {
-        let rows = self
-            .query(&raw::loaded_files_query(self.kind(), raw_schema))
-            .await?;
-        rows.rows.iter().map(raw::loaded_file).collect()
-    }
-
-    /// Loads a batch in one transaction: new klines are inserted, existing ones with other
-    /// values replaced when the batch's file is at least as new as theirs, and every file is
-    /// recorded in the load history. All of it, or nothing. When `batch.fresh` says no row can
-    /// exist yet, the rows may go straight into the raw table.
-    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts>;
 
     /// Takes the warehouse-side lock `key` (one `klines load` or model run per project and
     /// target at a time), waiting up to `wait` for another holder; held until the guard drops.
@@ -247,6 +137,54 @@ pub trait Warehouse: Send + Sync {
         let _ = (key, wait);
         Ok(LockGuard(None))
     }
+}
+
+/// Where [`Warehouse::load_rows`] appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowsInto {
+    /// A table of a schema.
+    Table { schema: String, name: String },
+    /// A temporary table of this session, created by a statement of `before`.
+    Session { name: String },
+}
+
+/// What `COPY INTO` reported for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub file: String,
+    pub status: String,
+    pub rows_loaded: Option<u64>,
+    pub first_error: Option<String>,
+}
+
+/// A warehouse that loads staged files itself, from the stage by their keys.
+#[async_trait]
+pub trait StagedCopy: Send + Sync {
+    /// Tables of its own beside the raw tables (created with them).
+    fn raw_setup(&self, raw_schema: &str) -> Vec<String> {
+        let _ = raw_schema;
+        Vec::new()
+    }
+
+    /// Statements of its own for the raw tables' migration (in the same transaction).
+    fn raw_migration(&self, raw_schema: &str) -> Vec<String> {
+        let _ = raw_schema;
+        Vec::new()
+    }
+
+    /// In one transaction: copies `files` (stage keys) into `table` by column name, hands
+    /// what it reported to `check` (an error rolls everything back), runs `after`, and
+    /// commits; returns the rows each statement of `after` answered.
+    async fn copy_files(
+        &self,
+        table: &str,
+        files: &[String],
+        check: &(dyn for<'c> Fn(&'c [Copied]) -> anyhow::Result<()> + Send + Sync),
+        after: &[String],
+    ) -> anyhow::Result<Vec<Rows>>;
+
+    /// A `MERGE`'s result as (inserted, updated) rows.
+    fn merge_counts(&self, rows: &Rows) -> (u64, u64);
 }
 
 /// A held warehouse lock; dropping it releases the lock.
@@ -265,7 +203,16 @@ pub struct LockBusy {
 
 /// `"schema"."name"` for this warehouse.
 pub fn relation_name(w: &dyn Warehouse, schema: &str, name: &str) -> String {
-    ident::relation(w.kind(), schema, name)
+    ident::relation(w.dialect(), schema, name)
+}
+
+/// The SQL a profile's output speaks.
+pub fn dialect_of(output: &Output) -> DialectRef {
+    match output {
+        Output::DuckDb(_) => &duckdb::DIALECT,
+        Output::Postgres(_) => &postgres::DIALECT,
+        Output::Snowflake(_) => &snowflake::DIALECT,
+    }
 }
 
 /// Connects to the target's warehouse. Relative DuckDB paths are from `project_dir`.

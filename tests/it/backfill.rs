@@ -437,7 +437,7 @@ fn a_second_backfill_of_a_locked_series_fails_clearly() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = klines::extract::state::StateStore::Dir(p.path().join("state"));
     let series = klines::market::Series {
-        exchange: klines::market::Exchange::Binance,
+        exchange: klines::market::Exchange::BINANCE,
         market: klines::market::Market::Spot,
         symbol: "ETHUSDT".parse().unwrap(),
         interval: klines::market::Interval::M1,

@@ -211,7 +211,7 @@ fn a_snowflake_raw_schema_and_s3_stage_of_the_release_before_are_carried_forward
     let decoded = klines::stage::parquet::decode(first_key, first_body.clone().into()).unwrap();
     let k = decoded.klines.get(0);
     let old_ddl: Vec<String> =
-        klines::warehouse::raw::ddl(klines::warehouse::Kind::Snowflake, "raw")
+        klines::load::raw::sql::ddl(&klines::warehouse::snowflake::DIALECT, "raw")
             .into_iter()
             .chain([landing_ddl("raw")])
             .map(|s| {
@@ -230,7 +230,7 @@ fn a_snowflake_raw_schema_and_s3_stage_of_the_release_before_are_carried_forward
             w.execute(s).await.unwrap();
         }
         let d = klines::decimal::format;
-        let ts = |ms: i64| klines::warehouse::raw::timestamp_literal(klines::warehouse::Kind::Snowflake, ms);
+        let ts = |ms: i64| klines::warehouse::dialect::timestamp_literal(&klines::warehouse::snowflake::DIALECT, ms);
         w.execute(&format!(
             "INSERT INTO RAW.KLINES VALUES ('spot', 'BTCUSDT', '1m', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'old.parquet', {}, {})",
             ts(k.open_time), d(k.open), d(k.high), d(k.low), d(k.close + 1), d(k.volume), ts(k.close_time),
@@ -281,8 +281,8 @@ fn a_snowflake_raw_schema_and_s3_stage_of_the_release_before_are_carried_forward
             .unwrap();
         w.query(&format!(
             "SELECT CLOSE FROM RAW.KLINES WHERE SYMBOL = 'BTCUSDT' AND OPEN_TIME = {}",
-            klines::warehouse::raw::timestamp_literal(
-                klines::warehouse::Kind::Snowflake,
+            klines::warehouse::dialect::timestamp_literal(
+                &klines::warehouse::snowflake::DIALECT,
                 k.open_time
             )
         ))

@@ -92,7 +92,7 @@ fn binance(market: Market) {
     config.retry.retry_base = std::time::Duration::from_millis(5);
     let source: Arc<dyn KlineSource> = Arc::new(BinanceClient::new(config).unwrap());
     let caps = source.capabilities();
-    assert_eq!(caps.exchange, klines::market::Exchange::Binance);
+    assert_eq!(caps.exchange, klines::market::Exchange::BINANCE);
     assert_eq!(caps.market, market);
     assert!(caps.flow_fields);
     assert_eq!(caps.empty_buckets, EmptyBuckets::Filler);
@@ -133,7 +133,7 @@ fn coinbase_is_a_kline_source() {
     let source: Arc<dyn KlineSource> =
         Arc::new(CoinbaseClient::new(CoinbaseConfig::new(&cb.url)).unwrap());
     let caps = source.capabilities();
-    assert_eq!(caps.exchange, klines::market::Exchange::Coinbase);
+    assert_eq!(caps.exchange, klines::market::Exchange::COINBASE);
     assert_eq!(caps.market, Market::Spot);
     assert!(!caps.flow_fields);
     assert_eq!(caps.empty_buckets, EmptyBuckets::Absent);

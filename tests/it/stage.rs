@@ -209,7 +209,7 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
         klines::extract::state::LEASE,
     );
     let series = klines::market::Series {
-        exchange: klines::market::Exchange::Binance,
+        exchange: klines::market::Exchange::BINANCE,
         market: klines::market::Market::Spot,
         symbol: "BTCUSDT".parse().unwrap(),
         interval: klines::market::Interval::M1,

@@ -1,6 +1,6 @@
 //! One conformance suite that every warehouse adapter runs: SQL, results with exact decimals
-//! and timestamps, transactions, relations, and the raw-table load with its exactly-once and
-//! newest-wins rules.
+//! and timestamps, transactions, relations, and the loader's raw layer over it (`load::raw`)
+//! with its exactly-once and newest-wins rules.
 
 use std::sync::Arc;
 
@@ -8,10 +8,11 @@ use klines::market::{Interval, Market, Symbol};
 use klines::datasets::klines::Kline;
 use klines::market::Series;
 use klines::stage::manifest::ManifestEntry;
-use klines::warehouse::raw::{ColType, sql_type};
-use klines::warehouse::{
-    Kind, LoadBatch, LoadFile, RelationType, SeriesRows, Value, Warehouse, relation_name,
-};
+use klines::datasets::ColType;
+use klines::warehouse::dialect::sql_type;
+use klines::load::batch::{LoadBatch, LoadFile, SeriesRows};
+use klines::load::raw;
+use klines::warehouse::{RelationType, Value, Warehouse, relation_name};
 
 use crate::support::*;
 
@@ -33,7 +34,7 @@ fn kline(t: i64, close: i128) -> Kline {
 
 fn series() -> Series {
     Series {
-        exchange: klines::market::Exchange::Binance,
+        exchange: klines::market::Exchange::BINANCE,
         market: Market::Spot,
         symbol: Symbol::parse("BTCUSDT").unwrap(),
         interval: Interval::M1,
@@ -101,7 +102,7 @@ async fn count(wh: &dyn Warehouse, sql: &str) -> i64 {
 
 /// The suite. `stage` is where an adapter that loads from files (Snowflake) finds them.
 pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::Stage>) {
-    let kind = wh.kind();
+    let kind = wh.dialect();
     let w = wh.as_ref();
     // SQL and typed results.
     w.execute("CREATE SCHEMA IF NOT EXISTS conf").await.unwrap();
@@ -200,9 +201,9 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
 
     // The raw layer. Batches never hold overlapping files (the loader's rule): newer files come
     // in later batches and win.
-    w.ensure_raw("raw").await.unwrap();
-    w.ensure_raw("raw").await.unwrap();
-    assert!(w.loaded_files("raw").await.unwrap().is_empty());
+    raw::ensure(w, "raw").await.unwrap();
+    raw::ensure(w, "raw").await.unwrap();
+    assert!(raw::loaded_files(w, "raw").await.unwrap().is_empty());
     let raw = relation_name(w, "raw", "klines");
     let t0 = ms("2024-01-01");
     let m = 60_000;
@@ -225,7 +226,7 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
         false,
     )
     .await;
-    let c = w.load("raw", &a).await.unwrap();
+    let c = raw::load(w, "raw", &a).await.unwrap();
     assert_eq!((c.inserted, c.replaced), (2, 0));
     let b = batch(
         stage,
@@ -239,13 +240,13 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
         false,
     )
     .await;
-    let c = w.load("raw", &b).await.unwrap();
+    let c = raw::load(w, "raw", &b).await.unwrap();
     assert_eq!((c.inserted, c.replaced), (1, 1));
     assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 3);
     let close = |t: i64| {
         let sql = format!(
             "SELECT close, _file FROM {raw} WHERE open_time = {}",
-            klines::warehouse::raw::timestamp_literal(kind, t)
+            klines::warehouse::dialect::timestamp_literal(kind, t)
         );
         async move { w.query(&sql).await.unwrap().rows[0].clone() }
     };
@@ -263,8 +264,7 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
     assert_eq!(all.rows[0][0].to_scaled(8), Some(10i128.pow(38) - 1));
     assert_eq!(all.rows[0][1].to_scaled(8), Some(123_456_789_012_345_678));
     assert_eq!(all.rows[0][2].as_i64(), Some(7));
-    let mut loaded: Vec<String> = w
-        .loaded_files("raw")
+    let mut loaded: Vec<String> = raw::loaded_files(w, "raw")
         .await
         .unwrap()
         .into_iter()
@@ -274,9 +274,9 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
     assert_eq!(loaded, ["a.parquet", "b.parquet"]);
 
     // The same rows again: nothing changes, the history is not duplicated.
-    let again = w.load("raw", &b).await.unwrap();
+    let again = raw::load(w, "raw", &b).await.unwrap();
     assert_eq!((again.inserted, again.replaced), (0, 0));
-    assert_eq!(w.loaded_files("raw").await.unwrap().len(), 2);
+    assert_eq!(raw::loaded_files(w, "raw").await.unwrap().len(), 2);
 
     // A newer file with a corrected value replaces it; an older one does not.
     let newer = batch(
@@ -285,14 +285,14 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
         false,
     )
     .await;
-    assert_eq!(w.load("raw", &newer).await.unwrap().replaced, 1);
+    assert_eq!(raw::load(w, "raw", &newer).await.unwrap().replaced, 1);
     let older = batch(
         stage,
         vec![f("old.parquet", t0, t0 + m, 500, vec![kline(t0, 99)])],
         false,
     )
     .await;
-    assert_eq!(w.load("raw", &older).await.unwrap().replaced, 0);
+    assert_eq!(raw::load(w, "raw", &older).await.unwrap().replaced, 0);
     let row = close(t0).await;
     assert_eq!(
         (row[0].to_scaled(8), row[1].as_str()),
@@ -321,7 +321,7 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
         true,
     )
     .await;
-    assert_eq!(w.load("raw", &fresh).await.unwrap().inserted, 2);
+    assert_eq!(raw::load(w, "raw", &fresh).await.unwrap().inserted, 2);
     assert_eq!(count(w, &format!("SELECT count(*) FROM {raw}")).await, 5);
     assert_eq!(close(t0 + 11 * m).await[1].as_str(), Some("e.parquet"));
     // A batch that wrongly claims to be fresh either fails whole or merges correctly; it never
@@ -332,11 +332,11 @@ pub async fn conformance(wh: Arc<dyn Warehouse>, stage: Option<&klines::stage::S
         true,
     )
     .await;
-    match w.load("raw", &clash).await {
+    match raw::load(w, "raw", &clash).await {
         Err(_) => {
             assert_eq!(close(t0).await[0].to_scaled(8), Some(11));
             assert_eq!(
-                w.loaded_files("raw").await.unwrap().len(),
+                raw::loaded_files(w, "raw").await.unwrap().len(),
                 6,
                 "a failed load left history behind"
             );
@@ -429,7 +429,7 @@ async fn postgres_passes_the_warehouse_conformance_suite() {
             .await
             .unwrap(),
     );
-    assert_eq!(wh.kind(), Kind::Postgres);
+    assert_eq!(wh.dialect().name(), "postgres");
     conformance(wh, None).await;
 }
 

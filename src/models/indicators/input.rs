@@ -4,9 +4,9 @@
 use anyhow::{Context, bail};
 use serde_json::Value as Json;
 
-use super::super::parse::Node;
+use crate::models::node::Node;
 use crate::warehouse::ident::{literal, quote};
-use crate::warehouse::raw::timestamp_literal;
+use crate::warehouse::dialect::timestamp_literal;
 use crate::warehouse::{Value, Warehouse};
 
 /// The input's columns, by role.
@@ -84,7 +84,7 @@ impl Input {
         from: Option<i64>,
         limit: Option<usize>,
     ) -> anyhow::Result<Bars> {
-        let k = wh.kind();
+        let k = wh.dialect();
         let since = from
             .map(|t| {
                 format!(
@@ -148,7 +148,7 @@ impl Input {
 
     /// The series (batch keys) of the self.
     pub async fn keys(&self, wh: &dyn Warehouse) -> anyhow::Result<Vec<String>> {
-        let k = wh.kind();
+        let k = wh.dialect();
         let rows = wh
             .query(&format!(
                 "SELECT DISTINCT {} FROM (\n{}\n) AS klines_input ORDER BY 1",

@@ -23,9 +23,9 @@ use self::compute::{Carried, Params, Series};
 use self::input::{Bars, Input, to_f64};
 use super::changes::{self, Feed};
 use super::materialize;
-use super::parse::Node;
+use crate::models::node::Node;
 use crate::warehouse::ident::{literal, quote};
-use crate::warehouse::raw::timestamp_literal;
+use crate::warehouse::dialect::timestamp_literal;
 use crate::warehouse::{Column, Columns, RelationType, Value, Warehouse};
 
 /// Bars read per query in a full build (config `read_rows`, default 100,000).
@@ -163,7 +163,7 @@ impl Run<'_> {
 
     async fn full(&self, p: &Params, input: &Input, grain: i64) -> anyhow::Result<(u64, String)> {
         let (wh, node) = (self.wh, self.node);
-        let kind = wh.kind();
+        let kind = wh.dialect();
         let marks = self.marks(p).await?;
         let (tmp_name, tmp) = materialize::clear_tmp(wh, node).await?;
         wh.execute(
@@ -237,7 +237,7 @@ impl Run<'_> {
         grain: i64,
     ) -> anyhow::Result<(u64, String)> {
         let (wh, node) = (self.wh, self.node);
-        let kind = wh.kind();
+        let kind = wh.dialect();
         // The changes and the watermarks from one read of each parent: a change that lands
         // after it is past the watermark, and processed next time.
         let mut first_change: std::collections::BTreeMap<String, i64> = Default::default();
@@ -314,7 +314,7 @@ impl Run<'_> {
         key: &str,
         t: i64,
     ) -> anyhow::Result<Option<Series>> {
-        let kind = self.wh.kind();
+        let kind = self.wh.dialect();
         let (kq, tq) = (quote(kind, &input.key), quote(kind, &input.time));
         // The bar, the EMAs, the carried state (in `STATE`'s order) and the signal.
         let mut cols = vec!["bar_index".to_string()];

@@ -5,7 +5,9 @@
 //! the new socket before dropping the old one, so nothing is missed.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
@@ -192,7 +194,7 @@ impl Reader {
                 Ok(Message::Kline(e)) => {
                     self.tell(LiveEvent::Seen(e.event_time));
                     let series = Series {
-                        exchange: Exchange::Binance,
+                        exchange: Exchange::BINANCE,
                         market: self.market,
                         symbol: e.symbol.clone(),
                         interval: e.interval,

@@ -8,6 +8,7 @@ pub mod json;
 pub mod live;
 pub mod ratelimit;
 pub mod rest;
+mod source;
 pub mod ws;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::sources::{Registration, Settings, Source};
 pub const DEFAULT_BASE_URL: &str = "https://data-api.binance.vision";
 
 pub const REGISTRATION: Registration = Registration {
-    exchange: Exchange::Binance,
+    exchange: Exchange::BINANCE,
     open,
 };
 

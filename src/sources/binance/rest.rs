@@ -134,6 +134,16 @@ impl BinanceClient {
         &self.limiter
     }
 
+    /// Requests, retries, weight spent and rate-limited answers so far.
+    pub fn source_stats(&self) -> crate::sources::source::SourceStats {
+        crate::sources::source::SourceStats {
+            requests: self.stats.requests.load(Ordering::Relaxed),
+            retries: self.stats.retries.load(Ordering::Relaxed),
+            weight: self.stats.weight.load(Ordering::Relaxed),
+            rate_limited: self.limiter.stats().rejected,
+        }
+    }
+
     /// `GET /api/v3/time`: the exchange's clock, which decides which candles are closed.
     pub async fn server_time(&self) -> Result<i64, ExchangeError> {
         let path = self.config.market.time_path();
@@ -443,57 +453,6 @@ impl BinanceClient {
             code,
             msg,
         }))
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::sources::KlineSource for BinanceClient {
-    fn capabilities(&self) -> crate::sources::Capabilities {
-        crate::sources::Capabilities {
-            exchange: crate::market::Exchange::Binance,
-            market: self.config.market,
-            page_limit: self.config.market.page_limit(),
-            flow_fields: true,
-            empty_buckets: crate::sources::source::EmptyBuckets::Filler,
-            closed_by_server_time: true,
-            rate_limits: crate::sources::source::RateLimits::AdvertisedWeight,
-        }
-    }
-
-    async fn server_time(&self) -> Result<i64, ExchangeError> {
-        BinanceClient::server_time(self).await
-    }
-
-    async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError> {
-        BinanceClient::check_symbols(self, symbols).await.map(|_| ())
-    }
-
-    async fn first_open_time(
-        &self,
-        symbol: &Symbol,
-        interval: Interval,
-    ) -> Result<Option<i64>, ExchangeError> {
-        BinanceClient::first_open_time(self, symbol, interval).await
-    }
-
-    async fn klines(
-        &self,
-        symbol: &Symbol,
-        interval: Interval,
-        start: i64,
-        end: i64,
-        out: &mut KlineBatch,
-    ) -> Result<usize, ExchangeError> {
-        BinanceClient::klines(self, symbol, interval, start, end, out).await
-    }
-
-    fn stats(&self) -> crate::sources::source::SourceStats {
-        crate::sources::source::SourceStats {
-            requests: self.stats.requests.load(Ordering::Relaxed),
-            retries: self.stats.retries.load(Ordering::Relaxed),
-            weight: self.stats.weight.load(Ordering::Relaxed),
-            rate_limited: self.limiter.stats().rejected,
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::sources::{Registration, Settings, Source};
 pub const DEFAULT_BASE_URL: &str = "https://api.exchange.coinbase.com";
 
 pub const REGISTRATION: Registration = Registration {
-    exchange: Exchange::Coinbase,
+    exchange: Exchange::COINBASE,
     open,
 };
 

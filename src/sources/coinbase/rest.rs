@@ -237,7 +237,7 @@ const RATE_STEP: f64 = 0.02;
 impl KlineSource for CoinbaseClient {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            exchange: Exchange::Coinbase,
+            exchange: Exchange::COINBASE,
             market: Market::Spot,
             page_limit: PAGE,
             flow_fields: false,

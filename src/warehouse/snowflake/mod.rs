@@ -5,11 +5,14 @@
 //! transaction, mark each row with its file, `MERGE` into the raw table and record the load
 //! history: exactly once per row, whatever Snowflake's own 64-day load metadata remembers.
 
+pub mod dialect;
 pub mod jwt;
 pub mod results;
 pub mod session;
-pub mod setup;
+
 pub mod snowpipe;
+
+pub use dialect::DIALECT;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +23,9 @@ use serde_json::Value as Json;
 use tokio::sync::Semaphore;
 
 use super::ident::{literal, quote, relation};
-use super::raw::{self, ColType, sql_type, timestamp_literal};
-use super::{Kind, LoadBatch, LoadCounts, Param, RelationType, Rows, Warehouse};
+use super::{Copied, Dialect, DialectRef, Param, RelationType, Rows, StagedCopy, Warehouse};
+use crate::datasets::ColType;
+use crate::datasets::klines::KLINES;
 use crate::config::profiles::SnowflakeOutput;
 use session::{Auth, LoginSpec, Session};
 
@@ -193,16 +197,17 @@ pub const LANDING: &str = "klines_landing";
 
 /// DDL of the landing table.
 pub fn landing_ddl(raw_schema: &str) -> String {
-    let k = Kind::Snowflake;
-    let cols = raw::STAGED
+    let k = &DIALECT;
+    let cols = KLINES
+        .columns
         .iter()
-        .map(|(n, t)| format!("{} {}", quote(k, n), sql_type(k, *t)))
+        .map(|c| format!("{} {}", quote(k, c.name), k.sql_type(c.ty)))
         .chain([
-            format!("{} {}", quote(k, "_file"), sql_type(k, ColType::Text)),
+            format!("{} {}", quote(k, "_file"), k.sql_type(ColType::Text)),
             format!(
                 "{} {}",
                 quote(k, "_staged_at"),
-                sql_type(k, ColType::Timestamp)
+                k.sql_type(ColType::Timestamp)
             ),
         ])
         .collect::<Vec<_>>()
@@ -213,108 +218,12 @@ pub fn landing_ddl(raw_schema: &str) -> String {
     )
 }
 
-/// Statements that give every row of `table` the file (and its staging time) whose series and
-/// open-time range hold it. The batch's files do not overlap, so each row has one.
-pub fn attribute_files(table: &str, batch: &LoadBatch) -> String {
-    let k = Kind::Snowflake;
-    let q = |c: &str| quote(k, c);
-    let values = batch
-        .files
-        .iter()
-        .map(|f| {
-            let e = &f.entry;
-            format!(
-                "({}, {}, {}, {}, {}, {}, {}, {})",
-                literal(&e.path),
-                literal(e.exchange.as_str()),
-                literal(e.market.as_str()),
-                literal(e.symbol.as_str()),
-                literal(e.interval.as_str()),
-                timestamp_literal(k, e.start),
-                timestamp_literal(k, e.end),
-                timestamp_literal(k, f.staged_at)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "UPDATE {table} SET {file} = f.{path}, {sa} = f.{staged}, {x} = f.{x} FROM (VALUES {values}) AS f ({path}, {x}, {m}, {s}, {i}, {rs}, {re}, {staged}) \
-         WHERE ({table}.{x} IS NULL OR {table}.{x} = f.{x}) AND {table}.{m} = f.{m} AND {table}.{s} = f.{s} AND {table}.{i} = f.{i} AND {table}.{ot} >= f.{rs} AND {table}.{ot} < f.{re}",
-        file = q("_file"),
-        sa = q("_staged_at"),
-        path = q("path"),
-        staged = q("staged"),
-        x = q("exchange"),
-        m = q("market"),
-        s = q("symbol"),
-        i = q("interval"),
-        rs = q("range_start"),
-        re = q("range_end"),
-        ot = q("open_time"),
-    )
-}
 
-/// Reads a MERGE result: (inserted, updated).
-pub fn merge_counts(rows: &Rows) -> LoadCounts {
-    let get = |name: &str| {
-        rows.column(name)
-            .and_then(|i| rows.rows.first().and_then(|r| r.get(i)))
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0)
-            .max(0) as u64
-    };
-    LoadCounts {
-        inserted: get("number of rows inserted"),
-        replaced: get("number of rows updated"),
-    }
-}
-
-/// Checks COPY's result rows: every file LOADED with the rows its manifest entry announced.
-fn check_copy(rows: &Rows, batch: &LoadBatch, chunk: &[usize]) -> anyhow::Result<()> {
-    let col = |n: &str| rows.column(n);
-    let (Some(file), Some(status)) = (col("file"), col("status")) else {
-        bail!(
-            "COPY INTO loaded no file (Snowflake: {:?})",
-            rows.rows.first()
-        );
-    };
-    let loaded = col("rows_loaded");
-    let first_error = col("first_error");
-    for &i in chunk {
-        let e = &batch.files[i].entry;
-        let row = rows.rows.iter().find(|r| {
-            r[file]
-                .as_str()
-                .is_some_and(|f| f == e.path || f.ends_with(&format!("/{}", e.path)))
-        });
-        let Some(row) = row else {
-            bail!("{}: COPY INTO did not report this file", e.path);
-        };
-        let st = row[status].as_str().unwrap_or_default();
-        if !st.eq_ignore_ascii_case("LOADED") {
-            let why = first_error
-                .and_then(|c| row[c].as_str())
-                .unwrap_or("no error given");
-            bail!("{}: COPY INTO says {st}: {why}", e.path);
-        }
-        if let Some(c) = loaded
-            && row[c].as_i64().is_some_and(|n| n as u64 != e.rows)
-        {
-            bail!(
-                "{}: COPY INTO loaded {} rows, the manifest says {}",
-                e.path,
-                row[c],
-                e.rows
-            );
-        }
-    }
-    Ok(())
-}
 
 #[async_trait]
 impl Warehouse for Snowflake {
-    fn kind(&self) -> Kind {
-        Kind::Snowflake
+    fn dialect(&self) -> DialectRef {
+        &crate::warehouse::snowflake::DIALECT
     }
 
     fn describe(&self) -> String {
@@ -360,7 +269,7 @@ impl Warehouse for Snowflake {
         rows: &crate::warehouse::Columns,
     ) -> Vec<String> {
         rows.json_inserts(schema, table, 5_000)
-            .unwrap_or_else(|| rows.inserts(Kind::Snowflake, schema, table, 2_000))
+            .unwrap_or_else(|| rows.inserts(&crate::warehouse::snowflake::DIALECT, schema, table, 2_000))
     }
 
     /// Views are looked up in `information_schema.views` too: Snowflake lists them in both
@@ -387,103 +296,110 @@ impl Warehouse for Snowflake {
         }))
     }
 
-    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
-        let mut ddl = raw::ddl(Kind::Snowflake, raw_schema);
-        ddl.push(landing_ddl(raw_schema));
-        for st in &ddl {
-            self.run(st, &[]).await?;
-        }
-        Ok(())
+    fn staged_copy(&self) -> Option<&dyn StagedCopy> {
+        Some(self)
+    }
+}
+
+/// Snowflake reads the staged files itself, through the external stage over the klines S3
+/// stage (`stage:` of the profile), by `COPY INTO ... FILES = (...)`, 1000 files a statement.
+#[async_trait]
+impl StagedCopy for Snowflake {
+    /// Snowpipe's landing table, beside the raw tables.
+    fn raw_setup(&self, raw_schema: &str) -> Vec<String> {
+        vec![landing_ddl(raw_schema)]
     }
 
-    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
+    /// The landing table gains the exchange column too (pipes made before leave it NULL; the
+    /// merge fills it in).
+    fn raw_migration(&self, raw_schema: &str) -> Vec<String> {
+        let k = self.dialect();
+        vec![format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+            relation(k, raw_schema, LANDING),
+            quote(k, "exchange"),
+            k.sql_type(ColType::Text)
+        )]
+    }
+
+    async fn copy_files(
+        &self,
+        table: &str,
+        files: &[String],
+        check: &(dyn for<'c> Fn(&'c [Copied]) -> anyhow::Result<()> + Send + Sync),
+        after: &[String],
+    ) -> anyhow::Result<Vec<Rows>> {
         let stage = self.stage.as_deref().context(
             "the Snowflake output has no `stage:`: Snowflake loads from an external stage over the klines S3 stage (see `klines setup snowflake`)",
         )?;
-        let k = Kind::Snowflake;
-        let incoming_name = format!(
-            "klines_incoming_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let incoming = relation(k, raw_schema, &incoming_name);
-        let cols = raw::incoming_columns()
-            .iter()
-            .map(|(n, t)| {
-                // Files staged before the exchange column have none: attribute_files sets it.
-                let null = if n.starts_with('_') || *n == "exchange" || raw::NULLABLE.contains(n) {
-                    ""
-                } else {
-                    " NOT NULL"
-                };
-                format!("{} {}{null}", quote(k, n), sql_type(k, *t))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Transient: no Time Travel or Fail-safe for a scratch table. Not TEMPORARY, as fakesnow
-        // cannot COPY INTO one.
-        self.run(&format!("CREATE TRANSIENT TABLE {incoming} ({cols})"), &[])
-            .await?;
-        let loaded_at = crate::time::now_ms();
-        let result = async {
-            let (mut s, _permit) = self.session().await?;
-            let files: Vec<usize> = (0..batch.files.len()).collect();
-            let mut statements = Vec::new();
+        let (mut s, _permit) = self.session().await?;
+        // COPY results are checked before the commit: run the COPYs, check, then the rest.
+        let r = async {
+            s.begin().await?;
+            let mut copied = Vec::with_capacity(files.len());
             for chunk in files.chunks(1000) {
-                let list = chunk.iter().map(|&i| literal(&batch.files[i].entry.path)).collect::<Vec<_>>().join(", ");
-                statements.push(format!(
-                    "COPY INTO {incoming} FROM @{stage} FILES = ({list}) FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE) \
-                     MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
-                ));
+                let list = chunk.iter().map(|f| literal(f)).collect::<Vec<_>>().join(", ");
+                let (rows, _) = s
+                    .query(
+                        &format!(
+                            "COPY INTO {table} FROM @{stage} FILES = ({list}) FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE) \
+                             MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                copied.extend(copy_report(&rows)?);
             }
-            let copies = statements.len();
-            statements.push(attribute_files(&incoming, batch));
-            // Rows that break a kline's invariants (found when klines checked the files) stay
-            // out of the merge and are recorded instead.
-            for chunk in batch.rejected.chunks(500) {
-                let cond = chunk
-                    .iter()
-                    .map(|r| format!("({} = {} AND {} = {})", quote(k, "_file"), literal(&r.file), quote(k, "open_time"), timestamp_literal(k, r.open_time)))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                statements.push(format!("DELETE FROM {incoming} WHERE {cond}"));
+            check(&copied)?;
+            let mut out = Vec::with_capacity(after.len());
+            for st in after {
+                out.push(s.query(st, &[]).await?.0);
             }
-            statements.extend(crate::load::quarantine::insert(k, raw_schema, &batch.rejected, loaded_at));
-            statements.push(raw::merge_statement(k, raw_schema, &incoming, loaded_at));
-            statements.extend(raw::history_insert(k, raw_schema, batch, loaded_at));
-            // COPY results are checked before the commit: run the COPYs, check, then the rest.
-            let r = async {
-                s.begin().await?;
-                for (n, chunk) in files.chunks(1000).enumerate() {
-                    let (rows, _) = s.query(&statements[n], &[]).await?;
-                    check_copy(&rows, batch, chunk)?;
-                }
-                let mut counts = LoadCounts::default();
-                for st in &statements[copies..] {
-                    let (rows, _) = s.query(st, &[]).await?;
-                    if st.starts_with("MERGE") {
-                        counts = merge_counts(&rows);
-                    }
-                }
-                Ok::<_, anyhow::Error>(counts)
-            }
-            .await;
-            let r = match r {
-                Ok(counts) => s.end(true).await.map(|()| counts),
-                Err(e) => {
-                    let _ = s.end(false).await;
-                    Err(e)
-                }
-            };
-            self.put_back(s);
-            r
+            Ok::<_, anyhow::Error>(out)
         }
         .await;
-        if let Err(e) = self
-            .run(&format!("DROP TABLE IF EXISTS {incoming}"), &[])
-            .await
-        {
-            tracing::warn!(table = %incoming, error = %format!("{e:#}"), "could not drop the load's table");
-        }
-        result
+        let r = match r {
+            Ok(rows) => s.end(true).await.map(|()| rows),
+            Err(e) => {
+                let _ = s.end(false).await;
+                Err(e)
+            }
+        };
+        self.put_back(s);
+        r
     }
+
+    /// `number of rows inserted`, `number of rows updated`.
+    fn merge_counts(&self, rows: &Rows) -> (u64, u64) {
+        let get = |name: &str| {
+            rows.column(name)
+                .and_then(|i| rows.rows.first().and_then(|r| r.get(i)))
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0)
+                .max(0) as u64
+        };
+        (get("number of rows inserted"), get("number of rows updated"))
+    }
+}
+
+/// COPY's result rows, one per file.
+fn copy_report(rows: &Rows) -> anyhow::Result<Vec<Copied>> {
+    let col = |n: &str| rows.column(n);
+    let (Some(file), Some(status)) = (col("file"), col("status")) else {
+        bail!(
+            "COPY INTO loaded no file (Snowflake: {:?})",
+            rows.rows.first()
+        );
+    };
+    let (loaded, first_error) = (col("rows_loaded"), col("first_error"));
+    Ok(rows
+        .rows
+        .iter()
+        .map(|r| Copied {
+            file: r[file].as_str().unwrap_or_default().to_string(),
+            status: r[status].as_str().unwrap_or_default().to_string(),
+            rows_loaded: loaded.and_then(|c| r[c].as_i64()).map(|n| n.max(0) as u64),
+            first_error: first_error.and_then(|c| r[c].as_str()).map(str::to_string),
+        })
+        .collect())
 }

@@ -15,11 +15,19 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::ident::{literal, quote, relation};
-use super::pg_tls as tls;
-use super::pg_types::{DateDays, Numeric8, NumericValue, TimestampMs, TimestampUs};
-use super::raw::{self, ColType, INCOMING};
-use super::{Kind, LoadBatch, LoadCounts, Param, Rows, Value, Warehouse};
+use crate::warehouse::ident::{literal, quote, relation};
+mod copy;
+pub mod dialect;
+pub mod tls;
+pub mod types;
+
+use copy::{copy_columns, copy_record_batches};
+
+pub use dialect::DIALECT;
+use types::{DateDays, Numeric8, NumericValue, TimestampMs, TimestampUs};
+use crate::warehouse::{DialectRef, Param, Rows, RowsInto, Value, Warehouse};
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use crate::config::profiles::PostgresOutput;
 
 pub struct Postgres {
@@ -280,8 +288,8 @@ fn value(row: &tokio_postgres::Row, i: usize) -> anyhow::Result<Value> {
 
 #[async_trait]
 impl Warehouse for Postgres {
-    fn kind(&self) -> Kind {
-        Kind::Postgres
+    fn dialect(&self) -> DialectRef {
+        &crate::warehouse::postgres::DIALECT
     }
 
     fn describe(&self) -> String {
@@ -294,7 +302,7 @@ impl Warehouse for Postgres {
         let outcome = unless_cancelled(async {
             let t = Instant::now();
             let result = client.execute(sql, &[]).await.pg();
-            super::log_sql(t, sql);
+            crate::warehouse::log_sql(t, sql);
             result
         })
         .await;
@@ -332,7 +340,7 @@ impl Warehouse for Postgres {
                 Err(e) => Err(e),
             }
             .pg();
-            super::log_sql(t, sql);
+            crate::warehouse::log_sql(t, sql);
             result
         })
         .await;
@@ -360,18 +368,18 @@ impl Warehouse for Postgres {
             for s in statements {
                 let t = Instant::now();
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
-                super::log_sql(t, s);
+                crate::warehouse::log_sql(t, s);
             }
             let t = Instant::now();
             tx.commit().await.pg()?;
-            super::log_sql(t, "COMMIT");
+            crate::warehouse::log_sql(t, "COMMIT");
             Ok(counts)
         })
         .await;
         self.settle(client, token, outcome).await
     }
 
-    async fn lock(&self, key: &str, wait: Duration) -> anyhow::Result<super::LockGuard> {
+    async fn lock(&self, key: &str, wait: Duration) -> anyhow::Result<crate::warehouse::LockGuard> {
         // A connection of its own, outside the pool: the session-level lock lives as long as
         // it does, and the server releases it if klines dies.
         let client = self.new_client().await?;
@@ -384,7 +392,7 @@ impl Warehouse for Postgres {
                 .pg()?
                 .get(0);
             if got {
-                return Ok(super::LockGuard(Some(Box::new(client))));
+                return Ok(crate::warehouse::LockGuard(Some(Box::new(client))));
             }
             if started.elapsed().is_zero() || started.elapsed() < Duration::from_millis(300) {
                 tracing::info!(lock = key, "another klines command holds the lock; waiting");
@@ -407,7 +415,7 @@ impl Warehouse for Postgres {
                         format!(" (Postgres backend pid {pid}, {app}, statement since {since})")
                     })
                     .unwrap_or_default();
-                return Err(super::LockBusy {
+                return Err(crate::warehouse::LockBusy {
                     key: key.to_string(),
                     target: self.describe.clone(),
                     holder,
@@ -419,32 +427,12 @@ impl Warehouse for Postgres {
         }
     }
 
-    async fn ensure_raw(&self, raw_schema: &str) -> anyhow::Result<()> {
-        // Serialized: concurrent CREATE ... IF NOT EXISTS can still collide in Postgres.
-        let mut statements = vec![format!(
-            "SELECT pg_advisory_xact_lock(hashtext({}))",
-            literal(&format!("klines.ddl.{raw_schema}"))
-        )];
-        statements.extend(raw::ddl(Kind::Postgres, raw_schema));
-        let (mut client, _permit) = self.client().await?;
-        let result = async {
-            let tx = client.transaction().await.pg()?;
-            for s in &statements {
-                tx.batch_execute(s).await.pg()?;
-            }
-            tx.commit().await.pg()
-        }
-        .await;
-        self.put_back(client);
-        result
-    }
-
     async fn append(
         &self,
         before: &[String],
         schema: &str,
         table: &str,
-        rows: &super::Columns,
+        rows: &crate::warehouse::Columns,
         after: &[String],
     ) -> anyhow::Result<Vec<u64>> {
         let (mut client, _permit) = self.client().await?;
@@ -455,15 +443,15 @@ impl Warehouse for Postgres {
             for s in before {
                 let t = Instant::now();
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
-                super::log_sql(t, s);
+                crate::warehouse::log_sql(t, s);
             }
             if rows.rows() > 0 {
-                copy_columns(&tx, &relation(Kind::Postgres, schema, table), rows).await?;
+                copy_columns(&tx, &relation(&crate::warehouse::postgres::DIALECT, schema, table), rows).await?;
             }
             for s in after {
                 let t = Instant::now();
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
-                super::log_sql(t, s);
+                crate::warehouse::log_sql(t, s);
             }
             tx.commit().await.pg()?;
             Ok(counts)
@@ -472,211 +460,40 @@ impl Warehouse for Postgres {
         self.settle(client, token, outcome).await
     }
 
-    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
-        let loaded_at = crate::time::now_ms();
-        let statements = raw::batch_statements(Kind::Postgres, raw_schema, batch, loaded_at);
+    async fn load_rows(
+        &self,
+        before: &[String],
+        into: &RowsInto,
+        rows: Vec<RecordBatch>,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let k = self.dialect();
+        let table = match into {
+            RowsInto::Table { schema, name } => relation(k, schema, name),
+            RowsInto::Session { name } => quote(k, name),
+        };
         let (mut client, _permit) = self.client().await?;
         let token = client.cancel_token();
         let outcome = unless_cancelled(async {
             let tx = client.transaction().await.pg()?;
-            // One load at a time per raw schema.
-            tx.execute(
-                &format!(
-                    "SELECT pg_advisory_xact_lock(hashtext({}))",
-                    literal(&format!("klines.load.{raw_schema}"))
-                ),
-                &[],
-            )
-            .await
-            .pg()?;
-            if batch.fresh {
-                copy_in(
-                    &tx,
-                    &relation(Kind::Postgres, raw_schema, raw::KLINES),
-                    batch,
-                    Some(loaded_at),
-                )
-                .await?;
-            } else {
-                tx.batch_execute(&format!(
-                    "{}; TRUNCATE {}",
-                    raw::create_incoming(Kind::Postgres),
-                    quote(Kind::Postgres, INCOMING)
-                ))
-                .await
-                .pg()?;
-                copy_in(&tx, &quote(Kind::Postgres, INCOMING), batch, None).await?;
-                tx.batch_execute(&format!("ANALYZE {}", quote(Kind::Postgres, INCOMING)))
-                    .await
-                    .pg()?;
+            for s in before {
+                let t = Instant::now();
+                tx.execute(s.as_str(), &[]).await.pg()?;
+                crate::warehouse::log_sql(t, s);
             }
-            let mut counts = Vec::with_capacity(statements.len());
-            for s in &statements {
+            copy_record_batches(&tx, &table, &rows).await?;
+            let mut counts = Vec::with_capacity(after.len());
+            for s in after {
+                let t = Instant::now();
                 counts.push(tx.execute(s.as_str(), &[]).await.pg()?);
+                crate::warehouse::log_sql(t, s);
             }
             crate::failpoint::hit("load.mid_batch");
             tx.commit().await.pg()?;
             crate::failpoint::hit("load.after_commit");
-            Ok(if batch.fresh {
-                LoadCounts {
-                    inserted: batch.row_count() as u64,
-                    replaced: 0,
-                }
-            } else {
-                LoadCounts {
-                    replaced: counts[0],
-                    inserted: counts[1],
-                }
-            })
+            Ok(counts)
         })
         .await;
         self.settle(client, token, outcome).await
     }
-}
-
-/// Streams computed columns with binary COPY into `table`.
-async fn copy_columns(
-    tx: &tokio_postgres::Transaction<'_>,
-    table: &str,
-    rows: &super::Columns,
-) -> anyhow::Result<()> {
-    use super::Column;
-    let types: Vec<Type> = rows
-        .columns
-        .iter()
-        .map(|c| match c {
-            Column::Text(_) => Type::TEXT,
-            Column::Timestamp(_) => Type::TIMESTAMPTZ,
-            Column::Int(_) => Type::INT8,
-            Column::Double(_) => Type::FLOAT8,
-        })
-        .collect();
-    let names = rows
-        .names
-        .iter()
-        .map(|n| quote(Kind::Postgres, n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let t = Instant::now();
-    let sink = tx
-        .copy_in(&format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)"))
-        .await
-        .pg()?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    pin_mut!(writer);
-    // Typed once per column, so that a row is only references.
-    enum Typed<'a> {
-        Text(&'a [String]),
-        Time(Vec<TimestampMs>),
-        Int(&'a [i64]),
-        Double(Vec<Option<f64>>),
-    }
-    let typed: Vec<Typed> = rows
-        .columns
-        .iter()
-        .map(|c| match c {
-            Column::Text(v) => Typed::Text(v),
-            Column::Timestamp(v) => Typed::Time(v.iter().map(|&t| TimestampMs(t)).collect()),
-            Column::Int(v) => Typed::Int(v),
-            Column::Double(v) => Typed::Double(v.iter().map(|x| x.is_finite().then_some(*x)).collect()),
-        })
-        .collect();
-    let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(typed.len());
-    for i in 0..rows.rows() {
-        refs.clear();
-        for c in &typed {
-            refs.push(match c {
-                Typed::Text(v) => &v[i],
-                Typed::Time(v) => &v[i],
-                Typed::Int(v) => &v[i],
-                Typed::Double(v) => &v[i],
-            });
-        }
-        writer.as_mut().write(&refs).await.pg()?;
-    }
-    writer.finish().await.pg()?;
-    super::log_sql(t, &format!("COPY {table} FROM STDIN (FORMAT binary)"));
-    Ok(())
-}
-
-/// Streams the batch with binary COPY into `table`: the incoming table, or the raw table
-/// itself (then with `_loaded_at`).
-async fn copy_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    table: &str,
-    batch: &LoadBatch,
-    loaded_at: Option<i64>,
-) -> anyhow::Result<()> {
-    let columns = if loaded_at.is_some() {
-        raw::raw_columns()
-    } else {
-        raw::incoming_columns()
-    };
-    let types: Vec<Type> = columns
-        .iter()
-        .map(|(_, t)| match t {
-            ColType::Text => Type::TEXT,
-            ColType::Timestamp => Type::TIMESTAMPTZ,
-            ColType::Decimal => Type::NUMERIC,
-            ColType::BigInt => Type::INT8,
-        })
-        .collect();
-    let names = columns
-        .iter()
-        .map(|(n, _)| quote(Kind::Postgres, n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {table} ({names}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .pg()?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    pin_mut!(writer);
-    let loaded = TimestampMs(loaded_at.unwrap_or(0));
-    for rows in &batch.rows {
-        let (exchange, market, symbol, interval) = (
-            rows.series.exchange.as_str(),
-            rows.series.market.as_str(),
-            rows.series.symbol.as_str(),
-            rows.series.interval.as_str(),
-        );
-        let k = &rows.klines;
-        // NULL for an exchange that does not report them.
-        let flow = rows.series.exchange.flow_fields();
-        let opt = |v: i128| flow.then_some(Numeric8(v));
-        for i in 0..k.len() {
-            let file = &batch.files[rows.file[i] as usize];
-            let (quote_volume, trades, taker_base, taker_quote) = (
-                opt(k.quote_volume[i]),
-                flow.then_some(k.trades[i]),
-                opt(k.taker_buy_base_volume[i]),
-                opt(k.taker_buy_quote_volume[i]),
-            );
-            let values: [&(dyn ToSql + Sync); 18] = [
-                &exchange,
-                &market,
-                &symbol,
-                &interval,
-                &TimestampMs(k.open_time[i]),
-                &Numeric8(k.open[i]),
-                &Numeric8(k.high[i]),
-                &Numeric8(k.low[i]),
-                &Numeric8(k.close[i]),
-                &Numeric8(k.volume[i]),
-                &TimestampMs(k.close_time[i]),
-                &quote_volume,
-                &trades,
-                &taker_base,
-                &taker_quote,
-                &file.entry.path.as_str(),
-                &TimestampMs(file.staged_at),
-                &loaded,
-            ];
-            writer.as_mut().write(&values[..columns.len()]).await.pg()?;
-        }
-    }
-    writer.finish().await.pg()?;
-    Ok(())
 }

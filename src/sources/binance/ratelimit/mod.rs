@@ -18,84 +18,14 @@
 //! at any speed, whatever else the machine is doing.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Epoch milliseconds: a starting point, then tokio's monotonic clock. In production the start
-/// is this machine's clock; tests start it anywhere and pause tokio's time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    origin_ms: i64,
-    origin: tokio::time::Instant,
-}
+mod limits;
 
-impl Clock {
-    /// This machine's clock.
-    pub fn system() -> Clock {
-        Clock::starting_at(system_ms())
-    }
-
-    /// A clock that reads `ms` now and advances with tokio's time.
-    pub fn starting_at(ms: i64) -> Clock {
-        Clock {
-            origin_ms: ms,
-            origin: tokio::time::Instant::now(),
-        }
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        self.origin_ms + self.origin.elapsed().as_millis() as i64
-    }
-
-    /// Sleeps until the clock reads `ms`.
-    pub async fn sleep_until(&self, ms: i64) {
-        let wait = (ms - self.now_ms()).max(0) as u64;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-    }
-}
-
+pub use crate::clock::Clock;
+pub use limits::{LimitKind, RateLimit, used_weight_headers};
 use reqwest::header::HeaderMap;
 use tokio::sync::Notify;
-
-/// What a window counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitKind {
-    /// `REQUEST_WEIGHT`: the weight of each request.
-    Weight,
-    /// `RAW_REQUESTS`: one per request.
-    Raw,
-}
-
-/// One limit from exchangeInfo's `rateLimits`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub kind: LimitKind,
-    /// Window length in milliseconds (`intervalNum` times `interval`).
-    pub window_ms: i64,
-    pub limit: u32,
-}
-
-impl RateLimit {
-    /// Reads one `rateLimits` entry; limits klines does not pace by (ORDERS) give `None`.
-    pub fn from_exchange(kind: &str, interval: &str, num: u32, limit: u32) -> Option<RateLimit> {
-        let kind = match kind {
-            "REQUEST_WEIGHT" => LimitKind::Weight,
-            "RAW_REQUESTS" => LimitKind::Raw,
-            _ => return None,
-        };
-        let unit = match interval {
-            "SECOND" => 1_000,
-            "MINUTE" => 60_000,
-            "HOUR" => 3_600_000,
-            "DAY" => 86_400_000,
-            _ => return None,
-        };
-        (num > 0 && limit > 0).then_some(RateLimit {
-            kind,
-            window_ms: unit * num as i64,
-            limit,
-        })
-    }
-}
 
 /// Counters for the run summary.
 #[derive(Debug, Default, Clone, Copy)]
@@ -149,13 +79,6 @@ pub struct Ticket {
     /// Windows for which this request is the probe.
     probes: Vec<usize>,
     sent_at_ms: i64,
-}
-
-fn system_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 enum Wait {
@@ -384,43 +307,6 @@ impl Drop for Ticket {
     }
 }
 
-/// The current epoch milliseconds on this machine's clock.
-pub fn wall_clock_ms() -> i64 {
-    system_ms()
-}
-
-/// Reads `X-MBX-USED-WEIGHT-<n><unit>` headers as (window length in ms, used weight).
-pub fn used_weight_headers(headers: &HeaderMap) -> Vec<(i64, u32)> {
-    let mut out = Vec::new();
-    for (name, value) in headers {
-        let Some(suffix) = name.as_str().strip_prefix("x-mbx-used-weight-") else {
-            continue;
-        };
-        let Some(unit) = suffix.chars().last() else {
-            continue;
-        };
-        let unit_ms = match unit.to_ascii_lowercase() {
-            's' => 1_000,
-            'm' => 60_000,
-            'h' => 3_600_000,
-            'd' => 86_400_000,
-            _ => continue,
-        };
-        let Ok(n) = suffix[..suffix.len() - 1].parse::<i64>() else {
-            continue;
-        };
-        let Some(used) = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        else {
-            continue;
-        };
-        out.push((n * unit_ms, used));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,26 +318,6 @@ mod tests {
             window_ms,
             limit,
         }
-    }
-
-    #[test]
-    fn reads_binance_limits_and_headers() {
-        assert_eq!(
-            RateLimit::from_exchange("REQUEST_WEIGHT", "MINUTE", 1, 6000),
-            Some(weight(6000, 60_000))
-        );
-        assert_eq!(
-            RateLimit::from_exchange("REQUEST_WEIGHT", "SECOND", 10, 100),
-            Some(weight(100, 10_000))
-        );
-        assert_eq!(RateLimit::from_exchange("ORDERS", "SECOND", 10, 100), None);
-        let mut h = HeaderMap::new();
-        h.insert("x-mbx-used-weight-1m", HeaderValue::from_static("1234"));
-        h.insert("x-mbx-used-weight-10s", HeaderValue::from_static("7"));
-        h.insert("x-mbx-used-weight", HeaderValue::from_static("1234"));
-        let mut got = used_weight_headers(&h);
-        got.sort();
-        assert_eq!(got, vec![(10_000, 7), (60_000, 1234)]);
     }
 
     /// A limiter whose clock starts `offset_ms` into a window of `window_ms`, on tokio's

@@ -9,15 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
-use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
 
-use super::ident::quote;
-use super::raw::{self, INCOMING};
-use super::{Kind, LoadBatch, LoadCounts, Param, Rows, Warehouse};
 use crate::config::profiles::SettingValue;
-use crate::stage::parquet;
+use crate::warehouse::{DialectRef, Param, Rows, RowsInto, Warehouse};
 
 pub struct DuckDb {
     conn: Arc<Mutex<duckdb::Connection>>,
@@ -154,7 +150,7 @@ fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::R
                 .map_err(db_err)
                 .with_context(|| format!("in: {}", first_line(s)))? as u64,
         );
-        super::log_sql(t, s);
+        crate::warehouse::log_sql(t, s);
     }
     Ok(counts)
 }
@@ -162,7 +158,7 @@ fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::R
 fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
     let t = Instant::now();
     tx.commit().map_err(db_err)?;
-    super::log_sql(t, "COMMIT");
+    crate::warehouse::log_sql(t, "COMMIT");
     Ok(())
 }
 
@@ -193,61 +189,11 @@ fn query_bound_rows(conn: &duckdb::Connection, sql: &str, params: &[Param]) -> a
     Ok(rows)
 }
 
-/// The incoming table's record batch: the staged columns, then `_file` and `_staged_at`, and
-/// `_loaded_at` when the rows go straight into the raw table.
-fn incoming_batch(
-    batch: &LoadBatch,
-    i: usize,
-    loaded_at: Option<i64>,
-) -> anyhow::Result<RecordBatch> {
-    let rows = &batch.rows[i];
-    let staged = parquet::to_record_batch(&rows.series, &rows.klines)?;
-    let files: ArrayRef = Arc::new(StringArray::from_iter_values(
-        rows.file
-            .iter()
-            .map(|&f| batch.files[f as usize].entry.path.as_str()),
-    ));
-    let staged_at: ArrayRef = Arc::new(
-        TimestampMillisecondArray::from_iter_values(
-            rows.file.iter().map(|&f| batch.files[f as usize].staged_at),
-        )
-        .with_timezone("UTC"),
-    );
-    let mut fields: Vec<Field> = staged
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("_file", DataType::Utf8, false));
-    fields.push(Field::new(
-        "_staged_at",
-        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        false,
-    ));
-    let mut columns = staged.columns().to_vec();
-    columns.push(files);
-    columns.push(staged_at);
-    if let Some(t) = loaded_at {
-        fields.push(Field::new(
-            "_loaded_at",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ));
-        columns.push(Arc::new(
-            TimestampMillisecondArray::from_value(t, rows.klines.len()).with_timezone("UTC"),
-        ));
-    }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
 
 #[async_trait]
 impl Warehouse for DuckDb {
-    fn kind(&self) -> Kind {
-        Kind::DuckDb
+    fn dialect(&self) -> DialectRef {
+        &crate::warehouse::duckdb::DIALECT
     }
 
     fn describe(&self) -> String {
@@ -259,7 +205,7 @@ impl Warehouse for DuckDb {
         self.with(move |c| {
             let t = Instant::now();
             let n = c.execute(&sql, []).map_err(db_err)? as u64;
-            super::log_sql(t, &sql);
+            crate::warehouse::log_sql(t, &sql);
             Ok(n)
         })
         .await
@@ -270,7 +216,7 @@ impl Warehouse for DuckDb {
         self.with(move |c| {
             let t = Instant::now();
             let rows = query_rows(c, &sql)?;
-            super::log_sql(t, &sql);
+            crate::warehouse::log_sql(t, &sql);
             Ok(rows)
         })
         .await
@@ -281,7 +227,7 @@ impl Warehouse for DuckDb {
         self.with(move |c| {
             let t = Instant::now();
             let rows = query_bound_rows(c, &sql, &params)?;
-            super::log_sql(t, &sql);
+            crate::warehouse::log_sql(t, &sql);
             Ok(rows)
         })
         .await
@@ -303,14 +249,14 @@ impl Warehouse for DuckDb {
         before: &[String],
         schema: &str,
         table: &str,
-        rows: &super::Columns,
+        rows: &crate::warehouse::Columns,
         after: &[String],
     ) -> anyhow::Result<Vec<u64>> {
         let batch = rows.record_batch()?;
         let (before, after) = (before.to_vec(), after.to_vec());
         let (schema, table) = (
-            super::ident::fold(Kind::DuckDb, schema),
-            super::ident::fold(Kind::DuckDb, table),
+            crate::warehouse::ident::fold(&crate::warehouse::duckdb::DIALECT, schema),
+            crate::warehouse::ident::fold(&crate::warehouse::duckdb::DIALECT, table),
         );
         self.with(move |c| {
             let tx = c.transaction()?;
@@ -327,49 +273,32 @@ impl Warehouse for DuckDb {
         .await
     }
 
-    async fn load(&self, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
-        let loaded_at = crate::time::now_ms();
-        let direct = batch.fresh.then_some(loaded_at);
-        let record_batches = (0..batch.rows.len())
-            .map(|i| incoming_batch(batch, i, direct))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let statements = raw::batch_statements(Kind::DuckDb, raw_schema, batch, loaded_at);
-        let rows = batch.row_count() as u64;
-        let fresh = batch.fresh;
-        let raw_schema = raw_schema.to_string();
+    async fn load_rows(
+        &self,
+        before: &[String],
+        into: &RowsInto,
+        rows: Vec<RecordBatch>,
+        after: &[String],
+    ) -> anyhow::Result<Vec<u64>> {
+        let (before, after, into) = (before.to_vec(), after.to_vec(), into.clone());
         self.with(move |c| {
             let tx = c.transaction()?;
+            execute_all(&tx, &before)?;
             {
-                let mut appender = if fresh {
-                    tx.appender_to_db(raw::KLINES, &raw_schema)?
-                } else {
-                    tx.execute_batch(&format!(
-                        "{}; DELETE FROM {}",
-                        raw::create_incoming(Kind::DuckDb),
-                        quote(Kind::DuckDb, INCOMING)
-                    ))?;
-                    tx.appender_to_catalog_and_db(INCOMING, "temp", "main")?
+                let mut appender = match &into {
+                    RowsInto::Table { schema, name } => tx.appender_to_db(name, schema)?,
+                    RowsInto::Session { name } => tx.appender_to_catalog_and_db(name, "temp", "main")?,
                 };
-                for rb in record_batches {
+                for rb in rows {
                     appender.append_record_batch(rb)?;
                 }
                 appender.flush()?;
             }
-            let counts = execute_all(&tx, &statements)?;
+            let counts = execute_all(&tx, &after)?;
             crate::failpoint::hit("load.mid_batch");
             commit(tx)?;
             crate::failpoint::hit("load.after_commit");
-            Ok(if fresh {
-                LoadCounts {
-                    inserted: rows,
-                    replaced: 0,
-                }
-            } else {
-                LoadCounts {
-                    replaced: counts[0],
-                    inserted: counts[1],
-                }
-            })
+            Ok(counts)
         })
         .await
     }

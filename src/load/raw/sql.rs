@@ -1,47 +1,24 @@
-//! The raw layer every adapter keeps: `<raw>.klines` (the staged columns plus `_file`,
-//! `_staged_at`, `_loaded_at`; unique on exchange, market, symbol, interval, open_time) and
-//! `<raw>.klines_load_history` (one row per loaded file), and the SQL that merges a load
-//! batch into them. Raw tables written before the exchange was part of the key are migrated
-//! once ([`migration`]): their rows are Binance's.
+//! The raw layer's SQL, written once over the klines declaration ([`KLINES`]) and a dialect:
+//! `<raw>.klines` (the staged columns plus `_file`, `_staged_at`, `_loaded_at`; unique on the
+//! declaration's key), `<raw>.klines_load_history` (one row per loaded file), the statements
+//! that merge a load batch into them, and the migration of raw tables written before the
+//! exchange was part of the key (their rows are Binance's).
 
-use super::ident::{literal, quote, relation};
-use super::{Kind, LoadBatch, LoadedFile};
+pub use crate::datasets::ColType;
+use crate::datasets::klines::KLINES as DATASET;
+use crate::load::batch::{LoadBatch, LoadedFile};
 use crate::market::Series;
-use crate::time::format_ms;
+use crate::warehouse::DialectRef;
+use crate::warehouse::dialect::{sql_type, timestamp_literal};
+use crate::warehouse::ident::{literal, quote, relation};
 
-pub const KLINES: &str = "klines";
-pub const LOAD_HISTORY: &str = "klines_load_history";
+pub const KLINES: &str = DATASET.name;
+pub const LOAD_HISTORY: &str = DATASET.history;
 /// The session table a batch is bulk-loaded into before it is merged.
-pub const INCOMING: &str = "klines_incoming";
+pub const INCOMING: &str = DATASET.incoming;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColType {
-    Text,
-    Timestamp,
-    Decimal,
-    BigInt,
-}
-
-/// The staged columns, in file order.
-pub const STAGED: [(&str, ColType); 15] = [
-    ("exchange", ColType::Text),
-    ("market", ColType::Text),
-    ("symbol", ColType::Text),
-    ("interval", ColType::Text),
-    ("open_time", ColType::Timestamp),
-    ("open", ColType::Decimal),
-    ("high", ColType::Decimal),
-    ("low", ColType::Decimal),
-    ("close", ColType::Decimal),
-    ("volume", ColType::Decimal),
-    ("close_time", ColType::Timestamp),
-    ("quote_volume", ColType::Decimal),
-    ("trades", ColType::BigInt),
-    ("taker_buy_base_volume", ColType::Decimal),
-    ("taker_buy_quote_volume", ColType::Decimal),
-];
-
-/// The load history's columns (besides `load_id`), in order.
+/// The load history's columns (besides `load_id`), in order: the file, its series (the
+/// declaration's series columns) and its range.
 const HISTORY: [(&str, ColType); 11] = [
     ("file", ColType::Text),
     ("sha256", ColType::Text),
@@ -56,92 +33,62 @@ const HISTORY: [(&str, ColType); 11] = [
     ("loaded_at", ColType::Timestamp),
 ];
 
+/// The staged columns, in file order.
+pub fn staged() -> Vec<(&'static str, ColType)> {
+    DATASET.columns.iter().map(|c| (c.name, c.ty)).collect()
+}
+
 /// The natural key.
-pub const KEY: [&str; 5] = ["exchange", "market", "symbol", "interval", "open_time"];
+const KEY: &[&str] = DATASET.key;
 
 /// Columns of the incoming table: the staged ones, then the file and when it was staged.
 pub fn incoming_columns() -> Vec<(&'static str, ColType)> {
-    let mut c = STAGED.to_vec();
+    let mut c = staged();
     c.push(("_file", ColType::Text));
     c.push(("_staged_at", ColType::Timestamp));
     c
 }
 
-pub fn sql_type(kind: Kind, ty: ColType) -> &'static str {
-    match (kind, ty) {
-        (Kind::Postgres, ColType::Text) => "TEXT",
-        (_, ColType::Text) => "VARCHAR",
-        // UTC by convention: the session's TIMEZONE is UTC.
-        (Kind::Snowflake, ColType::Timestamp) => "TIMESTAMP_NTZ",
-        (_, ColType::Timestamp) => "TIMESTAMPTZ",
-        (Kind::Postgres, ColType::Decimal) => "NUMERIC(38,8)",
-        (Kind::Snowflake, ColType::Decimal) => "NUMBER(38,8)",
-        (_, ColType::Decimal) => "DECIMAL(38,8)",
-        (_, ColType::BigInt) => "BIGINT",
-    }
+/// Whether a column may be NULL: a flow field an exchange does not report.
+pub fn nullable(column: &str) -> bool {
+    DATASET
+        .columns
+        .iter()
+        .any(|c| c.name == column && c.nullable)
 }
 
-/// Columns an exchange may not report (Coinbase): NULL there.
-pub const NULLABLE: [&str; 4] = crate::stage::parquet::FLOW;
-
-fn column_defs(kind: Kind, cols: &[(&str, ColType)]) -> String {
+fn column_defs(kind: DialectRef, cols: &[(&str, ColType)]) -> String {
     cols.iter()
         .map(|(n, t)| {
-            let null = if NULLABLE.contains(n) { "" } else { " NOT NULL" };
+            let null = if nullable(n) { "" } else { " NOT NULL" };
             format!("{} {}{null}", quote(kind, n), sql_type(kind, *t))
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn list(kind: Kind, cols: &[&str], prefix: &str) -> String {
+fn list(kind: DialectRef, cols: &[&str], prefix: &str) -> String {
     cols.iter()
         .map(|c| format!("{prefix}{}", quote(kind, c)))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// A timestamp literal every adapter reads as UTC.
-pub fn timestamp_literal(kind: Kind, ms: i64) -> String {
-    let ty = sql_type(kind, ColType::Timestamp);
-    let offset = if kind == Kind::Snowflake {
-        ""
-    } else {
-        "+00:00"
-    };
-    let text = format_ms(ms).replace('T', " ").replace('Z', offset);
-    format!("CAST({} AS {ty})", literal(&text))
-}
-
 /// DDL for the raw schema and its two tables (idempotent).
-pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
+pub fn ddl(kind: DialectRef, raw_schema: &str) -> Vec<String> {
     let klines = raw_columns();
     let seq = relation(kind, raw_schema, "klines_load_id");
-    let load_id = match kind {
-        // Snowflake: an ORDERed identity (fakesnow cannot run `DEFAULT seq.NEXTVAL`, and
-        // ORDER keeps ids increasing, which model watermarks rely on).
-        Kind::Snowflake => format!(
-            "{} BIGINT NOT NULL {SNOWFLAKE_IDENTITY}",
-            quote(kind, "load_id")
-        ),
-        _ => format!(
-            "{} BIGINT NOT NULL DEFAULT nextval({})",
-            quote(kind, "load_id"),
-            literal(&seq)
-        ),
-    };
+    let (load_id, before) = kind.identity("load_id", &seq);
     let mut out = vec![
         format!("CREATE SCHEMA IF NOT EXISTS {}", quote(kind, raw_schema)),
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
             relation(kind, raw_schema, KLINES),
             column_defs(kind, &klines),
-            list(kind, &KEY, "")
+            list(kind, KEY, "")
         ),
     ];
-    if kind != Kind::Snowflake {
-        out.push(format!("CREATE SEQUENCE IF NOT EXISTS {seq}"));
-    }
+    out.extend(before);
     out.push(format!(
         "CREATE TABLE IF NOT EXISTS {} ({load_id}, {}, PRIMARY KEY ({}))",
         relation(kind, raw_schema, LOAD_HISTORY),
@@ -151,11 +98,8 @@ pub fn ddl(kind: Kind, raw_schema: &str) -> Vec<String> {
     out
 }
 
-/// Snowflake's column identity clause for increasing ids.
-pub const SNOWFLAKE_IDENTITY: &str = "AUTOINCREMENT START 1 INCREMENT 1 ORDER";
-
 /// `CREATE TEMP TABLE` for the incoming rows (DuckDB and Postgres).
-pub fn create_incoming(kind: Kind) -> String {
+pub fn create_incoming(kind: DialectRef) -> String {
     format!(
         "CREATE TEMP TABLE IF NOT EXISTS {} ({})",
         quote(kind, INCOMING),
@@ -166,16 +110,12 @@ pub fn create_incoming(kind: Kind) -> String {
 /// The statements that merge the incoming table into the raw table and record the batch's
 /// files, for warehouses with `UPDATE ... FROM` (DuckDB, Postgres). The first returns the
 /// replaced rows, the second the inserted ones.
-pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
+pub fn merge(kind: DialectRef, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
     let target = relation(kind, raw_schema, KLINES);
     let table = quote(kind, KLINES);
     let incoming = quote(kind, INCOMING);
     let now = timestamp_literal(kind, loaded_at_ms);
-    let values: Vec<&str> = STAGED
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !KEY.contains(n))
-        .collect();
+    let values = DATASET.values();
     let set = values
         .iter()
         .chain(["_file", "_staged_at"].iter())
@@ -194,7 +134,7 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
         .map(|c| format!("{table}.{q} IS DISTINCT FROM s.{q}", q = quote(kind, c)))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let staged_cols: Vec<&str> = STAGED.iter().map(|(n, _)| *n).collect();
+    let staged_cols = DATASET.column_names();
     let mut statements = vec![
         format!(
             "UPDATE {target} SET {set} FROM {incoming} AS s WHERE {} AND {table}.{sa} <= s.{sa} AND ({differs})",
@@ -221,7 +161,7 @@ pub fn merge(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64)
 /// `INSERT` of the batch's files into the load history, skipping files already recorded (a
 /// concurrent load of the same file).
 pub fn history_insert(
-    kind: Kind,
+    kind: DialectRef,
     raw_schema: &str,
     batch: &LoadBatch,
     loaded_at_ms: i64,
@@ -268,7 +208,7 @@ pub fn history_insert(
 /// The statements that follow a batch's rows into the warehouse (DuckDB and Postgres): the
 /// load-history insert for a fresh batch, else the merge's update and insert (whose counts are
 /// read by position, first); then the rejected rows' insert.
-pub fn batch_statements(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
+pub fn batch_statements(kind: DialectRef, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
     let mut out: Vec<String> = if batch.fresh {
         history_insert(kind, raw_schema, batch, loaded_at_ms).into_iter().collect()
     } else {
@@ -280,15 +220,11 @@ pub fn batch_statements(kind: Kind, raw_schema: &str, batch: &LoadBatch, loaded_
 
 /// Snowflake's `MERGE` of `incoming` (a table with the incoming columns) into the raw table:
 /// the same rules as [`merge`], in one statement that reports inserted and updated rows.
-pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_ms: i64) -> String {
+pub fn merge_statement(kind: DialectRef, raw_schema: &str, incoming: &str, loaded_at_ms: i64) -> String {
     let target = relation(kind, raw_schema, KLINES);
     let now = timestamp_literal(kind, loaded_at_ms);
     let q = |c: &str| quote(kind, c);
-    let values: Vec<&str> = STAGED
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !KEY.contains(n))
-        .collect();
+    let values = DATASET.values();
     let on = KEY
         .iter()
         .map(|c| format!("r.{} = s.{}", q(c), q(c)))
@@ -306,7 +242,7 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
         .chain([format!("{} = {now}", q("_loaded_at"))])
         .collect::<Vec<_>>()
         .join(", ");
-    let staged_cols: Vec<&str> = STAGED.iter().map(|(n, _)| *n).collect();
+    let staged_cols = DATASET.column_names();
     format!(
         "MERGE INTO {target} AS r USING {incoming} AS s ON {on} \
          WHEN MATCHED AND r.{sa} <= s.{sa} AND ({differs}) THEN UPDATE SET {set} \
@@ -323,7 +259,7 @@ pub fn merge_statement(kind: Kind, raw_schema: &str, incoming: &str, loaded_at_m
 }
 
 /// The query listing the load history's files.
-pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
+pub fn loaded_files_query(kind: DialectRef, raw_schema: &str) -> String {
     // What a LoadedFile holds: file, sha256, exchange, market, symbol, interval, range_start,
     // range_end.
     let cols: Vec<&str> = HISTORY[..8].iter().map(|(n, _)| *n).collect();
@@ -335,7 +271,7 @@ pub fn loaded_files_query(kind: Kind, raw_schema: &str) -> String {
 }
 
 /// A row of [`loaded_files_query`].
-pub fn loaded_file(r: &Vec<super::Value>) -> anyhow::Result<LoadedFile> {
+pub fn loaded_file(r: &[crate::warehouse::Value]) -> anyhow::Result<LoadedFile> {
     let text = |i: usize| {
         r.get(i)
             .and_then(|v| v.as_str())
@@ -364,7 +300,7 @@ pub fn loaded_file(r: &Vec<super::Value>) -> anyhow::Result<LoadedFile> {
 /// and the rows come back as Binance's; the load history gains the column (Binance's too).
 /// One transaction where the warehouse has them (Snowflake commits each DDL statement, so a
 /// failure there leaves `klines_migrating` holding the rows).
-pub fn migration(kind: Kind, raw_schema: &str) -> Vec<String> {
+pub fn migration(kind: DialectRef, raw_schema: &str) -> Vec<String> {
     let klines = relation(kind, raw_schema, KLINES);
     let aside = relation(kind, raw_schema, "klines_migrating");
     let old: Vec<&str> = raw_columns()
@@ -374,14 +310,14 @@ pub fn migration(kind: Kind, raw_schema: &str) -> Vec<String> {
         .collect();
     let history = relation(kind, raw_schema, LOAD_HISTORY);
     let text = sql_type(kind, ColType::Text);
-    let not_null = if kind == Kind::Postgres { " NOT NULL" } else { "" };
-    let mut out = vec![
+    let not_null = if kind.add_not_null_column() { " NOT NULL" } else { "" };
+    vec![
         format!("CREATE TABLE {aside} AS SELECT * FROM {klines}"),
         format!("DROP TABLE {klines}"),
         format!(
             "CREATE TABLE {klines} ({}, PRIMARY KEY ({}))",
             column_defs(kind, &raw_columns()),
-            list(kind, &KEY, "")
+            list(kind, KEY, "")
         ),
         format!(
             "INSERT INTO {klines} ({}, {}) SELECT 'binance', {} FROM {aside}",
@@ -394,16 +330,7 @@ pub fn migration(kind: Kind, raw_schema: &str) -> Vec<String> {
             "ALTER TABLE {history} ADD COLUMN {} {text}{not_null} DEFAULT 'binance'",
             quote(kind, "exchange")
         ),
-    ];
-    if kind == Kind::Snowflake {
-        // Snowpipe's landing table (pipes made before leave it NULL; the merge fills it in).
-        out.push(format!(
-            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {text}",
-            relation(kind, raw_schema, "klines_landing"),
-            quote(kind, "exchange")
-        ));
-    }
-    out
+    ]
 }
 
 /// The rows of a batch with every column of the raw table, `_loaded_at` included, for adapters
@@ -414,13 +341,72 @@ pub fn raw_columns() -> Vec<(&'static str, ColType)> {
     c
 }
 
+/// Statements that give every row of `table` the file (and its staging time) whose series and
+/// open-time range hold it. The batch's files do not overlap, so each row has one.
+pub fn attribute_files(k: DialectRef, table: &str, batch: &LoadBatch) -> String {
+    let q = |c: &str| quote(k, c);
+    let values = batch
+        .files
+        .iter()
+        .map(|f| {
+            let e = &f.entry;
+            format!(
+                "({}, {}, {}, {}, {}, {}, {}, {})",
+                literal(&e.path),
+                literal(e.exchange.as_str()),
+                literal(e.market.as_str()),
+                literal(e.symbol.as_str()),
+                literal(e.interval.as_str()),
+                timestamp_literal(k, e.start),
+                timestamp_literal(k, e.end),
+                timestamp_literal(k, f.staged_at)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE {table} SET {file} = f.{path}, {sa} = f.{staged}, {x} = f.{x} FROM (VALUES {values}) AS f ({path}, {x}, {m}, {s}, {i}, {rs}, {re}, {staged}) \
+         WHERE ({table}.{x} IS NULL OR {table}.{x} = f.{x}) AND {table}.{m} = f.{m} AND {table}.{s} = f.{s} AND {table}.{i} = f.{i} AND {table}.{ot} >= f.{rs} AND {table}.{ot} < f.{re}",
+        file = q("_file"),
+        sa = q("_staged_at"),
+        path = q("path"),
+        staged = q("staged"),
+        x = q("exchange"),
+        m = q("market"),
+        s = q("symbol"),
+        i = q("interval"),
+        rs = q("range_start"),
+        re = q("range_end"),
+        ot = q("open_time"),
+    )
+}
+
+/// The scratch table a warehouse copies staged files into (by column name) before they are
+/// merged: the incoming columns, where the exchange and the file's own columns may be NULL
+/// until [`attribute_files`] sets them (files staged before the exchange column have none).
+pub fn scratch_ddl(k: DialectRef, table: &str) -> String {
+    let cols = incoming_columns()
+        .iter()
+        .map(|(n, t)| {
+            let null = if n.starts_with('_') || *n == "exchange" || nullable(n) {
+                ""
+            } else {
+                " NOT NULL"
+            };
+            format!("{} {}{null}", quote(k, n), sql_type(k, *t))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    k.scratch_table(table, &cols)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ddl_quotes_and_cases_for_each_warehouse() {
-        let pg = ddl(Kind::Postgres, "Raw");
+        let pg = ddl(&crate::warehouse::postgres::DIALECT, "Raw");
         assert_eq!(pg[0], "CREATE SCHEMA IF NOT EXISTS \"raw\"");
         assert!(
             pg[1].contains("\"raw\".\"klines\" (\"exchange\" TEXT NOT NULL, \"market\" TEXT NOT NULL"),
@@ -437,14 +423,14 @@ mod tests {
             "{}",
             pg[1]
         );
-        let sf = ddl(Kind::Snowflake, "raw");
+        let sf = ddl(&crate::warehouse::snowflake::DIALECT, "raw");
         assert!(
             sf[1].contains("\"RAW\".\"KLINES\" (\"EXCHANGE\" VARCHAR NOT NULL, \"MARKET\" VARCHAR NOT NULL"),
             "{}",
             sf[1]
         );
         assert_eq!(
-            timestamp_literal(Kind::Postgres, 1_704_067_200_000),
+            timestamp_literal(&crate::warehouse::postgres::DIALECT, 1_704_067_200_000),
             "CAST('2024-01-01 00:00:00+00:00' AS TIMESTAMPTZ)"
         );
     }

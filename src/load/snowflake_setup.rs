@@ -3,11 +3,12 @@
 
 use std::fmt::Write;
 
-use super::LANDING;
+use super::raw::sql as raw;
 use crate::config::profiles::SnowflakeOutput;
+use crate::datasets::ColType;
+use crate::warehouse::{Dialect, ident};
 use crate::warehouse::ident::{fold, literal, quote, relation};
-use crate::warehouse::raw::{self, ColType, sql_type};
-use crate::warehouse::{Kind, ident};
+use crate::warehouse::snowflake::{LANDING, landing_ddl};
 
 fn cast(ty: ColType) -> &'static str {
     match ty {
@@ -15,6 +16,7 @@ fn cast(ty: ColType) -> &'static str {
         ColType::Timestamp => "TIMESTAMP_NTZ",
         ColType::Decimal => "NUMBER(38,8)",
         ColType::BigInt => "NUMBER(38,0)",
+        ColType::Double => "FLOAT",
     }
 }
 
@@ -44,13 +46,21 @@ fn validate_stage_url(stage_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The setup script. `stage_url` is the klines stage (`s3://bucket/prefix`).
-pub fn script(
-    o: &SnowflakeOutput,
-    stage_url: &str,
-    role_arn: Option<&str>,
-) -> anyhow::Result<String> {
-    let k = Kind::Snowflake;
+/// The objects the setup script creates, named and checked.
+struct Names {
+    db: String,
+    stage: String,
+    pipe: String,
+    integration: String,
+    /// The stage's URL, with a trailing `/`.
+    url: String,
+    file_format: String,
+}
+
+/// Names the objects (the profile's, else klines' defaults) and checks every name, the stage
+/// URL and the role's ARN before they reach the script.
+fn names(o: &SnowflakeOutput, stage_url: &str, role_arn: Option<&str>) -> anyhow::Result<Names> {
+    let k = &crate::warehouse::snowflake::DIALECT;
     let raw_schema = &o.raw_schema;
     ident::validate(&o.database).map_err(|e| anyhow::anyhow!("database: {e}"))?;
     let db = fold(k, &o.database);
@@ -66,11 +76,10 @@ pub fn script(
         .storage_integration
         .clone()
         .unwrap_or_else(|| "KLINES_S3".into());
-    super::validate_qualified("stage", &stage)?;
-    super::validate_qualified("pipe", &pipe)?;
+    crate::warehouse::snowflake::validate_qualified("stage", &stage)?;
+    crate::warehouse::snowflake::validate_qualified("pipe", &pipe)?;
     ident::validate(&integration).map_err(|e| anyhow::anyhow!("storage_integration: {e}"))?;
     validate_stage_url(stage_url)?;
-    let url = format!("{}/", stage_url.trim_end_matches('/'));
     if let Some(arn) = role_arn
         && !arn
             .chars()
@@ -78,7 +87,32 @@ pub fn script(
     {
         anyhow::bail!("--aws-role-arn {arn:?} is not an IAM role ARN");
     }
-    let file_format = format!("{db}.{}.KLINES_PARQUET", fold(k, raw_schema));
+    Ok(Names {
+        file_format: format!("{db}.{}.KLINES_PARQUET", fold(k, raw_schema)),
+        url: format!("{}/", stage_url.trim_end_matches('/')),
+        db,
+        stage,
+        pipe,
+        integration,
+    })
+}
+
+/// The setup script. `stage_url` is the klines stage (`s3://bucket/prefix`).
+pub fn script(
+    o: &SnowflakeOutput,
+    stage_url: &str,
+    role_arn: Option<&str>,
+) -> anyhow::Result<String> {
+    let k = &crate::warehouse::snowflake::DIALECT;
+    let raw_schema = &o.raw_schema;
+    let Names {
+        db,
+        stage,
+        pipe,
+        integration,
+        url,
+        file_format,
+    } = names(o, stage_url, role_arn)?;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -134,13 +168,13 @@ pub fn script(
         s,
         "--    the raw table once Snowpipe reports the files LOADED."
     );
-    let _ = writeln!(s, "{};", super::landing_ddl(raw_schema));
-    let cols: Vec<String> = raw::STAGED
+    let _ = writeln!(s, "{};", landing_ddl(raw_schema));
+    let cols: Vec<String> = raw::staged()
         .iter()
         .map(|(n, _)| quote(k, n))
         .chain([quote(k, "_file")])
         .collect();
-    let selects: Vec<String> = raw::STAGED
+    let selects: Vec<String> = raw::staged()
         .iter()
         .map(|(n, t)| format!("$1:{n}::{}", cast(*t)))
         .chain(["METADATA$FILENAME".to_string()])
@@ -164,8 +198,8 @@ pub fn script(
     let _ = writeln!(
         s,
         "-- Types: decimals {}, times {} (UTC).",
-        sql_type(k, ColType::Decimal),
-        sql_type(k, ColType::Timestamp)
+        k.sql_type(ColType::Decimal),
+        k.sql_type(ColType::Timestamp)
     );
     Ok(s)
 }

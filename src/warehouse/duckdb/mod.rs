@@ -1,0 +1,9 @@
+//! Embedded DuckDB: the adapter (with the `duckdb` feature) and its dialect.
+
+#[cfg(feature = "duckdb")]
+mod adapter;
+pub mod dialect;
+
+#[cfg(feature = "duckdb")]
+pub use adapter::DuckDb;
+pub use dialect::DIALECT;
