@@ -25,5 +25,6 @@ mod serve;
 mod sources;
 mod stream;
 mod stage;
+mod third_exchange;
 mod trials;
 mod warehouse;
