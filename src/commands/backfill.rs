@@ -5,7 +5,7 @@ use anyhow::Context;
 use super::source::{self, Opened, SourceFlags};
 use crate::cli::{BackfillArgs, GlobalArgs};
 use crate::config::Project;
-use crate::error::{PartialFailure, UsageError};
+use crate::error::PartialFailure;
 use crate::extract::{self, Plan};
 use crate::time;
 
@@ -49,7 +49,7 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
     } else {
         time::now_ms()
     };
-    let (from, to) = times(&from_text, args.to.as_deref(), now)?;
+    let (from, to) = source::range(&from_text, args.to.as_deref(), "--to", now)?;
     let plan = Plan {
         symbols: source::symbols(project, args.symbols),
         intervals: source::intervals(project, args.intervals),
@@ -83,21 +83,4 @@ pub(crate) async fn run_on(project: &Project, args: BackfillArgs) -> anyhow::Res
             .remove(0)
             .context(PartialFailure(format!("{n} of {total} series failed")))),
     }
-}
-
-/// `--from` and `--to` at `now`; `--to` must be after `--from`.
-fn times(from: &str, to: Option<&str>, now: i64) -> anyhow::Result<(i64, Option<i64>)> {
-    let from = time::parse("--from", from, now)?;
-    let to = to.map(|t| time::parse("--to", t, now)).transpose()?;
-    if let Some(to) = to
-        && to <= from
-    {
-        return Err(UsageError(format!(
-            "--to {} is not after --from {}",
-            time::format_ms(to),
-            time::format_ms(from)
-        ))
-        .into());
-    }
-    Ok((from, to))
 }

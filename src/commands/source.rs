@@ -12,6 +12,7 @@ use crate::market::{Exchange, Interval, Market, Symbol};
 use crate::sources::history::HistorySource;
 use crate::sources::{self, Source};
 use crate::stage::Stage;
+use crate::time;
 
 /// The flags `backfill` and `stream` share; `None` or empty means klines.yml's value.
 pub(crate) struct SourceFlags {
@@ -63,7 +64,12 @@ pub(crate) fn settings(project: &Project, flags: &SourceFlags) -> sources::Setti
         market: flags.market.unwrap_or(project.market),
         market_given: flags.market.is_some(),
         base_url: base_url(exchange, flags.exchange, flags.base_url.clone()),
-        archive_url: Some(flags.archive_url.clone().unwrap_or(exchange.archive_url.clone())),
+        archive_url: Some(
+            flags
+                .archive_url
+                .clone()
+                .unwrap_or(exchange.archive_url.clone()),
+        ),
         ws_url: flags.ws_url.clone().or(exchange.ws_url.clone()),
         history: flags.history,
         live: flags.live.is_some(),
@@ -94,6 +100,28 @@ pub(crate) fn base_url(
     } else {
         None
     }
+}
+
+/// `--from` and the end flag (`--to`, `--until`) read at `now`; the end must be after `--from`.
+pub(crate) fn range(
+    from: &str,
+    to: Option<&str>,
+    to_flag: &str,
+    now: i64,
+) -> anyhow::Result<(i64, Option<i64>)> {
+    let from = time::parse("--from", from, now)?;
+    let to = to.map(|t| time::parse(to_flag, t, now)).transpose()?;
+    if let Some(to) = to
+        && to <= from
+    {
+        return Err(UsageError(format!(
+            "{to_flag} {} is not after --from {}",
+            time::format_ms(to),
+            time::format_ms(from)
+        ))
+        .into());
+    }
+    Ok((from, to))
 }
 
 /// `--symbols`, else klines.yml's; a symbol named twice is fetched once.

@@ -58,22 +58,7 @@ pub async fn run(global: &GlobalArgs, args: StreamArgs) -> anyhow::Result<()> {
     let symbols = source::symbols(&project, args.symbols);
     client.check_symbols(&symbols).await?;
     let now = client.server_time().await.context("the exchange's clock")?;
-    let from = time::parse("--from", &from_text, now)?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|u| time::parse("--until", u, now))
-        .transpose()?;
-    if let Some(u) = until
-        && u <= from
-    {
-        return Err(UsageError(format!(
-            "--until {} is not after --from {}",
-            time::format_ms(u),
-            time::format_ms(from)
-        ))
-        .into());
-    }
+    let (from, until) = source::range(&from_text, args.until.as_deref(), "--until", now)?;
     let sp = StreamPlan {
         plan: Plan {
             symbols,
@@ -180,7 +165,10 @@ fn outputs(args: &StreamArgs, market: &str) -> anyhow::Result<Option<Outputs>> {
             ..Selection::default()
         };
         // The models build the series this stream stages.
-        (selection, format!("{{exchange: {}, market: {market}}}", args.exchange))
+        (
+            selection,
+            format!("{{exchange: {}, market: {market}}}", args.exchange),
+        )
     });
     Ok(Some(Outputs {
         load: args.load,

@@ -60,7 +60,11 @@ pub(super) fn rescale_micros(v: i64, scale: i64) -> i64 {
     }
 }
 
-pub(super) fn append_arrow(rows: &mut Rows, types: &[RowType], batch: &RecordBatch) -> anyhow::Result<()> {
+pub(super) fn append_arrow(
+    rows: &mut Rows,
+    types: &[RowType],
+    batch: &RecordBatch,
+) -> anyhow::Result<()> {
     for i in 0..batch.num_rows() {
         let mut row = Vec::with_capacity(batch.num_columns());
         for (c, col) in batch.columns().iter().enumerate() {
@@ -172,15 +176,8 @@ pub(super) fn decode_ipc(bytes: &[u8]) -> anyhow::Result<Vec<RecordBatch>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::rt;
     use super::*;
-
-    fn rt(ty: &str, scale: i64) -> RowType {
-        RowType {
-            name: "c".into(),
-            ty: ty.into(),
-            scale: Some(scale),
-        }
-    }
 
     #[test]
     fn arrow_cells_decode_snowflake_timestamps_as_utc() {

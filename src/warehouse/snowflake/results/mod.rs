@@ -218,7 +218,7 @@ pub fn affected(rows: &Rows) -> u64 {
 mod tests {
     use super::*;
 
-    fn rt(ty: &str, scale: i64) -> RowType {
+    pub(super) fn rt(ty: &str, scale: i64) -> RowType {
         RowType {
             name: "c".into(),
             ty: ty.into(),
@@ -268,5 +268,4 @@ mod tests {
         );
         assert!(json_value(&rt("fixed", 2), &Json::from("1.234")).is_err());
     }
-
 }
