@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use exchange::{Config, TestExchange, data};
-use klines::market::{Interval, Market, Symbol};
 use klines::datasets::klines::KlineBatch;
 use klines::market::Series;
+use klines::market::{Interval, Market, Symbol};
 use klines::stage::layout;
 use klines::stage::{Stage, manifest, parquet};
 
@@ -134,7 +134,6 @@ fn project(url: &str, extra: &str) -> tempfile::TempDir {
     dir
 }
 
-
 /// The rows a backfill summary line reports.
 fn summary_rows(out: &str) -> f64 {
     out.split(' ')
@@ -153,7 +152,15 @@ fn end_to_end(days: i64) {
     let to = klines::time::format_ms(T0 + days * 86_400_000);
     let (wall, cpu, rss, out) = child::run(
         dir.path(),
-        &["backfill", "--from", "2022-01-01", "--to", &to, "--source", "rest"],
+        &[
+            "backfill",
+            "--from",
+            "2022-01-01",
+            "--to",
+            &to,
+            "--source",
+            "rest",
+        ],
     );
     let rows = summary_rows(&out);
     println!(
@@ -207,11 +214,17 @@ fn from_archives(years: i64) {
     let now = ms_of("2024-01-10T12:00:00Z");
     let from = format!("{}-01-10", 2024 - years);
     let ex = TestExchange::start(Config::synthetic(now));
-    let yml = format!("  archive_url: {}\n  max_in_flight: 8\n  spans_in_flight: 4\n", ex.url);
+    let yml = format!(
+        "  archive_url: {}\n  max_in_flight: 8\n  spans_in_flight: 4\n",
+        ex.url
+    );
     // A first run fills the test exchange's zip cache, so the measured run times klines, not
     // the server building zips.
     let warm = project(&ex.url, &yml);
-    child::run(warm.path(), &["backfill", "--from", &from, "--source", "archive"]);
+    child::run(
+        warm.path(),
+        &["backfill", "--from", &from, "--source", "archive"],
+    );
     let before = ex.stats();
     let dir = project(&ex.url, &yml);
     let (wall, cpu, rss, out) = child::run(dir.path(), &["backfill", "--from", &from]);
@@ -230,7 +243,9 @@ fn from_archives(years: i64) {
 }
 
 fn ms_of(s: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
 }
 
 fn main() {
@@ -299,7 +314,15 @@ fn main() {
         let n = 10;
         let c0 = thread_cpu();
         for _ in 0..n {
-            std::hint::black_box(klines::sources::binance::archive::parse("x.zip", &zip, Interval::M1, klines::sources::binance::archive::Period::month_of(T0)).unwrap());
+            std::hint::black_box(
+                klines::sources::binance::archive::parse(
+                    "x.zip",
+                    &zip,
+                    Interval::M1,
+                    klines::sources::binance::archive::Period::month_of(T0),
+                )
+                .unwrap(),
+            );
         }
         let parse = thread_cpu() - c0;
         let c0 = thread_cpu();
@@ -319,7 +342,12 @@ fn main() {
         let m = (n * rows.len()) as f64 / 1e6;
         println!(
             "archive month ({} rows, zip {} bytes, csv {} bytes): parse (inflate included) {:.3} CPU s per million, inflate alone {:.3}, sha256 {:.3}",
-            rows.len(), zip.len(), csv.len(), parse / m, inflate / m, sha / m
+            rows.len(),
+            zip.len(),
+            csv.len(),
+            parse / m,
+            inflate / m,
+            sha / m
         );
         return;
     }
@@ -331,7 +359,9 @@ fn main() {
         let w0 = Instant::now();
         for _ in 0..1000 {
             page.truncate(0);
-            std::hint::black_box(klines::sources::binance::json::parse_body(body.as_bytes(), &mut page).unwrap());
+            std::hint::black_box(
+                klines::sources::binance::json::parse_body(body.as_bytes(), &mut page).unwrap(),
+            );
         }
         println!("wall {:?}", w0.elapsed());
         println!(

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use klines::decimal::format as d;
 use klines::datasets::klines::Kline;
+use klines::decimal::format as d;
 
 use support::{DAY, DayStager};
 

@@ -158,8 +158,11 @@ fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
     let rows = stage(T0, days);
     klines(dir.path(), &["load"]);
     let (ohlc, _) = klines(dir.path(), &["run", "-s", "tag:ohlc"]);
-    println!("{name}: {rows} 1m klines of 10 symbols over {days} days; the candle models: {ohlc:.1}s");
-    let (ind, cpu, rss, out) = support::child::run(dir.path(), &["run", "-s", "tag:indicators", "-q"]);
+    println!(
+        "{name}: {rows} 1m klines of 10 symbols over {days} days; the candle models: {ohlc:.1}s"
+    );
+    let (ind, cpu, rss, out) =
+        support::child::run(dir.path(), &["run", "-s", "tag:indicators", "-q"]);
     println!(
         "{name}: indicators, full build: {ind:.1}s (klines CPU {cpu:.1}s, peak RSS {:.0} MB)",
         rss as f64 / 1e6
@@ -170,7 +173,8 @@ fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
     let more = stage(T0 + days * DAY, 1);
     klines(dir.path(), &["load"]);
     klines(dir.path(), &["run", "-s", "tag:ohlc"]);
-    let (ind_inc, cpu, rss, out) = support::child::run(dir.path(), &["run", "-s", "tag:indicators", "-q"]);
+    let (ind_inc, cpu, rss, out) =
+        support::child::run(dir.path(), &["run", "-s", "tag:indicators", "-q"]);
     println!(
         "{name}: indicators, incremental after one more day ({more} rows): {ind_inc:.2}s = {:.1}% of the full build (klines CPU {cpu:.2}s, peak RSS {:.0} MB)",
         ind_inc / ind * 100.0,
@@ -202,4 +206,3 @@ fn year_run(name: &str, days: i64, profiles: Option<String>) {
     let (none, _) = klines(dir.path(), &["run", "models"]);
     println!("{name}: klines run models with nothing new: {none:.3}s");
 }
-

@@ -46,16 +46,27 @@ fn bench(name: &str, days: i64, profile: Option<String>) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().trim_start_matches("serving ").trim_end_matches('/').to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .trim_start_matches("serving ")
+        .trim_end_matches('/')
+        .to_string();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let http = reqwest::Client::new();
     for interval in ["5m", "1m"] {
         let get = || async {
             let started = Instant::now();
             let body = http
-                .get(format!("{url}/api/candles?symbol=BTCUSDT&interval={interval}&limit=10000"))
+                .get(format!(
+                    "{url}/api/candles?symbol=BTCUSDT&interval={interval}&limit=10000"
+                ))
                 .send()
                 .await
                 .unwrap()
@@ -90,9 +101,18 @@ fn bench(name: &str, days: i64, profile: Option<String>) {
         .arg("5")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut times: Vec<f64> = v["times"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    let mut times: Vec<f64> = v["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
     times.sort_by(f64::total_cmp);
     println!(
         "{name}: first chart drawn in headless Chromium, {days} days of 5m candles ({} bars drawn): median {:.0} ms (min {:.0}, max {:.0})",
@@ -107,7 +127,11 @@ fn bench(name: &str, days: i64, profile: Option<String>) {
 }
 
 fn main() {
-    let days = if std::env::args().any(|a| a == "--quick") { 31 } else { 365 };
+    let days = if std::env::args().any(|a| a == "--quick") {
+        31
+    } else {
+        365
+    };
     bench("DuckDB", days, None);
     let (profile, drop) = support::postgres_profile("serve");
     bench("Postgres", days, Some(profile));

@@ -58,7 +58,8 @@ fn project(url: &str, pg: Option<&str>) -> tempfile::TempDir {
         copy_dir(&root.join(sub), &dir.path().join(sub));
     }
     if let Some(db) = pg {
-        let conn = std::env::var("KLINES_TEST_PG").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into());
+        let conn = std::env::var("KLINES_TEST_PG")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into());
         let field = |k: &str| {
             conn.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
@@ -77,10 +78,18 @@ fn project(url: &str, pg: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
-
 fn psql(sql: &str) {
     let status = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            sql,
+        ])
         .status()
         .expect("psql");
     assert!(status.success(), "{sql}");
@@ -185,20 +194,41 @@ fn latency(n: usize, pg: bool, live_minutes: i64, speed: u32) {
     // Caught up to START first (a backfill), so the stream measures live minutes only.
     let until = START + live_minutes * MINUTE;
     let args: Vec<String> = [
-        "stream", "--symbols", &symbols(n), "--from", &klines::time::format_ms(START - 30 * MINUTE),
-        "--until", &klines::time::format_ms(until), "--ws-url", &ex.ws_url(), "--build",
-        "--log-format", "json", "--flush-secs", "0.25", "--grace-secs", "120",
+        "stream",
+        "--symbols",
+        &symbols(n),
+        "--from",
+        &klines::time::format_ms(START - 30 * MINUTE),
+        "--until",
+        &klines::time::format_ms(until),
+        "--ws-url",
+        &ex.ws_url(),
+        "--build",
+        "--log-format",
+        "json",
+        "--flush-secs",
+        "0.25",
+        "--grace-secs",
+        "120",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let r = run(dir.path(), &args, (until - START) as f64 / speed as f64 / 1000.0);
+    let r = run(
+        dir.path(),
+        &args,
+        (until - START) as f64 / speed as f64 / 1000.0,
+    );
     let mut samples: Vec<f64> = r
         .stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == "flushed")
-        .filter(|v| v["exchange_time"].as_str().is_some_and(|t| klines::time::parse("t", t, 0).unwrap_or(0) > START + MINUTE))
+        .filter(|v| {
+            v["exchange_time"]
+                .as_str()
+                .is_some_and(|t| klines::time::parse("t", t, 0).unwrap_or(0) > START + MINUTE)
+        })
         .filter_map(|v| v["latency_ms"].as_f64())
         .map(|ms| ms / speed as f64 / 1000.0)
         .collect();
@@ -242,9 +272,21 @@ fn day(n: usize, hours: i64, speed: u32, then: Then, at: i64) {
     .unwrap();
     let until = start + hours * 60 * MINUTE;
     let args: Vec<String> = [
-        "stream", "--symbols", &symbols(n), "--from", &klines::time::format_ms(start),
-        "--until", &klines::time::format_ms(until), "--ws-url", &ex.ws_url(),
-        "--log-format", "json", "--flush-secs", "1", "--grace-secs", "600",
+        "stream",
+        "--symbols",
+        &symbols(n),
+        "--from",
+        &klines::time::format_ms(start),
+        "--until",
+        &klines::time::format_ms(until),
+        "--ws-url",
+        &ex.ws_url(),
+        "--log-format",
+        "json",
+        "--flush-secs",
+        "1",
+        "--grace-secs",
+        "600",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -267,7 +309,11 @@ fn day(n: usize, hours: i64, speed: u32, then: Then, at: i64) {
         },
         r.cpu / (n as f64 * hours as f64),
         mb(r.peak),
-        r.rss.iter().map(|b| format!("{:.0}", mb(*b))).collect::<Vec<_>>().join("/"),
+        r.rss
+            .iter()
+            .map(|b| format!("{:.0}", mb(*b)))
+            .collect::<Vec<_>>()
+            .join("/"),
         r.wall,
         r.cpu,
     );

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::logging::LogFormat;
 use crate::market::{Exchange, Interval, Market, Symbol};
 use crate::sources::history::HistorySource;
-use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,7 +88,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub addr: std::net::SocketAddr,
     /// Required of every page and API request (open the page with ?token=...)
-    #[arg(long, env = "KLINES_SERVE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "KLINES_SERVE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 }
 
@@ -98,7 +103,12 @@ pub struct StreamArgs {
     #[arg(long, value_delimiter = ',', value_name = "SYMBOLS")]
     pub symbols: Vec<Symbol>,
     /// Kline intervals, comma-separated [default: klines.yml `intervals`, else 1m]
-    #[arg(long = "interval", visible_alias = "intervals", value_delimiter = ',', value_name = "INTERVAL")]
+    #[arg(
+        long = "interval",
+        visible_alias = "intervals",
+        value_delimiter = ',',
+        value_name = "INTERVAL"
+    )]
     pub intervals: Vec<Interval>,
     /// Where to start a series that has no checkpoint: a date, date-time or -7d
     /// [default: klines.yml `start`]
@@ -155,7 +165,12 @@ pub struct StreamArgs {
     #[arg(long, value_name = "ADDR")]
     pub serve: Option<std::net::SocketAddr>,
     /// The dashboard's token (required when --serve is not a loopback address)
-    #[arg(long, env = "KLINES_SERVE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "KLINES_SERVE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub serve_token: Option<String>,
     /// Seconds without any message after which a socket is replaced
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]

@@ -40,7 +40,10 @@ mod tests {
         assert!(validate("_x$1").is_ok());
         assert_eq!(validate(""), Err(IdentError::Empty));
         assert!(matches!(validate("1abc"), Err(IdentError::BadCharacter(_))));
-        assert!(matches!(validate(&"a".repeat(128)), Err(IdentError::TooLong(_))));
+        assert!(matches!(
+            validate(&"a".repeat(128)),
+            Err(IdentError::TooLong(_))
+        ));
         assert!(validate(&"a".repeat(127)).is_ok());
     }
 }

@@ -5,8 +5,8 @@
 //! loads through a [`warehouse`] adapter) → [`models`] (dbt-style SQL models). See ARCHITECTURE.md.
 
 pub mod cancel;
-pub mod clock;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod datasets;
@@ -52,7 +52,10 @@ pub fn main() -> std::process::ExitCode {
                 .find(|l| l.starts_with("error:"))
                 .map(|l| l.trim_start_matches("error:").trim().to_string())
                 .unwrap_or(text);
-            eprintln!("{}", logging::json_error_line(&first, exit::Code::Usage as u8));
+            eprintln!(
+                "{}",
+                logging::json_error_line(&first, exit::Code::Usage as u8)
+            );
             return std::process::ExitCode::from(exit::Code::Usage as u8);
         }
     };

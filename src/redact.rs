@@ -44,7 +44,9 @@ pub fn config_error(msg: &str) -> String {
         let Some(at) = msg.find(lead) else { continue };
         let start = at + lead.len();
         // The expected part is the code's; the value comes before it (and may hold ", expected").
-        let end = msg[start..].rfind(", expected").map_or(msg.len(), |e| start + e);
+        let end = msg[start..]
+            .rfind(", expected")
+            .map_or(msg.len(), |e| start + e);
         let unexpected = &msg[start..end];
         // Keep the kind (string, integer, sequence, ...), never what follows it.
         let kind_end = unexpected.find([' ', '`', '"']).unwrap_or(unexpected.len());

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use klines::market::{Interval, Market, Symbol};
 use klines::datasets::klines::{Kline, KlineBatch};
 use klines::market::Series;
+use klines::market::{Interval, Market, Symbol};
 use klines::stage::layout;
 use klines::stage::manifest::{self, ManifestEntry};
 use klines::stage::{Stage, parquet};

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::cli::{DebugArgs, GlobalArgs};
-use crate::config::profiles::Output;
 use super::source::SourceFlags;
+use crate::cli::{DebugArgs, GlobalArgs};
 use crate::config::Project;
+use crate::config::profiles::Output;
+use crate::extract::state::StateStore;
 use crate::sources::KlineSource;
 use crate::sources::history::HistorySource;
-use crate::extract::state::StateStore;
 use crate::warehouse::{self, ident};
 
 /// The printed report, and what failed.
@@ -86,7 +86,6 @@ pub async fn run(global: &GlobalArgs, args: DebugArgs) -> anyhow::Result<()> {
     }
 }
 
-
 /// The profile, the target and the warehouse behind it.
 async fn check_profile(r: &mut Report, global: &GlobalArgs, project: &Project) {
     r.section("profile");
@@ -128,24 +127,28 @@ async fn check_profile(r: &mut Report, global: &GlobalArgs, project: &Project) {
                         Err(e) => r.fail("connection", &e),
                     }
                     let raw = ident::fold(wh.dialect(), target.raw_schema());
-                    let history = ident::fold(wh.dialect(), crate::datasets::klines::KLINES.history);
+                    let history =
+                        ident::fold(wh.dialect(), crate::datasets::klines::KLINES.history);
                     match wh.relation(&raw, &history).await {
                         Ok(None) => {
                             r.info("raw tables", "not created yet (klines load creates them)")
                         }
-                        Ok(Some(_)) => match crate::load::raw::loaded_files(wh.as_ref(), target.raw_schema()).await {
-                            Ok(files) => {
-                                r.ok("raw tables", format!("{} files loaded", files.len()))
+                        Ok(Some(_)) => {
+                            match crate::load::raw::loaded_files(wh.as_ref(), target.raw_schema())
+                                .await
+                            {
+                                Ok(files) => {
+                                    r.ok("raw tables", format!("{} files loaded", files.len()))
+                                }
+                                Err(e) => r.fail("raw tables", &e),
                             }
-                            Err(e) => r.fail("raw tables", &e),
-                        },
+                        }
                         Err(e) => r.fail("raw tables", &e),
                     }
                 }
             }
         }
     }
-
 }
 
 /// The stage: listed, written, read back; and where the checkpoints are.
@@ -187,7 +190,6 @@ async fn check_stage(r: &mut Report, project: &Project, args: &DebugArgs) {
             }
         }
     }
-
 }
 
 /// The exchange, opened as a run would (through the registry), asked for its clock and the
@@ -236,9 +238,11 @@ async fn check_time(r: &mut Report, client: &dyn KlineSource) {
     match client.server_time().await {
         Ok(server) => {
             let offset = server - crate::time::now_ms();
-            r.ok("time", format!("clock offset {offset:+} ms {}", ms_since(t)));
+            r.ok(
+                "time",
+                format!("clock offset {offset:+} ms {}", ms_since(t)),
+            );
         }
         Err(e) => r.fail("time", &e.into()),
     }
 }
-

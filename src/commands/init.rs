@@ -10,25 +10,82 @@ use crate::error::UsageError;
 /// The project files, as in this repository (a test keeps the two the same).
 pub const FILES: &[(&str, &str)] = &[
     ("klines.yml", include_str!("../../klines.yml")),
-    ("models/sources.yml", include_str!("../../models/sources.yml")),
-    ("models/ohlc/schema.yml", include_str!("../../models/ohlc/schema.yml")),
-    ("models/ohlc/TRADES_OHLC_1M.sql", include_str!("../../models/ohlc/TRADES_OHLC_1M.sql")),
-    ("models/ohlc/TRADES_OHLC_5M.sql", include_str!("../../models/ohlc/TRADES_OHLC_5M.sql")),
-    ("models/ohlc/TRADES_OHLC_15M.sql", include_str!("../../models/ohlc/TRADES_OHLC_15M.sql")),
-    ("models/ohlc/TRADES_OHLC_1H.sql", include_str!("../../models/ohlc/TRADES_OHLC_1H.sql")),
-    ("models/ohlc/TRADES_OHLC_1D.sql", include_str!("../../models/ohlc/TRADES_OHLC_1D.sql")),
-    ("models/indicators/schema.yml", include_str!("../../models/indicators/schema.yml")),
-    ("models/indicators/INDICATORS_1M.sql", include_str!("../../models/indicators/INDICATORS_1M.sql")),
-    ("models/indicators/INDICATORS_5M.sql", include_str!("../../models/indicators/INDICATORS_5M.sql")),
-    ("models/indicators/INDICATORS_15M.sql", include_str!("../../models/indicators/INDICATORS_15M.sql")),
-    ("models/indicators/INDICATORS_1H.sql", include_str!("../../models/indicators/INDICATORS_1H.sql")),
-    ("models/indicators/INDICATORS_1D.sql", include_str!("../../models/indicators/INDICATORS_1D.sql")),
-    ("models/flow/schema.yml", include_str!("../../models/flow/schema.yml")),
-    ("models/flow/FLOW_1M.sql", include_str!("../../models/flow/FLOW_1M.sql")),
-    ("models/flow/FLOW_5M.sql", include_str!("../../models/flow/FLOW_5M.sql")),
-    ("models/flow/FLOW_15M.sql", include_str!("../../models/flow/FLOW_15M.sql")),
-    ("models/flow/FLOW_1H.sql", include_str!("../../models/flow/FLOW_1H.sql")),
-    ("models/flow/FLOW_1D.sql", include_str!("../../models/flow/FLOW_1D.sql")),
+    (
+        "models/sources.yml",
+        include_str!("../../models/sources.yml"),
+    ),
+    (
+        "models/ohlc/schema.yml",
+        include_str!("../../models/ohlc/schema.yml"),
+    ),
+    (
+        "models/ohlc/TRADES_OHLC_1M.sql",
+        include_str!("../../models/ohlc/TRADES_OHLC_1M.sql"),
+    ),
+    (
+        "models/ohlc/TRADES_OHLC_5M.sql",
+        include_str!("../../models/ohlc/TRADES_OHLC_5M.sql"),
+    ),
+    (
+        "models/ohlc/TRADES_OHLC_15M.sql",
+        include_str!("../../models/ohlc/TRADES_OHLC_15M.sql"),
+    ),
+    (
+        "models/ohlc/TRADES_OHLC_1H.sql",
+        include_str!("../../models/ohlc/TRADES_OHLC_1H.sql"),
+    ),
+    (
+        "models/ohlc/TRADES_OHLC_1D.sql",
+        include_str!("../../models/ohlc/TRADES_OHLC_1D.sql"),
+    ),
+    (
+        "models/indicators/schema.yml",
+        include_str!("../../models/indicators/schema.yml"),
+    ),
+    (
+        "models/indicators/INDICATORS_1M.sql",
+        include_str!("../../models/indicators/INDICATORS_1M.sql"),
+    ),
+    (
+        "models/indicators/INDICATORS_5M.sql",
+        include_str!("../../models/indicators/INDICATORS_5M.sql"),
+    ),
+    (
+        "models/indicators/INDICATORS_15M.sql",
+        include_str!("../../models/indicators/INDICATORS_15M.sql"),
+    ),
+    (
+        "models/indicators/INDICATORS_1H.sql",
+        include_str!("../../models/indicators/INDICATORS_1H.sql"),
+    ),
+    (
+        "models/indicators/INDICATORS_1D.sql",
+        include_str!("../../models/indicators/INDICATORS_1D.sql"),
+    ),
+    (
+        "models/flow/schema.yml",
+        include_str!("../../models/flow/schema.yml"),
+    ),
+    (
+        "models/flow/FLOW_1M.sql",
+        include_str!("../../models/flow/FLOW_1M.sql"),
+    ),
+    (
+        "models/flow/FLOW_5M.sql",
+        include_str!("../../models/flow/FLOW_5M.sql"),
+    ),
+    (
+        "models/flow/FLOW_15M.sql",
+        include_str!("../../models/flow/FLOW_15M.sql"),
+    ),
+    (
+        "models/flow/FLOW_1H.sql",
+        include_str!("../../models/flow/FLOW_1H.sql"),
+    ),
+    (
+        "models/flow/FLOW_1D.sql",
+        include_str!("../../models/flow/FLOW_1D.sql"),
+    ),
     ("macros/ohlc.sql", include_str!("../../macros/ohlc.sql")),
     ("macros/flow.sql", include_str!("../../macros/flow.sql")),
     ("seeds/symbols.csv", include_str!("../../seeds/symbols.csv")),

@@ -9,8 +9,8 @@ mod models;
 mod pipeline;
 mod repair;
 mod serve;
-mod source;
 mod setup;
+mod source;
 mod stream;
 
 use std::path::PathBuf;

@@ -89,7 +89,14 @@ pub(crate) async fn run_on(
     let selected = ws.select(&sel)?;
     let on_result = printer(ws.count(&selected, mode), false);
     let outcome = ws
-        .run(wh, &selected, mode, args.full_refresh, args.threads, on_result)
+        .run(
+            wh,
+            &selected,
+            mode,
+            args.full_refresh,
+            args.threads,
+            on_result,
+        )
         .await?;
     ws.write_artifacts(&outcome, &sel, args.full_refresh)?;
     println!("{}", outcome.summary());

@@ -23,7 +23,11 @@ pub async fn run(global: &GlobalArgs, args: RepairArgs) -> anyhow::Result<()> {
     println!(
         "repair: {} files without a manifest entry, {good} {}, {} refused",
         results.len(),
-        if args.dry_run { "can be repaired" } else { "repaired" },
+        if args.dry_run {
+            "can be repaired"
+        } else {
+            "repaired"
+        },
         bad.len()
     );
     match bad.len() {

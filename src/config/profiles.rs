@@ -263,7 +263,10 @@ pub fn resolve(
     let rendered = template::render(&name, &text)?;
     let mut profiles: BTreeMap<String, ProfileFile> =
         yaml_serde::from_str(&rendered).map_err(|e| {
-            UsageError(format!("{name}: {}", crate::redact::config_error(&e.to_string())))
+            UsageError(format!(
+                "{name}: {}",
+                crate::redact::config_error(&e.to_string())
+            ))
         })?;
     let Some(p) = profiles.remove(profile) else {
         let known: Vec<&String> = profiles.keys().collect();
@@ -298,8 +301,7 @@ pub fn resolve(
         ("schema", target.schema()),
         ("raw_schema", target.raw_schema()),
     ] {
-        crate::ident::validate(ident)
-            .map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
+        crate::ident::validate(ident).map_err(|e| UsageError(format!("{at}: {what}: {e}")))?;
     }
     if let Output::Postgres(pg) = &target.output
         && !SSLMODES.contains(&pg.sslmode.as_str())
@@ -375,11 +377,13 @@ fn output(raw: &yaml_serde::Value, at: &str) -> anyhow::Result<Output> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let msg = crate::redact::config_error(&e.inner().to_string());
-            UsageError(if key.is_empty() || key == "." || msg.starts_with("unknown field") {
-                format!("{at}: {msg}")
-            } else {
-                format!("{at}: {key}: {msg}")
-            })
+            UsageError(
+                if key.is_empty() || key == "." || msg.starts_with("unknown field") {
+                    format!("{at}: {msg}")
+                } else {
+                    format!("{at}: {key}: {msg}")
+                },
+            )
         })
     }
     Ok(match ty.as_str() {
@@ -461,12 +465,22 @@ mod tests {
         for (line, key) in [
             ("      port: \"p8472991337\"\n", "port"),
             ("      password: [8472991337]\n", "password"),
-            ("      connect_timeout: {a: 8472991337}\n", "connect_timeout"),
+            (
+                "      connect_timeout: {a: 8472991337}\n",
+                "connect_timeout",
+            ),
         ] {
-            let text = format!("klines:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      user: u\n      dbname: d\n{line}");
+            let text = format!(
+                "klines:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      user: u\n      dbname: d\n{line}"
+            );
             let err = resolve_text(&text, None).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains(&format!("profiles.yml: profile klines, output dev: {key}: invalid type: ")), "{msg}");
+            assert!(
+                msg.contains(&format!(
+                    "profiles.yml: profile klines, output dev: {key}: invalid type: "
+                )),
+                "{msg}"
+            );
             assert!(!msg.contains("8472991337"), "{msg}");
             assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage);
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::template;
-use crate::market::{Interval, Market, Symbol};
 use crate::error::UsageError;
+use crate::market::{Interval, Market, Symbol};
 
 pub const PROJECT_FILE: &str = "klines.yml";
 pub use crate::sources::binance::DEFAULT_BASE_URL;
@@ -147,7 +147,10 @@ impl Project {
                 } else {
                     yaml_serde::from_str(&rendered).map_err(|e| {
                         // Values may be secrets (stage_options): the key, never the value.
-                        UsageError(format!("{name}: {}", crate::redact::config_error(&e.to_string())))
+                        UsageError(format!(
+                            "{name}: {}",
+                            crate::redact::config_error(&e.to_string())
+                        ))
                     })?
                 };
                 Some((path, parsed))
@@ -361,7 +364,11 @@ mod tests {
     fn a_project_name_cannot_leave_the_target_folder() {
         for bad in ["../../../x", "a/b", "", "1x", "x y", "..", "x\\y"] {
             let err = load(&format!("name: {bad:?}\n")).unwrap_err();
-            assert_eq!(crate::exit::classify(&err), crate::exit::Code::Usage, "{bad}");
+            assert_eq!(
+                crate::exit::classify(&err),
+                crate::exit::Code::Usage,
+                "{bad}"
+            );
             assert!(err.to_string().contains("name"), "{err}");
         }
         assert_eq!(load("name: my_project_2\n").unwrap().name, "my_project_2");

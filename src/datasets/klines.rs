@@ -50,7 +50,6 @@ pub const KLINES: Dataset = Dataset {
     incoming: "klines_incoming",
 };
 
-
 /// One kline, for tests and small jobs; bulk paths use [`KlineBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kline {

@@ -48,7 +48,11 @@ impl Dataset {
 
     /// The staged columns that may be NULL.
     pub fn nullable(&self) -> Vec<&'static str> {
-        self.columns.iter().filter(|c| c.nullable).map(|c| c.name).collect()
+        self.columns
+            .iter()
+            .filter(|c| c.nullable)
+            .map(|c| c.name)
+            .collect()
     }
 
     /// The Arrow schema of its staged files: the columns in order, typed, NULL only where a
@@ -90,7 +94,9 @@ impl ColType {
         match self {
             ColType::Text => DataType::Utf8,
             ColType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            ColType::Decimal => DataType::Decimal128(crate::decimal::PRECISION, crate::decimal::SCALE),
+            ColType::Decimal => {
+                DataType::Decimal128(crate::decimal::PRECISION, crate::decimal::SCALE)
+            }
             ColType::BigInt => DataType::Int64,
             ColType::Double => DataType::Float64,
         }

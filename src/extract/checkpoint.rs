@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ranges::RangeSet;
 use crate::market::Series;
+use crate::ranges::RangeSet;
 
 pub const CHECKPOINT_VERSION: u32 = 1;
 
@@ -143,8 +143,13 @@ mod tests {
         assert_eq!(Checkpoint::from_json("x", &json).unwrap(), cp);
         insta::assert_snapshot!(String::from_utf8(json.clone()).unwrap(), @r#"{"version":1,"exchange":"binance","market":"spot","symbol":"BTCUSDT","interval":"1m","listed_from":null,"covered":[[0,120000]],"empty":[[60000,120000]],"partial":[{"unit_start":0,"files":["a.parquet"]}]}"#);
         // Checkpoints written before the exchange was part of the series are Binance's.
-        let legacy = String::from_utf8(json.clone()).unwrap().replace("\"exchange\":\"binance\",", "");
-        assert_eq!(Checkpoint::from_json("old.json", legacy.as_bytes()).unwrap(), cp);
+        let legacy = String::from_utf8(json.clone())
+            .unwrap()
+            .replace("\"exchange\":\"binance\",", "");
+        assert_eq!(
+            Checkpoint::from_json("old.json", legacy.as_bytes()).unwrap(),
+            cp
+        );
         let future = String::from_utf8(json)
             .unwrap()
             .replace("\"version\":1", "\"version\":2");

@@ -31,18 +31,39 @@ pub mod metric {
 
     /// Describes them once, for the exporter's HELP lines.
     pub fn describe() {
-        metrics::describe_gauge!(LAG, "Exchange time since the newest staged candle closed, per series");
-        metrics::describe_histogram!(LATENCY, "From a candle's close on the exchange to the end of the flush that staged (and loaded, and built) it");
+        metrics::describe_gauge!(
+            LAG,
+            "Exchange time since the newest staged candle closed, per series"
+        );
+        metrics::describe_histogram!(
+            LATENCY,
+            "From a candle's close on the exchange to the end of the flush that staged (and loaded, and built) it"
+        );
         metrics::describe_counter!(ROWS, "Closed candles staged");
         metrics::describe_counter!(FILES, "Files staged");
         metrics::describe_counter!(EVENTS, "WebSocket messages received");
         metrics::describe_counter!(RECONNECTS, "Sockets lost and opened again");
-        metrics::describe_counter!(ROTATIONS, "Sockets replaced before they closed (serverShutdown, 24 hours)");
-        metrics::describe_counter!(GAP_REQUESTS, "REST requests the stream made (catch-up and gaps)");
+        metrics::describe_counter!(
+            ROTATIONS,
+            "Sockets replaced before they closed (serverShutdown, 24 hours)"
+        );
+        metrics::describe_counter!(
+            GAP_REQUESTS,
+            "REST requests the stream made (catch-up and gaps)"
+        );
         metrics::describe_counter!(DEAD_LETTERS, "Messages kept as dead letters");
         metrics::describe_counter!(ERRORS, "Flushes whose load or build failed");
         // Counters show from the start, at zero, so a dashboard has every series at once.
-        for c in [ROWS, FILES, EVENTS, RECONNECTS, ROTATIONS, GAP_REQUESTS, DEAD_LETTERS, ERRORS] {
+        for c in [
+            ROWS,
+            FILES,
+            EVENTS,
+            RECONNECTS,
+            ROTATIONS,
+            GAP_REQUESTS,
+            DEAD_LETTERS,
+            ERRORS,
+        ] {
             metrics::counter!(c).absolute(0);
         }
     }
@@ -117,7 +138,10 @@ impl ExchangeClock {
 
     /// Holds a closed candle that claims to close after the clock until it is read again.
     pub(super) fn suspect(&self, s: Suspect) {
-        self.suspects.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        self.suspects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s);
         self.stale.store(true, Ordering::SeqCst);
     }
 
@@ -220,4 +244,3 @@ pub(super) async fn dead_letter(stage: &Stage, raw: &str, reason: &str) {
         tracing::error!(error = %e, file = %key, "cannot write the dead letter");
     }
 }
-

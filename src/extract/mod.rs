@@ -13,11 +13,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::sources::history::History;
+use crate::market::Series;
 use crate::market::{Interval, Symbol};
 use crate::sources::KlineSource;
+use crate::sources::history::History;
 use crate::stage::Stage;
-use crate::market::Series;
 use crate::stage::layout;
 use state::StateStore;
 

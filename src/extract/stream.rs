@@ -64,26 +64,7 @@ pub async fn stream(
     let stats = Arc::new(StreamStats::default());
     let client = &source.rest;
     let clock = Arc::new(ExchangeClock::new(client.server_time().await?, sp.grace));
-    // The live source's events, and its connections; an exchange without one is polled.
-    let (events, received) = tokio::sync::mpsc::unbounded_channel();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(super::live::consume(
-        received,
-        Arc::clone(&prefetched),
-        Arc::clone(&clock),
-        Arc::clone(&stats),
-        stage.clone(),
-    ));
-    match &source.live {
-        Some(live) => {
-            let (live, all) = (Arc::clone(live), all.clone());
-            tasks.spawn(async move { live.follow(all, events).await });
-        }
-        None => {
-            tracing::info!(exchange = %client.capabilities().exchange, "no live source for this exchange: polling closed candles over REST");
-            drop(events);
-        }
-    }
+    let mut tasks = spawn_live(source, &all, &prefetched, &clock, &stats, &stage);
 
     let totals = Arc::new(series::Totals::default());
     let status = Status::new(&all);
@@ -111,7 +92,17 @@ pub async fn stream(
         let mut staged_ends: Vec<i64> = Vec::new();
         let mut staged = Vec::new();
         for (i, (s, lock)) in all.iter().zip(&locks).enumerate() {
-            let ctx = tick_series(source, &stage, &state, sp, &prefetched, s, lock, exchange_now).await?;
+            let ctx = tick_series(
+                source,
+                &stage,
+                &state,
+                sp,
+                &prefetched,
+                s,
+                lock,
+                exchange_now,
+            )
+            .await?;
             staged.append(&mut ctx.totals.staged.lock().unwrap_or_else(|e| e.into_inner()));
             if ctx.totals.files.load(Ordering::Relaxed) > 0
                 && let Some(cp) = state.load(s).await?
@@ -170,6 +161,38 @@ pub async fn stream(
 
 /// Reads the exchange's clock again and judges the suspects by it; on a failure the clock
 /// stays stale, to be read next tick (the suspects wait for it).
+/// The live source's connections, and the task that takes their events; an exchange without
+/// a live source is polled.
+fn spawn_live(
+    source: &Source,
+    all: &[Series],
+    prefetched: &Arc<Prefetched>,
+    clock: &Arc<ExchangeClock>,
+    stats: &Arc<StreamStats>,
+    stage: &Stage,
+) -> tokio::task::JoinSet<()> {
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(super::live::consume(
+        received,
+        Arc::clone(prefetched),
+        Arc::clone(clock),
+        Arc::clone(stats),
+        stage.clone(),
+    ));
+    match &source.live {
+        Some(live) => {
+            let (live, all) = (Arc::clone(live), all.to_vec());
+            tasks.spawn(async move { live.follow(all, events).await });
+        }
+        None => {
+            tracing::info!(exchange = %source.rest.capabilities().exchange, "no live source for this exchange: polling closed candles over REST");
+            drop(events);
+        }
+    }
+    tasks
+}
+
 async fn resync(
     client: &dyn KlineSource,
     clock: &ExchangeClock,
@@ -220,7 +243,9 @@ async fn tick_series(
         prefetched: Some(Arc::clone(prefetched)),
         live: true,
     };
-    series::run(&ctx, s, lock).await.with_context(|| s.to_string())?;
+    series::run(&ctx, s, lock)
+        .await
+        .with_context(|| s.to_string())?;
     Ok(ctx)
 }
 
@@ -358,7 +383,9 @@ pub fn all_series(client: &dyn crate::sources::KlineSource, plan: &Plan) -> Vec<
 pub fn describe(all: &[Series]) -> String {
     let mut by: HashMap<String, Vec<&str>> = HashMap::new();
     for s in all {
-        by.entry(s.symbol.to_string()).or_default().push(s.interval.as_str());
+        by.entry(s.symbol.to_string())
+            .or_default()
+            .push(s.interval.as_str());
     }
     let mut parts: Vec<String> = by
         .into_iter()

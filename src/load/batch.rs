@@ -100,7 +100,10 @@ impl LoadBatch {
                 TimestampMillisecondArray::from_value(t, rows.klines.len()).with_timezone("UTC"),
             ));
         }
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
 
     /// Every series' rows, for [`LoadBatch::record_batch`].

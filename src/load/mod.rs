@@ -28,17 +28,17 @@ use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::ranges::RangeSet;
 use crate::datasets::klines::KlineBatch;
-use crate::progress::Task;
 use crate::market::Series;
-use crate::stage::manifest::{self, ManifestEntry};
+use crate::progress::Task;
+use crate::ranges::RangeSet;
 use crate::stage::Stage;
+use crate::stage::manifest::{self, ManifestEntry};
 use crate::warehouse::Warehouse;
 use batch::{LoadBatch, LoadFile};
-use raw::sql as raw_sql;
 pub(crate) use fetch::{assemble, fetch};
 pub use follower::Follower;
+use raw::sql as raw_sql;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -292,7 +292,17 @@ pub async fn load(
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
-    load_candidates(stage, wh, raw_schema, opts, candidates, failed, &mut covered, started).await
+    load_candidates(
+        stage,
+        wh,
+        raw_schema,
+        opts,
+        candidates,
+        failed,
+        &mut covered,
+        started,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::decimal;
+use crate::datasets::ColType;
 use crate::datasets::klines::{KLINES, KlineBatch};
+use crate::decimal;
 use crate::market::Series;
 use crate::warehouse::DialectRef;
-use crate::warehouse::ident::{literal, quote, relation};
-use crate::datasets::ColType;
 use crate::warehouse::dialect::{sql_type, timestamp_literal};
+use crate::warehouse::ident::{literal, quote, relation};
 
 /// `klines_rejected`: the dataset's rejected table.
 pub const REJECTED: &str = KLINES.rejected;

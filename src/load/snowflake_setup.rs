@@ -6,9 +6,9 @@ use std::fmt::Write;
 use super::raw::sql as raw;
 use crate::config::profiles::SnowflakeOutput;
 use crate::datasets::ColType;
-use crate::warehouse::{Dialect, ident};
 use crate::warehouse::ident::{fold, literal, quote, relation};
 use crate::warehouse::snowflake::{LANDING, landing_ddl};
+use crate::warehouse::{Dialect, ident};
 
 fn cast(ty: ColType) -> &'static str {
     match ty {

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::batch::{LoadBatch, LoadFile};
+use super::raw::sql as raw;
 use super::{Candidate, Options, batches, fetch, pending};
 use crate::stage::Stage;
-use crate::warehouse::ident::{literal, quote, relation};
-use super::raw::sql as raw;
 use crate::warehouse::dialect::timestamp_literal;
+use crate::warehouse::ident::{literal, quote, relation};
 use crate::warehouse::snowflake::{LANDING, Snowflake, snowpipe::Snowpipe};
-use super::batch::{LoadBatch, LoadFile};
 use crate::warehouse::{StagedCopy, Warehouse};
 
 /// What became of one file.
@@ -72,7 +72,12 @@ fn merge_from_landing(raw_schema: &str, batch: &LoadBatch, loaded_at: i64) -> Ve
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let keys = crate::datasets::klines::KLINES.key.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    let keys = crate::datasets::klines::KLINES
+        .key
+        .iter()
+        .map(|c| q(c))
+        .collect::<Vec<_>>()
+        .join(", ");
     // Snowpipe may load a file twice after its 14-day memory: keep one row per key.
     let source = format!(
         "(SELECT * FROM {landing} WHERE {file} IN ({}) QUALIFY ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {sa} DESC) = 1)",
@@ -265,16 +270,21 @@ async fn merge_ready(
 }
 
 /// A Snowflake connection and the pipe `--snowpipe [PIPE]` names (empty: the profile's `pipe`).
-pub async fn connect(o: &crate::config::profiles::SnowflakeOutput, pipe: &str) -> anyhow::Result<(Snowflake, Snowpipe)> {
+pub async fn connect(
+    o: &crate::config::profiles::SnowflakeOutput,
+    pipe: &str,
+) -> anyhow::Result<(Snowflake, Snowpipe)> {
     let pipe = if pipe.is_empty() {
         o.pipe.clone().ok_or_else(|| {
-            crate::error::UsageError("--snowpipe: no pipe given and the profile has no `pipe:`".into())
+            crate::error::UsageError(
+                "--snowpipe: no pipe given and the profile has no `pipe:`".into(),
+            )
         })?
     } else {
         pipe.to_string()
     };
     let sf = Snowflake::connect(o).await?;
-    let pipe =
-        Snowpipe::new(o, sf.http().clone(), &pipe).map_err(|e| crate::error::UsageError(format!("{e:#}")))?;
+    let pipe = Snowpipe::new(o, sf.http().clone(), &pipe)
+        .map_err(|e| crate::error::UsageError(format!("{e:#}")))?;
     Ok((sf, pipe))
 }

@@ -39,7 +39,11 @@ impl Period {
         };
         match self {
             Period::Month { year, month } => {
-                let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+                let (ny, nm) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
                 (at(year, month, 1), at(ny, nm, 1))
             }
             Period::Day { year, month, day } => {
@@ -65,4 +69,3 @@ impl Period {
         }
     }
 }
-

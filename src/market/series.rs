@@ -29,7 +29,10 @@ impl Series {
 
 impl std::fmt::Display for Series {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {} {}", self.exchange, self.market, self.symbol, self.interval)
+        write!(
+            f,
+            "{} {} {} {}",
+            self.exchange, self.market, self.symbol, self.interval
+        )
     }
 }
-

@@ -31,7 +31,9 @@ impl Symbol {
         if s.len() > 32 {
             return Err(SymbolError::TooLong(raw.to_string()));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             || s.starts_with('-')
         {
             return Err(SymbolError::BadCharacter(raw.to_string()));

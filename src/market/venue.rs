@@ -44,11 +44,20 @@ impl Exchange {
     pub fn register(exchange: Exchange) -> Result<(), String> {
         let valid = !exchange.name.is_empty()
             && exchange.name.len() <= 32
-            && exchange.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && exchange
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !valid {
-            return Err(format!("exchange name {:?}: lower case letters and digits only", exchange.name));
+            return Err(format!(
+                "exchange name {:?}: lower case letters and digits only",
+                exchange.name
+            ));
         }
-        if [Exchange::BINANCE, Exchange::COINBASE].iter().any(|b| b.name == exchange.name) {
+        if [Exchange::BINANCE, Exchange::COINBASE]
+            .iter()
+            .any(|b| b.name == exchange.name)
+        {
             return Err(format!("exchange {} is built in", exchange.name));
         }
         let mut all = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
@@ -60,7 +69,13 @@ impl Exchange {
     /// Every exchange klines knows: the built-in ones, then the registered ones.
     pub fn known() -> Vec<Exchange> {
         let mut all = vec![Exchange::BINANCE, Exchange::COINBASE];
-        all.extend(REGISTERED.read().unwrap_or_else(|e| e.into_inner()).iter().copied());
+        all.extend(
+            REGISTERED
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
         all
     }
 }
@@ -83,10 +98,14 @@ impl FromStr for Exchange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let name = s.trim().to_ascii_lowercase();
         let known = Exchange::known();
-        known.iter().copied().find(|e| e.name == name).ok_or_else(|| {
-            let names: Vec<&str> = known.iter().map(|e| e.name).collect();
-            format!("unknown exchange {name:?} (known: {})", names.join(", "))
-        })
+        known
+            .iter()
+            .copied()
+            .find(|e| e.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = known.iter().map(|e| e.name).collect();
+                format!("unknown exchange {name:?} (known: {})", names.join(", "))
+            })
     }
 }
 
@@ -110,13 +129,25 @@ mod tests {
     #[test]
     fn names_parse_and_print() {
         assert_eq!("Binance".parse::<Exchange>(), Ok(Exchange::BINANCE));
-        assert_eq!("coinbase".parse::<Exchange>().map(|e| e.to_string()).as_deref(), Ok("coinbase"));
+        assert_eq!(
+            "coinbase"
+                .parse::<Exchange>()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Ok("coinbase")
+        );
         assert_eq!(
             "kraken".parse::<Exchange>(),
             Err("unknown exchange \"kraken\" (known: binance, coinbase)".to_string())
         );
-        assert_eq!(serde_json::to_string(&Exchange::COINBASE).unwrap(), "\"coinbase\"");
-        assert_eq!(serde_json::from_str::<Exchange>("\"binance\"").unwrap(), Exchange::BINANCE);
+        assert_eq!(
+            serde_json::to_string(&Exchange::COINBASE).unwrap(),
+            "\"coinbase\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Exchange>("\"binance\"").unwrap(),
+            Exchange::BINANCE
+        );
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 
 use super::jinja::BatchFilter;
-use crate::ranges::RangeSet;
-use crate::warehouse::ident::{literal, quote, relation};
 use crate::datasets::ColType;
+use crate::ranges::RangeSet;
 use crate::warehouse::dialect::{sql_type, timestamp_literal};
+use crate::warehouse::ident::{literal, quote, relation};
 use crate::warehouse::{DialectRef, Warehouse};
 
 pub const CHANGES: &str = "klines_model_changes";

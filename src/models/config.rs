@@ -106,7 +106,10 @@ impl NodeConfig {
             match all.get(key) {
                 None => Ok(Threshold::default()),
                 Some(v) => {
-                    let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                    let text = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
                     Threshold::parse(&text).ok_or_else(|| {
                         format!("{key} must be a comparison with a whole number such as \">10\" or \"!=0\", not {text:?}")
                     })
@@ -319,17 +322,28 @@ mod tests {
         assert_eq!(c.schema.as_deref(), Some("s"));
         assert_eq!(c.unique_key, ["symbol", "open_time"]);
         let bad = json!({"materialized": "snapshot"});
-        let err = NodeConfig::from_layers(Materialized::VIEW, KINDS, &[bad.as_object().unwrap()]).unwrap_err();
-        assert_eq!(err, "unknown materialization \"snapshot\" (view, table, incremental)");
+        let err = NodeConfig::from_layers(Materialized::VIEW, KINDS, &[bad.as_object().unwrap()])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "unknown materialization \"snapshot\" (view, table, incremental)"
+        );
         for (bad, says) in [
-            (json!({"incremental_strategy": "upsert"}), "unknown incremental_strategy \"upsert\""),
-            (json!({"incremental_strategy": 3}), "unknown incremental_strategy 3"),
+            (
+                json!({"incremental_strategy": "upsert"}),
+                "unknown incremental_strategy \"upsert\"",
+            ),
+            (
+                json!({"incremental_strategy": 3}),
+                "unknown incremental_strategy 3",
+            ),
             (json!({"enabled": "yes"}), "enabled must be true or false"),
             (json!({"unique_key": {"a": 1}}), "unique_key must be"),
             (json!({"event_time": 1}), "event_time must be a string"),
         ] {
-            let err = NodeConfig::from_layers(Materialized::TABLE, KINDS, &[bad.as_object().unwrap()])
-                .unwrap_err();
+            let err =
+                NodeConfig::from_layers(Materialized::TABLE, KINDS, &[bad.as_object().unwrap()])
+                    .unwrap_err();
             assert!(err.contains(says), "{err}");
         }
     }

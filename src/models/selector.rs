@@ -141,7 +141,11 @@ pub enum IndirectSelection {
 }
 
 /// The tests that `indirect` adds to `chosen`.
-fn indirect_tests(p: &Parsed, chosen: &BTreeSet<String>, indirect: IndirectSelection) -> BTreeSet<String> {
+fn indirect_tests(
+    p: &Parsed,
+    chosen: &BTreeSet<String>,
+    indirect: IndirectSelection,
+) -> BTreeSet<String> {
     let buildable: BTreeSet<String> = if indirect == IndirectSelection::Buildable {
         chosen
             .iter()
@@ -162,7 +166,8 @@ fn indirect_tests(p: &Parsed, chosen: &BTreeSet<String>, indirect: IndirectSelec
                     !n.depends_on.is_empty() && parents().all(|d| chosen.contains(d))
                 }
                 IndirectSelection::Buildable => {
-                    parents().any(|d| chosen.contains(d)) && parents().all(|d| buildable.contains(d))
+                    parents().any(|d| chosen.contains(d))
+                        && parents().all(|d| buildable.contains(d))
                 }
                 IndirectSelection::Empty => false,
             }
@@ -205,7 +210,8 @@ pub fn select(
         .nodes
         .iter()
         .filter(|(_, n)| {
-            n.resource_type == ResourceType::Test && n.depends_on.iter().any(|d| excluded.contains(d))
+            n.resource_type == ResourceType::Test
+                && n.depends_on.iter().any(|d| excluded.contains(d))
         })
         .map(|(id, _)| id.clone())
         .collect();

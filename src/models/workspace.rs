@@ -58,7 +58,11 @@ pub struct Outcome {
 
 impl Workspace {
     /// Reads and parses the project for `target` with `vars` (`--vars`) over klines.yml's.
-    pub fn open(project: &Project, target: &Target, vars: Option<&str>) -> anyhow::Result<Workspace> {
+    pub fn open(
+        project: &Project,
+        target: &Target,
+        vars: Option<&str>,
+    ) -> anyhow::Result<Workspace> {
         let (parsed, files) = super::load(project, target, vars)?;
         Ok(Workspace {
             parsed: Arc::new(parsed),
@@ -98,7 +102,10 @@ impl Workspace {
         let _lock = match &wh {
             Some(wh) if matches!(mode, Mode::Run | Mode::Seed | Mode::Build) => Some(
                 wh.lock(
-                    &format!("klines.command.models.{}.{}", self.project_name, self.target_schema),
+                    &format!(
+                        "klines.command.models.{}.{}",
+                        self.project_name, self.target_schema
+                    ),
                     LOCK_WAIT,
                 )
                 .await?,
@@ -164,7 +171,12 @@ impl Workspace {
     }
 
     /// `target/manifest.json` and `target/run_results.json` of a run.
-    pub fn write_artifacts(&self, outcome: &Outcome, selection: &Selection, full_refresh: bool) -> anyhow::Result<()> {
+    pub fn write_artifacts(
+        &self,
+        outcome: &Outcome,
+        selection: &Selection,
+        full_refresh: bool,
+    ) -> anyhow::Result<()> {
         self.write_manifest(Some(outcome))?;
         let cli_args: Json = serde_json::json!({
             "select": selection.select,

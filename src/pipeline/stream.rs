@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::sinks::Sinks;
 use super::sinks::builder::BuilderSink;
 use super::sinks::dashboard::DashboardSink;
 use super::sinks::loader::LoaderSink;
 use super::sinks::snowpipe::SnowpipeSink;
-use super::sinks::Sinks;
 use crate::config::Project;
 use crate::config::profiles::{Output, Target};
 use crate::error::UsageError;

@@ -109,7 +109,10 @@ pub async fn symbols(State(api): State<Arc<Api>>) -> Result<Json<JsonValue>, Api
 }
 
 fn table_of(interval: &str) -> Option<&'static str> {
-    INTERVALS.iter().find(|(i, _)| *i == interval).map(|(_, t)| *t)
+    INTERVALS
+        .iter()
+        .find(|(i, _)| *i == interval)
+        .map(|(_, t)| *t)
 }
 
 /// The checked query of `/api/candles`.
@@ -162,7 +165,11 @@ impl CandleQuery {
                     .parse::<i64>()
                     .ok()
                     .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| bad(format!("{name} {v:?} is not a whole number from {min} to {max}"))),
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{name} {v:?} is not a whole number from {min} to {max}"
+                        ))
+                    }),
             }
         };
         // Times in epoch milliseconds, up to the year 9999.
@@ -292,7 +299,11 @@ pub async fn fetch(api: &Api, cq: &CandleQuery) -> Result<Vec<Candle>, ApiError>
         }
         Err(e) => return Err(internal(e)),
     };
-    if rows.rows.is_empty() && !known_symbol(api, cq.table, &cq.symbol).await.map_err(internal)? {
+    if rows.rows.is_empty()
+        && !known_symbol(api, cq.table, &cq.symbol)
+            .await
+            .map_err(internal)?
+    {
         return Err(unknown_symbol(api, cq));
     }
     rows.rows
@@ -321,7 +332,12 @@ pub(super) async fn known_symbol(api: &Api, table: &str, symbol: &Symbol) -> any
 pub(super) fn unknown_symbol(api: &Api, cq: &CandleQuery) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        format!("unknown symbol {}: it is not in {}.{}", cq.symbol.as_str(), api.schema, cq.table),
+        format!(
+            "unknown symbol {}: it is not in {}.{}",
+            cq.symbol.as_str(),
+            api.schema,
+            cq.table
+        ),
     )
 }
 
@@ -389,31 +405,57 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn decimals_lose_only_trailing_zeros() {
-        for (s, want) in [("42000.10000000", "42000.1"), ("0.00000000", "0"), ("100", "100"), ("-1.50", "-1.5"), ("10.0", "10")] {
+        for (s, want) in [
+            ("42000.10000000", "42000.1"),
+            ("0.00000000", "0"),
+            ("100", "100"),
+            ("-1.50", "-1.5"),
+            ("10.0", "10"),
+        ] {
             assert_eq!(trimmed(s.to_string()), want);
         }
     }
 
     #[test]
     fn candle_queries_are_checked_and_name_what_is_wrong() {
-        let ok = CandleQuery::parse(&q(&[("symbol", "btcusdt"), ("interval", "5m"), ("limit", "10")])).unwrap();
+        let ok = CandleQuery::parse(&q(&[
+            ("symbol", "btcusdt"),
+            ("interval", "5m"),
+            ("limit", "10"),
+        ]))
+        .unwrap();
         assert_eq!(ok.symbol.as_str(), "BTCUSDT");
         assert_eq!(ok.table, "TRADES_OHLC_5M");
         assert_eq!(ok.limit, 10);
         for (pairs, msg) in [
             (vec![], "symbol is required"),
             (vec![("symbol", "BTC'; DROP TABLE x")], "symbol"),
-            (vec![("symbol", "BTCUSDT"), ("interval", "2m")], "interval \"2m\" is not one of 1m, 5m, 15m, 1h, 1d"),
-            (vec![("symbol", "BTCUSDT"), ("limit", "0")], "limit \"0\" is not a whole number from 1 to 10000"),
+            (
+                vec![("symbol", "BTCUSDT"), ("interval", "2m")],
+                "interval \"2m\" is not one of 1m, 5m, 15m, 1h, 1d",
+            ),
+            (
+                vec![("symbol", "BTCUSDT"), ("limit", "0")],
+                "limit \"0\" is not a whole number from 1 to 10000",
+            ),
             (vec![("symbol", "BTCUSDT"), ("limit", "10001")], "limit"),
             (vec![("symbol", "BTCUSDT"), ("from", "x")], "from \"x\""),
-            (vec![("symbol", "BTCUSDT"), ("from", "10"), ("to", "5")], "to 5 is not after from 10"),
-            (vec![("symbol", "BTCUSDT"), ("sql", "1")], "unknown parameter \"sql\""),
+            (
+                vec![("symbol", "BTCUSDT"), ("from", "10"), ("to", "5")],
+                "to 5 is not after from 10",
+            ),
+            (
+                vec![("symbol", "BTCUSDT"), ("sql", "1")],
+                "unknown parameter \"sql\"",
+            ),
         ] {
             let e = CandleQuery::parse(&q(&pairs)).err().unwrap();
             assert_eq!(e.0, StatusCode::BAD_REQUEST);

@@ -39,8 +39,10 @@ mod tests {
 
     #[test]
     fn the_vendored_chart_library_is_npms_file_unchanged() {
-        let file = super::Web::get("vendor/lightweight-charts/lightweight-charts.standalone.production.js")
-            .expect("embedded");
+        let file = super::Web::get(
+            "vendor/lightweight-charts/lightweight-charts.standalone.production.js",
+        )
+        .expect("embedded");
         assert_eq!(
             hex::encode(sha2::Sha256::digest(&file.data)),
             "e21cc5caa0226ef30bd8549c50b9ef926615f2a4ee6b4e486353477a55f598cf"

@@ -129,11 +129,23 @@ async fn security_headers(req: Request, next: Next) -> Response {
              frame-ancestors 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     if api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -143,11 +155,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 /// With a token set: a request carries it as `Authorization: Bearer`, or as the cookie the
 /// page got when it was opened with `?token=` (then redirected without it, so the token
 /// stays out of the address bar, the history and the page's scripts).
-async fn authorize(
-    State(token): State<Arc<Option<Secret>>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn authorize(State(token): State<Arc<Option<Secret>>>, req: Request, next: Next) -> Response {
     let Some(token) = token.as_ref() else {
         return next.run(req).await;
     };
@@ -156,7 +164,10 @@ async fn authorize(
         return next.run(req).await;
     }
     let query_token = req.uri().query().and_then(|q| {
-        url_pairs(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v)
+        url_pairs(q)
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v)
     });
     if let Some(t) = query_token
         && same(t.as_bytes(), want)
@@ -181,7 +192,8 @@ async fn authorize(
         }
         return res;
     }
-    let msg = "a token is required: open the page with ?token=..., or send Authorization: Bearer ...";
+    let msg =
+        "a token is required: open the page with ?token=..., or send Authorization: Bearer ...";
     api::ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response()
 }
 
@@ -211,7 +223,10 @@ fn url_pairs(q: &str) -> Vec<(String, String)> {
 }
 
 fn decode(s: &str) -> String {
-    url_pairs(&format!("x={s}")).pop().map(|(_, v)| v).unwrap_or_default()
+    url_pairs(&format!("x={s}"))
+        .pop()
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 fn encode(s: &str) -> String {

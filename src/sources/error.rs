@@ -63,7 +63,12 @@ impl ExchangeError {
 }
 
 /// Says which rule ended the run: one wait too long, or limited for too long in all.
-fn rate_limit_message(status: u16, wait: Duration, limited_for: Duration, max_wait: Duration) -> String {
+fn rate_limit_message(
+    status: u16,
+    wait: Duration,
+    limited_for: Duration,
+    max_wait: Duration,
+) -> String {
     let what = if status == 418 {
         "banned by the exchange (HTTP 418)"
     } else {

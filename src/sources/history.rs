@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::KlineSource;
 use crate::datasets::klines::KlineBatch;
-use crate::ranges::RangeSet;
 use crate::market::{Period, Series};
+use crate::ranges::RangeSet;
 
 /// `--source`: where history comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -150,7 +150,13 @@ impl History for RestHistory {
     async fn fetch(&self, series: &Series, span: Span) -> anyhow::Result<Fetched> {
         let mut rows = KlineBatch::default();
         self.rest
-            .klines(&series.symbol, series.interval, span.start, span.end, &mut rows)
+            .klines(
+                &series.symbol,
+                series.interval,
+                span.start,
+                span.end,
+                &mut rows,
+            )
             .await?;
         Ok(Fetched {
             rows,

@@ -83,7 +83,13 @@ pub fn register(r: Registration) -> Result<(), String> {
 /// Every exchange klines can read: the built-in ones, then the registered ones.
 pub fn registry() -> Vec<Registration> {
     let mut all = vec![binance::REGISTRATION, coinbase::REGISTRATION];
-    all.extend(REGISTERED.read().unwrap_or_else(|e| e.into_inner()).iter().copied());
+    all.extend(
+        REGISTERED
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied(),
+    );
     all
 }
 
@@ -92,6 +98,8 @@ pub fn open(exchange: Exchange, settings: &Settings) -> anyhow::Result<Source> {
     let r = registry()
         .into_iter()
         .find(|r| r.exchange == exchange)
-        .ok_or_else(|| crate::error::UsageError(format!("no source for the exchange {exchange}")))?;
+        .ok_or_else(|| {
+            crate::error::UsageError(format!("no source for the exchange {exchange}"))
+        })?;
     (r.open)(settings)
 }

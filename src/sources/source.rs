@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use super::ExchangeError;
-use crate::market::{Exchange, Interval, Market, Symbol};
 use crate::datasets::klines::KlineBatch;
+use crate::market::{Exchange, Interval, Market, Symbol};
 
 /// How an exchange marks a bucket in which nothing traded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

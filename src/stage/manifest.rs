@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::layout::{self, MANIFEST_DIR};
-use crate::market::Series;
 use super::{Stage, StagedObject};
+use crate::market::Series;
 use crate::market::{Exchange, Interval, Market, Symbol};
 
 pub const MANIFEST_VERSION: u32 = 1;

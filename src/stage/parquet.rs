@@ -28,8 +28,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::decimal::{PRECISION, SCALE};
 use crate::datasets::klines::{KLINES, KlineBatch};
+use crate::decimal::{PRECISION, SCALE};
 use crate::market::Series;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| KLINES.arrow_schema());
@@ -165,7 +165,10 @@ pub fn decode(name: &str, bytes: Bytes) -> anyhow::Result<Decoded> {
 /// before the exchange column was added.
 pub fn check_schema(name: &str, schema: &Schema) -> anyhow::Result<()> {
     let current = self::schema();
-    let legacy = schema.fields().first().is_some_and(|f| f.name() == "market");
+    let legacy = schema
+        .fields()
+        .first()
+        .is_some_and(|f| f.name() == "market");
     let expected: Vec<_> = current.fields().iter().skip(usize::from(legacy)).collect();
     for (i, f) in expected.iter().enumerate() {
         match schema.fields().get(i) {
@@ -197,7 +200,9 @@ fn column<'a, T: 'static>(name: &str, batch: &'a RecordBatch, col: &str) -> anyh
         .with_context(|| format!("{name}: no column {col}"))?;
     // A flow column is all NULL (an exchange without it: read as zeros, written back as
     // NULL) or has no NULL at all.
-    if array.null_count() > 0 && !(KLINES.nullable().contains(&col) && array.null_count() == array.len()) {
+    if array.null_count() > 0
+        && !(KLINES.nullable().contains(&col) && array.null_count() == array.len())
+    {
         bail!("{name}: column {col} has nulls");
     }
     array
@@ -278,8 +283,8 @@ fn append(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::{Interval, Market, Symbol};
     use crate::datasets::klines::Kline;
+    use crate::market::{Interval, Market, Symbol};
 
     fn sample(n: i64) -> KlineBatch {
         let mut b = KlineBatch::default();
@@ -328,8 +333,8 @@ mod tests {
         use parquet::file::reader::FileReader;
         let rg = reader.metadata().row_group(0);
         for c in rg.columns() {
-            let constant =
-                ["exchange", "market", "symbol", "interval"].contains(&c.column_path().string().as_str());
+            let constant = ["exchange", "market", "symbol", "interval"]
+                .contains(&c.column_path().string().as_str());
             assert_eq!(
                 matches!(c.compression(), Compression::ZSTD(_)),
                 !constant,
@@ -388,7 +393,9 @@ mod tests {
     fn files_without_the_exchange_column_are_binances() {
         let k = sample(10);
         let full = to_record_batch(&series(), &k).unwrap();
-        let legacy = full.project(&(1..full.num_columns()).collect::<Vec<_>>()).unwrap();
+        let legacy = full
+            .project(&(1..full.num_columns()).collect::<Vec<_>>())
+            .unwrap();
         let mut w = ArrowWriter::try_new(Vec::new(), legacy.schema(), None).unwrap();
         w.write(&legacy).unwrap();
         let bytes = Bytes::from(w.into_inner().unwrap());

@@ -12,8 +12,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use super::DialectRef;
-use super::ident::{literal, quote, relation};
 use super::dialect::timestamp_literal;
+use super::ident::{literal, quote, relation};
 use crate::datasets::ColType;
 
 /// One column's values.
@@ -87,7 +87,13 @@ impl Columns {
     }
 
     /// `INSERT ... VALUES` statements of at most `chunk` rows each.
-    pub fn inserts(&self, kind: DialectRef, schema: &str, table: &str, chunk: usize) -> Vec<String> {
+    pub fn inserts(
+        &self,
+        kind: DialectRef,
+        schema: &str,
+        table: &str,
+        chunk: usize,
+    ) -> Vec<String> {
         let names = self
             .names
             .iter()

@@ -38,7 +38,9 @@ pub trait Dialect: Send + Sync + std::fmt::Debug {
 
     /// A UTC timestamp literal (`CAST('2024-01-01 00:00:00+00:00' AS TIMESTAMPTZ)`).
     fn timestamp_literal(&self, ms: i64) -> String {
-        let text = crate::time::format_ms(ms).replace('T', " ").replace('Z', "+00:00");
+        let text = crate::time::format_ms(ms)
+            .replace('T', " ")
+            .replace('Z', "+00:00");
         format!(
             "CAST({} AS {})",
             super::ident::literal(&text),

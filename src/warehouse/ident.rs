@@ -47,7 +47,11 @@ mod tests {
             "\"RAW\".\"KLINES\""
         );
         assert_eq!(
-            relation(&crate::warehouse::postgres::DIALECT, "Raw", "TRADES_OHLC_1M"),
+            relation(
+                &crate::warehouse::postgres::DIALECT,
+                "Raw",
+                "TRADES_OHLC_1M"
+            ),
             "\"raw\".\"trades_ohlc_1m\""
         );
         assert_eq!(

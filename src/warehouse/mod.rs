@@ -192,7 +192,9 @@ pub struct LockGuard(pub Option<Box<dyn std::any::Any + Send + Sync>>);
 
 /// Another klines command holds the lock.
 #[derive(Debug, thiserror::Error)]
-#[error("another klines command holds the lock {key} on {target}{holder}; it was not released within {waited_secs}s, try again when it has finished")]
+#[error(
+    "another klines command holds the lock {key} on {target}{holder}; it was not released within {waited_secs}s, try again when it has finished"
+)]
 pub struct LockBusy {
     pub key: String,
     pub target: String,

@@ -185,12 +185,22 @@ fn airflow_dags_test_runs_the_pipeline_for_the_runs_interval() {
     // even then only ever an argument.
     let pwned = home.path().join("pwned");
     for conf in [
-        format!(r#"{{"symbols": "BTCUSDT; touch {}; echo"}}"#, pwned.display()),
+        format!(
+            r#"{{"symbols": "BTCUSDT; touch {}; echo"}}"#,
+            pwned.display()
+        ),
         format!(r#"{{"symbols": "BTCUSDT$(touch {})"}}"#, pwned.display()),
         format!(r#"{{"target": "x; touch {}"}}"#, pwned.display()),
     ] {
         let out = airflow(home.path(), "airflow")
-            .args(["dags", "test", "klines", "2024-01-02T08:00:00+00:00", "--conf", &conf])
+            .args([
+                "dags",
+                "test",
+                "klines",
+                "2024-01-02T08:00:00+00:00",
+                "--conf",
+                &conf,
+            ])
             .env("KLINES_PROJECT_DIR", p.path())
             .output()
             .unwrap();

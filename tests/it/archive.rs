@@ -70,11 +70,16 @@ fn archives_stage_the_same_files_as_rest_and_rest_only_fetches_today() {
     let starts = rest_starts(&ex);
     assert!(!starts.is_empty());
     assert!(
-        starts.iter().all(|&t| t >= ms("2024-03-05") || is_outage(t)),
+        starts
+            .iter()
+            .all(|&t| t >= ms("2024-03-05") || is_outage(t)),
         "REST was asked for history the archive holds: {starts:?}"
     );
     let history = starts.iter().filter(|&&t| t < ms("2024-03-05")).count();
-    assert!(history > 0 && (history as u64) < rest_requests, "{history} vs {rest_requests}");
+    assert!(
+        history > 0 && (history as u64) < rest_requests,
+        "{history} vs {rest_requests}"
+    );
     assert!(out.contains("archive: 6 files"), "{out}");
 
     // The same files, byte for byte, and the same manifest.
@@ -257,9 +262,11 @@ fn source_archive_leaves_what_the_archive_lacks_for_a_later_run() {
     p.ok(&["backfill", "--from", "2024-03-01"]);
     let starts = rest_starts(&ex);
     assert!(
-        starts.iter().all(|&t| (ms("2024-03-02")..ms("2024-03-03")).contains(&t)
-            || t >= ms("2024-03-05")
-            || is_outage(t)),
+        starts
+            .iter()
+            .all(|&t| (ms("2024-03-02")..ms("2024-03-03")).contains(&t)
+                || t >= ms("2024-03-05")
+                || is_outage(t)),
         "{starts:?}"
     );
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-03-01"), ms(NOW));
@@ -360,7 +367,9 @@ fn real_archive_days_stage_what_binances_zips_hold() {
                 name,
                 &std::fs::read(dir.join(z)).unwrap(),
                 klines::market::Interval::M1,
-                klines::sources::binance::archive::Period::day_of(ms(&name[name.len() - 14..name.len() - 4])),
+                klines::sources::binance::archive::Period::day_of(ms(
+                    &name[name.len() - 14..name.len() - 4]
+                )),
             )
             .unwrap();
             want.extend(b.iter());

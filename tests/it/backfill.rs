@@ -91,10 +91,9 @@ fn outages_are_recorded_as_empty_and_not_fetched_again() {
     p.ok(&["backfill", "--from", "2024-01-04", "--to", "2024-01-05"]);
     // 2024-01-04 is a day with the 02:10-02:25 exchange outage.
     let cp: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            p.path()
-                .join("state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json"),
-        )
+        &std::fs::read(p.path().join(
+            "state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json",
+        ))
         .unwrap(),
     )
     .unwrap();
@@ -137,7 +136,8 @@ fn a_later_run_continues_from_the_checkpoint_and_completes_the_open_day() {
     );
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
     // 01-05 is now a whole-day file holding the rows of the earlier partial file too.
-    let whole = "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet";
+    let whole =
+        "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-05.parquet";
     let files = parquet_files(&p.stage_dir());
     let day = klines::stage::parquet::decode(whole, files[whole].clone().into())
         .unwrap()
@@ -153,11 +153,21 @@ fn a_later_run_continues_from_the_checkpoint_and_completes_the_open_day() {
 fn full_refresh_downloads_again_and_writes_the_same_bytes() {
     let ex = exchange_at(NOW);
     let p = Project::new(&ex.url, "");
-    p.ok(&["backfill", "--source", "rest", "--from", "2024-01-02", "--to", "2024-01-04"]);
+    p.ok(&[
+        "backfill",
+        "--source",
+        "rest",
+        "--from",
+        "2024-01-02",
+        "--to",
+        "2024-01-04",
+    ]);
     let first = files(&p.stage_dir());
     let before = ex.stats().klines_requests;
     p.ok(&[
-        "backfill", "--source", "rest",
+        "backfill",
+        "--source",
+        "rest",
         "--from",
         "2024-01-02",
         "--to",
@@ -177,7 +187,9 @@ fn a_symbol_listed_after_from_starts_at_its_first_kline() {
     let ex = exchange_at(NOW);
     let p = Project::new(&ex.url, "");
     p.ok(&[
-        "backfill", "--source", "rest",
+        "backfill",
+        "--source",
+        "rest",
         "--symbols",
         "NEWUSDT",
         "--from",
@@ -268,9 +280,15 @@ fn injected_faults_are_survived_with_exact_data() {
     // attempts one request in ~1,400 exhausts them (seen once in CI); 14 make that ~5e-8.
     let yml = std::fs::read_to_string(p.path().join("klines.yml")).unwrap();
     assert!(yml.contains("max_attempts: 6"));
-    std::fs::write(p.path().join("klines.yml"), yml.replace("max_attempts: 6", "max_attempts: 14")).unwrap();
+    std::fs::write(
+        p.path().join("klines.yml"),
+        yml.replace("max_attempts: 6", "max_attempts: 14"),
+    )
+    .unwrap();
     let out = p.ok(&[
-        "backfill", "--source", "rest",
+        "backfill",
+        "--source",
+        "rest",
         "--symbols",
         "BTCUSDT,ETHUSDT",
         "--from",
@@ -295,7 +313,15 @@ fn a_timeout_is_retried() {
     let ex = exchange_at(NOW);
     ex.inject([Fault::Pass, Fault::Delay(Duration::from_secs(3))]);
     let p = Project::new(&ex.url, "  timeout_secs: 0.5\n");
-    let out = p.ok(&["backfill", "--source", "rest", "--from", "2024-01-04", "--to", "2024-01-05"]);
+    let out = p.ok(&[
+        "backfill",
+        "--source",
+        "rest",
+        "--from",
+        "2024-01-04",
+        "--to",
+        "2024-01-05",
+    ]);
     assert!(summary_number(&out, "retries") >= 1, "{out}");
     assert_staged(
         &p.stage_dir(),
@@ -314,7 +340,15 @@ fn persistent_failure_exits_non_zero_keeps_what_was_staged_and_the_next_run_resu
     faults.extend(vec![Fault::Status(503); 6]);
     ex.inject(faults);
     let p = Project::new(&ex.url, "  spans_in_flight: 1\n");
-    let out = p.run(&["backfill", "--source", "rest", "--from", "2024-01-01", "--to", "2024-01-05"]);
+    let out = p.run(&[
+        "backfill",
+        "--source",
+        "rest",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-05",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -340,7 +374,15 @@ fn persistent_failure_exits_non_zero_keeps_what_was_staged_and_the_next_run_resu
     }
     // The exchange recovers; the next run completes the range without the first two days.
     let before = ex.stats().klines_requests;
-    p.ok(&["backfill", "--source", "rest", "--from", "2024-01-01", "--to", "2024-01-05"]);
+    p.ok(&[
+        "backfill",
+        "--source",
+        "rest",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-05",
+    ]);
     assert_eq!(ex.stats().klines_requests - before, 3);
     assert_staged(
         &p.stage_dir(),
@@ -413,7 +455,9 @@ fn pacing_keeps_under_the_advertised_weight_limit() {
     ex.set_limit(60, 2);
     let p = Project::new(&ex.url, "");
     p.ok(&[
-        "backfill", "--source", "rest",
+        "backfill",
+        "--source",
+        "rest",
         "--symbols",
         "BTCUSDT,ETHUSDT",
         "--from",

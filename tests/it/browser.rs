@@ -80,10 +80,18 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
     assert_eq!(got["errors"], serde_json::json!([]), "errors in the page");
     let origin = format!("{}/", s.url);
     for r in got["requests"].as_array().unwrap() {
-        assert!(r.as_str().unwrap().starts_with(&origin), "a request left the server: {r}");
+        assert!(
+            r.as_str().unwrap().starts_with(&origin),
+            "a request left the server: {r}"
+        );
     }
     let candles = |step: &str| -> Vec<_> {
-        got[step]["candles"].as_array().unwrap().iter().map(api_candle).collect()
+        got[step]["candles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(api_candle)
+            .collect()
     };
 
     // Opened on 1D of 1m candles: 1.5 days of bars (the newest), exactly the table's.
@@ -92,13 +100,21 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
     let bars = got["opened"]["bars"].as_array().unwrap();
     assert_eq!(bars.len(), 2160);
     for (bar, row) in bars.iter().zip(&raw_1m[n - 2160..]) {
-        assert_eq!(bar["time"].as_i64().unwrap() * 1000, row[0].as_millis().unwrap());
+        assert_eq!(
+            bar["time"].as_i64().unwrap() * 1000,
+            row[0].as_millis().unwrap()
+        );
         for (i, f) in ["open", "high", "low", "close"].iter().enumerate() {
             let want: f64 = row[i + 1].to_string().parse().unwrap();
             assert_eq!(bar[f].as_f64().unwrap(), want, "{f} at {}", row[0]);
         }
     }
-    assert!(got["opened"]["search"].as_str().unwrap().contains("interval=1m"));
+    assert!(
+        got["opened"]["search"]
+            .as_str()
+            .unwrap()
+            .contains("interval=1m")
+    );
 
     // The indicators: every column of INDICATORS_1M drawn, moving averages and bands over the
     // candles, RSI and MACD in two panes of their own, with the table's values.
@@ -114,11 +130,21 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
         let want: Vec<_> = shown.iter().filter(|r| r[j + 1] != Value::Null).collect();
         assert_eq!(drawn.len(), want.len(), "{name}");
         for (d, r) in drawn.iter().zip(&want) {
-            assert_eq!(d["time"].as_i64().unwrap() * 1000, r[0].as_millis().unwrap(), "{name}");
-            let Value::Float(x) = r[j + 1] else { panic!("{name} is a double") };
+            assert_eq!(
+                d["time"].as_i64().unwrap() * 1000,
+                r[0].as_millis().unwrap(),
+                "{name}"
+            );
+            let Value::Float(x) = r[j + 1] else {
+                panic!("{name} is a double")
+            };
             // Lightweight Charts keeps its own copy of a value: equal to the last bits or so.
             let v = d["value"].as_f64().unwrap();
-            assert!((v - x).abs() <= 1e-12 * x.abs().max(1e-300), "{name} at {}: {v} vs {x}", r[0]);
+            assert!(
+                (v - x).abs() <= 1e-12 * x.abs().max(1e-300),
+                "{name} at {}: {v} vs {x}",
+                r[0]
+            );
         }
     }
 
@@ -126,12 +152,32 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
     let t = got["hovered"]["time"].as_i64().unwrap();
     let row = raw_1m.iter().find(|r| r[0].as_millis() == Some(t)).unwrap();
     let legend = got["hovered"]["legend"].as_str().unwrap();
-    assert!(legend.contains(&klines::time::format_ms(t)[..10]), "{legend}");
-    for (label, v) in [("O", &row[1]), ("H", &row[2]), ("L", &row[3]), ("C", &row[4]), ("V", &row[5]), ("Trades", &row[6])] {
-        assert!(legend.contains(&format!("{label} {}", text(v))), "{label} {}: {legend}", text(v));
+    assert!(
+        legend.contains(&klines::time::format_ms(t)[..10]),
+        "{legend}"
+    );
+    for (label, v) in [
+        ("O", &row[1]),
+        ("H", &row[2]),
+        ("L", &row[3]),
+        ("C", &row[4]),
+        ("V", &row[5]),
+        ("Trades", &row[6]),
+    ] {
+        assert!(
+            legend.contains(&format!("{label} {}", text(v))),
+            "{label} {}: {legend}",
+            text(v)
+        );
     }
-    assert!(legend.contains("UTC") && legend.contains("Taker buy"), "{legend}");
-    assert!(legend.contains("SMA20 ") && legend.contains("RSI14 ") && legend.contains("MACD "), "{legend}");
+    assert!(
+        legend.contains("UTC") && legend.contains("Taker buy"),
+        "{legend}"
+    );
+    assert!(
+        legend.contains("SMA20 ") && legend.contains("RSI14 ") && legend.contains("MACD "),
+        "{legend}"
+    );
 
     // Panning back loaded the older bars: now the whole table.
     assert_eq!(candles("panned"), minutes);
@@ -139,13 +185,22 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
 
     // A click on 15m: the 15m table, in the URL, and still there after a reload.
     assert_eq!(candles("switched"), quarters);
-    assert!(got["switched"]["search"].as_str().unwrap().contains("interval=15m"));
+    assert!(
+        got["switched"]["search"]
+            .as_str()
+            .unwrap()
+            .contains("interval=15m")
+    );
     assert_eq!(got["reloaded"]["state"]["interval"], "15m");
     assert_eq!(got["reloaded"]["state"]["symbol"], "XRPETH");
     assert_eq!(candles("reloaded"), quarters);
 
     let shot = std::fs::read(&png).unwrap();
-    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "{}", png.display());
+    assert!(
+        shot.starts_with(b"\x89PNG") && shot.len() > 10_000,
+        "{}",
+        png.display()
+    );
 }
 
 /// `klines stream --build --serve`: a page open on the stream's 1m candles gets each new one
@@ -163,16 +218,33 @@ fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
     let s = Served::spawn(
         &p,
         &[
-            "stream", "--symbols", "BTCUSDT", "--from", "2024-01-05T12:00:00Z", "--until",
-            "2024-01-05T13:58:00Z", "--ws-url", &ws, "--build", "--select", "tag:ohlc",
-            "tag:indicators", "--flush-secs", "0.2", "--serve", "127.0.0.1:0",
+            "stream",
+            "--symbols",
+            "BTCUSDT",
+            "--from",
+            "2024-01-05T12:00:00Z",
+            "--until",
+            "2024-01-05T13:58:00Z",
+            "--ws-url",
+            &ws,
+            "--build",
+            "--select",
+            "tag:ohlc",
+            "tag:indicators",
+            "--flush-secs",
+            "0.2",
+            "--serve",
+            "127.0.0.1:0",
         ],
         &[],
     );
     // The page opens once the first flush is built.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while s.json("/api/symbols")["symbols"] != serde_json::json!(["BTCUSDT"]) {
-        assert!(std::time::Instant::now() < deadline, "the stream built nothing");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream built nothing"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let (got, png) = drive_with(&s.url, "dashboard-live", &["live", "BTCUSDT"]);
@@ -183,7 +255,12 @@ fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
     assert!(status.success(), "{out}");
     // Every candle the page ended with is the table's.
     let table = table_candles(&Wh::DuckDb, &p, "TRADES_OHLC_1M", "BTCUSDT");
-    let shown: Vec<_> = got["updated"]["candles"].as_array().unwrap().iter().map(api_candle).collect();
+    let shown: Vec<_> = got["updated"]["candles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(api_candle)
+        .collect();
     let opened = got["opened"]["candles"].as_array().unwrap().len();
     assert!(shown.len() >= opened + 3, "{} after {opened}", shown.len());
     let first = table.iter().position(|c| c.0 == shown[0].0).unwrap();
@@ -210,6 +287,9 @@ fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
     assert!(completed["bar"].get("color").is_none(), "{completed}");
     let fives = table_candles(&Wh::DuckDb, &p, "TRADES_OHLC_5M", "BTCUSDT");
     let t = completed["candle"]["time"].as_i64().unwrap();
-    assert_eq!(Some(&api_candle(&completed["candle"])), fives.iter().find(|c| c.0 == t));
+    assert_eq!(
+        Some(&api_candle(&completed["candle"])),
+        fives.iter().find(|c| c.0 == t)
+    );
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
 }

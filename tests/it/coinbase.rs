@@ -205,7 +205,12 @@ fn rollups_equal_coinbases_own(wh: Wh) {
             }
         }
     }
-    for table in ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_1H", "TRADES_OHLC_1D"] {
+    for table in [
+        "TRADES_OHLC_1M",
+        "TRADES_OHLC_5M",
+        "TRADES_OHLC_1H",
+        "TRADES_OHLC_1D",
+    ] {
         let ex = wh.query(&p, &format!("SELECT DISTINCT exchange FROM {s}.{table}"));
         assert_eq!(ex.len(), 1, "{table}");
         assert_eq!(ex[0][0].as_str(), Some("coinbase"), "{table}");

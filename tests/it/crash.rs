@@ -38,7 +38,11 @@ fn crashed(out: &std::process::Output, point: &str) {
         out.status,
         stderr(out)
     );
-    assert!(stderr(out).contains(&format!("failpoint {point}")), "{}", stderr(out));
+    assert!(
+        stderr(out).contains(&format!("failpoint {point}")),
+        "{}",
+        stderr(out)
+    );
 }
 
 fn backfill_crash_windows(s3: bool) {
@@ -57,10 +61,17 @@ fn backfill_crash_windows(s3: bool) {
         "backfill.after_checkpoint",
     ] {
         for nth in [1, 3] {
-            let url = if s3 { s3_stage_url() } else { "stage".to_string() };
+            let url = if s3 {
+                s3_stage_url()
+            } else {
+                "stage".to_string()
+            };
             // An object-store lease outlives a killed run: a short one, so the re-run may
             // take it over a second later (a directory's flock dies with the process).
-            let p = Project::new(&ex.url, &format!("stage: {url}\nstate: stage\nlease_secs: 1\n"));
+            let p = Project::new(
+                &ex.url,
+                &format!("stage: {url}\nstate: stage\nlease_secs: 1\n"),
+            );
             let out = p
                 .cmd()
                 .args(&args)
@@ -119,7 +130,12 @@ fn load_crash_windows(wh: Wh) {
             .unwrap()
     };
 
-    let out = p.cmd().arg("load").env("KLINES_FAILPOINT", "load.mid_batch:2").output().unwrap();
+    let out = p
+        .cmd()
+        .arg("load")
+        .env("KLINES_FAILPOINT", "load.mid_batch:2")
+        .output()
+        .unwrap();
     crashed(&out, "load.mid_batch");
     // The first batch is in, whole; nothing of the second.
     assert_eq!(count("klines_load_history"), 1);
@@ -127,7 +143,12 @@ fn load_crash_windows(wh: Wh) {
     assert_eq!(recorded, Some(count("klines") as i128));
     assert!(count("klines") >= 1400);
 
-    let out = p.cmd().arg("load").env("KLINES_FAILPOINT", "load.after_commit:1").output().unwrap();
+    let out = p
+        .cmd()
+        .arg("load")
+        .env("KLINES_FAILPOINT", "load.after_commit:1")
+        .output()
+        .unwrap();
     crashed(&out, "load.after_commit");
     assert_eq!(count("klines_load_history"), 2);
 
@@ -184,10 +205,18 @@ fn a_paused_worker_cannot_write_after_another_took_its_lease_over() {
     std::thread::sleep(Duration::from_millis(2500));
     let b = p.run(&args);
     assert!(b.status.success(), "{}", stderr(&b));
-    assert!(stderr(&b).contains("took over an expired lock"), "{}", stderr(&b));
+    assert!(
+        stderr(&b).contains("took over an expired lock"),
+        "{}",
+        stderr(&b)
+    );
     unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
     let a = a.wait_with_output().unwrap();
-    assert!(!a.status.success(), "the paused worker went on:\n{}", stderr(&a));
+    assert!(
+        !a.status.success(),
+        "the paused worker went on:\n{}",
+        stderr(&a)
+    );
     assert!(
         stderr(&a).contains("lost the lock") || stderr(&a).contains("took the lock over"),
         "{}",
@@ -197,5 +226,9 @@ fn a_paused_worker_cannot_write_after_another_took_its_lease_over() {
     assert_eq!(stage_objects(&url, p.path()), want);
     let before = ex.stats().klines_requests;
     p.ok(&args);
-    assert_eq!(ex.stats().klines_requests, before, "the checkpoint is the whole range");
+    assert_eq!(
+        ex.stats().klines_requests,
+        before,
+        "the checkpoint is the whole range"
+    );
 }

@@ -35,7 +35,13 @@ fn a_time_ago_with_a_leading_hyphen_is_a_value() {
     let ex = exchange();
     let p = Project::new(&ex.url, "");
     let out = p.ok(&["backfill", "--from", "-2h", "--to", "-1h"]);
-    let want = expected(&ex, "BTCUSDT", "1m", ms(NOW) - 2 * 3_600_000, ms(NOW) - 3_600_000);
+    let want = expected(
+        &ex,
+        "BTCUSDT",
+        "1m",
+        ms(NOW) - 2 * 3_600_000,
+        ms(NOW) - 3_600_000,
+    );
     assert!(out.contains(&format!("{} rows", want.len())), "{out}");
     // The README's crontab line, as written.
     with_repo_models(&p);
@@ -70,10 +76,20 @@ fn absurd_numbers_are_errors_not_panics() {
     let ex = exchange();
     ex.inject([Fault::TooManyRaw("1e30")]);
     let p = Project::new(&ex.url, "");
-    let out = p.run(&["backfill", "--from", "2024-01-03", "--to", "2024-01-03T01:00:00Z"]);
+    let out = p.run(&[
+        "backfill",
+        "--from",
+        "2024-01-03",
+        "--to",
+        "2024-01-03T01:00:00Z",
+    ]);
     no_panic(&out);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("rate-limited by the exchange (HTTP 429)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rate-limited by the exchange (HTTP 429)"),
+        "{}",
+        stderr(&out)
+    );
 
     let q = Project::new(&ex.url, "");
     let yml = q.path().join("klines.yml");
@@ -82,7 +98,11 @@ fn absurd_numbers_are_errors_not_panics() {
     let out = q.run(&["backfill"]);
     no_panic(&out);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("exchange.timeout_secs must be at most 86400"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exchange.timeout_secs must be at most 86400"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Defect 6: an all-digit password from an unquoted env_var() is a password, and a type error
@@ -99,7 +119,12 @@ fn an_all_digit_secret_is_never_echoed() {
             db.name
         ),
     );
-    let out = p.cmd().args(["load"]).env("KLINES_TEST_PW", "8472991337").output().unwrap();
+    let out = p
+        .cmd()
+        .args(["load"])
+        .env("KLINES_TEST_PW", "8472991337")
+        .output()
+        .unwrap();
     let all = stdout(&out) + &stderr(&out);
     assert!(out.status.success(), "{all}");
     assert!(!all.contains("8472991337"), "{all}");
@@ -111,10 +136,18 @@ fn an_all_digit_secret_is_never_echoed() {
             "    pg:\n      type: postgres\n      host: {host}\n      user: {user}\n      dbname: {{{{ env_var('KLINES_TEST_PW') }}}}\n"
         ),
     );
-    let out = p.cmd().args(["load"]).env("KLINES_TEST_PW", "8472991337").output().unwrap();
+    let out = p
+        .cmd()
+        .args(["load"])
+        .env("KLINES_TEST_PW", "8472991337")
+        .output()
+        .unwrap();
     let all = stdout(&out) + &stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    assert!(all.contains("profiles.yml") && all.contains("output pg"), "{all}");
+    assert!(
+        all.contains("profiles.yml") && all.contains("output pg"),
+        "{all}"
+    );
     assert!(!all.contains("8472991337"), "{all}");
 }
 
@@ -138,7 +171,12 @@ fn setup_snowflake_refuses_a_stage_url_that_is_not_plain() {
         assert!(stderr(&out).contains("--stage"), "{}", stderr(&out));
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
     }
-    let out = p.run(&["setup", "snowflake", "--stage", "s3://market-data/klines/v1"]);
+    let out = p.run(&[
+        "setup",
+        "snowflake",
+        "--stage",
+        "s3://market-data/klines/v1",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -156,7 +194,11 @@ fn a_project_name_cannot_write_outside_target() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("name \"../../../x\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("name \"../../../x\""),
+        "{}",
+        stderr(&out)
+    );
     let outside: Vec<_> = files(root.path())
         .into_keys()
         .filter(|k| !k.starts_with("a/b/c/"))
@@ -190,7 +232,11 @@ fn configuration_errors_exit_2() {
             vec!["backfill", "--from", "2030-01-01"],
             "in the future of the exchange's clock",
         ),
-        (Project::new(&ex.url, ""), vec!["ls", "--output", "bogus"], "bogus"),
+        (
+            Project::new(&ex.url, ""),
+            vec!["ls", "--output", "bogus"],
+            "bogus",
+        ),
         (
             Project::new(&ex.url, ""),
             vec!["ls", "--resource-type", "bogus"],
@@ -217,27 +263,45 @@ fn every_name_ls_prints_selects_exactly_its_node() {
     let json = p.ok(&["ls", "--output", "json"]);
     let ids: Vec<String> = json
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["unique_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["unique_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     // The name selects its node alone once indirect selection adds no tests (by default a
     // model's name brings its tests, as in dbt).
     for (name, id) in names.iter().zip(&ids) {
-        let one = p.ok(&["ls", "-s", name, "--output", "json", "--indirect-selection", "empty"]);
+        let one = p.ok(&[
+            "ls",
+            "-s",
+            name,
+            "--output",
+            "json",
+            "--indirect-selection",
+            "empty",
+        ]);
         let got: Vec<&str> = one.lines().collect();
         assert_eq!(got.len(), 1, "{name} selects {one}");
-        assert!(got[0].contains(&format!("\"unique_id\":\"{id}\"")), "{name}: {one}");
+        assert!(
+            got[0].contains(&format!("\"unique_id\":\"{id}\"")),
+            "{name}: {one}"
+        );
     }
 
     // compile: one .sql per schema test, none overwriting another.
     p.ok(&["compile"]);
-    let compiled = files(&p.path().join("target/compiled/klines/models/ohlc/schema.yml"));
+    let compiled = files(
+        &p.path()
+            .join("target/compiled/klines/models/ohlc/schema.yml"),
+    );
     let tests = ids.iter().filter(|i| i.starts_with("test.")).count();
     let from_yml = compiled.keys().filter(|k| k.ends_with(".sql")).count();
     assert!(from_yml > 10 && from_yml <= tests, "{:?}", compiled.keys());
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.path().join("target/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("target/manifest.json")).unwrap())
+            .unwrap();
     let paths: Vec<&str> = manifest["nodes"]
         .as_object()
         .unwrap()
@@ -254,7 +318,11 @@ fn every_name_ls_prints_selects_exactly_its_node() {
 fn model_errors_are_one_line_with_the_detail_at_v() {
     let p = Project::new("http://127.0.0.1:9", "");
     std::fs::create_dir_all(p.path().join("models")).unwrap();
-    std::fs::write(p.path().join("models/bad.sql"), "select nope\nfrom (select 1 as x)\n").unwrap();
+    std::fs::write(
+        p.path().join("models/bad.sql"),
+        "select nope\nfrom (select 1 as x)\n",
+    )
+    .unwrap();
     let out = p.run(&["run"]);
     let line = stdout(&out)
         .lines()
@@ -262,9 +330,17 @@ fn model_errors_are_one_line_with_the_detail_at_v() {
         .map(str::to_string)
         .unwrap_or_else(|| panic!("{}", stdout(&out)));
     assert!(line.contains("nope"), "{line}");
-    assert!(!stdout(&out).contains("LINE 1") && !stdout(&out).contains("Error code"), "{}", stdout(&out));
+    assert!(
+        !stdout(&out).contains("LINE 1") && !stdout(&out).contains("Error code"),
+        "{}",
+        stdout(&out)
+    );
     let out = p.run(&["run", "-v"]);
-    assert!(stderr(&out).contains("the rest of the message"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the rest of the message"),
+        "{}",
+        stderr(&out)
+    );
 
     std::fs::write(
         p.path().join("models/bad.sql"),
@@ -274,7 +350,10 @@ fn model_errors_are_one_line_with_the_detail_at_v() {
     let out = p.run(&["run"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("models/bad.sql line 4: unknown function"), "{err}");
+    assert!(
+        err.contains("models/bad.sql line 4: unknown function"),
+        "{err}"
+    );
     assert!(err.contains("4 > | from {{ nope('a') }}"), "{err}");
     assert!(err.contains("^^^"), "{err}");
 
@@ -286,7 +365,8 @@ fn model_errors_are_one_line_with_the_detail_at_v() {
     let out = p.run(&["run"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("models/bad.sql") && stderr(&out).contains("unknown incremental_strategy \"upsert\""),
+        stderr(&out).contains("models/bad.sql")
+            && stderr(&out).contains("unknown incremental_strategy \"upsert\""),
         "{}",
         stderr(&out)
     );
@@ -314,7 +394,12 @@ fn json_logs_stay_json_for_failures_and_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         all_json(&stderr(&out));
     }
-    let out = p.cmd().args(["backfill", "--frm", "x"]).env("KLINES_LOG_FORMAT", "json").output().unwrap();
+    let out = p
+        .cmd()
+        .args(["backfill", "--frm", "x"])
+        .env("KLINES_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     all_json(&stderr(&out));
 }
@@ -331,8 +416,12 @@ fn nothing_is_skipped_silently() {
     std::fs::remove_file(manifest.join(&entry)).unwrap();
     // Old enough not to be a backfill's file whose entry is on its way.
     let data = entry.rsplitn(3, '.').nth(2).unwrap().to_string();
-    let f = std::fs::File::options().write(true).open(p.stage_dir().join(&data)).unwrap();
-    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(p.stage_dir().join(&data))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
     let out = p.run(&["load"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
@@ -343,12 +432,17 @@ fn nothing_is_skipped_silently() {
     let out = p.ok(&["repair", "--dry-run"]);
     assert!(out.contains(&format!("would write\t{data}")), "{out}");
     let out = p.ok(&["repair"]);
-    assert!(out.contains("repair: 1 files without a manifest entry, 1 repaired"), "{out}");
+    assert!(
+        out.contains("repair: 1 files without a manifest entry, 1 repaired"),
+        "{out}"
+    );
     let out = p.ok(&["load"]);
     assert!(out.contains("load: 1 files"), "{out}");
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-01"), ms("2024-01-03")).len() as i64;
     let conn = duckdb::Connection::open(p.path().join("klines.duckdb")).unwrap();
-    let got: i64 = conn.query_row("SELECT count(*) FROM raw.klines", [], |r| r.get(0)).unwrap();
+    let got: i64 = conn
+        .query_row("SELECT count(*) FROM raw.klines", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(got, want);
     drop(conn);
 
@@ -358,11 +452,23 @@ fn nothing_is_skipped_silently() {
     let state = p.path().join("state");
     let out = q
         .cmd()
-        .args(["backfill", "--from", "2024-01-01", "--stage", p.stage_dir().to_str().unwrap(), "--state", state.to_str().unwrap()])
+        .args([
+            "backfill",
+            "--from",
+            "2024-01-01",
+            "--stage",
+            p.stage_dir().to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("covers candles past the exchange's clock"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("covers candles past the exchange's clock"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn spawn(p: &Project, args: &[&str]) -> Child {
@@ -384,7 +490,9 @@ fn pg_texts(db: &PgDb, sql: &str) -> Vec<String> {
     let out = db.output();
     let rt = runtime();
     rt.block_on(async {
-        let pg = klines::warehouse::postgres::Postgres::connect(&out).await.unwrap();
+        let pg = klines::warehouse::postgres::Postgres::connect(&out)
+            .await
+            .unwrap();
         use klines::warehouse::Warehouse;
         pg.query(sql)
             .await
@@ -413,7 +521,10 @@ fn sigterm_cancels_the_running_postgres_statement() {
     let running = "SELECT query FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' AND pid <> pg_backend_pid()";
     let started = Instant::now();
     while pg_texts(&db, running).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the statement never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the statement never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     sigterm(&child);
@@ -421,12 +532,23 @@ fn sigterm_cancels_the_running_postgres_statement() {
     let out = child.wait_with_output().unwrap();
     let took = signalled.elapsed();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cancelling the running Postgres statement"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cancelling the running Postgres statement"),
+        "{}",
+        stderr(&out)
+    );
     // Not the 10 s klines gives work that ignores the signal.
     assert!(took < Duration::from_secs(8), "{took:?}");
-    assert!(pg_texts(&db, running).is_empty(), "still running on the server");
     assert!(
-        pg_texts(&db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'").is_empty(),
+        pg_texts(&db, running).is_empty(),
+        "still running on the server"
+    );
+    assert!(
+        pg_texts(
+            &db,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'"
+        )
+        .is_empty(),
         "nothing half-built is kept"
     );
 }
@@ -450,11 +572,19 @@ fn sigterm_interrupts_the_running_duckdb_statement() {
     let out = child.wait_with_output().unwrap();
     let took = signalled.elapsed();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("interrupting the running DuckDB statement"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupting the running DuckDB statement"),
+        "{}",
+        stderr(&out)
+    );
     assert!(took < Duration::from_secs(8), "{took:?}");
     let conn = duckdb::Connection::open(p.path().join("klines.duckdb")).unwrap();
     let n: i64 = conn
-        .query_row("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'slow%'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'slow%'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(n, 0, "nothing half-built is kept");
 }
@@ -475,8 +605,14 @@ fn postgres_runs_are_locked_and_a_killed_runs_leftovers_are_harmless() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-01"), ms("2024-01-03")).len();
-    assert_eq!(pg_texts(&db, "SELECT count(*)::text FROM raw.klines"), [format!("Text({:?})", want.to_string())]);
-    assert_eq!(pg_texts(&db, "SELECT count(*)::text FROM raw.klines_load_history"), ["Text(\"2\")"]);
+    assert_eq!(
+        pg_texts(&db, "SELECT count(*)::text FROM raw.klines"),
+        [format!("Text({:?})", want.to_string())]
+    );
+    assert_eq!(
+        pg_texts(&db, "SELECT count(*)::text FROM raw.klines_load_history"),
+        ["Text(\"2\")"]
+    );
 
     std::fs::create_dir_all(p.path().join("models")).unwrap();
     std::fs::write(
@@ -494,6 +630,11 @@ fn postgres_runs_are_locked_and_a_killed_runs_leftovers_are_harmless() {
         child.kill().unwrap();
         child.wait().unwrap();
         let out = p.run(&["run"]);
-        assert!(out.status.success(), "attempt {attempt}: {}\n{}", stdout(&out), stderr(&out));
+        assert!(
+            out.status.success(),
+            "attempt {attempt}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
     }
 }

@@ -200,7 +200,9 @@ fn kill_9_during_load(wh: Wh) {
     let mut kills = 0;
     // Each killed run keeps the batches it committed, so the next has less to do: the delays
     // start short and grow slowly, or a fast machine finishes before the second kill.
-    for delay in [150u64, 250, 350, 500, 650, 800, 1000, 1300, 1600, 2000, 2500, 3000, 4000] {
+    for delay in [
+        150u64, 250, 350, 500, 650, 800, 1000, 1300, 1600, 2000, 2500, 3000, 4000,
+    ] {
         let mut child = p
             .cmd()
             .args(["load"])
@@ -247,7 +249,8 @@ fn corrupt_file(wh: Wh) {
     let p = Project::new(&ex.url, "");
     wh.setup(&p);
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-04"]);
-    let bad = "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet";
+    let bad =
+        "exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-2024-01-02.parquet";
     let path = p.stage_dir().join(bad);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
@@ -399,7 +402,15 @@ fn bad_rows_are_quarantined(wh: Wh) {
     let p = Project::new(&ex.url, "");
     wh.setup(&p);
     let day1 = ms("2024-01-01");
-    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-01", "--to", "2024-01-02"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-02",
+    ]);
     p.ok(&["load"]);
     let traded = |t: i64| {
         (0..)
@@ -432,7 +443,18 @@ fn bad_rows_are_quarantined(wh: Wh) {
     old.high = old.open.max(old.close) - 1;
     ex.correct("BTCUSDT", old.clone());
     // From REST: the archive's reader refuses such rows outright (naming the zip and line).
-    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-01", "--to", "2024-01-03", "--full-refresh", "--source", "rest"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-03",
+        "--full-refresh",
+        "--source",
+        "rest",
+    ]);
     let out = p.run(&["load"]);
     let s = stdout(&out);
     assert_eq!(out.status.code(), Some(3), "{s}{}", stderr(&out));
@@ -440,7 +462,11 @@ fn bad_rows_are_quarantined(wh: Wh) {
         s.contains("; 5 rows rejected into raw.klines_rejected (close time does not match the interval: 1, high below open or close: 2, low above open or close: 1, taker buy volume above volume: 1)"),
         "{s}"
     );
-    assert!(stderr(&out).contains("kept in raw.klines_rejected"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("kept in raw.klines_rejected"),
+        "{}",
+        stderr(&out)
+    );
     let rejected = wh.query(&p, "SELECT open_time, file, row_number, reason, kline FROM raw.klines_rejected ORDER BY open_time");
     assert_eq!(rejected.len(), 5);
     let mut want: Vec<(i64, &str)> = bad.clone();
@@ -450,7 +476,9 @@ fn bad_rows_are_quarantined(wh: Wh) {
         assert!(r[1].as_str().unwrap().contains("symbol=BTCUSDT"), "{r:?}");
         // Rows count from 1 in the day's file, which holds the day's served minutes in order.
         let day = t.div_euclid(86_400_000) * 86_400_000;
-        let minutes = ex.market().minutes("BTCUSDT", day, day + 86_400_000, usize::MAX);
+        let minutes = ex
+            .market()
+            .minutes("BTCUSDT", day, day + 86_400_000, usize::MAX);
         let row = minutes.iter().position(|k| k.open_time == *t).unwrap() as i64 + 1;
         assert_eq!(r[2].as_i64(), Some(row), "{r:?}");
         assert!(r[3].as_str().unwrap().starts_with(why), "{r:?}");
@@ -458,13 +486,25 @@ fn bad_rows_are_quarantined(wh: Wh) {
     }
     // Everything valid loaded: the day's other minutes, and day 1's good row stays.
     let day2_rows = wh.query(&p, "SELECT count(*) FROM raw.klines WHERE open_time >= CAST('2024-01-02 00:00:00+00:00' AS TIMESTAMPTZ)");
-    let served = ex.market().minutes("BTCUSDT", day2, day2 + 86_400_000, usize::MAX).len() as i64;
+    let served = ex
+        .market()
+        .minutes("BTCUSDT", day2, day2 + 86_400_000, usize::MAX)
+        .len() as i64;
     assert_eq!(day2_rows[0][0].as_i64(), Some(served - 4));
-    let kept = wh.query(&p, &format!(
-        "SELECT high FROM raw.klines WHERE open_time = CAST('{}' AS TIMESTAMPTZ)",
-        klines::time::format_ms(old.open_time).replace('T', " ").replace('Z', "+00:00")
-    ));
-    assert_eq!(kept[0][0].to_scaled(8), Some(good_high), "the good row loaded before stays");
+    let kept = wh.query(
+        &p,
+        &format!(
+            "SELECT high FROM raw.klines WHERE open_time = CAST('{}' AS TIMESTAMPTZ)",
+            klines::time::format_ms(old.open_time)
+                .replace('T', " ")
+                .replace('Z', "+00:00")
+        ),
+    );
+    assert_eq!(
+        kept[0][0].to_scaled(8),
+        Some(good_high),
+        "the good row loaded before stays"
+    );
     // The files count as loaded.
     let out = p.ok(&["load"]);
     assert!(out.starts_with("load: 0 files"), "{out}");

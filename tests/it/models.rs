@@ -385,11 +385,28 @@ fn full12_rollups(wh: fn() -> Wh) {
     let dir = data::full12_dir();
     for (market, symbol, from, to, four_hours, buckets) in [
         // The REST dump's last minute is left out: it may have been open when saved.
-        ("spot", "ETHUSDT", "2021-09-23", "2021-09-26T11:02:00Z", "spot/ETHUSDT_4h_2021-09.csv", 20),
-        ("usdm", "BTCUSDT", "2022-09-05", "2022-09-07", "usdm/BTCUSDT_4h_2022-09.csv", 12),
+        (
+            "spot",
+            "ETHUSDT",
+            "2021-09-23",
+            "2021-09-26T11:02:00Z",
+            "spot/ETHUSDT_4h_2021-09.csv",
+            20,
+        ),
+        (
+            "usdm",
+            "BTCUSDT",
+            "2022-09-05",
+            "2022-09-07",
+            "usdm/BTCUSDT_4h_2022-09.csv",
+            12,
+        ),
     ] {
         let wh = wh();
-        let p = Project::new(&ex.url, &format!("market: {market}\nvars:\n  market: {market}\n"));
+        let p = Project::new(
+            &ex.url,
+            &format!("market: {market}\nvars:\n  market: {market}\n"),
+        );
         with_repo_models(&p);
         std::fs::write(
             p.path().join("models/ohlc_4h.sql"),
@@ -403,12 +420,21 @@ fn full12_rollups(wh: fn() -> Wh) {
         let out = p.ok(&["run", "models"]);
         assert!(out.contains("run: 16 nodes: 16 ok"), "{out}");
 
-        let minutes = if market == "usdm" { ex.usdm_market() } else { ex.market() }
-            .minutes(symbol, ms(from), ms(to), usize::MAX);
+        let minutes = if market == "usdm" {
+            ex.usdm_market()
+        } else {
+            ex.market()
+        }
+        .minutes(symbol, ms(from), ms(to), usize::MAX);
         let got_1m = model_full_candles(&wh, &p, "TRADES_OHLC_1M", symbol);
         assert_eq!(got_1m.len(), minutes.len(), "{market} {symbol}");
         for k in &minutes {
-            assert_eq!(got_1m[&k.open_time], full_fields(k), "{market} 1m at {}", klines::time::format_ms(k.open_time));
+            assert_eq!(
+                got_1m[&k.open_time],
+                full_fields(k),
+                "{market} 1m at {}",
+                klines::time::format_ms(k.open_time)
+            );
         }
 
         let want: FullCandles = data::read_full_rows(&dir.join(four_hours))
@@ -416,7 +442,11 @@ fn full12_rollups(wh: fn() -> Wh) {
             .filter(|(t, _)| *t >= ms(from) && t + 4 * 3_600_000 <= ms(to))
             .map(|(t, k)| (t, full_fields(&k)))
             .collect();
-        assert_eq!(want.len(), buckets, "{market}: Binance's 4h candles the 1m data covers whole");
+        assert_eq!(
+            want.len(),
+            buckets,
+            "{market}: Binance's 4h candles the 1m data covers whole"
+        );
         let got = model_full_candles(&wh, &p, "ohlc_4h", symbol);
         for (t, w) in &want {
             assert_eq!(

@@ -38,7 +38,13 @@ fn selectors_and_graph_operators_on_the_projects_own_models() {
     everything.sort();
     let mut want: Vec<String> = ohlc
         .iter()
-        .flat_map(|m| [m.to_string(), m.replace("TRADES_OHLC", "INDICATORS"), m.replace("TRADES_OHLC", "FLOW")])
+        .flat_map(|m| {
+            [
+                m.to_string(),
+                m.replace("TRADES_OHLC", "INDICATORS"),
+                m.replace("TRADES_OHLC", "FLOW"),
+            ]
+        })
         .collect();
     want.sort();
     assert_eq!(everything, want);
@@ -47,43 +53,86 @@ fn selectors_and_graph_operators_on_the_projects_own_models() {
     assert_eq!(with(&["-s", "source:binance+"]), ohlc);
     assert_eq!(models(&p, &["-s", "path:models/ohlc"]), ohlc);
     assert_eq!(models(&p, &["-s", "tag:indicators"]).len(), 5);
-    assert_eq!(models(&p, &["models/ohlc/TRADES_OHLC_5M.sql"]), ["TRADES_OHLC_5M"]);
+    assert_eq!(
+        models(&p, &["models/ohlc/TRADES_OHLC_5M.sql"]),
+        ["TRADES_OHLC_5M"]
+    );
     assert_eq!(models(&p, &["+TRADES_OHLC_15M"]), &ohlc[..3]);
     assert_eq!(with(&["TRADES_OHLC_5M+"]), &ohlc[1..]);
     assert_eq!(models(&p, &["2+TRADES_OHLC_1D"]), &ohlc[1..4]);
     assert_eq!(
         models(&p, &["TRADES_OHLC_1M+1"]),
-        ["TRADES_OHLC_1M", "FLOW_1M", "INDICATORS_1M", "TRADES_OHLC_5M"]
+        [
+            "TRADES_OHLC_1M",
+            "FLOW_1M",
+            "INDICATORS_1M",
+            "TRADES_OHLC_5M"
+        ]
     );
     assert_eq!(models(&p, &["tag:ohlc,+TRADES_OHLC_5M"]), &ohlc[..2]);
     assert_eq!(
-        models(&p, &["tag:ohlc", "--exclude", "TRADES_OHLC_1D", "TRADES_OHLC_1M"]),
+        models(
+            &p,
+            &["tag:ohlc", "--exclude", "TRADES_OHLC_1D", "TRADES_OHLC_1M"]
+        ),
         ["TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1H"]
     );
     // Sources and tests by selector too.
     let sources = p.ok(&["ls", "-s", "source:binance", "--resource-type", "source"]);
     assert_eq!(
         sources.lines().collect::<Vec<_>>(),
-        ["source:binance.klines", "source:binance.klines_load_history"]
+        [
+            "source:binance.klines",
+            "source:binance.klines_load_history"
+        ]
     );
     // As in dbt, a model's tests come with it (indirect selection, eager by default); with
     // `--indirect-selection empty` the model selector takes the model alone.
-    let tests = p.ok(&["ls", "-s", "TRADES_OHLC_5M", "--resource-type", "test", "-o", "name"]);
+    let tests = p.ok(&[
+        "ls",
+        "-s",
+        "TRADES_OHLC_5M",
+        "--resource-type",
+        "test",
+        "-o",
+        "name",
+    ]);
     let names: Vec<&str> = tests.lines().collect();
     assert!(
         names.contains(&"not_null_TRADES_OHLC_5M_open")
             && names.contains(&"ohlc_buckets_hold_at_most_their_minutes")
-            && names.iter().all(|t| t.contains("TRADES_OHLC_5M") || *t == "ohlc_buckets_hold_at_most_their_minutes"),
+            && names
+                .iter()
+                .all(|t| t.contains("TRADES_OHLC_5M")
+                    || *t == "ohlc_buckets_hold_at_most_their_minutes"),
         "a model selector takes the tests on it (the singular one refs it too): {tests}"
     );
     let tests = p.ok(&[
-        "ls", "-s", "TRADES_OHLC_5M", "--resource-type", "test", "-o", "name",
-        "--indirect-selection", "empty",
+        "ls",
+        "-s",
+        "TRADES_OHLC_5M",
+        "--resource-type",
+        "test",
+        "-o",
+        "name",
+        "--indirect-selection",
+        "empty",
     ]);
-    assert!(tests.lines().count() == 0, "empty: the model alone: {tests}");
-    let tests = p.ok(&["ls", "-s", "test_name:not_null,TRADES_OHLC_5M+", "-o", "name"]);
     assert!(
-        tests.lines().any(|t| t.starts_with("not_null_TRADES_OHLC_5M_")),
+        tests.lines().count() == 0,
+        "empty: the model alone: {tests}"
+    );
+    let tests = p.ok(&[
+        "ls",
+        "-s",
+        "test_name:not_null,TRADES_OHLC_5M+",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        tests
+            .lines()
+            .any(|t| t.starts_with("not_null_TRADES_OHLC_5M_")),
         "{tests}"
     );
 }
@@ -105,11 +154,19 @@ fn delete_insert(wh: Wh) {
     p.ok(&["run"]);
     let rows = wh.query(
         &p,
-        &format!("SELECT symbol, price FROM {}.latest ORDER BY symbol", wh.schema()),
+        &format!(
+            "SELECT symbol, price FROM {}.latest ORDER BY symbol",
+            wh.schema()
+        ),
     );
     let got: Vec<(String, i128)> = rows
         .iter()
-        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].to_scaled(2).unwrap()))
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].to_scaled(2).unwrap(),
+            )
+        })
         .collect();
     // A replaced, B kept (not in the new batch), C added; nothing twice.
     assert_eq!(
@@ -140,7 +197,10 @@ fn accepted_range_passes_and_fails() {
     );
     p.ok(&["seed"]);
     let out = p.ok(&["test"]);
-    assert!(out.contains("PASS") && out.contains("accepted_range"), "{out}");
+    assert!(
+        out.contains("PASS") && out.contains("accepted_range"),
+        "{out}"
+    );
     write(
         r,
         "seeds/schema.yml",
@@ -148,7 +208,11 @@ fn accepted_range_passes_and_fails() {
     );
     let out = p.run(&["test"]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("FAIL") && stdout(&out).contains("2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAIL") && stdout(&out).contains("2"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// profiles.yml from `--profiles-dir`, else the project, else `~/.klines/`; `--target` and
@@ -167,7 +231,11 @@ fn profiles_are_found_where_the_readme_says() {
             path.join("b.duckdb").display()
         )
     };
-    write(&home.path().join(".klines"), "profiles.yml", &profile(home.path()));
+    write(
+        &home.path().join(".klines"),
+        "profiles.yml",
+        &profile(home.path()),
+    );
     write(elsewhere.path(), "profiles.yml", &profile(elsewhere.path()));
     let load = |args: &[&str], envs: &[(&str, &str)]| {
         let mut c = p.cmd();
@@ -189,7 +257,11 @@ fn profiles_are_found_where_the_readme_says() {
     load(&[], &[("KLINES_PROFILES_DIR", dir), ("KLINES_TARGET", "a")]);
     assert!(elsewhere.path().join("a.duckdb").exists());
     // The project's own profiles.yml comes before ~/.klines/.
-    write(p.path(), "profiles.yml", "klines:\n  target: x\n  outputs:\n    x: {type: duckdb, path: mine.duckdb}\n");
+    write(
+        p.path(),
+        "profiles.yml",
+        "klines:\n  target: x\n  outputs:\n    x: {type: duckdb, path: mine.duckdb}\n",
+    );
     load(&[], &[]);
     assert!(p.path().join("mine.duckdb").exists());
 }
@@ -201,18 +273,32 @@ fn environment_overrides_the_file_and_flags_override_both() {
     let p = Project::new("http://127.0.0.1:9", "stage: from_file\n");
     let run = |envs: &[(&str, &str)], args: &[&str]| {
         let mut c = p.cmd();
-        c.args(["backfill", "--from", "2024-01-04", "--to", "2024-01-05"]).args(args);
+        c.args(["backfill", "--from", "2024-01-04", "--to", "2024-01-05"])
+            .args(args);
         for (k, v) in envs {
             c.env(k, v);
         }
         let out = c.output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     };
-    run(&[("KLINES_BASE_URL", &ex.url), ("KLINES_STAGE", "from_env")], &[]);
+    run(
+        &[("KLINES_BASE_URL", &ex.url), ("KLINES_STAGE", "from_env")],
+        &[],
+    );
     assert!(p.path().join("from_env").is_dir() && !p.path().join("from_file").exists());
     run(
-        &[("KLINES_BASE_URL", "http://127.0.0.1:9"), ("KLINES_STAGE", "from_env")],
-        &["--base-url", &ex.url, "--stage", "from_flag", "--state", "state2"],
+        &[
+            ("KLINES_BASE_URL", "http://127.0.0.1:9"),
+            ("KLINES_STAGE", "from_env"),
+        ],
+        &[
+            "--base-url",
+            &ex.url,
+            "--stage",
+            "from_flag",
+            "--state",
+            "state2",
+        ],
     );
     assert!(p.path().join("from_flag").is_dir());
 }
@@ -220,7 +306,10 @@ fn environment_overrides_the_file_and_flags_override_both() {
 /// What a connection reports about its own TLS.
 fn ssl_in_use(db: &PgDb, host: &str, extra: &str) -> Result<bool, String> {
     let (_, port, user) = db.fields();
-    let yaml = format!("host: {host}\nport: {port}\nuser: {user}\ndbname: {}\n{extra}", db.name);
+    let yaml = format!(
+        "host: {host}\nport: {port}\nuser: {user}\ndbname: {}\n{extra}",
+        db.name
+    );
     let out: klines::config::profiles::PostgresOutput = yaml_serde::from_str(&yaml).unwrap();
     runtime().block_on(async {
         use klines::warehouse::Warehouse;
@@ -245,20 +334,35 @@ fn postgres_tls_modes() {
         "{cert}: the test PostgreSQL server's certificate (Debian's ssl-cert) is missing"
     );
     let db = PgDb::create();
-    assert_eq!(ssl_in_use(&db, "127.0.0.1", "sslmode: disable\n"), Ok(false));
+    assert_eq!(
+        ssl_in_use(&db, "127.0.0.1", "sslmode: disable\n"),
+        Ok(false)
+    );
     assert_eq!(ssl_in_use(&db, "127.0.0.1", "sslmode: require\n"), Ok(true));
     assert_eq!(ssl_in_use(&db, "127.0.0.1", "sslmode: prefer\n"), Ok(true));
     assert_eq!(
-        ssl_in_use(&db, "localhost", &format!("sslmode: verify-full\nsslrootcert: {cert}\n")),
+        ssl_in_use(
+            &db,
+            "localhost",
+            &format!("sslmode: verify-full\nsslrootcert: {cert}\n")
+        ),
         Ok(true)
     );
     assert_eq!(
-        ssl_in_use(&db, "127.0.0.1", &format!("sslmode: verify-ca\nsslrootcert: {cert}\n")),
+        ssl_in_use(
+            &db,
+            "127.0.0.1",
+            &format!("sslmode: verify-ca\nsslrootcert: {cert}\n")
+        ),
         Ok(true)
     );
     // The certificate names localhost, not 127.0.0.1; and no public CA signed it.
-    let err = ssl_in_use(&db, "127.0.0.1", &format!("sslmode: verify-full\nsslrootcert: {cert}\n"))
-        .unwrap_err();
+    let err = ssl_in_use(
+        &db,
+        "127.0.0.1",
+        &format!("sslmode: verify-full\nsslrootcert: {cert}\n"),
+    )
+    .unwrap_err();
     assert!(err.contains("cannot connect"), "{err}");
     let err = ssl_in_use(&db, "localhost", "sslmode: verify-full\n").unwrap_err();
     assert!(err.contains("cannot connect"), "{err}");
@@ -275,7 +379,15 @@ fn every_kind_of_interval_end_to_end() {
         ("1M", "2022-01-01", "2024-01-05"),
     ] {
         let p = Project::new(&ex.url, "");
-        p.ok(&["backfill", "--interval", interval, "--from", from, "--to", to]);
+        p.ok(&[
+            "backfill",
+            "--interval",
+            interval,
+            "--from",
+            from,
+            "--to",
+            to,
+        ]);
         let want = expected(&ex, "BTCUSDT", interval, ms(from), ms(to));
         assert!(!want.is_empty(), "{interval}");
         assert_staged(&p.stage_dir(), "BTCUSDT", interval, &want);
@@ -304,7 +416,17 @@ fn usdm_pages_499_rows_a_request() {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms(NOW)));
     let p = Project::new(&ex.url, "");
     let before = ex.stats().klines_requests;
-    p.ok(&["backfill", "--source", "rest", "--market", "usdm", "--from", "2024-01-02", "--to", "2024-01-03"]);
+    p.ok(&[
+        "backfill",
+        "--source",
+        "rest",
+        "--market",
+        "usdm",
+        "--from",
+        "2024-01-02",
+        "--to",
+        "2024-01-03",
+    ]);
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-02"), ms("2024-01-03"));
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
     let requests = ex.stats().klines_requests - before;

@@ -37,7 +37,8 @@ pub(crate) fn words(line: &str) -> Vec<String> {
 
 /// The klines command lines of the README's `sh` blocks.
 pub(crate) fn readme_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut out = Vec::new();
     let mut in_sh = false;
     for line in readme.lines() {
@@ -81,11 +82,15 @@ fn every_command_line_in_the_readme_parses() {
     let commands = readme_commands();
     assert!(commands.len() >= 7, "{commands:#?}");
     assert!(
-        commands.iter().any(|c| c == "klines pipeline --from -2h --log-format json"),
+        commands
+            .iter()
+            .any(|c| c == "klines pipeline --from -2h --log-format json"),
         "the crontab line: {commands:#?}"
     );
     assert!(
-        commands.iter().any(|c| c.starts_with("klines stream --load --build")),
+        commands
+            .iter()
+            .any(|c| c.starts_with("klines stream --load --build")),
         "the systemd unit: {commands:#?}"
     );
     for c in &commands {
@@ -99,7 +104,15 @@ fn every_command_line_in_the_readme_parses() {
 fn words_split_as_the_shell_does() {
     assert_eq!(
         words(r#"klines run --vars '{market: spot}' -s "a b" c"#),
-        ["klines", "run", "--vars", "{market: spot}", "-s", "a b", "c"]
+        [
+            "klines",
+            "run",
+            "--vars",
+            "{market: spot}",
+            "-s",
+            "a b",
+            "c"
+        ]
     );
 }
 
@@ -154,7 +167,10 @@ fn init_then_pipeline_is_the_quick_start() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(days, 6, "the default start is -7d from the exchange's clock: six whole days");
+    assert_eq!(
+        days, 6,
+        "the default start is -7d from the exchange's clock: six whole days"
+    );
 
     // Nothing is overwritten.
     let out = klines(home.path(), &["init", "my-klines"]);

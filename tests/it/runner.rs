@@ -90,10 +90,20 @@ fn ls_lists_in_dependency_order_and_selects_like_dbt() {
     // A tagged model brings the tests on it, as dbt's eager indirect selection does.
     assert_eq!(
         lines(&p.ok(&["ls", "tag:staging", "--output", "name"])),
-        ["stg_prices", "relationships_stg_prices_symbol__symbol__ref_totals_"]
+        [
+            "stg_prices",
+            "relationships_stg_prices_symbol__symbol__ref_totals_"
+        ]
     );
     assert_eq!(
-        lines(&p.ok(&["ls", "tag:staging", "--output", "name", "--indirect-selection", "empty"])),
+        lines(&p.ok(&[
+            "ls",
+            "tag:staging",
+            "--output",
+            "name",
+            "--indirect-selection",
+            "empty"
+        ])),
         ["stg_prices"]
     );
     assert_eq!(
@@ -113,7 +123,12 @@ fn ls_lists_in_dependency_order_and_selects_like_dbt() {
     // dbt, where each side of the intersection selects it indirectly.
     assert_eq!(
         lines(&p.ok(&["ls", "stg_prices+1,resource_type:model", "--output", "name"])),
-        ["stg_prices", "appended", "doubled", "relationships_stg_prices_symbol__symbol__ref_totals_"]
+        [
+            "stg_prices",
+            "appended",
+            "doubled",
+            "relationships_stg_prices_symbol__symbol__ref_totals_"
+        ]
     );
     // dbt's default output: the fqn.
     assert!(
@@ -398,7 +413,10 @@ fn test_thresholds_choose_pass_warn_or_fail() {
     // store_failures keeps the failing rows for inspection, replaced on each run.
     std::fs::write(
         p.path().join("models/schema.yml"),
-        original.replace("error_if: \">1\"}", "error_if: \">1\", store_failures: true}"),
+        original.replace(
+            "error_if: \">1\"}",
+            "error_if: \">1\", store_failures: true}",
+        ),
     )
     .unwrap();
     let out = p.run(&["test"]);
@@ -595,23 +613,38 @@ fn store_failures_on(wh: &str) {
         }
         let cfg = sf.as_ref().unwrap().output(None);
         runtime().block_on(async {
-            let w = klines::warehouse::snowflake::Snowflake::connect(&cfg).await.unwrap();
-            klines::warehouse::Warehouse::query(&w, sql).await.unwrap().rows
+            let w = klines::warehouse::snowflake::Snowflake::connect(&cfg)
+                .await
+                .unwrap();
+            klines::warehouse::Warehouse::query(&w, sql)
+                .await
+                .unwrap()
+                .rows
         })
     };
     p.ok(&["seed"]);
     p.ok(&["run"]);
-    let yml = std::fs::read_to_string(p.path().join("models/schema.yml")).unwrap().replace(
-        "{accepted_values: {values: [A, B]}}",
-        "{accepted_values: {values: [A], config: {severity: warn, store_failures: true}}}",
-    );
+    let yml = std::fs::read_to_string(p.path().join("models/schema.yml"))
+        .unwrap()
+        .replace(
+            "{accepted_values: {values: [A, B]}}",
+            "{accepted_values: {values: [A], config: {severity: warn, store_failures: true}}}",
+        );
     std::fs::write(p.path().join("models/schema.yml"), yml).unwrap();
     for _ in 0..2 {
         let out = p.run(&["test"]);
-        assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
         assert!(stdout(&out).contains("failing rows in"), "{}", stdout(&out));
     }
-    let rows = query(&format!("SELECT * FROM {schema}.accepted_values_totals_symbol__A"));
+    let rows = query(&format!(
+        "SELECT * FROM {schema}.accepted_values_totals_symbol__A"
+    ));
     assert_eq!(rows.len(), 1, "replaced, not appended: {rows:?}");
     assert!(rows[0].iter().any(|v| v.as_str() == Some("B")), "{rows:?}");
 }

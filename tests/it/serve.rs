@@ -111,7 +111,12 @@ pub fn built_project(wh: &Wh, ex: &TestExchange, symbols: &str, from: &str, to: 
 
 /// A model's rows for one symbol, oldest first, as (open time in ms, the fields the API sends,
 /// decimals scaled by 10^8).
-pub fn table_candles(wh: &Wh, p: &Project, model: &str, symbol: &str) -> Vec<(i64, Vec<Option<i128>>, bool)> {
+pub fn table_candles(
+    wh: &Wh,
+    p: &Project,
+    model: &str,
+    symbol: &str,
+) -> Vec<(i64, Vec<Option<i128>>, bool)> {
     wh.query(
         p,
         &format!(
@@ -130,7 +135,11 @@ pub fn table_candles(wh: &Wh, p: &Project, model: &str, symbol: &str) -> Vec<(i6
                 v => Some(v.to_scaled(8).unwrap_or_else(|| panic!("{v:?}"))),
             })
             .collect();
-        (r[0].as_millis().unwrap(), fields, r[10] == Value::Bool(true))
+        (
+            r[0].as_millis().unwrap(),
+            fields,
+            r[10] == Value::Bool(true),
+        )
     })
     .collect()
 }
@@ -151,22 +160,39 @@ pub fn api_candle(c: &Json) -> (i64, Vec<Option<i128>>, bool) {
         }
     };
     let fields = [
-        "open", "high", "low", "close", "volume", "quote_volume", "trades",
-        "taker_buy_base_volume", "taker_buy_quote_volume",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "trades",
+        "taker_buy_base_volume",
+        "taker_buy_quote_volume",
     ]
     .iter()
     .map(|f| scaled(&c[f]))
     .collect();
-    (c["time"].as_i64().unwrap(), fields, c["is_complete"].as_bool().unwrap())
+    (
+        c["time"].as_i64().unwrap(),
+        fields,
+        c["is_complete"].as_bool().unwrap(),
+    )
 }
 
 fn api_matches_the_tables(wh: Wh) {
     let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
     let p = built_project(&wh, &ex, "BTCUSDT,ETHUSDT", "2025-08-05", "2025-08-07");
-    let want: Vec<_> = ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1H", "TRADES_OHLC_1D"]
-        .iter()
-        .map(|m| table_candles(&wh, &p, m, "ETHUSDT"))
-        .collect();
+    let want: Vec<_> = [
+        "TRADES_OHLC_1M",
+        "TRADES_OHLC_5M",
+        "TRADES_OHLC_15M",
+        "TRADES_OHLC_1H",
+        "TRADES_OHLC_1D",
+    ]
+    .iter()
+    .map(|m| table_candles(&wh, &p, m, "ETHUSDT"))
+    .collect();
     let s = Served::start(&p, &[], &[]);
 
     assert_eq!(
@@ -174,20 +200,36 @@ fn api_matches_the_tables(wh: Wh) {
         serde_json::json!({"symbols": ["BTCUSDT", "ETHUSDT"], "intervals": ["1m", "5m", "15m", "1h", "1d"]})
     );
     for (interval, want) in ["1m", "5m", "15m", "1h", "1d"].iter().zip(&want) {
-        let body = s.json(&format!("/api/candles?symbol=ethusdt&interval={interval}&limit=10000"));
+        let body = s.json(&format!(
+            "/api/candles?symbol=ethusdt&interval={interval}&limit=10000"
+        ));
         assert_eq!(body["symbol"], "ETHUSDT");
-        let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(api_candle).collect();
+        let got: Vec<_> = body["candles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(api_candle)
+            .collect();
         assert!(want.len() >= 2, "{interval}: {}", want.len());
         assert_eq!(&got, want, "{interval}");
     }
     // A page of older bars: the `limit` newest before `to`, oldest first.
     let five = &want[1];
     let to = five[100].0;
-    let body = s.json(&format!("/api/candles?symbol=ETHUSDT&interval=5m&to={to}&limit=7"));
-    let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(api_candle).collect();
+    let body = s.json(&format!(
+        "/api/candles?symbol=ETHUSDT&interval=5m&to={to}&limit=7"
+    ));
+    let got: Vec<_> = body["candles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(api_candle)
+        .collect();
     assert_eq!(got, five[93..100].to_vec());
     let from = five[10].0;
-    let body = s.json(&format!("/api/candles?symbol=ETHUSDT&interval=5m&from={from}&to={to}&limit=10000"));
+    let body = s.json(&format!(
+        "/api/candles?symbol=ETHUSDT&interval=5m&from={from}&to={to}&limit=10000"
+    ));
     assert_eq!(body["candles"].as_array().unwrap().len(), 90);
     // A known symbol with nothing in the range: an empty list.
     assert_eq!(
@@ -196,31 +238,55 @@ fn api_matches_the_tables(wh: Wh) {
     );
     // A well-formed symbol the table does not hold: 404 naming it and the table, as Binance
     // answers "Invalid symbol", so a typo is not an empty chart. /api/live the same.
-    for path in ["/api/candles?symbol=ZZZUSDT", "/api/live?symbol=ZZZUSDT&interval=5m"] {
+    for path in [
+        "/api/candles?symbol=ZZZUSDT",
+        "/api/live?symbol=ZZZUSDT&interval=5m",
+    ] {
         let (status, _, body) = s.get(path);
         assert_eq!(status, 404, "{path}: {body}");
         let err: Json = serde_json::from_str(&body).unwrap();
         let msg = err["error"].as_str().unwrap();
-        assert!(msg.contains("unknown symbol ZZZUSDT") && msg.contains("TRADES_OHLC_"), "{path}: {msg}");
+        assert!(
+            msg.contains("unknown symbol ZZZUSDT") && msg.contains("TRADES_OHLC_"),
+            "{path}: {msg}"
+        );
     }
 
     // Bad input: 400 and a message naming the parameter.
     for (path, msg) in [
         ("/api/candles", "symbol is required"),
         ("/api/candles?symbol=BTC%27%3B%20DROP%20TABLE%20x", "symbol"),
-        ("/api/candles?symbol=BTCUSDT&interval=3m", "interval \"3m\" is not one of 1m, 5m, 15m, 1h, 1d"),
-        ("/api/candles?symbol=BTCUSDT&limit=100000", "limit \"100000\""),
+        (
+            "/api/candles?symbol=BTCUSDT&interval=3m",
+            "interval \"3m\" is not one of 1m, 5m, 15m, 1h, 1d",
+        ),
+        (
+            "/api/candles?symbol=BTCUSDT&limit=100000",
+            "limit \"100000\"",
+        ),
         ("/api/candles?symbol=BTCUSDT&from=-5", "from \"-5\""),
-        ("/api/candles?symbol=BTCUSDT&select=1", "unknown parameter \"select\""),
+        (
+            "/api/candles?symbol=BTCUSDT&select=1",
+            "unknown parameter \"select\"",
+        ),
         // /api/live names its own parameter, `since`.
-        ("/api/live?symbol=BTCUSDT&since=yesterday", "since \"yesterday\" is not a whole number"),
-        ("/api/live?symbol=BTCUSDT&from=1", "unknown parameter \"from\": symbol, interval and since are known"),
+        (
+            "/api/live?symbol=BTCUSDT&since=yesterday",
+            "since \"yesterday\" is not a whole number",
+        ),
+        (
+            "/api/live?symbol=BTCUSDT&from=1",
+            "unknown parameter \"from\": symbol, interval and since are known",
+        ),
     ] {
         let (status, headers, body) = s.get(path);
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(headers["content-type"], "application/json", "{path}");
         let err: Json = serde_json::from_str(&body).unwrap();
-        assert!(err["error"].as_str().unwrap().contains(msg), "{path}: {body}");
+        assert!(
+            err["error"].as_str().unwrap().contains(msg),
+            "{path}: {body}"
+        );
     }
     let (status, _, body) = s.get("/api/nothing");
     assert_eq!(status, 404, "{body}");
@@ -230,20 +296,34 @@ fn api_matches_the_tables(wh: Wh) {
     for (path, kind) in [
         ("/", "text/html; charset=utf-8"),
         ("/assets/app.js", "text/javascript; charset=utf-8"),
-        ("/assets/vendor/lightweight-charts/lightweight-charts.standalone.production.js", "text/javascript; charset=utf-8"),
-        ("/assets/vendor/lightweight-charts/LICENSE", "text/plain; charset=utf-8"),
+        (
+            "/assets/vendor/lightweight-charts/lightweight-charts.standalone.production.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/assets/vendor/lightweight-charts/LICENSE",
+            "text/plain; charset=utf-8",
+        ),
     ] {
         let (status, headers, body) = s.get(path);
         assert_eq!(status, 200, "{path}");
         assert_eq!(headers["content-type"], kind, "{path}");
-        assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["x-frame-options"], "DENY");
         assert_eq!(headers["referrer-policy"], "no-referrer");
         assert!(!body.is_empty());
     }
     let (_, _, page) = s.get("/");
-    assert!(page.contains("TradingView") && page.contains("Apache License 2.0"), "attribution");
+    assert!(
+        page.contains("TradingView") && page.contains("Apache License 2.0"),
+        "attribution"
+    );
 }
 
 #[test]
@@ -261,16 +341,31 @@ fn api_answers_exactly_what_the_postgres_tables_hold() {
 #[test]
 fn a_token_guards_every_request_off_loopback() {
     let ex = TestExchange::start(ExchangeConfig::real(ms("2025-08-10T00:00:00Z")));
-    let p = built_project(&Wh::DuckDb, &ex, "BTCUSDT,ETHUSDT", "2025-08-05", "2025-08-07");
+    let p = built_project(
+        &Wh::DuckDb,
+        &ex,
+        "BTCUSDT,ETHUSDT",
+        "2025-08-05",
+        "2025-08-07",
+    );
     let out = p.run(&["serve", "--addr", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("--addr 0.0.0.0:0: serving beyond loopback needs a token (--token or KLINES_SERVE_TOKEN)"), "{err}");
 
     let secret = "s3cr3t-t0ken";
-    let s = Served::start(&p, &["--addr", "0.0.0.0:0"], &[("KLINES_SERVE_TOKEN", secret)]);
+    let s = Served::start(
+        &p,
+        &["--addr", "0.0.0.0:0"],
+        &[("KLINES_SERVE_TOKEN", secret)],
+    );
     assert!(s.url.starts_with("http://0.0.0.0:"), "{}", s.url);
-    for path in ["/", "/api/symbols", "/api/candles?symbol=BTCUSDT", "/assets/app.js"] {
+    for path in [
+        "/",
+        "/api/symbols",
+        "/api/candles?symbol=BTCUSDT",
+        "/assets/app.js",
+    ] {
         let (status, _, body) = s.get(path);
         assert_eq!(status, 401, "{path}: {body}");
         assert!(body.contains("a token is required"), "{body}");
@@ -285,7 +380,10 @@ fn a_token_guards_every_request_off_loopback() {
     assert_eq!(status, 303);
     assert_eq!(headers["location"], "/?symbol=ETHUSDT&interval=5m");
     let cookie = headers["set-cookie"].to_str().unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap();
     let (status, _, page) = s.get_with("/", &[("cookie", pair)]);
     assert_eq!(status, 200);
@@ -301,7 +399,10 @@ fn the_readmes_serve_lines_run_as_written() {
     let p = built_project(&Wh::DuckDb, &ex, "ETHUSDT", "2025-08-05", "2025-08-07");
     let s = Served::spawn(&p, &["serve"], &[]);
     assert_eq!(s.url, "http://127.0.0.1:8080");
-    assert_eq!(s.json("/api/symbols")["symbols"], serde_json::json!(["ETHUSDT"]));
+    assert_eq!(
+        s.json("/api/symbols")["symbols"],
+        serde_json::json!(["ETHUSDT"])
+    );
     drop(s);
 
     let pg = Wh::postgres();

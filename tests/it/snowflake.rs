@@ -142,12 +142,23 @@ fn snowflake_loads_with_copy_into_and_builds_the_models() {
     // The native indicator models wrote through the Snowflake adapter (INSERT ... VALUES, as
     // fakesnow allows): every value equals TA-Lib's.
     let query = |sql: &str| {
-        rt().block_on(async { Snowflake::connect(&cfg).await.unwrap().query(sql).await.unwrap().rows })
+        rt().block_on(async {
+            Snowflake::connect(&cfg)
+                .await
+                .unwrap()
+                .query(sql)
+                .await
+                .unwrap()
+                .rows
+        })
     };
     let compared = crate::indicators::compare_with_talib(&query, "ANALYTICS", p.path());
     for c in crate::indicators::COLUMNS {
         for iv in ["1M", "5M"] {
-            assert!(compared[&(iv.to_string(), c.to_string())] > 100, "{iv} {c}: {compared:?}");
+            assert!(
+                compared[&(iv.to_string(), c.to_string())] > 100,
+                "{iv} {c}: {compared:?}"
+            );
         }
     }
 
@@ -168,17 +179,37 @@ fn snowflake_loads_with_copy_into_and_builds_the_models() {
         .iter()
         .map(|r| {
             let fields = r[1..10].iter().map(|v| v.to_scaled(8)).collect::<Vec<_>>();
-            (r[0].as_millis().unwrap(), fields, r[10] == klines::warehouse::Value::Bool(true))
+            (
+                r[0].as_millis().unwrap(),
+                fields,
+                r[10] == klines::warehouse::Value::Bool(true),
+            )
         })
         .collect();
     let s = crate::serve::Served::start(&p, &[], &[]);
-    assert_eq!(s.json("/api/symbols")["symbols"], serde_json::json!(["XRPETH"]));
+    assert_eq!(
+        s.json("/api/symbols")["symbols"],
+        serde_json::json!(["XRPETH"])
+    );
     let body = s.json("/api/candles?symbol=XRPETH&interval=5m&limit=10000");
-    let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(crate::serve::api_candle).collect();
+    let got: Vec<_> = body["candles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(crate::serve::api_candle)
+        .collect();
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
-    let body = s.json(&format!("/api/candles?symbol=XRPETH&interval=5m&to={}&limit=5", want[50].0));
-    let got: Vec<_> = body["candles"].as_array().unwrap().iter().map(crate::serve::api_candle).collect();
+    let body = s.json(&format!(
+        "/api/candles?symbol=XRPETH&interval=5m&to={}&limit=5",
+        want[50].0
+    ));
+    let got: Vec<_> = body["candles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(crate::serve::api_candle)
+        .collect();
     assert_eq!(got, want[45..50].to_vec());
 }
 
@@ -336,7 +367,11 @@ fn snowflake_swaps_a_rebuilt_table_in_with_swap_with() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["sql"].as_str().map(str::to_string))
         .filter(|s| {
-            let head = s.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+            let head = s
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
             !matches!(head.as_str(), "SELECT" | "SHOW" | "DESCRIBE" | "USE")
         })
         .collect();
@@ -348,7 +383,9 @@ fn snowflake_swaps_a_rebuilt_table_in_with_swap_with() {
         let n = w.query("SELECT count(*) FROM ANALYTICS.M").await.unwrap();
         assert_eq!(n.scalar().and_then(|v| v.as_i64()), Some(3));
         let left = w
-            .query("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'M__KLINES%'")
+            .query(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'M__KLINES%'",
+            )
             .await
             .unwrap();
         assert_eq!(left.scalar().and_then(|v| v.as_i64()), Some(0));
@@ -366,25 +403,63 @@ fn snowflake_quarantines_bad_rows() {
     let p = Project::new(&ex.url, &format!("stage: {url}\n"));
     p.profiles("sf", &sf.output_yaml("sf", Some(&stage_name)));
     let mut k = (0..)
-        .find_map(|i| ex.market().minute("BTCUSDT", ms("2024-01-01T10:00:00Z") + i * 60_000).filter(|k| k.trades > 0))
+        .find_map(|i| {
+            ex.market()
+                .minute("BTCUSDT", ms("2024-01-01T10:00:00Z") + i * 60_000)
+                .filter(|k| k.trades > 0)
+        })
         .unwrap();
     k.low = k.open.min(k.close) + 1;
     ex.correct("BTCUSDT", k.clone());
-    p.ok(&["backfill", "--symbols", "BTCUSDT", "--from", "2024-01-01", "--to", "2024-01-02", "--source", "rest"]);
+    p.ok(&[
+        "backfill",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-02",
+        "--source",
+        "rest",
+    ]);
     let out = p.run(&["load"]);
-    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("; 1 rows rejected into RAW.KLINES_REJECTED (low above open or close: 1)"), "{}", stdout(&out));
-    let served = ex.market().minutes("BTCUSDT", ms("2024-01-01"), ms("2024-01-02"), usize::MAX).len() as i64;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out)
+            .contains("; 1 rows rejected into RAW.KLINES_REJECTED (low above open or close: 1)"),
+        "{}",
+        stdout(&out)
+    );
+    let served = ex
+        .market()
+        .minutes("BTCUSDT", ms("2024-01-01"), ms("2024-01-02"), usize::MAX)
+        .len() as i64;
     rt().block_on(async {
-        let w = Snowflake::connect(&sf.output(Some(&stage_name))).await.unwrap();
+        let w = Snowflake::connect(&sf.output(Some(&stage_name)))
+            .await
+            .unwrap();
         let n = w.query("SELECT count(*) FROM RAW.KLINES").await.unwrap();
         assert_eq!(n.rows[0][0].as_i64(), Some(served - 1));
-        let r = w.query("SELECT open_time, reason, row_number FROM RAW.KLINES_REJECTED").await.unwrap();
+        let r = w
+            .query("SELECT open_time, reason, row_number FROM RAW.KLINES_REJECTED")
+            .await
+            .unwrap();
         assert_eq!(r.rows.len(), 1);
         assert_eq!(r.rows[0][0].as_millis(), Some(k.open_time));
         assert_eq!(r.rows[0][1].as_str(), Some("low above open or close"));
         let missing = w
-            .query(&format!("SELECT count(*) FROM RAW.KLINES WHERE open_time = '{}'::TIMESTAMP_NTZ", klines::time::format_ms(k.open_time).replace('T', " ").replace('Z', "")))
+            .query(&format!(
+                "SELECT count(*) FROM RAW.KLINES WHERE open_time = '{}'::TIMESTAMP_NTZ",
+                klines::time::format_ms(k.open_time)
+                    .replace('T', " ")
+                    .replace('Z', "")
+            ))
             .await
             .unwrap();
         assert_eq!(missing.rows[0][0].as_i64(), Some(0));

@@ -369,7 +369,13 @@ fn count(out: &SnowflakeOutput, sql: &str) -> i64 {
 fn with_pipe(
     ex: &TestExchange,
     extra: &str,
-) -> (Arc<Mock>, Project, SnowflakeOutput, tempfile::TempDir, FakeSnow) {
+) -> (
+    Arc<Mock>,
+    Project,
+    SnowflakeOutput,
+    tempfile::TempDir,
+    FakeSnow,
+) {
     let sf = FakeSnow::create();
     let url = s3_stage_url();
     let stage = sf.external_stage(&url);
@@ -402,9 +408,7 @@ fn with_pipe(
             ),
         );
     p.profiles("sf", &profile);
-    mock.pipe_copy
-        .set(pipe_from_setup(&p, &direct))
-        .unwrap();
+    mock.pipe_copy.set(pipe_from_setup(&p, &direct)).unwrap();
     (mock, p, direct, keys, sf)
 }
 
@@ -420,18 +424,35 @@ fn stream_submits_every_flush_to_snowpipe() {
     let ws = ex.ws_url();
     let until = "2024-01-05T13:48:00Z";
     p.ok(&[
-        "stream", "--from", "2024-01-05", "--until", until, "--ws-url", &ws, "--snowpipe",
-        "--flush-secs", "1",
+        "stream",
+        "--from",
+        "2024-01-05",
+        "--until",
+        until,
+        "--ws-url",
+        &ws,
+        "--snowpipe",
+        "--flush-secs",
+        "1",
     ]);
     let want = expected(&ex, "BTCUSDT", "1m", ms("2024-01-05"), ms(until));
-    let want: Vec<_> = want.into_iter().filter(|k| k.close_time < ms(until)).collect();
-    assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES"), want.len() as i64);
+    let want: Vec<_> = want
+        .into_iter()
+        .filter(|k| k.close_time < ms(until))
+        .collect();
+    assert_eq!(
+        count(&direct, "SELECT count(*) FROM RAW.KLINES"),
+        want.len() as i64
+    );
     assert_eq!(
         count(&direct, "SELECT count(DISTINCT open_time) FROM RAW.KLINES"),
         want.len() as i64,
         "each kline once"
     );
-    assert!(mock.log.lock().unwrap().submitted.len() >= 2, "one submission a flush");
+    assert!(
+        mock.log.lock().unwrap().submitted.len() >= 2,
+        "one submission a flush"
+    );
     assert_eq!(count(&direct, "SELECT count(*) FROM RAW.KLINES_LANDING"), 0);
 }
 
@@ -442,7 +463,9 @@ fn snowpipe_loads_reported_files_and_resubmits_failed_ones() {
     let ex = TestExchange::start(ExchangeConfig::synthetic(ms("2024-01-04T12:00:00Z")));
     let (mock, p, direct, _keys, _sf) = with_pipe(&ex, "");
     p.ok(&["backfill", "--from", "2024-01-01", "--to", "2024-01-03"]);
-    let day = |d: &str| format!("exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet");
+    let day = |d: &str| {
+        format!("exchange=binance/market=spot/interval=1m/symbol=BTCUSDT/BTCUSDT-1m-{d}.parquet")
+    };
     let rows = |from: &str, to: &str| expected(&ex, "BTCUSDT", "1m", ms(from), ms(to)).len() as i64;
     let (d1, d2, d3) = (
         rows("2024-01-01", "2024-01-02"),

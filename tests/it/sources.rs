@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use klines::sources::source::EmptyBuckets;
-use klines::sources::binance::{BinanceClient, ClientConfig};
+use klines::datasets::klines::KlineBatch;
 use klines::market::{Interval, Market, Symbol};
 use klines::sources::KlineSource;
-use klines::datasets::klines::KlineBatch;
+use klines::sources::binance::{BinanceClient, ClientConfig};
+use klines::sources::source::EmptyBuckets;
 
 use crate::support::*;
 

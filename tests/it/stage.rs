@@ -160,11 +160,15 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
     let objects = rt.block_on(stage.list("")).unwrap();
     let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     assert!(
-        keys.contains(&"exchange=binance/market=spot/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"),
+        keys.contains(
+            &"exchange=binance/market=spot/interval=1m/symbol=ETHUSDT/ETHUSDT-1m-2024-01-04.parquet"
+        ),
         "{keys:?}"
     );
     assert!(
-        keys.contains(&"_state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json"),
+        keys.contains(
+            &"_state/checkpoints/exchange=binance/market=spot/interval=1m/symbol=BTCUSDT.json"
+        ),
         "{keys:?}"
     );
     assert!(

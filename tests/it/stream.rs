@@ -20,7 +20,15 @@ fn fast_exchange() -> TestExchange {
 
 fn stream_args<'a>(ex: &'a TestExchange, ws: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let _ = ex;
-    let mut args = vec!["stream", "--from", FROM, "--ws-url", ws, "--flush-secs", "0.2"];
+    let mut args = vec![
+        "stream",
+        "--from",
+        FROM,
+        "--ws-url",
+        ws,
+        "--flush-secs",
+        "0.2",
+    ];
     args.extend(extra);
     args
 }
@@ -42,7 +50,11 @@ fn stream_stages_exactly_what_a_backfill_of_the_range_stages() {
     let p = Project::new(&ex.url, "");
     let before = ex.stats();
     // A grace of 120 exchange seconds (1 s real): a busy machine's late event is not a gap.
-    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--grace-secs", "120"]));
+    let out = p.ok(&stream_args(
+        &ex,
+        &ws,
+        &["--until", UNTIL, "--grace-secs", "120"],
+    ));
     assert!(out.starts_with("stream: 1 series"), "{out}");
     let want = expected_until(&ex, "BTCUSDT");
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
@@ -91,13 +103,24 @@ fn stream_fills_every_gap_over_rest() {
         WsFault::Duplicate,
     ]);
     let p = Project::new(&ex.url, "");
-    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--symbols", "BTCUSDT,ETHUSDT"]));
+    let out = p.ok(&stream_args(
+        &ex,
+        &ws,
+        &["--until", UNTIL, "--symbols", "BTCUSDT,ETHUSDT"],
+    ));
     for sym in ["BTCUSDT", "ETHUSDT"] {
         assert_staged(&p.stage_dir(), sym, "1m", &expected_until(&ex, sym));
     }
     assert!(ex.stats().ws_connections >= 3, "{:?}\n{out}", ex.stats());
-    assert!(summary_number(&out, "reconnects") >= 1, "the dropped socket: {out}");
-    assert_eq!(summary_number(&out, "rotations"), 1, "the serverShutdown: {out}");
+    assert!(
+        summary_number(&out, "reconnects") >= 1,
+        "the dropped socket: {out}"
+    );
+    assert_eq!(
+        summary_number(&out, "rotations"),
+        1,
+        "the serverShutdown: {out}"
+    );
 }
 
 #[test]
@@ -112,16 +135,33 @@ fn malformed_messages_become_dead_letters_and_the_stream_goes_on() {
     let p = Project::new(&ex.url, "");
     let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL]));
     assert_eq!(summary_number(&out, "dead"), 3, "{out}");
-    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
+    assert_staged(
+        &p.stage_dir(),
+        "BTCUSDT",
+        "1m",
+        &expected_until(&ex, "BTCUSDT"),
+    );
     let letters: Vec<serde_json::Value> = files(&p.stage_dir().join("_dead_letters"))
         .values()
         .map(|b| serde_json::from_slice(b).unwrap())
         .collect();
     assert_eq!(letters.len(), 3);
-    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
-    assert!(reasons.iter().any(|r| r.contains("not a stream message")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("out of order")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("did not subscribe")), "{reasons:?}");
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not a stream message")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("out of order")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("did not subscribe")),
+        "{reasons:?}"
+    );
     assert!(letters.iter().any(|l| l["raw"] == "{not json"));
 }
 
@@ -130,7 +170,11 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
     let ex = fast_exchange();
     let ws = ex.ws_url();
     let p = Project::new(&ex.url, "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let child = p
         .cmd()
@@ -143,7 +187,10 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
     // The Prometheus endpoint, while it runs.
     let scraped = runtime()
         .block_on(async {
-            reqwest::get(format!("http://{metrics_addr}/metrics")).await?.text().await
+            reqwest::get(format!("http://{metrics_addr}/metrics"))
+                .await?
+                .text()
+                .await
         })
         .unwrap();
     for line in [
@@ -167,13 +214,18 @@ fn sigterm_stages_what_closed_saves_the_checkpoint_and_exits_130() {
     let last = *staged.keys().map(|(_, _, t)| t).max().unwrap();
     assert!(last > ms(START), "live candles were staged");
     let iv: klines::market::Interval = "1m".parse().unwrap();
-    let want: Vec<_> = ex
-        .market()
-        .klines("BTCUSDT", iv, ms(FROM), last + 1, last + 60_000, usize::MAX);
+    let want: Vec<_> =
+        ex.market()
+            .klines("BTCUSDT", iv, ms(FROM), last + 1, last + 60_000, usize::MAX);
     assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &want);
     let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL]));
     assert!(out.contains("stream: 1 series"), "{out}");
-    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
+    assert_staged(
+        &p.stage_dir(),
+        "BTCUSDT",
+        "1m",
+        &expected_until(&ex, "BTCUSDT"),
+    );
 }
 
 /// `--load` on each warehouse: raw.klines ends holding every closed kline of the range once,
@@ -193,7 +245,11 @@ fn stream_load(wh: &str) {
         }
         other => {
             let p = Project::new(&ex.url, "");
-            let target = if other == "postgres" { Wh::postgres() } else { Wh::DuckDb };
+            let target = if other == "postgres" {
+                Wh::postgres()
+            } else {
+                Wh::DuckDb
+            };
             target.setup(&p);
             (p, Some(target), None)
         }
@@ -209,7 +265,9 @@ fn stream_load(wh: &str) {
             std::thread::spawn(move || {
                 runtime().block_on(async {
                     use klines::warehouse::Warehouse;
-                    let w = klines::warehouse::snowflake::Snowflake::connect(&out).await.unwrap();
+                    let w = klines::warehouse::snowflake::Snowflake::connect(&out)
+                        .await
+                        .unwrap();
                     w.query(sql).await.unwrap().rows
                 })
             })
@@ -258,20 +316,33 @@ fn usdm_and_several_intervals_stream_too() {
     let ex = fast_exchange();
     let ws = ex.ws_url();
     let p = Project::new(&ex.url, "");
-    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--market", "usdm", "--interval", "1m,5m"]));
+    let out = p.ok(&stream_args(
+        &ex,
+        &ws,
+        &["--until", UNTIL, "--market", "usdm", "--interval", "1m,5m"],
+    ));
     assert!(out.starts_with("stream: 2 series"), "{out}");
     for iv in ["1m", "5m"] {
         let interval: klines::market::Interval = iv.parse().unwrap();
         let want: Vec<_> = ex
             .usdm_market()
-            .klines("BTCUSDT", interval, ms(FROM), ms(UNTIL), ms(UNTIL), usize::MAX)
+            .klines(
+                "BTCUSDT",
+                interval,
+                ms(FROM),
+                ms(UNTIL),
+                ms(UNTIL),
+                usize::MAX,
+            )
             .into_iter()
             .filter(|k| k.close_time < ms(UNTIL))
             .collect();
         assert_staged(&p.stage_dir(), "BTCUSDT", iv, &want);
     }
     assert!(
-        files(&p.stage_dir()).keys().all(|k| !k.contains("market=spot")),
+        files(&p.stage_dir())
+            .keys()
+            .all(|k| !k.contains("market=spot")),
         "USD-M data lands under market=usdm"
     );
 }
@@ -286,8 +357,17 @@ fn server_shutdown_is_met_by_opening_the_new_socket_first() {
     // Catch up first, so that what follows is the live part alone.
     p.ok(&["backfill", "--from", FROM]);
     ex.inject_ws([WsFault::Shutdown]);
-    let out = p.ok(&stream_args(&ex, &ws, &["--until", UNTIL, "--grace-secs", "600"]));
-    assert_staged(&p.stage_dir(), "BTCUSDT", "1m", &expected_until(&ex, "BTCUSDT"));
+    let out = p.ok(&stream_args(
+        &ex,
+        &ws,
+        &["--until", UNTIL, "--grace-secs", "600"],
+    ));
+    assert_staged(
+        &p.stage_dir(),
+        "BTCUSDT",
+        "1m",
+        &expected_until(&ex, "BTCUSDT"),
+    );
     assert_eq!(summary_number(&out, "rotations"), 1, "{out}");
     assert_eq!(summary_number(&out, "reconnects"), 0, "{out}");
     let stats = ex.stats();
@@ -300,7 +380,10 @@ fn server_shutdown_is_met_by_opening_the_new_socket_first() {
         .iter()
         .filter(|t| t.is_none_or(|t| t + 60_000 > connected))
         .collect();
-    assert!(late.is_empty(), "a live candle was asked of REST ({late:?} after {connected}): {out}");
+    assert!(
+        late.is_empty(),
+        "a live candle was asked of REST ({late:?} after {connected}): {out}"
+    );
 }
 
 /// --build: after each load the TRADES_OHLC models run incrementally, and end equal to a
@@ -317,7 +400,12 @@ fn stream_build_keeps_the_models_equal_to_a_full_build() {
     q.ok(&["backfill", "--from", FROM, "--to", UNTIL]);
     q.ok(&["load"]);
     q.ok(&["run", "-s", "tag:ohlc"]);
-    for model in ["TRADES_OHLC_1M", "TRADES_OHLC_5M", "TRADES_OHLC_15M", "TRADES_OHLC_1D"] {
+    for model in [
+        "TRADES_OHLC_1M",
+        "TRADES_OHLC_5M",
+        "TRADES_OHLC_15M",
+        "TRADES_OHLC_1D",
+    ] {
         let table = format!("main.{model}");
         let (streamed, built) = (table_rows(&p, &table), table_rows(&q, &table));
         assert!(!built.is_empty(), "{model}");
@@ -388,8 +476,20 @@ fn hours_of_faults_and_kill_9_leave_the_warehouse_equal_to_a_full_build() {
     let p = Project::new(&ex.url, "");
     crate::models::with_repo_models(&p);
     let args = [
-        "stream", "--symbols", symbols, "--from", "2024-01-04", "--until", until, "--ws-url", &ws,
-        "--flush-secs", "0.1", "--silence-secs", "0.5", "--build",
+        "stream",
+        "--symbols",
+        symbols,
+        "--from",
+        "2024-01-04",
+        "--until",
+        until,
+        "--ws-url",
+        &ws,
+        "--flush-secs",
+        "0.1",
+        "--silence-secs",
+        "0.5",
+        "--build",
     ];
     // Killed three times at varied moments, restarted each time.
     for wait_ms in [700, 1900, 1300] {
@@ -410,15 +510,31 @@ fn hours_of_faults_and_kill_9_leave_the_warehouse_equal_to_a_full_build() {
 
     let q = Project::new(&ex.url, "");
     crate::models::with_repo_models(&q);
-    q.ok(&["backfill", "--symbols", symbols, "--from", "2024-01-04", "--to", until]);
+    q.ok(&[
+        "backfill",
+        "--symbols",
+        symbols,
+        "--from",
+        "2024-01-04",
+        "--to",
+        until,
+    ]);
     assert_same_stage(&p, &q);
     assert!(
-        parquet_files(&p.stage_dir()).keys().any(|k| k.ends_with("BTCUSDT-1m-2024-01-04.parquet")),
+        parquet_files(&p.stage_dir())
+            .keys()
+            .any(|k| k.ends_with("BTCUSDT-1m-2024-01-04.parquet")),
         "the closed day's file"
     );
     q.ok(&["load"]);
     q.ok(&["run", "-s", "tag:ohlc"]);
-    for table in ["raw.klines", "main.TRADES_OHLC_1M", "main.TRADES_OHLC_5M", "main.TRADES_OHLC_15M", "main.TRADES_OHLC_1D"] {
+    for table in [
+        "raw.klines",
+        "main.TRADES_OHLC_1M",
+        "main.TRADES_OHLC_5M",
+        "main.TRADES_OHLC_15M",
+        "main.TRADES_OHLC_1D",
+    ] {
         let (streamed, built) = (table_rows(&p, table), table_rows(&q, table));
         assert!(!built.is_empty(), "{table}");
         assert_eq!(streamed.len(), built.len(), "{table}: rows");
@@ -440,8 +556,19 @@ fn real_klines_stream_exactly() {
     let p = Project::new(&ex.url, "");
     let until = "2022-08-14T12:12:00Z";
     let out = p.ok(&[
-        "stream", "--symbols", "ETHUSDT", "--from", "2022-08-14", "--until", until, "--ws-url", &ws,
-        "--flush-secs", "0.2", "--grace-secs", "120",
+        "stream",
+        "--symbols",
+        "ETHUSDT",
+        "--from",
+        "2022-08-14",
+        "--until",
+        until,
+        "--ws-url",
+        &ws,
+        "--flush-secs",
+        "0.2",
+        "--grace-secs",
+        "120",
     ]);
     let closed: u64 = out
         .split(" closed)")

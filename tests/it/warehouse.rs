@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use klines::market::{Interval, Market, Symbol};
-use klines::datasets::klines::Kline;
-use klines::market::Series;
-use klines::stage::manifest::ManifestEntry;
 use klines::datasets::ColType;
-use klines::warehouse::dialect::sql_type;
+use klines::datasets::klines::Kline;
 use klines::load::batch::{LoadBatch, LoadFile, SeriesRows};
 use klines::load::raw;
+use klines::market::Series;
+use klines::market::{Interval, Market, Symbol};
+use klines::stage::manifest::ManifestEntry;
+use klines::warehouse::dialect::sql_type;
 use klines::warehouse::{RelationType, Value, Warehouse, relation_name};
 
 use crate::support::*;
@@ -391,7 +391,10 @@ fn duckdb_settings_from_the_profile_are_applied() {
     let settings = |lines: &str| {
         p.profiles(
             "dev",
-            &format!("{}      settings:\n{lines}", duckdb_output_yaml("dev", "w.duckdb")),
+            &format!(
+                "{}      settings:\n{lines}",
+                duckdb_output_yaml("dev", "w.duckdb")
+            ),
         )
     };
     settings("        memory_limit: 300MB\n        preserve_insertion_order: false\n");
@@ -406,10 +409,16 @@ fn duckdb_settings_from_the_profile_are_applied() {
             .await
         })
         .unwrap();
-    assert_eq!(format!("{:?}", rows.rows[0]), r#"[Text("286.1 MiB"), Text("false")]"#);
+    assert_eq!(
+        format!("{:?}", rows.rows[0]),
+        r#"[Text("286.1 MiB"), Text("false")]"#
+    );
 
     for (line, expected) in [
-        ("        \"x; DROP TABLE t\": 1\n", "is not a DuckDB setting name"),
+        (
+            "        \"x; DROP TABLE t\": 1\n",
+            "is not a DuckDB setting name",
+        ),
         ("        memory_limt: 1GB\n", "memory_limt"),
     ] {
         settings(line);

@@ -20,8 +20,6 @@ use futures::{StreamExt, TryStreamExt};
 mod prefetched;
 mod write;
 
-pub use prefetched::Prefetched;
-use write::{Saver, fetch_and_write};
 use super::checkpoint::{ArchiveFile, Checkpoint};
 use super::state::{SeriesLock, StateStore};
 use crate::datasets::klines::KlineBatch;
@@ -33,6 +31,8 @@ use crate::sources::history::{Fetched, History, Span};
 use crate::stage::layout;
 use crate::stage::manifest::{self, ManifestEntry};
 use crate::stage::{Stage, parquet};
+pub use prefetched::Prefetched;
+use write::{Saver, fetch_and_write};
 
 /// What every series of a run shares.
 pub struct RunContext {
@@ -146,7 +146,11 @@ pub async fn run(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow
 /// The series' checkpoint (a new one with `--full-refresh`). Coverage past the exchange's
 /// clock cannot be true (a checkpoint from another exchange or clock, or edited): it would
 /// skip ranges silently, so it is dropped, with a warning.
-async fn checkpoint(ctx: &RunContext, series: &Series, lock: &SeriesLock) -> anyhow::Result<Checkpoint> {
+async fn checkpoint(
+    ctx: &RunContext,
+    series: &Series,
+    lock: &SeriesLock,
+) -> anyhow::Result<Checkpoint> {
     let mut cp = if ctx.full_refresh {
         ctx.state.reset(series, lock).await?;
         Checkpoint::new(series)
@@ -182,7 +186,10 @@ async fn forget_republished(
     start: i64,
     end: i64,
 ) -> anyhow::Result<()> {
-    let republished = ctx.history.republished(series, &cp.archives, start, end).await?;
+    let republished = ctx
+        .history
+        .republished(series, &cp.archives, start, end)
+        .await?;
     for name in &republished {
         if let Some(f) = cp.archives.remove(name) {
             cp.covered.remove(f.start, f.end);
@@ -284,7 +291,14 @@ mod tests {
                 taker_buy_quote_volume: 0,
             });
         }
-        route(Interval::M1, &mut pending, t0, t0 + 8 * MINUTE, &rows, &RangeSet::new());
+        route(
+            Interval::M1,
+            &mut pending,
+            t0,
+            t0 + 8 * MINUTE,
+            &rows,
+            &RangeSet::new(),
+        );
         let unit = &pending[&t0];
         assert_eq!(unit.rows.len(), 3);
         assert_eq!(unit.fetched.ranges(), &[(t0, t0 + 8 * MINUTE)]);

@@ -15,7 +15,12 @@ pub(super) struct Saver {
 }
 
 impl Saver {
-    pub(super) async fn save(&mut self, ctx: &RunContext, cp: &Checkpoint, lock: &SeriesLock) -> anyhow::Result<()> {
+    pub(super) async fn save(
+        &mut self,
+        ctx: &RunContext,
+        cp: &Checkpoint,
+        lock: &SeriesLock,
+    ) -> anyhow::Result<()> {
         ctx.state.save(cp, lock).await?;
         crate::failpoint::hit("backfill.after_checkpoint");
         self.last = std::time::Instant::now();
@@ -54,9 +59,19 @@ pub(super) async fn fetch_and_write(
     let mut fetched = futures::stream::iter(spans.into_iter().map(|span| async move {
         let (s, e) = (span.start, span.end);
         if span.file.is_none()
-            && let Some(rows) = ctx.prefetched.as_ref().and_then(|p| p.take_span(series, s, e))
+            && let Some(rows) = ctx
+                .prefetched
+                .as_ref()
+                .and_then(|p| p.take_span(series, s, e))
         {
-            return Ok((s, e, Fetched { rows, ..Default::default() }));
+            return Ok((
+                s,
+                e,
+                Fetched {
+                    rows,
+                    ..Default::default()
+                },
+            ));
         }
         ctx.history.fetch(series, span).await.map(|f| (s, e, f))
     }))

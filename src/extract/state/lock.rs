@@ -133,7 +133,11 @@ pub(super) fn version_of(r: &object_store::PutResult) -> UpdateVersion {
 
 /// After taking a lease: rewrites the checkpoint as it is (or notes that there is none), so
 /// its version changes and the previous holder's next conditional write fails.
-pub(super) async fn claim_checkpoint(stage: &Stage, key: &str, lock: &SeriesLock) -> anyhow::Result<()> {
+pub(super) async fn claim_checkpoint(
+    stage: &Stage,
+    key: &str,
+    lock: &SeriesLock,
+) -> anyhow::Result<()> {
     for _ in 0..10 {
         let current = stage
             .get_opt(key)
@@ -160,7 +164,10 @@ pub(super) async fn claim_checkpoint(stage: &Stage, key: &str, lock: &SeriesLock
             }
         }
     }
-    bail!("{}: the checkpoint {key} keeps changing under a lock this run holds", lock.series)
+    bail!(
+        "{}: the checkpoint {key} keeps changing under a lock this run holds",
+        lock.series
+    )
 }
 
 pub(super) async fn lock_object(
@@ -209,7 +216,10 @@ async fn take_lease(
     owner: &str,
     lease_for: Duration,
 ) -> anyhow::Result<Option<object_store::PutResult>> {
-    let err = match stage.put_mode(key, lease_body(owner, lease_for), PutMode::Create).await {
+    let err = match stage
+        .put_mode(key, lease_body(owner, lease_for), PutMode::Create)
+        .await
+    {
         Ok(r) => return Ok(Some(r)),
         Err(e) => e,
     };
@@ -275,7 +285,11 @@ async fn renew_lease(
     loop {
         tokio::time::sleep(lease_for / 3).await;
         match stage
-            .put_mode(&key, lease_body(&owner, lease_for), PutMode::Update(version.clone()))
+            .put_mode(
+                &key,
+                lease_body(&owner, lease_for),
+                PutMode::Update(version.clone()),
+            )
             .await
         {
             Ok(r) => {

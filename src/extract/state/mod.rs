@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 
 mod lock;
 
-pub use lock::SeriesLock;
-use lock::{claim_checkpoint, lock_file, lock_object, version_of};
 use super::checkpoint::Checkpoint;
 use crate::market::Series;
 use crate::stage::{Location, Stage};
+pub use lock::SeriesLock;
+use lock::{claim_checkpoint, lock_file, lock_object, version_of};
 
 /// How long an object-store lock lasts without renewal, unless klines.yml `lease_secs` says.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -135,10 +135,14 @@ impl StateStore {
                     Ok(_) => {
                         tracing::info!(series = %series, from = %old, to = %new, "moved the checkpoint to the layout with the exchange");
                     }
-                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => {}
                     Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("cannot write checkpoint {}/{new}", stage.url()));
+                        return Err(e).with_context(|| {
+                            format!("cannot write checkpoint {}/{new}", stage.url())
+                        });
                     }
                 }
                 stage
@@ -375,7 +379,10 @@ mod tests {
         let new = store.lock(&series()).await.unwrap();
         cp.covered.insert(60_000, 120_000);
         let err = store.save(&cp, &old).await.unwrap_err();
-        assert!(err.to_string().contains("another run took the lock over"), "{err}");
+        assert!(
+            err.to_string().contains("another run took the lock over"),
+            "{err}"
+        );
         assert!(old.check().is_err());
         cp.covered.insert(120_000, 180_000);
         store.save(&cp, &new).await.unwrap();

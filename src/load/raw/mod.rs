@@ -91,7 +91,11 @@ pub async fn loaded_files(wh: &dyn Warehouse, raw_schema: &str) -> anyhow::Resul
 /// replaced when the batch's file is at least as new as theirs, the rejected rows recorded and
 /// every file entered in the load history. All of it, or nothing. When `batch.fresh` says no
 /// row can exist yet, the rows go straight into the raw table.
-pub async fn load(wh: &dyn Warehouse, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
+pub async fn load(
+    wh: &dyn Warehouse,
+    raw_schema: &str,
+    batch: &LoadBatch,
+) -> anyhow::Result<LoadCounts> {
     if wh.staged_copy().is_some() {
         return load_staged(wh, raw_schema, batch).await;
     }
@@ -110,7 +114,12 @@ pub async fn load(wh: &dyn Warehouse, raw_schema: &str, batch: &LoadBatch) -> an
             .into_iter()
             .chain([sql::create_incoming(k), format!("DELETE FROM {incoming}")])
             .collect();
-        (before, RowsInto::Session { name: ident::fold(k, sql::INCOMING) })
+        (
+            before,
+            RowsInto::Session {
+                name: ident::fold(k, sql::INCOMING),
+            },
+        )
     };
     let mut after: Vec<String> = Vec::new();
     if !batch.fresh {
@@ -137,13 +146,20 @@ pub async fn load(wh: &dyn Warehouse, raw_schema: &str, batch: &LoadBatch) -> an
 /// Snowflake's way: the batch's files are copied from the stage into a scratch table, checked
 /// against their manifest entries, given their file and exchange, the rejected rows taken out
 /// and recorded, then merged and entered in the history, in one transaction.
-async fn load_staged(wh: &dyn Warehouse, raw_schema: &str, batch: &LoadBatch) -> anyhow::Result<LoadCounts> {
+async fn load_staged(
+    wh: &dyn Warehouse,
+    raw_schema: &str,
+    batch: &LoadBatch,
+) -> anyhow::Result<LoadCounts> {
     let staged = wh.staged_copy().context("no staged copy")?;
     let k = wh.dialect();
     let scratch = relation(
         k,
         raw_schema,
-        &format!("klines_incoming_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        &format!(
+            "klines_incoming_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
     );
     wh.execute(&sql::scratch_ddl(k, &scratch)).await?;
     let loaded_at = crate::time::now_ms();
@@ -166,7 +182,12 @@ async fn load_staged(wh: &dyn Warehouse, raw_schema: &str, batch: &LoadBatch) ->
             .join(" OR ");
         after.push(format!("DELETE FROM {scratch} WHERE {cond}"));
     }
-    after.extend(super::quarantine::insert(k, raw_schema, &batch.rejected, loaded_at));
+    after.extend(super::quarantine::insert(
+        k,
+        raw_schema,
+        &batch.rejected,
+        loaded_at,
+    ));
     let merge = after.len();
     after.push(sql::merge_statement(k, raw_schema, &scratch, loaded_at));
     after.extend(sql::history_insert(k, raw_schema, batch, loaded_at));

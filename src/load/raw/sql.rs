@@ -110,7 +110,12 @@ pub fn create_incoming(kind: DialectRef) -> String {
 /// The statements that merge the incoming table into the raw table and record the batch's
 /// files, for warehouses with `UPDATE ... FROM` (DuckDB, Postgres). The first returns the
 /// replaced rows, the second the inserted ones.
-pub fn merge(kind: DialectRef, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
+pub fn merge(
+    kind: DialectRef,
+    raw_schema: &str,
+    batch: &LoadBatch,
+    loaded_at_ms: i64,
+) -> Vec<String> {
     let target = relation(kind, raw_schema, KLINES);
     let table = quote(kind, KLINES);
     let incoming = quote(kind, INCOMING);
@@ -208,19 +213,36 @@ pub fn history_insert(
 /// The statements that follow a batch's rows into the warehouse (DuckDB and Postgres): the
 /// load-history insert for a fresh batch, else the merge's update and insert (whose counts are
 /// read by position, first); then the rejected rows' insert.
-pub fn batch_statements(kind: DialectRef, raw_schema: &str, batch: &LoadBatch, loaded_at_ms: i64) -> Vec<String> {
+pub fn batch_statements(
+    kind: DialectRef,
+    raw_schema: &str,
+    batch: &LoadBatch,
+    loaded_at_ms: i64,
+) -> Vec<String> {
     let mut out: Vec<String> = if batch.fresh {
-        history_insert(kind, raw_schema, batch, loaded_at_ms).into_iter().collect()
+        history_insert(kind, raw_schema, batch, loaded_at_ms)
+            .into_iter()
+            .collect()
     } else {
         merge(kind, raw_schema, batch, loaded_at_ms)
     };
-    out.extend(crate::load::quarantine::insert(kind, raw_schema, &batch.rejected, loaded_at_ms));
+    out.extend(crate::load::quarantine::insert(
+        kind,
+        raw_schema,
+        &batch.rejected,
+        loaded_at_ms,
+    ));
     out
 }
 
 /// Snowflake's `MERGE` of `incoming` (a table with the incoming columns) into the raw table:
 /// the same rules as [`merge`], in one statement that reports inserted and updated rows.
-pub fn merge_statement(kind: DialectRef, raw_schema: &str, incoming: &str, loaded_at_ms: i64) -> String {
+pub fn merge_statement(
+    kind: DialectRef,
+    raw_schema: &str,
+    incoming: &str,
+    loaded_at_ms: i64,
+) -> String {
     let target = relation(kind, raw_schema, KLINES);
     let now = timestamp_literal(kind, loaded_at_ms);
     let q = |c: &str| quote(kind, c);
@@ -310,7 +332,11 @@ pub fn migration(kind: DialectRef, raw_schema: &str) -> Vec<String> {
         .collect();
     let history = relation(kind, raw_schema, LOAD_HISTORY);
     let text = sql_type(kind, ColType::Text);
-    let not_null = if kind.add_not_null_column() { " NOT NULL" } else { "" };
+    let not_null = if kind.add_not_null_column() {
+        " NOT NULL"
+    } else {
+        ""
+    };
     vec![
         format!("CREATE TABLE {aside} AS SELECT * FROM {klines}"),
         format!("DROP TABLE {klines}"),
@@ -409,7 +435,9 @@ mod tests {
         let pg = ddl(&crate::warehouse::postgres::DIALECT, "Raw");
         assert_eq!(pg[0], "CREATE SCHEMA IF NOT EXISTS \"raw\"");
         assert!(
-            pg[1].contains("\"raw\".\"klines\" (\"exchange\" TEXT NOT NULL, \"market\" TEXT NOT NULL"),
+            pg[1].contains(
+                "\"raw\".\"klines\" (\"exchange\" TEXT NOT NULL, \"market\" TEXT NOT NULL"
+            ),
             "{}",
             pg[1]
         );
@@ -419,13 +447,17 @@ mod tests {
             pg[1]
         );
         assert!(
-            pg[1].ends_with("PRIMARY KEY (\"exchange\", \"market\", \"symbol\", \"interval\", \"open_time\"))"),
+            pg[1].ends_with(
+                "PRIMARY KEY (\"exchange\", \"market\", \"symbol\", \"interval\", \"open_time\"))"
+            ),
             "{}",
             pg[1]
         );
         let sf = ddl(&crate::warehouse::snowflake::DIALECT, "raw");
         assert!(
-            sf[1].contains("\"RAW\".\"KLINES\" (\"EXCHANGE\" VARCHAR NOT NULL, \"MARKET\" VARCHAR NOT NULL"),
+            sf[1].contains(
+                "\"RAW\".\"KLINES\" (\"EXCHANGE\" VARCHAR NOT NULL, \"MARKET\" VARCHAR NOT NULL"
+            ),
             "{}",
             sf[1]
         );

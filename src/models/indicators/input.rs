@@ -5,8 +5,8 @@ use anyhow::{Context, bail};
 use serde_json::Value as Json;
 
 use crate::models::node::Node;
-use crate::warehouse::ident::{literal, quote};
 use crate::warehouse::dialect::timestamp_literal;
+use crate::warehouse::ident::{literal, quote};
 use crate::warehouse::{Value, Warehouse};
 
 /// The input's columns, by role.

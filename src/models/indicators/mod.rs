@@ -24,8 +24,8 @@ use self::input::{Bars, Input, to_f64};
 use super::changes::{self, Feed};
 use super::materialize;
 use crate::models::node::Node;
-use crate::warehouse::ident::{literal, quote};
 use crate::warehouse::dialect::timestamp_literal;
+use crate::warehouse::ident::{literal, quote};
 use crate::warehouse::{Column, Columns, RelationType, Value, Warehouse};
 
 /// Bars read per query in a full build (config `read_rows`, default 100,000).

@@ -36,7 +36,11 @@ fn snippet(
     let mut out = String::new();
     for n in first..=last {
         let mark = if n == line { '>' } else { ' ' };
-        out.push_str(&format!("{:>width$} {mark} | {}\n", n - shift, lines[n - 1]));
+        out.push_str(&format!(
+            "{:>width$} {mark} | {}\n",
+            n - shift,
+            lines[n - 1]
+        ));
         if n == line
             && let Some(r) = &range
         {
@@ -131,8 +135,7 @@ impl Jinja {
             && let Some(source) = source
         {
             // A model's first line starts with the macro import klines adds: not shown.
-            let (source, range) = match source.strip_prefix(&format!("{{%- from \"{MACROS}\""))
-            {
+            let (source, range) = match source.strip_prefix(&format!("{{%- from \"{MACROS}\"")) {
                 Some(rest) if name != MACROS => {
                     let cut = source.len() - rest.len() + rest.find("-%}").map_or(0, |i| i + 3);
                     let range = inner

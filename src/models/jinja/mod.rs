@@ -15,9 +15,9 @@ use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::ranges::RangeSet;
-use crate::warehouse::ident;
 use crate::warehouse::DialectRef;
 use crate::warehouse::dialect::timestamp_literal;
+use crate::warehouse::ident;
 
 pub const MACROS: &str = "__macros__";
 
@@ -25,10 +25,10 @@ mod adapter;
 mod context;
 mod error;
 
-pub use context::{BatchFilter, Collected, NodeCtx, Relation, Resolver, Target};
-pub use error::RenderError;
 use adapter::*;
 use context::*;
+pub use context::{BatchFilter, Collected, NodeCtx, Relation, Resolver, Target};
+pub use error::RenderError;
 
 /// What every template sees.
 #[derive(Debug, Clone)]
@@ -251,8 +251,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            j.render("m.sql", &NodeCtx::parse(&crate::warehouse::duckdb::DIALECT), None)
-                .unwrap(),
+            j.render(
+                "m.sql",
+                &NodeCtx::parse(&crate::warehouse::duckdb::DIALECT),
+                None
+            )
+            .unwrap(),
             "select arg_min(x), \"interval\""
         );
     }
@@ -262,7 +266,10 @@ mod tests {
         let j = Jinja::new(
             &globals(),
             &[
-                ("macros/a.sql".into(), "{% macro a() %}1{% endmacro %}\n".into()),
+                (
+                    "macros/a.sql".into(),
+                    "{% macro a() %}1{% endmacro %}\n".into(),
+                ),
                 (
                     "macros/b.sql".into(),
                     "{# b #}\n{% macro b(x) %}\n{{ x.nope.deeper }}\n{% endmacro %}\n".into(),
@@ -272,12 +279,19 @@ mod tests {
         )
         .unwrap();
         let e = j
-            .render("models/m.sql", &NodeCtx::parse(&crate::warehouse::duckdb::DIALECT), None)
+            .render(
+                "models/m.sql",
+                &NodeCtx::parse(&crate::warehouse::duckdb::DIALECT),
+                None,
+            )
             .unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("macros/b.sql", Some(3)), "{e}");
         assert!(e.detail.contains("called from models/m.sql"), "{e}");
         assert!(e.detail.contains("3 > | {{ x.nope.deeper }}"), "{e}");
-        assert!(!e.detail.contains("macro a()"), "another macro file's lines: {e}");
+        assert!(
+            !e.detail.contains("macro a()"),
+            "another macro file's lines: {e}"
+        );
     }
 
     #[test]
@@ -292,7 +306,11 @@ mod tests {
         )
         .unwrap();
         let e = j
-            .render("models/m.sql", &NodeCtx::parse(&crate::warehouse::duckdb::DIALECT), None)
+            .render(
+                "models/m.sql",
+                &NodeCtx::parse(&crate::warehouse::duckdb::DIALECT),
+                None,
+            )
             .unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("models/m.sql", Some(3)));
         assert!(e.to_string().starts_with("models/m.sql line 3: "), "{e}");
@@ -311,7 +329,12 @@ mod tests {
         assert_eq!((e.file.as_str(), e.line), ("models/b.sql", Some(2)));
         let e = j.render(
             "models/m.sql",
-            &NodeCtx::compile(&crate::warehouse::duckdb::DIALECT, Arc::new(Resolver::default()), false, None),
+            &NodeCtx::compile(
+                &crate::warehouse::duckdb::DIALECT,
+                Arc::new(Resolver::default()),
+                false,
+                None,
+            ),
             None,
         );
         assert!(e.is_err());

@@ -24,7 +24,10 @@ impl Materialization for Incremental {
         if !is_time_range(config) {
             return Ok(());
         }
-        for (k, v) in [("batch_key", &config.batch_key), ("time_grain", &config.time_grain)] {
+        for (k, v) in [
+            ("batch_key", &config.batch_key),
+            ("time_grain", &config.time_grain),
+        ] {
             if v.is_none() {
                 return Err(format!("incremental by time range needs config {k}"));
             }
@@ -70,13 +73,21 @@ impl Materialization for Incremental {
 /// Whether a model is incremental by time range (the default with `event_time`).
 fn is_time_range(config: &NodeConfig) -> bool {
     config.event_time.is_some()
-        && config.incremental_strategy.as_deref().unwrap_or("time_range") == "time_range"
+        && config
+            .incremental_strategy
+            .as_deref()
+            .unwrap_or("time_range")
+            == "time_range"
 }
 
 /// A time-range model's `lookback` (`1d`, `60d`, ...) in milliseconds: how far back its
 /// windows read.
 fn lookback_millis(n: &Node) -> Option<i64> {
-    n.config.all.get("lookback").and_then(|v| v.as_str()).and_then(grain_millis)
+    n.config
+        .all
+        .get("lookback")
+        .and_then(|v| v.as_str())
+        .and_then(grain_millis)
 }
 
 /// The model's (event time, batch key, grain in milliseconds).
@@ -96,13 +107,19 @@ async fn by_key(b: &Build<'_>, exists: bool) -> anyhow::Result<Built> {
     let sql = b.compile(exists && !b.full_refresh, None)?;
     if !exists || b.full_refresh {
         let rows = materialize::table(wh, node, &sql, Vec::new()).await?;
-        return Ok(Built::new(rows, format!("built {}: {rows} rows", node.relation)));
+        return Ok(Built::new(
+            rows,
+            format!("built {}: {rows} rows", node.relation),
+        ));
     }
     let rows = match node.config.incremental_strategy.as_deref() {
         Some("delete+insert") | Some("merge") => delete_insert(wh, node, &sql).await?,
         _ => append(wh, node, &sql).await?,
     };
-    Ok(Built::new(rows, format!("inserted {rows} rows into {}", node.relation)))
+    Ok(Built::new(
+        rows,
+        format!("inserted {rows} rows into {}", node.relation),
+    ))
 }
 
 /// A time-range model's first build (or `--full-refresh`): the whole table, recorded as new
@@ -142,7 +159,10 @@ async fn full(b: &Build<'_>) -> anyhow::Result<Built> {
     ));
     let rows = materialize::swap_in(wh, node, &tmp, extra).await?;
     materialize::range_index(wh, node, &batch_key, &event_time).await?;
-    Ok(Built::new(rows, format!("built {}: {rows} rows", node.relation)))
+    Ok(Built::new(
+        rows,
+        format!("built {}: {rows} rows", node.relation),
+    ))
 }
 
 /// A time-range model's later builds: the buckets its parents changed since its last build
@@ -165,11 +185,17 @@ async fn changed_ranges(b: &Build<'_>) -> anyhow::Result<Built> {
     // With a lookback, a change also rewrites the buckets after it that its windows reach,
     // and the rows read start that much earlier; only the rewritten ranges are inserted.
     let lookback = lookback_millis(node).unwrap_or(0);
-    let ranges: Vec<_> = ranges.into_iter().map(|(k, s, e)| (k, s, e + lookback)).collect();
+    let ranges: Vec<_> = ranges
+        .into_iter()
+        .map(|(k, s, e)| (k, s, e + lookback))
+        .collect();
     let filter = changes::widen(&ranges, grain);
     let kind = wh.dialect();
     let condition = filter.condition(kind, &batch_key, &event_time);
-    let read: Vec<_> = ranges.iter().map(|(k, s, e)| (k.clone(), s - lookback, *e)).collect();
+    let read: Vec<_> = ranges
+        .iter()
+        .map(|(k, s, e)| (k.clone(), s - lookback, *e))
+        .collect();
     let sql = b.compile(true, Some(changes::widen(&read, grain)))?;
     let sql = if lookback > 0 {
         format!("SELECT * FROM (\n{sql}\n) AS klines_lookback WHERE {condition}")
@@ -215,7 +241,10 @@ async fn append(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u6
 async fn delete_insert(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Result<u64> {
     let kind = wh.dialect();
     if node.config.unique_key.is_empty() {
-        anyhow::bail!("{}: incremental_strategy delete+insert needs unique_key", node.path);
+        anyhow::bail!(
+            "{}: incremental_strategy delete+insert needs unique_key",
+            node.path
+        );
     }
     let tmp = materialize::build_tmp(wh, node, sql).await?;
     let list = materialize::column_list(wh, node).await?;
@@ -228,8 +257,14 @@ async fn delete_insert(wh: &dyn Warehouse, node: &Node, sql: &str) -> anyhow::Re
         .join(", ");
     let counts = wh
         .transaction(&[
-            format!("DELETE FROM {} WHERE ({keys}) IN (SELECT {keys} FROM {tmp})", node.relation),
-            format!("INSERT INTO {} ({list}) SELECT {list} FROM {tmp}", node.relation),
+            format!(
+                "DELETE FROM {} WHERE ({keys}) IN (SELECT {keys} FROM {tmp})",
+                node.relation
+            ),
+            format!(
+                "INSERT INTO {} ({list}) SELECT {list} FROM {tmp}",
+                node.relation
+            ),
             format!("DROP TABLE {tmp}"),
         ])
         .await?;

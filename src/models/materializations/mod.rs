@@ -55,7 +55,11 @@ pub struct Build<'a> {
 
 impl Build<'_> {
     /// The model's SQL (see [`Compiler::render`]).
-    pub fn compile(&self, is_incremental: bool, filter: Option<BatchFilter>) -> anyhow::Result<String> {
+    pub fn compile(
+        &self,
+        is_incremental: bool,
+        filter: Option<BatchFilter>,
+    ) -> anyhow::Result<String> {
         self.compiler.render(self.node, is_incremental, filter)
     }
 }
@@ -98,7 +102,11 @@ pub trait Materialization: Sync {
     }
 
     /// Whether `klines compile` renders the model with `is_incremental()` true.
-    async fn compiles_incremental(&self, _wh: &dyn Warehouse, _node: &Node) -> anyhow::Result<bool> {
+    async fn compiles_incremental(
+        &self,
+        _wh: &dyn Warehouse,
+        _node: &Node,
+    ) -> anyhow::Result<bool> {
         Ok(false)
     }
 

@@ -15,6 +15,9 @@ impl Materialization for Table {
     async fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
         let sql = b.compile(false, None)?;
         let rows = materialize::table(b.wh, b.node, &sql, Vec::new()).await?;
-        Ok(Built::new(rows, format!("table {}: {rows} rows", b.node.relation)))
+        Ok(Built::new(
+            rows,
+            format!("table {}: {rows} rows", b.node.relation),
+        ))
     }
 }

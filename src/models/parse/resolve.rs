@@ -59,7 +59,11 @@ impl Parser<'_> {
         if let Some(TestSpec { def, .. }) = &node.test
             && def.name == "relationships"
         {
-            let to = def.args.get("to").and_then(|v| v.as_str()).unwrap_or_default();
+            let to = def
+                .args
+                .get("to")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let parent = crate::models::tests::parse_ref(to)
                 .and_then(|n| self.by_name.get(&n).cloned())
                 .ok_or_else(|| {

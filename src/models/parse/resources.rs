@@ -38,7 +38,12 @@ impl Parser<'_> {
             .render(&f.path, &ctx, None)
             .map_err(|e| usage(e.to_string()))?;
         let collected = ctx.take();
-        let (_, doc) = self.files.model_docs.get(&f.name).cloned().unwrap_or_default();
+        let (_, doc) = self
+            .files
+            .model_docs
+            .get(&f.name)
+            .cloned()
+            .unwrap_or_default();
         let folders: Vec<&str> = f.folders.iter().map(String::as_str).collect();
         let layer = project_layer(models_tree, project, &folders);
         let config = NodeConfig::from_layers(
@@ -51,7 +56,8 @@ impl Parser<'_> {
             return Ok(None);
         }
         if let Some(k) = materializations::find(config.materialized.as_str()) {
-            k.check(&config).map_err(|e| usage(format!("{}: {e}", f.path)))?;
+            k.check(&config)
+                .map_err(|e| usage(format!("{}: {e}", f.path)))?;
         }
         let schema = schema_for(self.target_schema, config.schema.as_deref());
         let identifier = config.alias.clone().unwrap_or_else(|| f.name.clone());
@@ -99,11 +105,17 @@ impl Parser<'_> {
                 )));
             }
             ident::validate(&f.name).map_err(|e| usage(format!("{}: seed name: {e}", f.path)))?;
-            let (_, doc) = self.files.seed_docs.get(&f.name).cloned().unwrap_or_default();
+            let (_, doc) = self
+                .files
+                .seed_docs
+                .get(&f.name)
+                .cloned()
+                .unwrap_or_default();
             let folders: Vec<&str> = f.folders.iter().map(String::as_str).collect();
             let layer = project_layer(seeds_tree, &project, &folders);
-            let config = NodeConfig::from_layers(Materialized::SEED, &kinds(), &[&layer, &doc.config])
-                .map_err(|e| usage(format!("{}: {e}", f.path)))?;
+            let config =
+                NodeConfig::from_layers(Materialized::SEED, &kinds(), &[&layer, &doc.config])
+                    .map_err(|e| usage(format!("{}: {e}", f.path)))?;
             let schema = schema_for(self.target_schema, config.schema.as_deref());
             let identifier = config.alias.clone().unwrap_or_else(|| f.name.clone());
             let unique_id = format!("seed.{project}.{}", f.name);

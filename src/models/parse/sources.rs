@@ -50,7 +50,8 @@ impl Parser<'_> {
                         checksum: String::new(),
                     },
                 );
-                self.sources.insert((s.name.clone(), t.name.clone()), unique_id);
+                self.sources
+                    .insert((s.name.clone(), t.name.clone()), unique_id);
             }
         }
         Ok(())

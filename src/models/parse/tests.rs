@@ -23,7 +23,11 @@ impl Parser<'_> {
     /// Every test of the project.
     pub(super) fn tests(&self) -> anyhow::Result<Vec<Node>> {
         let mut tests = Vec::new();
-        let docs = self.files.model_docs.iter().chain(self.files.seed_docs.iter());
+        let docs = self
+            .files
+            .model_docs
+            .iter()
+            .chain(self.files.seed_docs.iter());
         for (name, (path, doc)) in docs {
             let Some(id) = self.by_name.get(name) else {
                 continue;
@@ -141,8 +145,12 @@ impl Parser<'_> {
             .render(&f.path, &ctx, None)
             .map_err(|e| usage(e.to_string()))?;
         let collected = ctx.take();
-        let config = NodeConfig::from_layers(Materialized::TEST, &kinds(), &[&Map::new(), &collected.config])
-            .map_err(|e| usage(format!("{}: {e}", f.path)))?;
+        let config = NodeConfig::from_layers(
+            Materialized::TEST,
+            &kinds(),
+            &[&Map::new(), &collected.config],
+        )
+        .map_err(|e| usage(format!("{}: {e}", f.path)))?;
         Ok(Node {
             unique_id: format!("test.{}.{}", self.project, f.name),
             resource_type: ResourceType::Test,
@@ -175,7 +183,11 @@ impl Parser<'_> {
 }
 
 /// The string values of a test's arguments rendered with Jinja (lists and maps too).
-fn render_args(jinja: &Jinja, path: &str, args: &Map<String, Json>) -> anyhow::Result<Map<String, Json>> {
+fn render_args(
+    jinja: &Jinja,
+    path: &str,
+    args: &Map<String, Json>,
+) -> anyhow::Result<Map<String, Json>> {
     fn render(jinja: &Jinja, path: &str, v: &Json) -> anyhow::Result<Json> {
         Ok(match v {
             Json::String(text) => Json::String(

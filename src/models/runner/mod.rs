@@ -204,12 +204,14 @@ impl Runner {
                                 },
                             )
                         }),
-                    ResourceType::Model if materializations::records_changes(&parent.config) => Some((
-                        d.clone(),
-                        Feed::Model {
-                            unique_id: d.clone(),
-                        },
-                    )),
+                    ResourceType::Model if materializations::records_changes(&parent.config) => {
+                        Some((
+                            d.clone(),
+                            Feed::Model {
+                                unique_id: d.clone(),
+                            },
+                        ))
+                    }
                     _ => None,
                 }
             })
@@ -217,8 +219,14 @@ impl Runner {
     }
 
     async fn run_model(&self, node: &Node) -> anyhow::Result<Outcome> {
-        let kind = materializations::find(node.config.materialized.as_str())
-            .with_context(|| format!("{}: no materialization {}", node.path, node.config.materialized.as_str()))?;
+        let kind =
+            materializations::find(node.config.materialized.as_str()).with_context(|| {
+                format!(
+                    "{}: no materialization {}",
+                    node.path,
+                    node.config.materialized.as_str()
+                )
+            })?;
         let build = Build {
             wh: self.wh()?,
             node,
@@ -249,7 +257,10 @@ impl Runner {
                 })
             }
             (Mode::Compile, _) => {
-                let is_inc = match (self.wh.as_deref(), materializations::find(node.config.materialized.as_str())) {
+                let is_inc = match (
+                    self.wh.as_deref(),
+                    materializations::find(node.config.materialized.as_str()),
+                ) {
                     (Some(wh), Some(kind)) if !self.full_refresh => {
                         kind.compiles_incremental(wh, node).await?
                     }
@@ -283,7 +294,6 @@ impl Runner {
             }),
         }
     }
-
 }
 
 impl Compiler for Runner {

@@ -75,7 +75,10 @@ impl Runner {
             if n == 0 {
                 "PASS".to_string()
             } else {
-                format!("PASS ({n} result{}, within the thresholds)", if n == 1 { "" } else { "s" })
+                format!(
+                    "PASS ({n} result{}, within the thresholds)",
+                    if n == 1 { "" } else { "s" }
+                )
             }
         } else {
             format!(
@@ -84,7 +87,9 @@ impl Runner {
             )
         };
         let message = match stored {
-            Some(table) if status != "pass" || n > 0 => format!("{message}; failing rows in {table}"),
+            Some(table) if status != "pass" || n > 0 => {
+                format!("{message}; failing rows in {table}")
+            }
             _ => message,
         };
         Ok(Outcome {
@@ -121,10 +126,11 @@ impl Runner {
         ))
         .await?;
         wh.execute(&format!("DROP TABLE IF EXISTS {table}")).await?;
-        wh.execute(&format!("CREATE TABLE {table} AS SELECT * FROM (\n{sql}\n) AS failures"))
-            .await
-            .with_context(|| format!("{}: cannot store the failing rows in {table}", node.name))?;
+        wh.execute(&format!(
+            "CREATE TABLE {table} AS SELECT * FROM (\n{sql}\n) AS failures"
+        ))
+        .await
+        .with_context(|| format!("{}: cannot store the failing rows in {table}", node.name))?;
         Ok(Some(table))
     }
-
 }

@@ -39,7 +39,10 @@ impl Sink for BuilderSink {
             .await;
         match run {
             Ok(outcome) => {
-                if let Err(e) = self.workspace.write_artifacts(&outcome, &self.selection, false) {
+                if let Err(e) = self
+                    .workspace
+                    .write_artifacts(&outcome, &self.selection, false)
+                {
                     tracing::error!(error = %format!("{e:#}"), "the run's artifacts could not be written");
                 }
                 (self.on_summary)(&outcome.summary());

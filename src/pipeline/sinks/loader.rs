@@ -20,7 +20,12 @@ pub struct LoaderSink {
 }
 
 impl LoaderSink {
-    pub fn new(stage: Stage, wh: Arc<dyn Warehouse>, raw_schema: String, opts: Options) -> LoaderSink {
+    pub fn new(
+        stage: Stage,
+        wh: Arc<dyn Warehouse>,
+        raw_schema: String,
+        opts: Options,
+    ) -> LoaderSink {
         LoaderSink {
             stage,
             wh,
@@ -46,10 +51,14 @@ impl Sink for LoaderSink {
                 .await
                 .context("load")?,
             None => {
-                let (f, summary) =
-                    load::Follower::start(&self.stage, Arc::clone(&self.wh), &self.raw_schema, &self.opts)
-                        .await
-                        .context("load")?;
+                let (f, summary) = load::Follower::start(
+                    &self.stage,
+                    Arc::clone(&self.wh),
+                    &self.raw_schema,
+                    &self.opts,
+                )
+                .await
+                .context("load")?;
                 self.follower = Some(f);
                 summary
             }

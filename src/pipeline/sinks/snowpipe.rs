@@ -35,7 +35,11 @@ impl Sink for SnowpipeSink {
         for f in summary.files.iter().filter(|f| f.status != "LOADED") {
             tracing::error!(file = %f.file, status = %f.status, error = f.error.as_deref().unwrap_or(""), "failed");
         }
-        tracing::info!(files = summary.files.len(), inserted = summary.inserted, "loaded through Snowpipe");
+        tracing::info!(
+            files = summary.files.len(),
+            inserted = summary.inserted,
+            "loaded through Snowpipe"
+        );
         Ok(())
     }
 }

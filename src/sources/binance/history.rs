@@ -133,12 +133,14 @@ impl ArchiveHistory {
         };
         let mut out = Fetched::default();
         let got = match archive.fetch(&series.symbol, series.interval, period).await {
-            Err(e @ (ExchangeError::Exhausted { .. } | ExchangeError::ArchiveUnreachable { .. }))
-                if self.source == HistorySource::Auto =>
-            {
+            Err(
+                e @ (ExchangeError::Exhausted { .. } | ExchangeError::ArchiveUnreachable { .. }),
+            ) if self.source == HistorySource::Auto => {
                 // Logged once for the run; the span comes from REST.
                 archive.give_up(&e);
-                self.rest.fetch_into(series, span.start, span.end, &mut out.rows).await?;
+                self.rest
+                    .fetch_into(series, span.start, span.end, &mut out.rows)
+                    .await?;
                 return Ok(out);
             }
             other => other?,
@@ -189,7 +191,9 @@ impl ArchiveHistory {
             }
             Period::Day { .. } if self.source == HistorySource::Auto => {
                 tracing::info!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; taking it from REST");
-                self.rest.fetch_into(series, span.start, span.end, &mut out.rows).await?;
+                self.rest
+                    .fetch_into(series, span.start, span.end, &mut out.rows)
+                    .await?;
             }
             Period::Day { .. } => {
                 tracing::warn!(series = %series, day = %crate::time::format_ms(span.start), "the archive has no file for the day; left for a later run (--source archive)");
@@ -202,7 +206,12 @@ impl ArchiveHistory {
     /// Minutes an archive file lacks are not confirmed empty on its word: with `auto` they are
     /// asked of REST (whose answer confirms them, or brings what the file lost), gaps one page
     /// apart in one request; with `archive` they are left lacking, for a later run.
-    async fn confirm_gaps(&self, series: &Series, span: Span, out: &mut Fetched) -> anyhow::Result<()> {
+    async fn confirm_gaps(
+        &self,
+        series: &Series,
+        span: Span,
+        out: &mut Fetched,
+    ) -> anyhow::Result<()> {
         let gaps = gaps(&out.rows, series.interval, span.start, span.end);
         if gaps.ranges().is_empty() {
             return Ok(());
@@ -309,7 +318,12 @@ pub fn archive_until(server_time: i64) -> i64 {
 }
 
 /// The candles a file's rows lack in `[start, end)`: open-time ranges.
-pub fn gaps(rows: &KlineBatch, interval: crate::market::Interval, start: i64, end: i64) -> RangeSet {
+pub fn gaps(
+    rows: &KlineBatch,
+    interval: crate::market::Interval,
+    start: i64,
+    end: i64,
+) -> RangeSet {
     let mut gaps = RangeSet::new();
     let mut cursor = start;
     for &t in &rows.open_time {

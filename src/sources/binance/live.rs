@@ -122,7 +122,9 @@ impl Reader {
         let opened = Instant::now();
         let (mut tx, mut rx) = socket.split();
         // The replacement being opened while this socket is still read.
-        let mut next: Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ws::Socket>> + Send>>> = None;
+        let mut next: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ws::Socket>> + Send>>,
+        > = None;
         // The replacement, open, and until when this socket is still read.
         let mut replacement: Option<(ws::Socket, Instant)> = None;
         loop {
@@ -162,7 +164,10 @@ impl Reader {
             }
             let msg = match frame {
                 Err(_) => {
-                    tracing::warn!(silent_secs = self.silence.as_secs(), "the stream fell silent; replacing the socket");
+                    tracing::warn!(
+                        silent_secs = self.silence.as_secs(),
+                        "the stream fell silent; replacing the socket"
+                    );
                     return Ended::Lost;
                 }
                 Ok(None) | Ok(Some(Ok(Frame::Close(_)))) => {
@@ -200,7 +205,9 @@ impl Reader {
                         interval: e.interval,
                     };
                     if !self.subscribed.contains(&series) {
-                        let reason = format!("an event of {series}, which this connection did not subscribe to");
+                        let reason = format!(
+                            "an event of {series}, which this connection did not subscribe to"
+                        );
                         self.tell(LiveEvent::DeadLetter { raw: text, reason });
                     } else if e.closed {
                         self.tell(LiveEvent::Closed {
@@ -212,7 +219,9 @@ impl Reader {
                 }
                 Ok(Message::ServerShutdown) => {
                     if next.is_none() && replacement.is_none() {
-                        tracing::info!("the exchange announced a restart; opening the new socket before the old one closes");
+                        tracing::info!(
+                            "the exchange announced a restart; opening the new socket before the old one closes"
+                        );
                         next = Some(Box::pin(ws::connect_owned(url.to_string())));
                     }
                 }

@@ -9,11 +9,11 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::sources::error::{Attempt, ExchangeError};
 use super::ratelimit::{RateLimit, RateLimiter};
-use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
-use crate::market::{Interval, Market, Symbol};
 use crate::datasets::klines::KlineBatch;
+use crate::market::{Interval, Market, Symbol};
+use crate::sources::error::{Attempt, ExchangeError};
+use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
 
 /// How the client reaches the exchange and how hard it tries.
 #[derive(Debug, Clone)]
@@ -283,7 +283,9 @@ impl BinanceClient {
                     "kline opening at {t} is outside the requested range [{start}, {end})"
                 ))
             } else if interval.floor(t) != t {
-                Some(format!("kline opening at {t} is not on the {interval} grid"))
+                Some(format!(
+                    "kline opening at {t} is not on the {interval} grid"
+                ))
             } else {
                 None
             }
@@ -401,9 +403,11 @@ impl BinanceClient {
                         retry_after_secs = wait.as_secs_f64(),
                         "rate-limited by the exchange; every request waits"
                     );
-                    self.limiter.pause_until(self.limiter.now_ms().saturating_add(
-                        i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
-                    ));
+                    self.limiter.pause_until(
+                        self.limiter
+                            .now_ms()
+                            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+                    );
                     // Waiting out a limit is not a failed attempt.
                     attempt -= 1;
                 }
@@ -468,4 +472,3 @@ mod tests {
         assert!(BinanceClient::new(ClientConfig::new("not a url", Market::Spot)).is_err());
     }
 }
-

@@ -26,13 +26,18 @@ impl KlineSource for BinanceClient {
     }
 
     async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError> {
-        BinanceClient::check_symbols(self, symbols).await.map(|_| ())
+        BinanceClient::check_symbols(self, symbols)
+            .await
+            .map(|_| ())
     }
 
     /// Each symbol with its status (`BTCUSDT TRADING`).
     async fn symbols_report(&self, symbols: &[Symbol]) -> Result<String, ExchangeError> {
         let infos = BinanceClient::check_symbols(self, symbols).await?;
-        let listed: Vec<String> = infos.iter().map(|i| format!("{} {}", i.symbol, i.status)).collect();
+        let listed: Vec<String> = infos
+            .iter()
+            .map(|i| format!("{} {}", i.symbol, i.status))
+            .collect();
         Ok(listed.join(", "))
     }
 

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::market::{Interval, Market, Symbol};
-use crate::decimal;
 use crate::datasets::klines::Kline;
+use crate::decimal;
+use crate::market::{Interval, Market, Symbol};
 
 /// The default WebSocket base of each market.
 pub fn default_ws_url(market: Market) -> &'static str {
@@ -136,9 +136,7 @@ pub fn parse_message(text: &str) -> Result<Message, String> {
     let k = data.k.ok_or("a kline event without `k`")?;
     let symbol = Symbol::parse(k.s).map_err(|e| format!("k.s: {e}"))?;
     let interval: Interval = k.i.parse().map_err(|e| format!("k.i: {e}"))?;
-    let d = |name: &str, s: &str| {
-        decimal::parse(s).map_err(|e| format!("k.{name} {s:?}: {e}"))
-    };
+    let d = |name: &str, s: &str| decimal::parse(s).map_err(|e| format!("k.{name} {s:?}: {e}"));
     let kline = Kline {
         open_time: k.t,
         open: d("o", k.o)?,
@@ -165,15 +163,15 @@ pub fn parse_message(text: &str) -> Result<Message, String> {
 /// A candle's own invariants: its times match its interval, prices are ordered, nothing is
 /// negative, takers bought at most the volume.
 fn check(k: &Kline, interval: Interval) -> Result<(), String> {
-    if interval.floor(k.open_time) != k.open_time || interval.close_time(k.open_time) != k.close_time
+    if interval.floor(k.open_time) != k.open_time
+        || interval.close_time(k.open_time) != k.close_time
     {
         return Err(format!(
             "times {}..{} are not a {interval} candle",
             k.open_time, k.close_time
         ));
     }
-    if k.low > k.high || k.open > k.high || k.close > k.high || k.open < k.low || k.close < k.low
-    {
+    if k.low > k.high || k.open > k.high || k.close > k.high || k.open < k.low || k.close < k.low {
         return Err("prices out of order (low, open, close, high)".into());
     }
     if k.low < 0 || k.volume < 0 || k.quote_volume < 0 || k.trades < 0 {
@@ -189,9 +187,8 @@ fn check(k: &Kline, interval: Interval) -> Result<(), String> {
     Ok(())
 }
 
-pub type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// [`connect`] with an owned URL (a future that can be kept while another socket is read).
 pub async fn connect_owned(url: String) -> anyhow::Result<Socket> {
@@ -243,11 +240,26 @@ mod tests {
     fn bad_messages_say_why() {
         for (text, why) in [
             ("not json", "not a stream message"),
-            (r#"{"stream":"x","data":{"e":"kline","E":1}}"#, "without `k`"),
-            (&CLOSED.replace("\"o\":\"42000.01000000\"", "\"o\":\"4e4\""), "k.o"),
-            (&CLOSED.replace("\"T\":1704067259999", "\"T\":1704067299999"), "not a 1m candle"),
-            (&CLOSED.replace("\"l\":\"41999.99000000\"", "\"l\":\"42003\""), "out of order"),
-            (&CLOSED.replace("\"V\":\"0.50000000\"", "\"V\":\"9\""), "taker volumes"),
+            (
+                r#"{"stream":"x","data":{"e":"kline","E":1}}"#,
+                "without `k`",
+            ),
+            (
+                &CLOSED.replace("\"o\":\"42000.01000000\"", "\"o\":\"4e4\""),
+                "k.o",
+            ),
+            (
+                &CLOSED.replace("\"T\":1704067259999", "\"T\":1704067299999"),
+                "not a 1m candle",
+            ),
+            (
+                &CLOSED.replace("\"l\":\"41999.99000000\"", "\"l\":\"42003\""),
+                "out of order",
+            ),
+            (
+                &CLOSED.replace("\"V\":\"0.50000000\"", "\"V\":\"9\""),
+                "taker volumes",
+            ),
             (&CLOSED.replace("\"i\":\"1m\"", "\"i\":\"2m\""), "k.i"),
             ("{}", "neither an event nor an answer"),
         ] {
@@ -273,7 +285,10 @@ mod tests {
 
     #[test]
     fn urls_per_market() {
-        let s = vec![stream_name(&Symbol::parse("BTCUSDT").unwrap(), Interval::M1), "ethusdt@kline_5m".into()];
+        let s = vec![
+            stream_name(&Symbol::parse("BTCUSDT").unwrap(), Interval::M1),
+            "ethusdt@kline_5m".into(),
+        ];
         assert_eq!(
             stream_url("wss://data-stream.binance.vision/", Market::Spot, &s),
             "wss://data-stream.binance.vision/stream?streams=btcusdt@kline_1m/ethusdt@kline_5m"

@@ -60,7 +60,12 @@ pub fn parse_candles(body: &[u8], len_ms: i64) -> Result<Vec<Kline>, String> {
         .trim()
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
-        .ok_or_else(|| format!("not a JSON array: {:?}", crate::sources::http::excerpt(text, 100)))?
+        .ok_or_else(|| {
+            format!(
+                "not a JSON array: {:?}",
+                crate::sources::http::excerpt(text, 100)
+            )
+        })?
         .trim();
     let mut out = Vec::new();
     if inner.is_empty() {
@@ -86,7 +91,9 @@ pub fn parse_candles(body: &[u8], len_ms: i64) -> Result<Vec<Kline>, String> {
             .map_err(|_| format!("row {i}: time {:?} is not whole seconds", f[0]))?;
         let dec =
             |j: usize, name: &str| json_decimal(f[j]).map_err(|e| format!("row {i}: {name}: {e}"));
-        let open_time = time_s.checked_mul(1000).ok_or_else(|| format!("row {i}: time {time_s} is out of range"))?;
+        let open_time = time_s
+            .checked_mul(1000)
+            .ok_or_else(|| format!("row {i}: time {time_s} is out of range"))?;
         if open_time.rem_euclid(len_ms) != 0 {
             return Err(format!(
                 "row {i}: time {time_s} is not on the {}s grid of the granularity",
@@ -148,7 +155,10 @@ mod tests {
         assert!(e.contains("row 0"), "{e}");
         // A bucket off the granularity's grid is not a candle of it.
         let e = parse_candles(b"[[1704240030,1,2,1,1,1]]", 60_000).unwrap_err();
-        assert_eq!(e, "row 0: time 1704240030 is not on the 60s grid of the granularity");
+        assert_eq!(
+            e,
+            "row 0: time 1704240030 is not on the 60s grid of the granularity"
+        );
         let e = parse_candles(b"{\"message\":\"x\"}", 60_000).unwrap_err();
         // Found by the fuzzer (coinbase_candles): a body cut inside a multi-byte character
         // for the error message panicked.

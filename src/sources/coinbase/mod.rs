@@ -24,9 +24,10 @@ pub const REGISTRATION: Registration = Registration {
 /// Spot candles over REST, under Coinbase's pacing.
 fn open(s: &Settings) -> anyhow::Result<Source> {
     if s.market_given && s.market != Market::Spot {
-        return Err(
-            UsageError("--exchange coinbase has spot candles only (no --market usdm)".into()).into(),
-        );
+        return Err(UsageError(
+            "--exchange coinbase has spot candles only (no --market usdm)".into(),
+        )
+        .into());
     }
     if s.history == HistorySource::Archive {
         return Err(UsageError(

@@ -18,14 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
+use super::candles::{epoch_ms, parse_candles};
+use crate::datasets::klines::KlineBatch;
+use crate::market::{Exchange, Interval, Market, Symbol};
+use crate::redact::redact_url;
 use crate::sources::error::Attempt;
 use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
 use crate::sources::source::{Capabilities, EmptyBuckets, SourceStats};
-use crate::market::{Exchange, Interval, Market, Symbol};
 use crate::sources::{ExchangeError, KlineSource};
-use super::candles::{epoch_ms, parse_candles};
-use crate::datasets::klines::KlineBatch;
-use crate::redact::redact_url;
 
 /// Candles per request.
 pub const PAGE: u32 = 300;
@@ -132,7 +132,8 @@ impl CoinbaseClient {
                 Ok(body) => {
                     self.limited_since.answered();
                     let mut p = self.pace.lock().await;
-                    p.rate = (p.rate + RATE_STEP).min(self.config.requests_per_second.max(MIN_RATE));
+                    p.rate =
+                        (p.rate + RATE_STEP).min(self.config.requests_per_second.max(MIN_RATE));
                     return Ok(body);
                 }
                 Err(f) => f,
@@ -209,7 +210,11 @@ impl CoinbaseClient {
         }
         let msg = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
         Err(Attempt::Fatal(ExchangeError::Refused {
             path: path.to_string(),

@@ -34,7 +34,9 @@ fn set_statement(name: &str, value: &SettingValue) -> anyhow::Result<(String, St
         SettingValue::Bool(b) => b.to_string(),
         SettingValue::Int(i) => i.to_string(),
         SettingValue::Float(f) if f.is_finite() => f.to_string(),
-        SettingValue::Float(f) => anyhow::bail!("settings: {name} = {f} is not a number DuckDB takes"),
+        SettingValue::Float(f) => {
+            anyhow::bail!("settings: {name} = {f} is not a number DuckDB takes")
+        }
         SettingValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
     };
     Ok((name.to_string(), format!("SET {name} = {value}")))
@@ -166,7 +168,11 @@ fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {
     query_bound_rows(conn, sql, &[])
 }
 
-fn query_bound_rows(conn: &duckdb::Connection, sql: &str, params: &[Param]) -> anyhow::Result<Rows> {
+fn query_bound_rows(
+    conn: &duckdb::Connection,
+    sql: &str,
+    params: &[Param],
+) -> anyhow::Result<Rows> {
     let mut stmt = conn.prepare(sql).map_err(db_err)?;
     let mut rows = Rows::default();
     let values: Vec<duckdb::types::Value> = params
@@ -188,7 +194,6 @@ fn query_bound_rows(conn: &duckdb::Connection, sql: &str, params: &[Param]) -> a
     }
     Ok(rows)
 }
-
 
 #[async_trait]
 impl Warehouse for DuckDb {
@@ -287,7 +292,9 @@ impl Warehouse for DuckDb {
             {
                 let mut appender = match &into {
                     RowsInto::Table { schema, name } => tx.appender_to_db(name, schema)?,
-                    RowsInto::Session { name } => tx.appender_to_catalog_and_db(name, "temp", "main")?,
+                    RowsInto::Session { name } => {
+                        tx.appender_to_catalog_and_db(name, "temp", "main")?
+                    }
                 };
                 for rb in rows {
                     appender.append_record_batch(rb)?;

@@ -28,7 +28,9 @@ pub(super) async fn copy_columns(
         .join(", ");
     let t = Instant::now();
     let sink = tx
-        .copy_in(&format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)"))
+        .copy_in(&format!(
+            "COPY {table} ({names}) FROM STDIN (FORMAT binary)"
+        ))
         .await
         .pg()?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -47,7 +49,9 @@ pub(super) async fn copy_columns(
             Column::Text(v) => Typed::Text(v),
             Column::Timestamp(v) => Typed::Time(v.iter().map(|&t| TimestampMs(t)).collect()),
             Column::Int(v) => Typed::Int(v),
-            Column::Double(v) => Typed::Double(v.iter().map(|x| x.is_finite().then_some(*x)).collect()),
+            Column::Double(v) => {
+                Typed::Double(v.iter().map(|x| x.is_finite().then_some(*x)).collect())
+            }
         })
         .collect();
     let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(typed.len());
@@ -88,7 +92,10 @@ pub(super) async fn copy_record_batches(
             DataType::Decimal128(..) => Ok(Type::NUMERIC),
             DataType::Int64 => Ok(Type::INT8),
             DataType::Float64 => Ok(Type::FLOAT8),
-            other => Err(anyhow::anyhow!("{}: cannot COPY a column of {other}", f.name())),
+            other => Err(anyhow::anyhow!(
+                "{}: cannot COPY a column of {other}",
+                f.name()
+            )),
         })
         .collect::<anyhow::Result<_>>()?;
     let names = schema
@@ -136,9 +143,11 @@ impl<'a> ArrowColumn<'a> {
         use arrow::array::AsArray;
         Ok(match a.data_type() {
             DataType::Utf8 => ArrowColumn::Text(a.as_string::<i32>()),
-            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => ArrowColumn::Timestamp(
-                a.as_primitive::<arrow::datatypes::TimestampMillisecondType>(),
-            ),
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
+                ArrowColumn::Timestamp(
+                    a.as_primitive::<arrow::datatypes::TimestampMillisecondType>(),
+                )
+            }
             DataType::Decimal128(..) => {
                 ArrowColumn::Decimal(a.as_primitive::<arrow::datatypes::Decimal128Type>())
             }
@@ -154,7 +163,9 @@ impl<'a> ArrowColumn<'a> {
         use arrow::array::Array;
         match self {
             ArrowColumn::Text(a) => Cell::Text(a.is_valid(i).then(|| a.value(i))),
-            ArrowColumn::Timestamp(a) => Cell::Timestamp(a.is_valid(i).then(|| TimestampMs(a.value(i)))),
+            ArrowColumn::Timestamp(a) => {
+                Cell::Timestamp(a.is_valid(i).then(|| TimestampMs(a.value(i))))
+            }
             ArrowColumn::Decimal(a) => Cell::Decimal(a.is_valid(i).then(|| Numeric8(a.value(i)))),
             ArrowColumn::Int(a) => Cell::Int(a.is_valid(i).then(|| a.value(i))),
             ArrowColumn::Double(a) => Cell::Double(a.is_valid(i).then(|| a.value(i))),

@@ -23,12 +23,12 @@ pub mod types;
 
 use copy::{copy_columns, copy_record_batches};
 
-pub use dialect::DIALECT;
-use types::{DateDays, Numeric8, NumericValue, TimestampMs, TimestampUs};
-use crate::warehouse::{DialectRef, Param, Rows, RowsInto, Value, Warehouse};
+use crate::config::profiles::PostgresOutput;
+use crate::warehouse::{DialectRef, Param, Rows, RowsInto, Warehouse};
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
-use crate::config::profiles::PostgresOutput;
+pub use dialect::DIALECT;
+use types::{Numeric8, TimestampMs};
 
 pub struct Postgres {
     config: tokio_postgres::Config,
@@ -117,7 +117,10 @@ impl Postgres {
             }
             "verify-ca" => {
                 config.ssl_mode(SslMode::Require);
-                Some(tls::connector(tls::Verify::Chain, o.sslrootcert.as_deref())?)
+                Some(tls::connector(
+                    tls::Verify::Chain,
+                    o.sslrootcert.as_deref(),
+                )?)
             }
             "verify-full" => {
                 config.ssl_mode(SslMode::Require);
@@ -240,52 +243,6 @@ impl Postgres {
     }
 }
 
-fn value(row: &tokio_postgres::Row, i: usize) -> anyhow::Result<Value> {
-    let ty = row.columns()[i].type_();
-    let get =
-        |r: Result<Option<Value>, tokio_postgres::Error>| r.pg().map(|v| v.unwrap_or(Value::Null));
-    match *ty {
-        Type::BOOL => get(row
-            .try_get::<_, Option<bool>>(i)
-            .map(|v| v.map(Value::Bool))),
-        Type::INT2 => get(row
-            .try_get::<_, Option<i16>>(i)
-            .map(|v| v.map(|x| Value::Int(x as i64)))),
-        Type::INT4 => get(row
-            .try_get::<_, Option<i32>>(i)
-            .map(|v| v.map(|x| Value::Int(x as i64)))),
-        Type::INT8 => get(row.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int))),
-        Type::OID => get(row
-            .try_get::<_, Option<u32>>(i)
-            .map(|v| v.map(|x| Value::Int(x as i64)))),
-        Type::FLOAT4 => get(row
-            .try_get::<_, Option<f32>>(i)
-            .map(|v| v.map(|x| Value::Float(x as f64)))),
-        Type::FLOAT8 => get(row
-            .try_get::<_, Option<f64>>(i)
-            .map(|v| v.map(Value::Float))),
-        Type::NUMERIC => get(row.try_get::<_, Option<NumericValue>>(i).map(|v| {
-            v.map(|n| Value::Decimal {
-                value: n.value,
-                scale: n.scale,
-            })
-        })),
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => get(row
-            .try_get::<_, Option<TimestampUs>>(i)
-            .map(|v| v.map(|t| Value::Timestamp(t.0)))),
-        Type::DATE => get(row
-            .try_get::<_, Option<DateDays>>(i)
-            .map(|v| v.map(|d| Value::Date(d.0)))),
-        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => get(row
-            .try_get::<_, Option<String>>(i)
-            .map(|v| v.map(Value::Text))),
-        ref other => bail!(
-            "column {} has type {other}, which klines does not read; cast it",
-            row.columns()[i].name()
-        ),
-    }
-}
-
 #[async_trait]
 impl Warehouse for Postgres {
     fn dialect(&self) -> DialectRef {
@@ -333,8 +290,11 @@ impl Warehouse for Postgres {
             // pool emptied by queries doing the same).
             let result = match client.prepare(sql).await {
                 Ok(stmt) => client.query(&stmt, &refs).await.map(|rows| {
-                    let columns: Vec<String> =
-                        stmt.columns().iter().map(|c| c.name().to_string()).collect();
+                    let columns: Vec<String> = stmt
+                        .columns()
+                        .iter()
+                        .map(|c| c.name().to_string())
+                        .collect();
                     (columns, rows)
                 }),
                 Err(e) => Err(e),
@@ -352,7 +312,7 @@ impl Warehouse for Postgres {
         for r in &pg_rows {
             rows.rows.push(
                 (0..r.len())
-                    .map(|i| value(r, i))
+                    .map(|i| types::value(r, i))
                     .collect::<anyhow::Result<Vec<_>>>()?,
             );
         }
@@ -446,7 +406,12 @@ impl Warehouse for Postgres {
                 crate::warehouse::log_sql(t, s);
             }
             if rows.rows() > 0 {
-                copy_columns(&tx, &relation(&crate::warehouse::postgres::DIALECT, schema, table), rows).await?;
+                copy_columns(
+                    &tx,
+                    &relation(&crate::warehouse::postgres::DIALECT, schema, table),
+                    rows,
+                )
+                .await?;
             }
             for s in after {
                 let t = Instant::now();

@@ -140,7 +140,9 @@ pub fn connector(
         Ok(roots)
     };
     let config = match verify {
-        Verify::Full => builder.with_root_certificates(roots()?).with_no_client_auth(),
+        Verify::Full => builder
+            .with_root_certificates(roots()?)
+            .with_no_client_auth(),
         Verify::Chain => {
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots()?),

@@ -3,8 +3,12 @@
 
 use std::error::Error;
 
+use anyhow::bail;
 use bytes::{BufMut, BytesMut};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+
+use super::PgContext;
+use crate::warehouse::Value;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
@@ -170,6 +174,53 @@ impl<'a> FromSql<'a> for DateDays {
 
     fn accepts(ty: &Type) -> bool {
         *ty == Type::DATE
+    }
+}
+
+/// Cell `i` of a row as a [`Value`]; a type klines does not read is an error naming the column.
+pub(super) fn value(row: &tokio_postgres::Row, i: usize) -> anyhow::Result<Value> {
+    let ty = row.columns()[i].type_();
+    let get =
+        |r: Result<Option<Value>, tokio_postgres::Error>| r.pg().map(|v| v.unwrap_or(Value::Null));
+    match *ty {
+        Type::BOOL => get(row
+            .try_get::<_, Option<bool>>(i)
+            .map(|v| v.map(Value::Bool))),
+        Type::INT2 => get(row
+            .try_get::<_, Option<i16>>(i)
+            .map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::INT4 => get(row
+            .try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::INT8 => get(row.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int))),
+        Type::OID => get(row
+            .try_get::<_, Option<u32>>(i)
+            .map(|v| v.map(|x| Value::Int(x as i64)))),
+        Type::FLOAT4 => get(row
+            .try_get::<_, Option<f32>>(i)
+            .map(|v| v.map(|x| Value::Float(x as f64)))),
+        Type::FLOAT8 => get(row
+            .try_get::<_, Option<f64>>(i)
+            .map(|v| v.map(Value::Float))),
+        Type::NUMERIC => get(row.try_get::<_, Option<NumericValue>>(i).map(|v| {
+            v.map(|n| Value::Decimal {
+                value: n.value,
+                scale: n.scale,
+            })
+        })),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => get(row
+            .try_get::<_, Option<TimestampUs>>(i)
+            .map(|v| v.map(|t| Value::Timestamp(t.0)))),
+        Type::DATE => get(row
+            .try_get::<_, Option<DateDays>>(i)
+            .map(|v| v.map(|d| Value::Date(d.0)))),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => get(row
+            .try_get::<_, Option<String>>(i)
+            .map(|v| v.map(Value::Text))),
+        ref other => bail!(
+            "column {} has type {other}, which klines does not read; cast it",
+            row.columns()[i].name()
+        ),
     }
 }
 

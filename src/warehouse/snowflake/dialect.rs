@@ -40,7 +40,9 @@ impl Dialect for SnowflakeDialect {
     }
 
     fn timestamp_literal(&self, ms: i64) -> String {
-        let text = crate::time::format_ms(ms).replace('T', " ").replace('Z', "");
+        let text = crate::time::format_ms(ms)
+            .replace('T', " ")
+            .replace('Z', "");
         format!("CAST({} AS TIMESTAMP_NTZ)", literal(&text))
     }
 

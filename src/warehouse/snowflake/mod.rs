@@ -24,9 +24,9 @@ use tokio::sync::Semaphore;
 
 use super::ident::{literal, quote, relation};
 use super::{Copied, Dialect, DialectRef, Param, RelationType, Rows, StagedCopy, Warehouse};
+use crate::config::profiles::SnowflakeOutput;
 use crate::datasets::ColType;
 use crate::datasets::klines::KLINES;
-use crate::config::profiles::SnowflakeOutput;
 use session::{Auth, LoginSpec, Session};
 
 pub use session::SnowflakeError;
@@ -218,8 +218,6 @@ pub fn landing_ddl(raw_schema: &str) -> String {
     )
 }
 
-
-
 #[async_trait]
 impl Warehouse for Snowflake {
     fn dialect(&self) -> DialectRef {
@@ -268,8 +266,9 @@ impl Warehouse for Snowflake {
         table: &str,
         rows: &crate::warehouse::Columns,
     ) -> Vec<String> {
-        rows.json_inserts(schema, table, 5_000)
-            .unwrap_or_else(|| rows.inserts(&crate::warehouse::snowflake::DIALECT, schema, table, 2_000))
+        rows.json_inserts(schema, table, 5_000).unwrap_or_else(|| {
+            rows.inserts(&crate::warehouse::snowflake::DIALECT, schema, table, 2_000)
+        })
     }
 
     /// Views are looked up in `information_schema.views` too: Snowflake lists them in both
@@ -378,7 +377,10 @@ impl StagedCopy for Snowflake {
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        (get("number of rows inserted"), get("number of rows updated"))
+        (
+            get("number of rows inserted"),
+            get("number of rows updated"),
+        )
     }
 }
 

@@ -226,7 +226,11 @@ impl TestCoinbase {
 
     /// The next candles request is answered with this body (200), whatever it asked.
     pub fn answer_next(&self, body: &str) {
-        self.shared.answers.lock().unwrap().push_back(body.to_string());
+        self.shared
+            .answers
+            .lock()
+            .unwrap()
+            .push_back(body.to_string());
     }
 
     pub fn now(&self) -> i64 {

@@ -21,7 +21,12 @@ const FROM: &str = "2024-01-02T20:00:00Z";
 
 /// Runs klines in this process, in the project at `dir`.
 async fn klines(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec!["klines", "--project-dir", dir.to_str().expect("utf-8 path"), "-q"];
+    let mut all = vec![
+        "klines",
+        "--project-dir",
+        dir.to_str().expect("utf-8 path"),
+        "-q",
+    ];
     all.extend(args);
     let cli = klines::cli::Cli::try_parse_from(all)?;
     klines::commands::run(cli).await
@@ -54,28 +59,45 @@ async fn a_third_exchange_is_one_folder_and_one_registration_line() {
 
     let url = server::start(ms(NOW)).await;
     let p = Project::new("http://127.0.0.1:9", "");
-    let series = ["--exchange", "tinyex", "--base-url", &url, "--symbols", "AAA-USD,BBB-USD"];
+    let series = [
+        "--exchange",
+        "tinyex",
+        "--base-url",
+        &url,
+        "--symbols",
+        "AAA-USD,BBB-USD",
+    ];
     let mut backfill = vec!["backfill", "--from", FROM];
     backfill.extend(series);
     klines(p.path(), &backfill).await.expect("backfill");
     for symbol in server::SYMBOLS {
         let want = want(symbol, ms(NOW));
         // 10 hours of minutes, less the ones without trades.
-        assert!(want.len() > 500 && want.len() < 600, "{symbol}: {}", want.len());
+        assert!(
+            want.len() > 500 && want.len() < 600,
+            "{symbol}: {}",
+            want.len()
+        );
         assert_staged(&p.stage_dir(), symbol, "1m", &want);
     }
     let files = parquet_files(&p.stage_dir());
     assert!(
-        files.keys().all(|k| k.starts_with("exchange=tinyex/market=spot/interval=1m/symbol=")),
+        files
+            .keys()
+            .all(|k| k.starts_with("exchange=tinyex/market=spot/interval=1m/symbol=")),
         "{:?}",
         files.keys()
     );
 
     klines(p.path(), &["load"]).await.expect("load");
     let db = p.path().join("klines.duckdb");
-    let wh = klines::warehouse::duckdb::DuckDb::open(db.to_str().expect("utf-8"), 1, &Default::default())
-        .await
-        .expect("open DuckDB");
+    let wh = klines::warehouse::duckdb::DuckDb::open(
+        db.to_str().expect("utf-8"),
+        1,
+        &Default::default(),
+    )
+    .await
+    .expect("open DuckDB");
     let rows = wh
         .query(
             "SELECT symbol, count(*), sum(volume), count(trades), count(quote_volume), min(exchange) \
@@ -90,7 +112,14 @@ async fn a_third_exchange_is_one_folder_and_one_registration_line() {
         let volume: i128 = want.iter().map(|k| k.volume).sum();
         assert_eq!(row[0], Value::Text(symbol.into()));
         assert_eq!(row[1].as_i64(), Some(want.len() as i64), "{symbol}");
-        assert_eq!(row[2], Value::Decimal { value: volume, scale: 8 }, "{symbol}: exact volume");
+        assert_eq!(
+            row[2],
+            Value::Decimal {
+                value: volume,
+                scale: 8
+            },
+            "{symbol}: exact volume"
+        );
         // No flow fields: NULL from the stage to the raw table.
         assert_eq!(row[3].as_i64(), Some(0), "{symbol}: trades");
         assert_eq!(row[4].as_i64(), Some(0), "{symbol}: quote volume");
@@ -110,6 +139,11 @@ async fn a_third_exchange_is_one_folder_and_one_registration_line() {
 
 #[test]
 fn an_unknown_exchange_is_refused_by_name() {
-    let err = klines::cli::Cli::try_parse_from(["klines", "backfill", "--exchange", "kraken"]).unwrap_err();
-    assert!(err.to_string().contains("unknown exchange \"kraken\" (known: binance, coinbase"), "{err}");
+    let err = klines::cli::Cli::try_parse_from(["klines", "backfill", "--exchange", "kraken"])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown exchange \"kraken\" (known: binance, coinbase"),
+        "{err}"
+    );
 }

@@ -98,7 +98,11 @@ async fn candles(
     if !SYMBOLS.contains(&symbol.as_str()) {
         return Err((StatusCode::NOT_FOUND, format!("unknown symbol {symbol}")));
     }
-    let num = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| bad(k));
+    let num = |k: &str| {
+        q.get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| bad(k))
+    };
     let (start, end) = (num("start")?, num("end")?);
     if end <= start || end - start > PAGE * MINUTE || start % MINUTE != 0 {
         return Err(bad("start and end: whole minutes, at most 500 of them"));
@@ -106,7 +110,14 @@ async fn candles(
     let rows = closed(symbol, start, end, now)
         .into_iter()
         .map(|c| {
-            serde_json::json!([c.open_time, text(c.open), text(c.high), text(c.low), text(c.close), text(c.volume)])
+            serde_json::json!([
+                c.open_time,
+                text(c.open),
+                text(c.high),
+                text(c.low),
+                text(c.close),
+                text(c.volume)
+            ])
         })
         .collect();
     Ok(Json(rows))

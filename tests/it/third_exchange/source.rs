@@ -26,7 +26,9 @@ fn open(s: &Settings) -> anyhow::Result<Source> {
         .clone()
         .ok_or_else(|| klines::error::UsageError("--exchange tinyex needs --base-url".into()))?;
     if s.market != Market::Spot {
-        anyhow::bail!(klines::error::UsageError("tinyex has spot candles only".into()));
+        anyhow::bail!(klines::error::UsageError(
+            "tinyex has spot candles only".into()
+        ));
     }
     let rest: Arc<dyn KlineSource> = Arc::new(Tinyex {
         http: reqwest::Client::builder().timeout(s.timeout).build()?,
@@ -84,17 +86,31 @@ impl KlineSource for Tinyex {
 
     async fn server_time(&self) -> Result<i64, ExchangeError> {
         let v = self.get("/time").await?;
-        v["time"].as_i64().ok_or_else(|| ExchangeError::Symbols("/time: no time".into()))
+        v["time"]
+            .as_i64()
+            .ok_or_else(|| ExchangeError::Symbols("/time: no time".into()))
     }
 
     async fn check_symbols(&self, symbols: &[Symbol]) -> Result<(), ExchangeError> {
         let listed = self.get("/symbols").await?;
-        let listed: Vec<&str> = listed.as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
-        let unknown: Vec<&str> = symbols.iter().map(|s| s.as_str()).filter(|s| !listed.contains(s)).collect();
+        let listed: Vec<&str> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let unknown: Vec<&str> = symbols
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| !listed.contains(s))
+            .collect();
         if unknown.is_empty() {
             Ok(())
         } else {
-            Err(ExchangeError::Symbols(format!("unknown on tinyex: {}", unknown.join(", "))))
+            Err(ExchangeError::Symbols(format!(
+                "unknown on tinyex: {}",
+                unknown.join(", ")
+            )))
         }
     }
 
@@ -112,10 +128,14 @@ impl KlineSource for Tinyex {
         out: &mut KlineBatch,
     ) -> Result<usize, ExchangeError> {
         if interval != Interval::M1 {
-            return Err(ExchangeError::Symbols(format!("tinyex has 1m candles only, not {interval}")));
+            return Err(ExchangeError::Symbols(format!(
+                "tinyex has 1m candles only, not {interval}"
+            )));
         }
         let end = end.min(start + super::server::PAGE * 60_000);
-        let rows = self.get(&format!("/candles?symbol={symbol}&start={start}&end={end}")).await?;
+        let rows = self
+            .get(&format!("/candles?symbol={symbol}&start={start}&end={end}"))
+            .await?;
         let bad = |detail: String| ExchangeError::InvalidData {
             symbol: symbol.to_string(),
             detail,
@@ -128,7 +148,9 @@ impl KlineSource for Tinyex {
                     .and_then(|t| klines::decimal::parse(t).ok())
                     .ok_or_else(|| bad(format!("field {i} of {row}")))
             };
-            let open_time = row[0].as_i64().ok_or_else(|| bad(format!("open time of {row}")))?;
+            let open_time = row[0]
+                .as_i64()
+                .ok_or_else(|| bad(format!("open time of {row}")))?;
             out.push(&Kline {
                 open_time,
                 open: dec(1)?,

@@ -18,13 +18,13 @@ use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
 use super::{ArchiveError, Period};
+use crate::datasets::klines::KlineBatch;
+use crate::market::{Interval, Market, Symbol};
+use crate::redact::redact_url;
+use crate::sources::ExchangeError;
+use crate::sources::binance::ClientConfig;
 use crate::sources::error::Attempt;
 use crate::sources::retry::{self, LimitedSince, Next, RetryPolicy, describe};
-use crate::sources::binance::ClientConfig;
-use crate::sources::ExchangeError;
-use crate::market::{Interval, Market, Symbol};
-use crate::datasets::klines::KlineBatch;
-use crate::redact::redact_url;
 
 /// Binance's archive host.
 pub const DEFAULT_ARCHIVE_URL: &str = "https://data.binance.vision";
@@ -205,13 +205,15 @@ impl ArchiveClient {
             }
             let probes_before = self.probes.load(Ordering::Acquire);
             let outcome = {
-                let _slot = self.in_flight.acquire().await.map_err(|_| {
-                    ExchangeError::Exhausted {
-                        path: file.to_string(),
-                        attempts: attempt,
-                        last: "client shut down".into(),
-                    }
-                })?;
+                let _slot =
+                    self.in_flight
+                        .acquire()
+                        .await
+                        .map_err(|_| ExchangeError::Exhausted {
+                            path: file.to_string(),
+                            attempts: attempt,
+                            last: "client shut down".into(),
+                        })?;
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.attempt(url, file).await
             };

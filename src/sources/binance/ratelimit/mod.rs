@@ -323,12 +323,16 @@ mod tests {
     /// A limiter whose clock starts `offset_ms` into a window of `window_ms`, on tokio's
     /// paused time: the tests below never read this machine's clock.
     fn limiter_at(offset_ms: i64, window_ms: i64) -> Arc<RateLimiter> {
-        RateLimiter::with_clock(Clock::starting_at(1_700_000_000_000 / window_ms * window_ms + window_ms + offset_ms))
+        RateLimiter::with_clock(Clock::starting_at(
+            1_700_000_000_000 / window_ms * window_ms + window_ms + offset_ms,
+        ))
     }
 
     /// Whether `fut` completes within `ms` of the limiter's (paused) time.
     async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
-        tokio::time::timeout(Duration::from_millis(ms), fut).await.ok()
+        tokio::time::timeout(Duration::from_millis(ms), fut)
+            .await
+            .ok()
     }
 
     #[tokio::test(start_paused = true)]
@@ -342,9 +346,16 @@ mod tests {
         }
         // 10 of 10 used: the next claim waits for the next window, exactly.
         let start = limiter.now_ms();
-        assert!(within(59_000, limiter.acquire(2)).await.is_none(), "a sixth request fit");
+        assert!(
+            within(59_000, limiter.acquire(2)).await.is_none(),
+            "a sixth request fit"
+        );
         let t = limiter.acquire(2).await;
-        assert_eq!(limiter.now_ms() - start, window, "released when the next window began");
+        assert_eq!(
+            limiter.now_ms() - start,
+            window,
+            "released when the next window began"
+        );
         assert_eq!(limiter.now_ms() % window, 0);
         drop(t);
     }
@@ -403,7 +414,11 @@ mod tests {
         let at = limiter.now_ms();
         let next = limiter.acquire(2).await;
         assert!(next.probes.contains(&0));
-        assert_eq!(limiter.now_ms() - at, REPROBE_DELAY_MS, "re-probed after the delay");
+        assert_eq!(
+            limiter.now_ms() - at,
+            REPROBE_DELAY_MS,
+            "re-probed after the delay"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -414,7 +429,11 @@ mod tests {
         limiter.observe(probe, &nearly_spent());
         let at = limiter.now_ms();
         let next = limiter.acquire(2).await;
-        assert_eq!(limiter.now_ms() - at, 500, "99 of 100 used: it waited for the next window");
+        assert_eq!(
+            limiter.now_ms() - at,
+            500,
+            "99 of 100 used: it waited for the next window"
+        );
         drop(next);
     }
 
@@ -437,7 +456,8 @@ mod tests {
         limiter.set_limits(&[weight(100, 60_000)], 1.0);
         let probe = limiter.acquire(1).await;
         limiter.observe(probe, &HeaderMap::new());
-        let on_the_wire: Vec<Ticket> = futures::future::join_all((0..3).map(|_| limiter.acquire(1))).await;
+        let on_the_wire: Vec<Ticket> =
+            futures::future::join_all((0..3).map(|_| limiter.acquire(1))).await;
         // The first answer is a 429 with Retry-After: 2.
         limiter.pause_until(limiter.now_ms() + 2_000);
         let at = limiter.now_ms();
@@ -449,7 +469,11 @@ mod tests {
             limiter.observe(t, if i == 2 { &h } else { &none });
         }
         let t = limiter.acquire(1).await;
-        assert_eq!(limiter.now_ms() - at, 2_000, "nothing went before Retry-After");
+        assert_eq!(
+            limiter.now_ms() - at,
+            2_000,
+            "nothing went before Retry-After"
+        );
         limiter.observe(t, &HeaderMap::new());
         // 98 + 1 + 1 of 100: a request of 2 waits for the next window.
         assert!(within(50_000, limiter.acquire(2)).await.is_none());

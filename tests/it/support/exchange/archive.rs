@@ -14,8 +14,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{Datelike, NaiveDate};
-use klines::market::Interval;
 use klines::datasets::klines::Kline;
+use klines::market::Interval;
 use sha2::Digest;
 
 use super::Shared;

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use klines::datasets::klines::Kline;
 use klines::decimal;
 use klines::market::Interval;
-use klines::datasets::klines::Kline;
 
 pub const MINUTE: i64 = 60_000;
 const UNIT: i128 = 100_000_000;
@@ -431,7 +431,8 @@ pub fn parse_full_row(line: &str) -> Option<Kline> {
 pub fn read_full_rows(path: &Path) -> BTreeMap<i64, Kline> {
     let text = if path.extension().is_some_and(|e| e == "zip") {
         let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut zip = zip::ZipArchive::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut zip =
+            zip::ZipArchive::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut inner = zip.by_index(0).unwrap();
         let mut text = String::new();
         std::io::Read::read_to_string(&mut inner, &mut text).unwrap();
@@ -451,7 +452,9 @@ impl Market {
     pub fn real_full12_spot(dir: &Path) -> Market {
         let mut eth = read_full_rows(&dir.join("spot/ETHUSDT_1m_2021-09-23.csv"));
         for day in ["14", "15"] {
-            eth.extend(read_full_rows(&dir.join(format!("spot/ETHUSDT-1m-2022-08-{day}.zip"))));
+            eth.extend(read_full_rows(
+                &dir.join(format!("spot/ETHUSDT-1m-2022-08-{day}.zip")),
+            ));
         }
         Market {
             real: HashMap::from([("ETHUSDT".to_string(), eth)]),
@@ -463,7 +466,9 @@ impl Market {
     pub fn real_full12_usdm(dir: &Path) -> Market {
         let mut btc = BTreeMap::new();
         for day in ["05", "06"] {
-            btc.extend(read_full_rows(&dir.join(format!("usdm/BTCUSDT-1m-2022-09-{day}.zip"))));
+            btc.extend(read_full_rows(
+                &dir.join(format!("usdm/BTCUSDT-1m-2022-09-{day}.zip")),
+            ));
         }
         Market {
             real: HashMap::from([("BTCUSDT".to_string(), btc)]),

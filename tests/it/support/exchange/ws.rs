@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Query, State};
 use axum::response::{IntoResponse, Response};
+use klines::datasets::klines::Kline;
 use klines::decimal;
 use klines::market::Interval;
-use klines::datasets::klines::Kline;
 
 use super::Shared;
 
@@ -55,12 +55,25 @@ pub async fn combined(
     let futures = uri.path().starts_with("/market");
     let now = shared.config.lock().unwrap().clock.now();
     let mut streams = Vec::new();
-    for name in q.get("streams").map(String::as_str).unwrap_or("").split('/') {
+    for name in q
+        .get("streams")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split('/')
+    {
         let Some((sym, iv)) = name.split_once("@kline_") else {
-            return (axum::http::StatusCode::BAD_REQUEST, format!("bad stream {name:?}")).into_response();
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("bad stream {name:?}"),
+            )
+                .into_response();
         };
         let Ok(interval) = iv.parse::<Interval>() else {
-            return (axum::http::StatusCode::BAD_REQUEST, format!("bad interval {iv:?}")).into_response();
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("bad interval {iv:?}"),
+            )
+                .into_response();
         };
         streams.push(Stream {
             name: name.to_string(),
@@ -104,7 +117,12 @@ async fn send(socket: &mut WebSocket, shared: &Shared, text: String) -> bool {
     socket.send(Message::Text(text.into())).await.is_ok()
 }
 
-async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stream>, futures: bool) {
+async fn serve(
+    mut socket: WebSocket,
+    shared: Arc<Shared>,
+    mut streams: Vec<Stream>,
+    futures: bool,
+) {
     let mut last_update = shared.config.lock().unwrap().clock.now();
     {
         let mut stats = shared.stats.lock().unwrap();
@@ -119,7 +137,9 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stre
     let mut incoming: Vec<Instant> = Vec::new();
     loop {
         // Whatever the client sent: pongs clear the ping; more than 5 a second is too many.
-        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(20), socket.recv()).await {
+        while let Ok(Some(frame)) =
+            tokio::time::timeout(Duration::from_millis(20), socket.recv()).await
+        {
             let Ok(frame) = frame else { return };
             incoming.push(Instant::now());
             incoming.retain(|t| t.elapsed() < Duration::from_secs(1));
@@ -142,7 +162,11 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stre
             if pinged.is_none() {
                 pinged = Some(Instant::now());
             }
-            if socket.send(Message::Ping(b"klines".to_vec().into())).await.is_err() {
+            if socket
+                .send(Message::Ping(b"klines".to_vec().into()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -188,12 +212,18 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut streams: Vec<Stre
                             && send(&mut socket, &shared, text).await
                     }
                     Some(WsFault::Before(raw)) => {
-                        send(&mut socket, &shared, raw).await && send(&mut socket, &shared, text).await
+                        send(&mut socket, &shared, raw).await
+                            && send(&mut socket, &shared, text).await
                     }
                     Some(WsFault::Drop) => false,
                     Some(WsFault::Shutdown) => {
                         closing_at = Some(Instant::now() + Duration::from_secs(1));
-                        send(&mut socket, &shared, format!(r#"{{"e":"serverShutdown","E":{now}}}"#)).await
+                        send(
+                            &mut socket,
+                            &shared,
+                            format!(r#"{{"e":"serverShutdown","E":{now}}}"#),
+                        )
+                        .await
                             && send(&mut socket, &shared, text).await
                     }
                 };
