@@ -210,7 +210,9 @@ fn the_chart_shows_exactly_the_tables_candles_in_chromium() {
 fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
     use crate::support::exchange::Clock;
     let mut config = ExchangeConfig::synthetic(ms("2024-01-05T13:37:30Z"));
-    config.clock = Clock::scaled(ms("2024-01-05T13:37:30Z"), 60);
+    // 30 exchange minutes a minute: a build per flush takes seconds in a debug build beside
+    // other tests, and the page must see a 5m bucket form and fill while the stream runs.
+    config.clock = Clock::scaled(ms("2024-01-05T13:37:30Z"), 30);
     let ex = TestExchange::start(config);
     let p = Project::new(&ex.url, "");
     crate::models::with_repo_models(&p);
@@ -224,7 +226,7 @@ fn a_streams_new_candles_and_forming_buckets_update_without_a_reload() {
             "--from",
             "2024-01-05T12:00:00Z",
             "--until",
-            "2024-01-05T13:58:00Z",
+            "2024-01-05T14:10:00Z",
             "--ws-url",
             &ws,
             "--build",
