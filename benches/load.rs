@@ -119,7 +119,7 @@ fn main() {
     for k in &all {
         writeln!(
             f,
-            "spot,BTCUSDT,1m,{},{},{},{},{},{},{},{},{},{},{},stage/x.parquet,{},{}",
+            "binance,spot,BTCUSDT,1m,{},{},{},{},{},{},{},{},{},{},{},stage/x.parquet,{},{}",
             ts(k.open_time),
             d(k.open),
             d(k.high),
