@@ -54,7 +54,7 @@ fn project(url: &str, pg: Option<&str>) -> tempfile::TempDir {
     )
     .unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for sub in ["models", "macros"] {
+    for sub in ["models", "macros", "seeds"] {
         copy_dir(&root.join(sub), &dir.path().join(sub));
     }
     if let Some(db) = pg {

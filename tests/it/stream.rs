@@ -413,6 +413,41 @@ fn stream_build_keeps_the_models_equal_to_a_full_build() {
     }
 }
 
+/// --build reads the project once, when the stream starts: a project that does not parse stops
+/// the stream before anything is fetched or staged, naming the file at fault, instead of a
+/// stream that stages and loads while every build fails.
+#[test]
+fn stream_build_refuses_a_project_that_does_not_parse_before_it_starts() {
+    let ex = fast_exchange();
+    let ws = ex.ws_url();
+    let p = Project::new(&ex.url, "");
+    crate::models::with_repo_models(&p);
+    // The OHLC models' relationships tests name the symbols seed.
+    std::fs::remove_file(p.path().join("seeds/symbols.csv")).unwrap();
+    let out = p.run(&stream_args(&ex, &ws, &["--until", UNTIL, "--build"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("models/ohlc/schema.yml") && err.contains("ref('symbols')"),
+        "{err}"
+    );
+    let staged = walkdir(&p.path().join("stage"));
+    assert!(staged.is_empty(), "staged {staged:?}");
+}
+
+/// The files under `dir` (none if it does not exist).
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// Every row of a DuckDB table as text, by symbol and open time; for raw.klines without the
 /// columns that say when and from which file a row was loaded.
 fn table_rows(project: &Project, table: &str) -> Vec<String> {
