@@ -431,21 +431,8 @@ fn stream_build_refuses_a_project_that_does_not_parse_before_it_starts() {
         err.contains("models/ohlc/schema.yml") && err.contains("ref('symbols')"),
         "{err}"
     );
-    let staged = walkdir(&p.path().join("stage"));
+    let staged: Vec<String> = files(&p.stage_dir()).into_keys().collect();
     assert!(staged.is_empty(), "staged {staged:?}");
-}
-
-/// The files under `dir` (none if it does not exist).
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walkdir(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 /// Every row of a DuckDB table as text, by symbol and open time; for raw.klines without the
