@@ -32,6 +32,102 @@ pub fn parse(s: &str) -> Result<i128, DecimalError> {
 /// The fast path: `None` on any problem (use [`parse`] for the error).
 #[inline]
 pub fn parse_bytes(b: &[u8]) -> Option<i128> {
+    binance_shape(b).or_else(|| parse_general(b))
+}
+
+/// The shape Binance prints every price and volume in: up to 18 integer digits, a point and
+/// exactly 8 fractional digits (`"46216.93000000"`), optionally negative. The fractional
+/// digits are read as one 8-byte word (SWAR), which took the parse from ~180 instructions
+/// per value to well under half; `None` for any other shape, which [`parse_general`] reads.
+#[inline]
+fn binance_shape(b: &[u8]) -> Option<i128> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let point = digits.len().checked_sub(9)?;
+    if point == 0 || point > 18 || digits[point] != b'.' {
+        return None;
+    }
+    let mut int: u64 = 0;
+    for &c in &digits[..point] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        int = int * 10 + d as u64;
+    }
+    let frac = eight_digits(digits[point + 1..].try_into().ok()?)?;
+    let v = int as i128 * UNIT + frac as i128;
+    Some(if neg { -v } else { v })
+}
+
+/// The decimal at the start of `b` that `end` closes (`,` in a CSV line, `"` in JSON), in
+/// Binance's shape: 1 to 18 integer digits, a point, 1 to 8 fractional digits (eight read as
+/// one word). Its value and where `end` is; `None` for any other shape, which the caller
+/// reads with [`parse_bytes`] once it has found the end itself.
+#[inline]
+pub fn scan_until(b: &[u8], end: u8) -> Option<(i128, usize)> {
+    let mut i = 0;
+    let mut int: u64 = 0;
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        int = int * 10 + d as u64;
+        i += 1;
+    }
+    if i == 0 || i > 18 || b.get(i) != Some(&b'.') {
+        return None;
+    }
+    i += 1;
+    let frac = match b.get(i..i + 9) {
+        Some([d @ .., last]) if *last == end => {
+            i += 8;
+            eight_digits(d.try_into().ok()?)?
+        }
+        _ => {
+            let start = i;
+            let mut v: u64 = 0;
+            while let Some(&c) = b.get(i) {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 || i - start == 8 {
+                    break;
+                }
+                v = v * 10 + d as u64;
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            v * POW10[8 - (i - start)]
+        }
+    };
+    (b.get(i) == Some(&end)).then_some((int as i128 * UNIT + frac as i128, i))
+}
+
+/// Eight ASCII digits as their value, or `None` if any byte is not a digit.
+#[inline]
+pub fn eight_digits(b: &[u8; 8]) -> Option<u64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let v = u64::from_le_bytes(*b);
+    // Every byte 0x30..=0x39: its high nibble is 3, and adding 6 keeps it so.
+    let high = 0xF0F0_F0F0_F0F0_F0F0;
+    if v & high != ZEROS || v.wrapping_add(0x0606_0606_0606_0606) & high != ZEROS {
+        return None;
+    }
+    let mut x = v - ZEROS;
+    x = x.wrapping_mul(10).wrapping_add(x >> 8);
+    x = ((x & 0x0000_00FF_0000_00FF)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((x >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
+        >> 32;
+    Some(x)
+}
+
+/// Every plain decimal [`parse`] accepts.
+fn parse_general(b: &[u8]) -> Option<i128> {
     let (neg, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         b'+' => (false, &b[1..]),
@@ -143,6 +239,43 @@ pub fn format_trimmed(v: i128) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The SWAR path reads Binance's shape exactly as the digit loop does.
+        #[test]
+        fn the_binance_shape_is_read_as_the_general_parser_reads_it(
+            neg in any::<bool>(),
+            int in "[0-9]{1,18}",
+            frac in "[0-9]{8}",
+        ) {
+            let s = format!("{}{int}.{frac}", if neg { "-" } else { "" });
+            prop_assert_eq!(binance_shape(s.as_bytes()), parse_general(s.as_bytes()), "{}", s);
+            prop_assert!(binance_shape(s.as_bytes()).is_some());
+        }
+
+        /// Scanning up to a terminator reads what parsing the text before it reads.
+        #[test]
+        fn scanning_to_a_terminator_reads_what_parsing_reads(
+            text in "[0-9]{0,20}(\\.[0-9]{0,10})?[,\"x]?[0-9,]{0,3}",
+        ) {
+            let b = text.as_bytes();
+            if let Some((v, at)) = scan_until(b, b',') {
+                prop_assert_eq!(b[at], b',');
+                prop_assert_eq!(Some(v), parse_general(&b[..at]), "{}", text);
+            }
+        }
+
+        #[test]
+        fn eight_digits_refuses_any_byte_that_is_not_a_digit(
+            b in proptest::array::uniform8(prop_oneof![0x2Fu8..=0x3A, any::<u8>()]),
+        ) {
+            let want = b
+                .iter()
+                .all(u8::is_ascii_digit)
+                .then(|| b.iter().fold(0u64, |v, c| v * 10 + (c - b'0') as u64));
+            prop_assert_eq!(eight_digits(&b), want);
+        }
+    }
 
     #[test]
     fn parses_binance_strings_exactly() {

@@ -229,3 +229,38 @@ fn backfill_stages_to_s3_and_resumes_from_state_kept_in_the_stage() {
     rt.block_on(lock.release());
     p.ok(&["backfill", "--from", "2024-01-03"]);
 }
+
+/// Staged bytes are a promise: a day staged by an earlier release is staged again, byte for
+/// byte, by this one (the manifest's hashes, the loader's exactly-once and
+/// `scripts/compare-builds` rely on it), over archives and over REST alike. The hash is the
+/// one the encoder of release 0.1.0 wrote for Binance's own zip of ETHUSDT 1m on 2022-08-14;
+/// an encoder change that moves it changes the staged format.
+#[test]
+fn a_real_days_staged_file_keeps_the_bytes_earlier_releases_wrote() {
+    const ETHUSDT_2022_08_14: &str =
+        "477ab07034fc071096d193ba1e98dd1f387b982e871406321b76a05e24a84629";
+    let ex = TestExchange::start(ExchangeConfig::real_full12(ms("2022-09-10")));
+    for source in ["archive", "rest"] {
+        let p = Project::new(&ex.url, "");
+        p.ok(&[
+            "backfill",
+            "--symbols",
+            "ETHUSDT",
+            "--from",
+            "2022-08-14",
+            "--to",
+            "2022-08-15",
+            "--source",
+            source,
+        ]);
+        let staged = parquet_files(&p.stage_dir());
+        assert_eq!(staged.len(), 1, "{source}: {:?}", staged.keys());
+        let (key, bytes) = staged.iter().next().unwrap();
+        assert!(key.contains("2022-08-14"), "{source}: {key}");
+        assert_eq!(
+            klines::stage::manifest::sha256_hex(bytes),
+            ETHUSDT_2022_08_14,
+            "{source}: {key}"
+        );
+    }
+}

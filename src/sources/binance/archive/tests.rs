@@ -1,4 +1,5 @@
 use super::*;
+use crate::datasets::klines::Kline;
 use std::io::Write;
 
 /// 2025-01-01, the day of the small CSVs below.
@@ -236,4 +237,29 @@ fn a_zip_bomb_is_refused_at_the_bound() {
         ),
         (29 * 24 + 1) * 492
     );
+}
+
+/// A zip whose headers understate the CSV's size: libdeflate, given a buffer of the declared
+/// size, stops there, and the streaming reader that takes over stops at the declared size or
+/// the bound; the archive is refused, naming the file, and memory stays bounded.
+#[test]
+fn a_zip_understating_its_size_is_refused() {
+    let day = "1735689600000,1.5,2,1,1.75,10,1735689659999,15,3,4,6,0\n";
+    let big = day.repeat(64 * 1024 * 1024 / day.len());
+    let mut zip = zipped("x.csv", &big);
+    let declared = 1000u32.to_le_bytes();
+    let local = zip
+        .windows(4)
+        .position(|w| w == [0x50, 0x4b, 0x03, 0x04])
+        .unwrap();
+    zip[local + 22..local + 26].copy_from_slice(&declared);
+    let central = zip
+        .windows(4)
+        .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
+        .unwrap();
+    zip[central + 24..central + 28].copy_from_slice(&declared);
+    let e = parse("LIAR-1m-2025-01-01.zip", &zip, Interval::M1, DAY25)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("LIAR-1m-2025-01-01.zip: "), "{e}");
 }
