@@ -53,6 +53,26 @@
   let indByTime = new Map(); // chart time (UTC seconds) -> point
   let pricePrecision = 2; // the candles' decimals
 
+  // The API answers in columns (an array per field); the page keeps one object per bar.
+  const CANDLE_FIELDS = ['open', 'high', 'low', 'close', 'volume', 'quote_volume', 'trades',
+    'taker_buy_base_volume', 'taker_buy_quote_volume'];
+  function candlesOf(cols) {
+    const incomplete = new Set(cols.incomplete);
+    return cols.time.map((time, i) => {
+      const c = { time };
+      for (const f of CANDLE_FIELDS) c[f] = cols[f][i];
+      c.is_complete = !incomplete.has(time);
+      return c;
+    });
+  }
+  function pointsOf(body) {
+    return body.time.map((time, i) => {
+      const p = { time };
+      for (const c of body.columns) p[c] = body.values[c][i];
+      return p;
+    });
+  }
+
   function indicatorSeries(column) {
     if (indSeries.has(column)) return indSeries.get(column);
     const quiet = { lineWidth: 1, priceLineVisible: false, lastValueVisible: false, crosshairMarkerVisible: false };
@@ -100,7 +120,7 @@
         symbol: state.symbol, interval: state.interval, from: candles[0].time, limit: MAX,
       });
       if (mine !== generation) return;
-      indicatorPoints = body.points;
+      indicatorPoints = pointsOf(body);
       drawIndicators(body.columns);
     } catch (e) {
       if (mine === generation) { indicatorPoints = []; drawIndicators([]); }
@@ -115,7 +135,7 @@
     try {
       const body = await api('/api/indicators', { symbol: state.symbol, interval: state.interval, from: last, limit: MAX });
       if (mine !== generation) return;
-      for (const p of body.points) {
+      for (const p of pointsOf(body)) {
         const end = indicatorPoints[indicatorPoints.length - 1];
         if (p.time < end.time) continue;
         if (p.time === end.time) indicatorPoints[indicatorPoints.length - 1] = p; else indicatorPoints.push(p);
@@ -245,7 +265,7 @@
     live = new EventSource(`/api/live?${q}`);
     live.addEventListener('candles', (e) => {
       if (mine !== generation) return;
-      for (const c of JSON.parse(e.data)) {
+      for (const c of candlesOf(JSON.parse(e.data))) {
         const last = candles[candles.length - 1];
         if (last && c.time < last.time) continue;
         if (last && c.time === last.time) candles[candles.length - 1] = c; else candles.push(c);
@@ -273,7 +293,7 @@
       const limit = initialLimit();
       const body = await api('/api/candles', { symbol: state.symbol, interval: state.interval, limit });
       if (mine !== generation) return;
-      candles = body.candles;
+      candles = candlesOf(body);
       exhausted = candles.length < limit;
       draw();
       showRange();
@@ -317,13 +337,14 @@
         symbol: state.symbol, interval: state.interval, to: candles[0].time, limit: PAGE,
       });
       if (mine !== generation) return;
-      exhausted = body.candles.length < PAGE;
-      if (body.candles.length) {
+      const older = candlesOf(body);
+      exhausted = older.length < PAGE;
+      if (older.length) {
         const ts = chart.timeScale();
         const before = ts.getVisibleLogicalRange();
-        candles = body.candles.concat(candles);
+        candles = older.concat(candles);
         draw();
-        if (before) ts.setVisibleLogicalRange({ from: before.from + body.candles.length, to: before.to + body.candles.length });
+        if (before) ts.setVisibleLogicalRange({ from: before.from + older.length, to: before.to + older.length });
         status(`${candles.length} candles`);
         loadIndicators(mine);
       }

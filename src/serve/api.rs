@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
+use super::columns::CandleColumns;
 use crate::datasets::klines::KLINES;
 use crate::market::Symbol;
 use crate::warehouse::{Param, Value, Warehouse, ident};
@@ -238,7 +239,7 @@ impl CandleQuery {
 }
 
 /// `GET /api/candles?symbol=&interval=&from=&to=&limit=`: oldest first, times in epoch ms,
-/// prices and volumes as exact decimal strings.
+/// prices and volumes as exact decimal strings, one array per column ([`CandleColumns`]).
 pub async fn candles(
     State(api): State<Arc<Api>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -252,16 +253,17 @@ pub async fn candles(
             .find(|(_, t)| *t == cq.table)
             .map(|(i, _)| *i)
             .unwrap_or_default(),
-        candles,
+        candles: candles.into_iter().collect(),
     }))
 }
 
-/// The answer of `/api/candles`.
+/// The answer of `/api/candles`: `{"symbol", "interval", "time": [...], "open": [...], ...}`.
 #[derive(serde::Serialize)]
 pub struct Candles {
     pub symbol: String,
     pub interval: &'static str,
-    pub candles: Vec<Candle>,
+    #[serde(flatten)]
+    pub candles: CandleColumns,
 }
 
 /// One candle as the page takes it: exact decimal text (trailing zeros dropped), `None` for

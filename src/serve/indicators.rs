@@ -34,8 +34,9 @@ fn drawn(column: &str) -> bool {
         || ["macd", "macd_signal", "macd_hist"].contains(&c.as_str())
 }
 
-/// `GET /api/indicators?symbol=&interval=&from=&to=&limit=`: oldest first, times in epoch ms,
-/// values as numbers (NULL before an indicator's first bar).
+/// `GET /api/indicators?symbol=&interval=&from=&to=&limit=`: `time` (epoch ms, oldest first)
+/// and, under `values`, one array per indicator column, numbers (null before an indicator's
+/// first bar).
 pub async fn indicators(
     State(api): State<Arc<Api>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -73,7 +74,8 @@ pub async fn indicators(
             "interval": interval,
             "built": false,
             "columns": [],
-            "points": [],
+            "time": [],
+            "values": {},
         })));
     }
     // The columns as built (the periods are the project's vars).
@@ -101,31 +103,33 @@ pub async fn indicators(
         .query_bound(&sql, &params)
         .await
         .map_err(super::api::internal)?;
-    let points: Vec<JsonValue> = rows
+    // One array per column, oldest first (`rows` is newest first).
+    let rows: Vec<_> = rows
         .rows
         .iter()
         .rev()
-        .filter_map(|r| {
-            let Value::Timestamp(us) = r[0] else {
-                return None;
-            };
-            let mut p = Map::new();
-            p.insert("time".into(), json!(us.div_euclid(1000)));
-            for (c, v) in columns.iter().zip(&r[1..]) {
-                let v = match v {
-                    Value::Float(x) if x.is_finite() => json!(x),
-                    _ => JsonValue::Null,
-                };
-                p.insert(c.to_ascii_lowercase(), v);
-            }
-            Some(JsonValue::Object(p))
+        .filter_map(|r| match r[0] {
+            Value::Timestamp(us) => Some((us.div_euclid(1000), &r[1..])),
+            _ => None,
         })
         .collect();
+    let mut values = Map::new();
+    for (i, c) in columns.iter().enumerate() {
+        let column: Vec<JsonValue> = rows
+            .iter()
+            .map(|(_, r)| match r[i] {
+                Value::Float(x) if x.is_finite() => json!(x),
+                _ => JsonValue::Null,
+            })
+            .collect();
+        values.insert(c.to_ascii_lowercase(), JsonValue::Array(column));
+    }
     Ok(Json(json!({
         "symbol": cq.symbol.as_str(),
         "interval": interval,
         "built": true,
         "columns": columns.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>(),
-        "points": points,
+        "time": rows.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        "values": values,
     })))
 }

@@ -1,5 +1,5 @@
 //! `GET /api/live?symbol=&interval=&since=`: server-sent events with the candles that are new
-//! or changed since `since` (the forming bucket again as it fills), each time the warehouse
+//! or changed since `since` (columns, as `/api/candles` answers) (the forming bucket again as it fills), each time the warehouse
 //! may have changed: after every flush of `klines stream --serve`, or every few seconds under
 //! `klines serve` (another process loads).
 
@@ -14,6 +14,7 @@ use futures::Stream;
 use tokio::sync::watch;
 
 use super::api::{Api, ApiError, CandleQuery};
+use super::columns::CandleColumns;
 
 /// Tells open pages that the tables may have changed.
 #[derive(Clone)]
@@ -90,9 +91,10 @@ pub async fn live(
                 query.from = c.time;
             }
             last_sent = candles.last().cloned();
-            let event = Event::default()
-                .event("candles")
-                .data(serde_json::to_string(&candles).unwrap_or_default());
+            let event = Event::default().event("candles").data(
+                serde_json::to_string(&candles.into_iter().collect::<CandleColumns>())
+                    .unwrap_or_default(),
+            );
             if tx.send(Ok(event)).await.is_err() {
                 return;
             }

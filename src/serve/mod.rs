@@ -1,12 +1,14 @@
 //! `klines serve`: a candlestick page and a JSON API over the warehouse's TRADES_OHLC tables.
 //!
 //! 1. [`assets`]: the page (HTML, JS, CSS and the vendored chart library), embedded.
-//! 2. [`api`]: `/api/symbols` and `/api/candles`, bound parameters only; [`live`]:
-//!    `/api/live`, server-sent events of new and changed candles.
+//! 2. [`api`]: `/api/symbols` and `/api/candles`, bound parameters only, answered as
+//!    [`columns`] (an array per column); [`indicators`]: `/api/indicators`, columns too;
+//!    [`live`]: `/api/live`, server-sent events of new and changed candles.
 //! 3. Here: the router, the token check and the security headers on every answer.
 
 pub mod api;
 pub mod assets;
+pub mod columns;
 pub mod indicators;
 pub mod live;
 

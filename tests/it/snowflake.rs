@@ -192,24 +192,14 @@ fn snowflake_loads_with_copy_into_and_builds_the_models() {
         serde_json::json!(["XRPETH"])
     );
     let body = s.json("/api/candles?symbol=XRPETH&interval=5m&limit=10000");
-    let got: Vec<_> = body["candles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(crate::serve::api_candle)
-        .collect();
+    let got: Vec<_> = crate::serve::api_candles(&body);
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     let body = s.json(&format!(
         "/api/candles?symbol=XRPETH&interval=5m&to={}&limit=5",
         want[50].0
     ));
-    let got: Vec<_> = body["candles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(crate::serve::api_candle)
-        .collect();
+    let got: Vec<_> = crate::serve::api_candles(&body);
     assert_eq!(got, want[45..50].to_vec());
 }
 
