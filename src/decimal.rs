@@ -75,10 +75,14 @@ pub fn scan_until(b: &[u8], end: u8) -> Option<(i128, usize)> {
         if d > 9 {
             break;
         }
+        if i == 18 {
+            // More integer digits than a u64 holds: the general parser's case.
+            return None;
+        }
         int = int * 10 + d as u64;
         i += 1;
     }
-    if i == 0 || i > 18 || b.get(i) != Some(&b'.') {
+    if i == 0 || b.get(i) != Some(&b'.') {
         return None;
     }
     i += 1;
