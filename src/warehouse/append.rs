@@ -253,3 +253,36 @@ mod tests {
         assert!(j[1].contains("[[\"D\",120000,1e-7]]"), "{}", j[1]);
     }
 }
+
+/// A table filled piece by piece, all pieces or none: a native model's full build, whose
+/// rows are computed a bounded chunk at a time. [`super::Warehouse::appender`] opens one.
+#[async_trait::async_trait]
+pub trait TableAppender: Send {
+    /// Appends one piece (the table's columns, in its order).
+    async fn push(&mut self, rows: &Columns) -> anyhow::Result<()>;
+    /// Makes every piece pushed visible. Dropped without it, an appender that keeps its
+    /// pieces in one transaction rolls them back.
+    async fn commit(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// The default appender: each piece appended in a transaction of its own
+/// ([`super::Warehouse::append`]), for warehouses without a cheaper way.
+pub struct EachPiece<'a, W: ?Sized> {
+    pub wh: &'a W,
+    pub schema: String,
+    pub table: String,
+}
+
+#[async_trait::async_trait]
+impl<W: super::Warehouse + ?Sized> TableAppender for EachPiece<'_, W> {
+    async fn push(&mut self, rows: &Columns) -> anyhow::Result<()> {
+        self.wh
+            .append(&[], &self.schema, &self.table, rows, &[])
+            .await
+            .map(drop)
+    }
+
+    async fn commit(self: Box<Self>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

@@ -13,11 +13,10 @@ pub mod value;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use async_trait::async_trait;
 
 use crate::config::profiles::{Output, Target};
-pub use append::{Column, Columns};
+pub use append::{Column, Columns, TableAppender};
 pub use dialect::{Dialect, DialectRef, Swap};
 pub use value::{Rows, Value};
 
@@ -61,6 +60,21 @@ pub trait Warehouse: Send + Sync {
 
     /// Runs statements in one transaction: all of them or none. Returns rows affected each.
     async fn transaction(&self, statements: &[String]) -> anyhow::Result<Vec<u64>>;
+
+    /// An appender to `schema.table` whose pieces become visible together on commit. The
+    /// default appends each piece in its own transaction; DuckDB holds one transaction open
+    /// on a connection of its own (a commit per piece cost more than the rows).
+    async fn appender<'a>(
+        &'a self,
+        schema: &str,
+        table: &str,
+    ) -> anyhow::Result<Box<dyn TableAppender + 'a>> {
+        Ok(Box::new(append::EachPiece {
+            wh: self,
+            schema: schema.to_string(),
+            table: table.to_string(),
+        }))
+    }
 
     /// Runs `before`, appends `rows` to `schema.table` (its columns, in the table's order),
     /// then runs `after`, all in one transaction. Returns the rows each statement of `before`
@@ -253,7 +267,7 @@ async fn open(
                 Arc::new(
                     duckdb::DuckDb::open_read_only(&path, o.threads, &o.settings)
                         .await
-                        .with_context(|| format!("DuckDB database {path}"))?,
+                        .map_err(|e| e.context(format!("DuckDB database {path}")))?,
                 )
             } else {
                 Arc::new(duckdb::DuckDb::open(&path, o.threads, &o.settings).await?)

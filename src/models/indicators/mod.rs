@@ -175,8 +175,10 @@ impl Run<'_> {
         let keys = input.keys(self.wh).await?;
         let mut ranges = Vec::new();
         // A series is read and written `read_rows` bars at a time, so memory stays bounded
-        // however long it is; the computation carries on across the pieces.
+        // however long it is; the computation carries on across the pieces, and the pieces
+        // go into the new table in one transaction where the warehouse allows it.
         let chunk = read_rows(node);
+        let mut appender = wh.appender(&node.schema, &tmp_name).await?;
         for key in &keys {
             let mut series = Series::new(p);
             let (mut first, mut last) = (None, None);
@@ -193,7 +195,7 @@ impl Run<'_> {
                 last = bars.times.last().copied();
                 let mut out = self.empty(p, input);
                 self.compute(input, key, &mut series, &bars, &mut out);
-                wh.append(&[], &node.schema, &tmp_name, &out, &[]).await?;
+                appender.push(&out).await?;
                 if bars.times.len() < chunk {
                     break;
                 }
@@ -202,6 +204,7 @@ impl Run<'_> {
                 ranges.push((key.clone(), s, e + grain));
             }
         }
+        appender.commit().await?;
         let filter = changes::widen(&ranges, grain);
         let mut extra = changes::forget(kind, self.schema, &node.unique_id);
         extra.extend(changes::record(

@@ -43,7 +43,7 @@ fn set_statement(name: &str, value: &SettingValue) -> anyhow::Result<(String, St
 }
 
 /// DuckDB's message alone: its error's source only adds "Error code 1: Unknown error code".
-fn db_err(e: duckdb::Error) -> anyhow::Error {
+pub(super) fn db_err(e: duckdb::Error) -> anyhow::Error {
     match e {
         duckdb::Error::DuckDBFailure(_, Some(msg)) => anyhow::anyhow!(msg),
         other => anyhow::Error::new(other),
@@ -157,7 +157,7 @@ fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::R
     Ok(counts)
 }
 
-fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
+pub(super) fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
     let t = Instant::now();
     tx.commit().map_err(db_err)?;
     crate::warehouse::log_sql(t, "COMMIT");
@@ -276,6 +276,20 @@ impl Warehouse for DuckDb {
             Ok(counts)
         })
         .await
+    }
+
+    async fn appender<'a>(
+        &'a self,
+        schema: &str,
+        table: &str,
+    ) -> anyhow::Result<Box<dyn crate::warehouse::TableAppender + 'a>> {
+        let conn = self.with(|c| c.try_clone().map_err(db_err)).await?;
+        let fold = |n: &str| crate::warehouse::ident::fold(&crate::warehouse::duckdb::DIALECT, n);
+        Ok(Box::new(super::appender::Appender::start(
+            conn,
+            fold(schema),
+            fold(table),
+        )))
     }
 
     async fn load_rows(

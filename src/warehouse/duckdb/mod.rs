@@ -2,6 +2,8 @@
 
 #[cfg(feature = "duckdb")]
 mod adapter;
+#[cfg(feature = "duckdb")]
+mod appender;
 pub mod dialect;
 
 #[cfg(feature = "duckdb")]
