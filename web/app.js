@@ -56,11 +56,13 @@
   // The API answers in columns (an array per field); the page keeps one object per bar.
   const CANDLE_FIELDS = ['open', 'high', 'low', 'close', 'volume', 'quote_volume', 'trades',
     'taker_buy_base_volume', 'taker_buy_quote_volume'];
+  // What the chart and the legend show: the quote volumes stay on the server.
+  const DRAWN = 'open,high,low,close,volume,trades,taker_buy_base_volume';
   function candlesOf(cols) {
     const incomplete = new Set(cols.incomplete);
     return cols.time.map((time, i) => {
       const c = { time };
-      for (const f of CANDLE_FIELDS) c[f] = cols[f][i];
+      for (const f of CANDLE_FIELDS) c[f] = cols[f] ? cols[f][i] : null;
       c.is_complete = !incomplete.has(time);
       return c;
     });
@@ -117,7 +119,7 @@
     if (!candles.length) { indicatorPoints = []; drawIndicators([]); return; }
     try {
       const body = await api('/api/indicators', {
-        symbol: state.symbol, interval: state.interval, from: candles[0].time, limit: MAX,
+        symbol: state.symbol, interval: state.interval, from: candles[0].time, limit: MAX, digits: 8,
       });
       if (mine !== generation) return;
       indicatorPoints = pointsOf(body);
@@ -133,7 +135,7 @@
     if (!indicatorPoints.length || !columns.length) return loadIndicators(mine);
     const last = indicatorPoints[indicatorPoints.length - 1].time;
     try {
-      const body = await api('/api/indicators', { symbol: state.symbol, interval: state.interval, from: last, limit: MAX });
+      const body = await api('/api/indicators', { symbol: state.symbol, interval: state.interval, from: last, limit: MAX, digits: 8 });
       if (mine !== generation) return;
       for (const p of pointsOf(body)) {
         const end = indicatorPoints[indicatorPoints.length - 1];
@@ -291,7 +293,7 @@
     status('loading…');
     try {
       const limit = initialLimit();
-      const body = await api('/api/candles', { symbol: state.symbol, interval: state.interval, limit });
+      const body = await api('/api/candles', { symbol: state.symbol, interval: state.interval, limit, fields: DRAWN });
       if (mine !== generation) return;
       candles = candlesOf(body);
       exhausted = candles.length < limit;
@@ -334,7 +336,7 @@
     const mine = generation;
     try {
       const body = await api('/api/candles', {
-        symbol: state.symbol, interval: state.interval, to: candles[0].time, limit: PAGE,
+        symbol: state.symbol, interval: state.interval, to: candles[0].time, limit: PAGE, fields: DRAWN,
       });
       if (mine !== generation) return;
       const older = candlesOf(body);

@@ -242,8 +242,9 @@ impl CandleQuery {
 /// prices and volumes as exact decimal strings, one array per column ([`CandleColumns`]).
 pub async fn candles(
     State(api): State<Arc<Api>>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Query(mut q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Candles>, ApiError> {
+    let only = super::columns::take_fields(&mut q).map_err(bad)?;
     let cq = CandleQuery::parse(&q)?;
     let candles = fetch(&api, &cq).await?;
     Ok(Json(Candles {
@@ -253,7 +254,10 @@ pub async fn candles(
             .find(|(_, t)| *t == cq.table)
             .map(|(i, _)| *i)
             .unwrap_or_default(),
-        candles: candles.into_iter().collect(),
+        candles: CandleColumns {
+            only,
+            ..candles.into_iter().collect()
+        },
     }))
 }
 

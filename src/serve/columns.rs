@@ -5,8 +5,21 @@
 
 use super::api::Candle;
 
+/// The fields a candle has besides its time, in the order they are answered.
+pub const FIELDS: [&str; 9] = [
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+];
+
 /// Candles, oldest first, as columns of equal length.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CandleColumns {
     /// Open times, epoch milliseconds.
     pub time: Vec<i64>,
@@ -22,6 +35,8 @@ pub struct CandleColumns {
     /// The open times of the buckets not yet complete (the forming one, or one with
     /// minutes missing): few, so listed rather than a flag per bar.
     pub incomplete: Vec<i64>,
+    /// The fields answered (`?fields=`); all of them when `None`.
+    pub only: Option<Vec<&'static str>>,
 }
 
 impl CandleColumns {
@@ -32,6 +47,64 @@ impl CandleColumns {
     pub fn is_empty(&self) -> bool {
         self.time.is_empty()
     }
+
+    fn wanted(&self, field: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&field))
+    }
+}
+
+impl serde::Serialize for CandleColumns {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("time", &self.time)?;
+        let text = [
+            &self.open,
+            &self.high,
+            &self.low,
+            &self.close,
+            &self.volume,
+            &self.quote_volume,
+        ];
+        for (name, column) in FIELDS.iter().zip(text) {
+            if self.wanted(name) {
+                m.serialize_entry(name, column)?;
+            }
+        }
+        if self.wanted("trades") {
+            m.serialize_entry("trades", &self.trades)?;
+        }
+        for (name, column) in [
+            ("taker_buy_base_volume", &self.taker_buy_base_volume),
+            ("taker_buy_quote_volume", &self.taker_buy_quote_volume),
+        ] {
+            if self.wanted(name) {
+                m.serialize_entry(name, column)?;
+            }
+        }
+        m.serialize_entry("incomplete", &self.incomplete)?;
+        m.end()
+    }
+}
+
+/// `?fields=open,high,...`: the candle fields to answer (the page asks for what it draws; a
+/// year of 10,000 bars is then well under a megabyte). Taken out of `q`; `None` when absent.
+pub fn take_fields(
+    q: &mut std::collections::BTreeMap<String, String>,
+) -> Result<Option<Vec<&'static str>>, String> {
+    let Some(list) = q.remove("fields") else {
+        return Ok(None);
+    };
+    list.split(',')
+        .map(|f| {
+            FIELDS
+                .iter()
+                .copied()
+                .find(|k| *k == f)
+                .ok_or_else(|| format!("fields: {f:?} is not one of {}", FIELDS.join(", ")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 impl FromIterator<Candle> for CandleColumns {
@@ -52,6 +125,7 @@ impl FromIterator<Candle> for CandleColumns {
                 out.incomplete.push(c.time);
             }
         }
+        out.only = None;
         out
     }
 }
@@ -90,5 +164,25 @@ mod tests {
         assert_eq!(json["close"], serde_json::json!(["1.5", "1.25000001"]));
         assert_eq!(json["trades"], serde_json::json!([null, null]));
         assert_eq!(json["incomplete"], serde_json::json!([120_000]));
+        let only = CandleColumns {
+            only: Some(vec!["close"]),
+            ..cols
+        };
+        let json = serde_json::to_value(&only).unwrap();
+        let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["close", "incomplete", "time"]);
+    }
+
+    #[test]
+    fn fields_are_checked_and_name_the_one_unknown() {
+        let mut q: std::collections::BTreeMap<String, String> =
+            [("fields".to_string(), "close,volume".to_string())].into();
+        assert_eq!(take_fields(&mut q).unwrap(), Some(vec!["close", "volume"]));
+        assert!(q.is_empty());
+        let mut q = [("fields".to_string(), "close,price".to_string())].into();
+        assert_eq!(
+            take_fields(&mut q).unwrap_err(),
+            "fields: \"price\" is not one of open, high, low, close, volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume"
+        );
     }
 }

@@ -34,13 +34,14 @@ fn drawn(column: &str) -> bool {
         || ["macd", "macd_signal", "macd_hist"].contains(&c.as_str())
 }
 
-/// `GET /api/indicators?symbol=&interval=&from=&to=&limit=`: `time` (epoch ms, oldest first)
+/// `GET /api/indicators?symbol=&interval=&from=&to=&limit=&digits=`: `time` (epoch ms, oldest first)
 /// and, under `values`, one array per indicator column, numbers (null before an indicator's
 /// first bar).
 pub async fn indicators(
     State(api): State<Arc<Api>>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Query(mut q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<JsonValue>, ApiError> {
+    let digits = take_digits(&mut q)?;
     let mut cq = CandleQuery::parse(&q)?;
     let interval = INTERVALS
         .iter()
@@ -118,7 +119,7 @@ pub async fn indicators(
         let column: Vec<JsonValue> = rows
             .iter()
             .map(|(_, r)| match r[i] {
-                Value::Float(x) if x.is_finite() => json!(x),
+                Value::Float(x) if x.is_finite() => json!(round(x, digits)),
                 _ => JsonValue::Null,
             })
             .collect();
@@ -132,4 +133,51 @@ pub async fn indicators(
         "time": rows.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
         "values": values,
     })))
+}
+
+/// `?digits=N` (1 to 17): each value rounded to N significant digits, enough to draw and to
+/// read in a legend at a fraction of the bytes (the page asks for 8); full precision when
+/// absent.
+fn take_digits(q: &mut BTreeMap<String, String>) -> Result<Option<usize>, ApiError> {
+    let Some(d) = q.remove("digits") else {
+        return Ok(None);
+    };
+    d.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=17).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("digits {d:?} is not a whole number from 1 to 17"),
+            )
+        })
+}
+
+/// `x` to `digits` significant digits (the nearest double to the decimal rounding).
+fn round(x: f64, digits: Option<usize>) -> f64 {
+    match digits {
+        Some(d) => format!("{x:.*e}", d - 1).parse().unwrap_or(x),
+        None => x,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_to_significant_digits_and_bad_digits_are_named() {
+        assert_eq!(round(41189.479499999994, Some(8)), 41189.479);
+        assert_eq!(round(0.000123456789, Some(3)), 0.000123);
+        assert_eq!(round(41189.479499999994, None), 41189.479499999994);
+        let mut q: BTreeMap<String, String> = [("digits".to_string(), "8".to_string())].into();
+        assert_eq!(take_digits(&mut q).unwrap(), Some(8));
+        for bad in ["0", "18", "x"] {
+            let mut q: BTreeMap<String, String> = [("digits".to_string(), bad.to_string())].into();
+            let e = take_digits(&mut q).unwrap_err();
+            assert_eq!(e.0, StatusCode::BAD_REQUEST);
+            assert!(e.1.starts_with(&format!("digits {bad:?}")), "{}", e.1);
+        }
+    }
 }

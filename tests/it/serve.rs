@@ -256,6 +256,25 @@ fn api_matches_the_tables(wh: Wh) {
         "/api/candles?symbol=ETHUSDT&interval=5m&from={from}&to={to}&limit=10000"
     ));
     assert_eq!(api_candles(&body).len(), 90);
+    // `fields`: only those columns (and the times and the incomplete list), the same values.
+    let only = s.json(&format!(
+        "/api/candles?symbol=ETHUSDT&interval=5m&from={from}&to={to}&limit=10000&fields=close,trades"
+    ));
+    let keys: Vec<_> = only.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            "close",
+            "incomplete",
+            "interval",
+            "symbol",
+            "time",
+            "trades"
+        ]
+    );
+    assert_eq!(only["close"], body["close"]);
+    assert_eq!(only["trades"], body["trades"]);
+    assert_eq!(only["time"], body["time"]);
     // A known symbol with nothing in the range: an empty list.
     assert_eq!(
         s.json("/api/candles?symbol=ETHUSDT&from=1&to=2")["time"],
@@ -293,6 +312,14 @@ fn api_matches_the_tables(wh: Wh) {
         (
             "/api/candles?symbol=BTCUSDT&select=1",
             "unknown parameter \"select\"",
+        ),
+        (
+            "/api/candles?symbol=BTCUSDT&fields=close,price",
+            "fields: \"price\" is not one of open, high, low, close",
+        ),
+        (
+            "/api/indicators?symbol=BTCUSDT&digits=20",
+            "digits \"20\" is not a whole number from 1 to 17",
         ),
         // /api/live names its own parameter, `since`.
         (
