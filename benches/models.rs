@@ -135,6 +135,7 @@ fn main() {
 /// `days` days of 10 symbols: the candles, then the indicator and flow models, in full and
 /// after one more day.
 fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
+    let profiles_none = profiles.is_none();
     let dir = support::project(profiles);
     let market = data::Market::synthetic_n(10);
     let symbols: Vec<String> = market.symbol_names().into_iter().map(|(s, _)| s).collect();
@@ -168,6 +169,23 @@ fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
         rss as f64 / 1e6
     );
     println!("{out}");
+    if profiles_none {
+        // The peer: the pandas + TA-Lib job on the same tables of the same file.
+        let python = bench_venv().join("bin/python");
+        let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/indicators_job.py");
+        let db = dir.path().join("klines.duckdb");
+        let (wall, pcpu, prss, _) = support::child::run_program(
+            &python,
+            dir.path(),
+            &[job.to_str().unwrap(), db.to_str().unwrap(), "main"],
+        );
+        println!(
+            "{name}: the pandas + TA-Lib job on the same tables: {wall:.1}s (CPU {pcpu:.1}s, peak RSS {:.0} MB); klines/job: wall {:.2}x, CPU {:.2}x",
+            prss as f64 / 1e6,
+            ind / wall,
+            cpu / pcpu
+        );
+    }
     let (flow, _) = klines(dir.path(), &["run", "-s", "tag:flow"]);
     println!("{name}: flow metrics, full build: {flow:.1}s");
     let more = stage(T0 + days * DAY, 1);
@@ -205,4 +223,27 @@ fn year_run(name: &str, days: i64, profiles: Option<String>) {
     print!("{out}");
     let (none, _) = klines(dir.path(), &["run", "models"]);
     println!("{name}: klines run models with nothing new: {none:.3}s");
+}
+
+/// The virtualenv of the peer job (`requirements-bench.txt`), made on first use.
+fn bench_venv() -> std::path::PathBuf {
+    let home = std::env::var("HOME").expect("HOME");
+    let venv = Path::new(&home).join(".cache/klines-venvs/bench");
+    let reqs = Path::new(env!("CARGO_MANIFEST_DIR")).join("requirements-bench.txt");
+    if !venv.join("bin/python").exists() {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv", venv.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot make the virtualenv {}", venv.display());
+    }
+    let ok = std::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&reqs)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cannot install {}", reqs.display());
+    venv
 }

@@ -8,8 +8,14 @@ use std::time::Instant;
 /// Runs the klines binary and returns (wall s, CPU s, peak RSS bytes) of that child alone.
 #[allow(dead_code)] // not every benchmark runs the binary
 pub fn run(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
+    run_program(Path::new(env!("CARGO_BIN_EXE_klines")), dir, args)
+}
+
+/// Runs `program` (klines, or the peer a benchmark compares it with) the same way.
+#[allow(dead_code)]
+pub fn run_program(program: &Path, dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_klines"))
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(dir)
         .env("KLINES_LOG", "warn")
@@ -57,7 +63,8 @@ pub fn run(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
         .unwrap();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "klines failed: {out}"
+        "{} failed: {out}",
+        program.display()
     );
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (
