@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
-use super::columns::CandleColumns;
+use super::columns::{Candle, CandleColumns};
 use crate::datasets::klines::KLINES;
 use crate::market::Symbol;
 use crate::warehouse::{Param, Value, Warehouse, ident};
@@ -268,23 +268,6 @@ pub struct Candles {
     pub interval: &'static str,
     #[serde(flatten)]
     pub candles: CandleColumns,
-}
-
-/// One candle as the page takes it: exact decimal text (trailing zeros dropped), `None` for
-/// a field the source does not provide.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Candle {
-    pub time: i64,
-    pub open: Option<String>,
-    pub high: Option<String>,
-    pub low: Option<String>,
-    pub close: Option<String>,
-    pub volume: Option<String>,
-    pub quote_volume: Option<String>,
-    pub trades: Option<i64>,
-    pub taker_buy_base_volume: Option<String>,
-    pub taker_buy_quote_volume: Option<String>,
-    pub is_complete: bool,
 }
 
 /// The query's candles, oldest first, as the page takes them.

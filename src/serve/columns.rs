@@ -3,7 +3,22 @@
 //! JSON for 10,000 bars, this one is under half of it). Decimals stay exact strings
 //! (trailing zeros dropped), `null` where the source does not provide a field.
 
-use super::api::Candle;
+/// One candle as the page takes it: exact decimal text (trailing zeros dropped), `None` for
+/// a field the source does not provide.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Candle {
+    pub time: i64,
+    pub open: Option<String>,
+    pub high: Option<String>,
+    pub low: Option<String>,
+    pub close: Option<String>,
+    pub volume: Option<String>,
+    pub quote_volume: Option<String>,
+    pub trades: Option<i64>,
+    pub taker_buy_base_volume: Option<String>,
+    pub taker_buy_quote_volume: Option<String>,
+    pub is_complete: bool,
+}
 
 /// The fields a candle has besides its time, in the order they are answered.
 pub const FIELDS: [&str; 9] = [

@@ -67,7 +67,7 @@ pub async fn live(
     let mut rx = updates.subscribe();
     let events = async_stream(move |tx| async move {
         // What was sent last, so that an unchanged forming candle is not sent again.
-        let mut last_sent: Option<super::api::Candle> = None;
+        let mut last_sent: Option<super::columns::Candle> = None;
         loop {
             // Ends when the page goes away, and on Ctrl-C or SIGTERM (so that the server's
             // graceful shutdown finishes).

@@ -12,6 +12,7 @@ use anyhow::Context;
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 
+use super::driver::{commit, db_err};
 use crate::config::profiles::SettingValue;
 use crate::warehouse::{DialectRef, Param, Rows, RowsInto, Warehouse};
 
@@ -40,14 +41,6 @@ fn set_statement(name: &str, value: &SettingValue) -> anyhow::Result<(String, St
         SettingValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
     };
     Ok((name.to_string(), format!("SET {name} = {value}")))
-}
-
-/// DuckDB's message alone: its error's source only adds "Error code 1: Unknown error code".
-pub(super) fn db_err(e: duckdb::Error) -> anyhow::Error {
-    match e {
-        duckdb::Error::DuckDBFailure(_, Some(msg)) => anyhow::anyhow!(msg),
-        other => anyhow::Error::new(other),
-    }
 }
 
 impl DuckDb {
@@ -155,13 +148,6 @@ fn execute_all(tx: &duckdb::Transaction<'_>, statements: &[String]) -> anyhow::R
         crate::warehouse::log_sql(t, s);
     }
     Ok(counts)
-}
-
-pub(super) fn commit(tx: duckdb::Transaction<'_>) -> anyhow::Result<()> {
-    let t = Instant::now();
-    tx.commit().map_err(db_err)?;
-    crate::warehouse::log_sql(t, "COMMIT");
-    Ok(())
 }
 
 fn query_rows(conn: &duckdb::Connection, sql: &str) -> anyhow::Result<Rows> {

@@ -10,6 +10,7 @@
 use arrow::array::RecordBatch;
 use tokio::sync::mpsc;
 
+use super::driver::{commit, db_err};
 use crate::warehouse::{Columns, TableAppender};
 
 enum Piece {
@@ -29,19 +30,15 @@ impl Appender {
         let (tx, mut rx) = mpsc::channel::<Piece>(2);
         let task = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut conn = conn;
-            let t = conn.transaction().map_err(super::adapter::db_err)?;
-            let mut appender = t
-                .appender_to_db(&table, &schema)
-                .map_err(super::adapter::db_err)?;
+            let t = conn.transaction().map_err(db_err)?;
+            let mut appender = t.appender_to_db(&table, &schema).map_err(db_err)?;
             while let Some(piece) = rx.blocking_recv() {
                 match piece {
-                    Piece::Rows(batch) => appender
-                        .append_record_batch(batch)
-                        .map_err(super::adapter::db_err)?,
+                    Piece::Rows(batch) => appender.append_record_batch(batch).map_err(db_err)?,
                     Piece::Commit => {
-                        appender.flush().map_err(super::adapter::db_err)?;
+                        appender.flush().map_err(db_err)?;
                         drop(appender);
-                        return super::adapter::commit(t);
+                        return commit(t);
                     }
                 }
             }

@@ -5,6 +5,8 @@ mod adapter;
 #[cfg(feature = "duckdb")]
 mod appender;
 pub mod dialect;
+#[cfg(feature = "duckdb")]
+mod driver;
 
 #[cfg(feature = "duckdb")]
 pub use adapter::DuckDb;
