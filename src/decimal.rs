@@ -32,42 +32,31 @@ pub fn parse(s: &str) -> Result<i128, DecimalError> {
 /// The fast path: `None` on any problem (use [`parse`] for the error).
 #[inline]
 pub fn parse_bytes(b: &[u8]) -> Option<i128> {
-    binance_shape(b).or_else(|| parse_general(b))
-}
-
-/// The shape Binance prints every price and volume in: up to 18 integer digits, a point and
-/// exactly 8 fractional digits (`"46216.93000000"`), optionally negative. The fractional
-/// digits are read as one 8-byte word (SWAR), which took the parse from ~180 instructions
-/// per value to well under half; `None` for any other shape, which [`parse_general`] reads.
-#[inline]
-fn binance_shape(b: &[u8]) -> Option<i128> {
     let (neg, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         _ => (false, b),
     };
-    let point = digits.len().checked_sub(9)?;
-    if point == 0 || point > 18 || digits[point] != b'.' {
-        return None;
+    match scan(digits) {
+        Some((v, end)) if end == digits.len() => Some(if neg { -v } else { v }),
+        _ => parse_general(b),
     }
-    let mut int: u64 = 0;
-    for &c in &digits[..point] {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        int = int * 10 + d as u64;
-    }
-    let frac = eight_digits(digits[point + 1..].try_into().ok()?)?;
-    let v = int as i128 * UNIT + frac as i128;
-    Some(if neg { -v } else { v })
 }
 
 /// The decimal at the start of `b` that `end` closes (`,` in a CSV line, `"` in JSON), in
-/// Binance's shape: 1 to 18 integer digits, a point, 1 to 8 fractional digits (eight read as
-/// one word). Its value and where `end` is; `None` for any other shape, which the caller
-/// reads with [`parse_bytes`] once it has found the end itself.
+/// Binance's shape ([`scan`]): its value and where `end` is. `None` for any other shape, which
+/// the caller reads with [`parse_bytes`] once it has found the end itself.
 #[inline]
 pub fn scan_until(b: &[u8], end: u8) -> Option<(i128, usize)> {
+    scan(b).filter(|&(_, at)| b.get(at) == Some(&end))
+}
+
+/// The shape Binance prints every price and volume in, at the start of `b`: 1 to 18 integer
+/// digits, a point and 1 to 8 fractional digits (`"46216.93000000"`), eight of them read as one
+/// 8-byte word (SWAR: from ~180 instructions per value to well under half). Its value and the
+/// index after it; `None` for any other shape (signs, more digits, exponents), which
+/// [`parse_general`] reads.
+#[inline]
+fn scan(b: &[u8]) -> Option<(i128, usize)> {
     let mut i = 0;
     let mut int: u64 = 0;
     while let Some(&c) = b.get(i) {
@@ -86,12 +75,15 @@ pub fn scan_until(b: &[u8], end: u8) -> Option<(i128, usize)> {
         return None;
     }
     i += 1;
-    let frac = match b.get(i..i + 9) {
-        Some([d @ .., last]) if *last == end => {
+    let word = b
+        .get(i..i + 8)
+        .and_then(|d| eight_digits(d.try_into().ok()?));
+    let frac = match word {
+        Some(v) => {
             i += 8;
-            eight_digits(d.try_into().ok()?)?
+            v
         }
-        _ => {
+        None => {
             let start = i;
             let mut v: u64 = 0;
             while let Some(&c) = b.get(i) {
@@ -108,7 +100,11 @@ pub fn scan_until(b: &[u8], end: u8) -> Option<(i128, usize)> {
             v * POW10[8 - (i - start)]
         }
     };
-    (b.get(i) == Some(&end)).then_some((int as i128 * UNIT + frac as i128, i))
+    if b.get(i).is_some_and(u8::is_ascii_digit) {
+        // A ninth fractional digit: only zeros may follow, which the general parser checks.
+        return None;
+    }
+    Some((int as i128 * UNIT + frac as i128, i))
 }
 
 /// Eight ASCII digits as their value, or `None` if any byte is not a digit.
@@ -250,11 +246,18 @@ mod tests {
         fn the_binance_shape_is_read_as_the_general_parser_reads_it(
             neg in any::<bool>(),
             int in "[0-9]{1,18}",
-            frac in "[0-9]{8}",
+            frac in "[0-9]{1,8}",
         ) {
             let s = format!("{}{int}.{frac}", if neg { "-" } else { "" });
-            prop_assert_eq!(binance_shape(s.as_bytes()), parse_general(s.as_bytes()), "{}", s);
-            prop_assert!(binance_shape(s.as_bytes()).is_some());
+            let digits = &s.as_bytes()[usize::from(neg)..];
+            prop_assert_eq!(scan(digits).map(|(_, at)| at), Some(digits.len()), "{}", s);
+            prop_assert_eq!(parse_bytes(s.as_bytes()), parse_general(s.as_bytes()), "{}", s);
+        }
+
+        /// Whatever the text, the fast path and the general parser agree.
+        #[test]
+        fn parse_bytes_is_the_general_parser(text in "[-+]?[0-9]{0,20}(\\.[0-9]{0,12})?") {
+            prop_assert_eq!(parse_bytes(text.as_bytes()), parse_general(text.as_bytes()), "{}", text);
         }
 
         /// Scanning up to a terminator reads what parsing the text before it reads.
