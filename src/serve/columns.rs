@@ -140,7 +140,6 @@ impl FromIterator<Candle> for CandleColumns {
                 out.incomplete.push(c.time);
             }
         }
-        out.only = None;
         out
     }
 }
