@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
+use klines::serve::columns::FIELDS;
 use klines::warehouse::Value;
 use serde_json::Value as Json;
 
@@ -159,20 +160,7 @@ pub fn api_candle(c: &Json) -> (i64, Vec<Option<i128>>, bool) {
             other => panic!("{other}"),
         }
     };
-    let fields = [
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "quote_volume",
-        "trades",
-        "taker_buy_base_volume",
-        "taker_buy_quote_volume",
-    ]
-    .iter()
-    .map(|f| scaled(&c[f]))
-    .collect();
+    let fields = FIELDS.iter().map(|f| scaled(&c[f])).collect();
     (
         c["time"].as_i64().unwrap(),
         fields,
@@ -188,18 +176,7 @@ pub fn api_candles(body: &Json) -> Vec<(i64, Vec<Option<i128>>, bool)> {
     (0..time.len())
         .map(|i| {
             let mut c = serde_json::Map::new();
-            for f in [
-                "time",
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-                "quote_volume",
-                "trades",
-                "taker_buy_base_volume",
-                "taker_buy_quote_volume",
-            ] {
+            for f in std::iter::once("time").chain(FIELDS) {
                 let column = body[f]
                     .as_array()
                     .unwrap_or_else(|| panic!("no column {f}"));
