@@ -269,14 +269,24 @@ fn main() {
             .minutes("BTCUSDT", T0, T0 + 86_400_000, usize::MAX)
             .iter()
             .for_each(|k| day.push(k));
-        let c0 = thread_cpu();
-        for _ in 0..700 {
-            std::hint::black_box(parquet::encode(&series, day.clone()).unwrap());
+        // klines' own writer, then parquet-rs's ArrowWriter it matches byte for byte.
+        let encoders: [(
+            &str,
+            fn(&Series, KlineBatch) -> anyhow::Result<bytes::Bytes>,
+        ); 2] = [
+            ("encode", parquet::encode),
+            ("encode (ArrowWriter)", parquet::encode_with_arrow_writer),
+        ];
+        for (name, encode) in encoders {
+            let c0 = thread_cpu();
+            for _ in 0..700 {
+                std::hint::black_box(encode(&series, day.clone()).unwrap());
+            }
+            println!(
+                "{name}: {:.3} CPU s per million",
+                (thread_cpu() - c0) / (700.0 * day.len() as f64) * 1e6
+            );
         }
-        println!(
-            "encode: {:.3} CPU s per million",
-            (thread_cpu() - c0) / (700.0 * day.len() as f64) * 1e6
-        );
         return;
     }
     if std::env::args().any(|a| a == "--dec-only") {
