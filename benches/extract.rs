@@ -10,6 +10,10 @@
 //! 4. Years of history from Binance's archives (`--source auto`), zips served by the test
 //!    exchange over HTTP: wall, CPU per million klines, peak memory, and the REST weight the
 //!    recent tail cost (`-- --archive [YEARS]` runs this part alone).
+//!
+//! `-- --rest [DAYS]` runs part 2 alone over DAYS of history; `-- --encode-only` compares
+//! `parquet::encode` with `parquet::encode_with_arrow_writer` on a day; setting
+//! `KLINES_BENCH_WRAPPER` (e.g. `strace -c -f -o FILE`) runs the child under that command.
 
 #[path = "support/child.rs"]
 mod child;
@@ -253,6 +257,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--archive") {
         let years = args.get(i + 1).and_then(|y| y.parse().ok()).unwrap_or(5);
         from_archives(years);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rest") {
+        let days = args.get(i + 1).and_then(|d| d.parse().ok()).unwrap_or(400);
+        end_to_end(days);
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");

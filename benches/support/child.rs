@@ -6,16 +6,33 @@ use std::process::Command;
 use std::time::Instant;
 
 /// Runs the klines binary and returns (wall s, CPU s, peak RSS bytes) of that child alone.
+/// `KLINES_BENCH_BIN` names another build to run instead (an earlier release, for a before and
+/// after on the same machine).
 #[allow(dead_code)] // not every benchmark runs the binary
 pub fn run(dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
-    run_program(Path::new(env!("CARGO_BIN_EXE_klines")), dir, args)
+    match std::env::var_os("KLINES_BENCH_BIN") {
+        Some(bin) => run_program(Path::new(&bin), dir, args),
+        None => run_program(Path::new(env!("CARGO_BIN_EXE_klines")), dir, args),
+    }
 }
 
 /// Runs `program` (klines, or the peer a benchmark compares it with) the same way.
 #[allow(dead_code)]
 pub fn run_program(program: &Path, dir: &Path, args: &[&str]) -> (f64, f64, u64, String) {
     let started = Instant::now();
-    let mut child = Command::new(program)
+    // For profiling: KLINES_BENCH_WRAPPER="strace -c -f -o /tmp/syscalls" runs the child under
+    // that command (its times then include the wrapper's).
+    let wrapper = std::env::var("KLINES_BENCH_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let mut child = command
         .args(args)
         .current_dir(dir)
         .env("KLINES_LOG", "warn")
