@@ -10,8 +10,7 @@ use std::cell::RefCell;
 use parquet::basic::ZstdLevel;
 use parquet::errors::{ParquetError, Result};
 
-/// The level of the staged files' zstd pages: lower levels spend less time setting up
-/// tables for inputs the size of a day's column, and higher ones gained a few percent.
+/// The level of the staged files' zstd pages (see `writer_properties`).
 const LEVEL: i32 = 1;
 
 /// [`LEVEL`] as the writer properties name it.

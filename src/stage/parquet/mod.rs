@@ -58,8 +58,7 @@ fn writer_properties() -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(false)
         .set_created_by(concat!("klines ", env!("CARGO_PKG_VERSION")).to_string());
-    // One value per file: a dictionary of one entry, nothing worth compressing (and each
-    // compressed column costs a codec set-up).
+    // One value per file: a dictionary of one entry, nothing worth compressing.
     for c in ["exchange", "market", "symbol", "interval"] {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), true)
