@@ -12,6 +12,9 @@
 //!    (`-s tag:flow`) on a year of 1m klines for 10 symbols (about 5.2 million rows), on DuckDB
 //!    and Postgres: the full build, then an incremental run after one more day. `-- --quick`
 //!    runs a month; `-- --indicators` runs only this part.
+//!
+//! `-- --year` runs part 2 alone, `-- --duckdb-only` leaves Postgres out, and
+//! `-- --memory-limit 300MB` gives the DuckDB runs that `memory_limit` (a profiles.yml setting).
 
 #[path = "../tests/it/support/exchange/data.rs"]
 #[allow(dead_code)]
@@ -74,6 +77,7 @@ fn parse_and_compile(dir: &Path) -> (f64, usize) {
         threads: 1,
         compiled_dir: dir.join("target/compiled"),
         compiled: Mutex::new(BTreeMap::new()),
+        catalog: Default::default(),
         on_result: Box::new(|_, _| {}),
     };
     let mut bytes = 0;
@@ -120,22 +124,41 @@ fn main() {
     );
 
     let days = if quick { 31 } else { 365 };
-    if !std::env::args().any(|a| a == "--indicators") {
-        year_run("DuckDB", days, None);
-        let (profile, drop) = support::postgres_profile("models");
-        year_run("Postgres", days, Some(profile));
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    // DuckDB's memory_limit for the DuckDB runs (else DuckDB's default, 80% of the RAM).
+    let duckdb = args
+        .iter()
+        .position(|a| a == "--memory-limit")
+        .and_then(|i| args.get(i + 1))
+        .map(|limit| {
+            format!(
+                "klines:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: klines.duckdb\n      settings: {{memory_limit: {limit}}}\n"
+            )
+        });
+    let postgres = !flag("--duckdb-only");
+    if !flag("--indicators") {
+        year_run("DuckDB", days, duckdb.clone());
+        if postgres {
+            let (profile, drop) = support::postgres_profile("models");
+            year_run("Postgres", days, Some(profile));
+            drop();
+        }
+    }
+    if flag("--year") {
+        return;
+    }
+    indicators_run("DuckDB", days, duckdb, true);
+    if postgres {
+        let (profile, drop) = support::postgres_profile("indicators");
+        indicators_run("Postgres", days, Some(profile), false);
         drop();
     }
-    indicators_run("DuckDB", days, None);
-    let (profile, drop) = support::postgres_profile("indicators");
-    indicators_run("Postgres", days, Some(profile));
-    drop();
 }
 
 /// `days` days of 10 symbols: the candles, then the indicator and flow models, in full and
 /// after one more day.
-fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
-    let profiles_none = profiles.is_none();
+fn indicators_run(name: &str, days: i64, profiles: Option<String>, with_peer: bool) {
     let dir = support::project(profiles);
     let market = data::Market::synthetic_n(10);
     let symbols: Vec<String> = market.symbol_names().into_iter().map(|(s, _)| s).collect();
@@ -169,7 +192,7 @@ fn indicators_run(name: &str, days: i64, profiles: Option<String>) {
         rss as f64 / 1e6
     );
     println!("{out}");
-    if profiles_none {
+    if with_peer {
         // The peer: the pandas + TA-Lib job on the same tables of the same file.
         let python = bench_venv().join("bin/python");
         let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/indicators_job.py");

@@ -96,26 +96,33 @@ pub struct Pending {
     pub ranges: Vec<(String, i64, i64)>,
 }
 
-/// The last change id of `parent` that `model` processed.
-pub async fn watermark(
+/// Every model's watermarks in `schema`: (model, parent) -> the last change id it processed.
+pub async fn watermarks(
     wh: &dyn Warehouse,
     schema: &str,
-    model: &str,
-    parent: &str,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<BTreeMap<(String, String), i64>> {
     let kind = wh.dialect();
     let rows = wh
         .query(&format!(
-            "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
+            "SELECT {}, {}, {} FROM {}",
+            quote(kind, "model"),
+            quote(kind, "parent"),
             quote(kind, "last_id"),
             relation(kind, schema, WATERMARKS),
-            quote(kind, "model"),
-            literal(model),
-            quote(kind, "parent"),
-            literal(parent)
         ))
         .await?;
-    Ok(rows.scalar().and_then(|v| v.as_i64()))
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let (model, parent, id) = (
+                r.first()?.as_str()?,
+                r.get(1)?.as_str()?,
+                r.get(2)?.as_i64()?,
+            );
+            Some(((model.to_string(), parent.to_string()), id))
+        })
+        .collect())
 }
 
 fn feed_query(kind: DialectRef, schema: &str, feed: &Feed, after: Option<i64>) -> String {
@@ -145,16 +152,16 @@ fn feed_query(kind: DialectRef, schema: &str, feed: &Feed, after: Option<i64>) -
     }
 }
 
-/// The changes of `parent` that `model` has not processed.
+/// The changes of `parent` after `wm`, the last change id the model processed (its
+/// watermark, from [`super::catalog::Catalog::watermark`]).
 pub async fn pending(
     wh: &dyn Warehouse,
     schema: &str,
-    model: &str,
+    wm: Option<i64>,
     parent: &str,
     feed: &Feed,
 ) -> anyhow::Result<Pending> {
     let kind = wh.dialect();
-    let wm = watermark(wh, schema, model, parent).await?;
     let rows = wh
         .query(&feed_query(kind, schema, feed, wm))
         .await

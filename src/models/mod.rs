@@ -12,6 +12,7 @@
 //! 5. [`artifacts`] writes `target/manifest.json` and `target/run_results.json`.
 
 pub mod artifacts;
+pub mod catalog;
 pub mod changes;
 pub mod config;
 pub mod graph;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use super::artifacts::{self, NodeResult};
+use super::catalog::Catalog;
 use super::node::Node;
 use super::parse::Parsed;
 use super::runner::{Mode, Runner};
@@ -129,6 +130,7 @@ impl Workspace {
             threads: threads.unwrap_or(self.threads).max(1),
             compiled_dir: self.target_dir.join("compiled").join(&self.project_name),
             compiled: Mutex::new(BTreeMap::new()),
+            catalog: Catalog::default(),
             on_result,
         });
         tracing::info!(

@@ -34,6 +34,28 @@ pub enum Param {
     Int(i64),
 }
 
+/// A relation's kind from `information_schema`'s `table_type`.
+pub fn relation_type(table_type: &str) -> RelationType {
+    if table_type == "VIEW" {
+        RelationType::View
+    } else {
+        RelationType::Table
+    }
+}
+
+/// (name, table_type) rows as relations by name.
+pub fn relation_types(rows: &Rows) -> std::collections::BTreeMap<String, RelationType> {
+    rows.rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.first()?.as_str()?.to_string(),
+                relation_type(r.get(1)?.as_str()?),
+            ))
+        })
+        .collect()
+}
+
 #[async_trait]
 pub trait Warehouse: Send + Sync {
     /// The SQL this warehouse speaks.
@@ -113,13 +135,20 @@ pub trait Warehouse: Send + Sync {
             ident::literal(name)
         );
         let rows = self.query(&sql).await?;
-        Ok(rows.scalar().and_then(|v| v.as_str()).map(|t| {
-            if t == "VIEW" {
-                RelationType::View
-            } else {
-                RelationType::Table
-            }
-        }))
+        Ok(rows.scalar().and_then(|v| v.as_str()).map(relation_type))
+    }
+
+    /// The relations in `schema` (cased as the warehouse stores it), by name as stored: what
+    /// [`Warehouse::relation`] answers for each, in one query.
+    async fn relations(
+        &self,
+        schema: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, RelationType>> {
+        let sql = format!(
+            "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = {}",
+            ident::literal(schema)
+        );
+        Ok(relation_types(&self.query(&sql).await?))
     }
 
     /// In one transaction: runs `before`, appends `rows` (Arrow record batches with the

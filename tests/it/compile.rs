@@ -34,6 +34,7 @@ fn compile(t: &Target, model: &str, filter: Option<BatchFilter>) -> String {
         threads: 1,
         compiled_dir: std::env::temp_dir(),
         compiled: Mutex::new(BTreeMap::new()),
+        catalog: Default::default(),
         on_result: Box::new(|_, _| {}),
     };
     let node = parsed.nodes.values().find(|n| n.name == model).unwrap();

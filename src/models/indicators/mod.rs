@@ -21,6 +21,7 @@ use anyhow::Context;
 
 use self::compute::{Carried, Params, Series};
 use self::input::{Bars, Input, to_f64};
+use super::catalog::Catalog;
 use super::changes::{self, Feed};
 use super::materialize;
 use crate::models::node::Node;
@@ -51,6 +52,7 @@ pub struct Run<'a> {
     pub schema: &'a str,
     pub feeds: Vec<(String, Feed)>,
     pub full_refresh: bool,
+    pub catalog: &'a Catalog,
 }
 
 impl Run<'_> {
@@ -61,7 +63,7 @@ impl Run<'_> {
         let input = Input::describe(self.wh, self.node, sql).await?;
         let grain = changes::grain_millis(node.config.time_grain.as_deref().unwrap_or_default())
             .context("time_grain")?;
-        let exists = materialize::existing(self.wh, node).await? == Some(RelationType::Table);
+        let exists = self.catalog.existing(self.wh, node).await? == Some(RelationType::Table);
         if exists && !self.full_refresh {
             if self.same_shape(&p, &input).await? {
                 return self.incremental(&p, &input, grain).await;
@@ -80,12 +82,13 @@ impl Run<'_> {
 
     /// Whether the stored table has these columns and was built with these periods.
     async fn same_shape(&self, p: &Params, input: &Input) -> anyhow::Result<bool> {
-        let stored: Vec<String> =
-            materialize::columns(self.wh, &self.node.schema, &self.node.identifier)
-                .await?
-                .into_iter()
-                .map(|(c, _)| c.to_ascii_lowercase())
-                .collect();
+        let stored: Vec<String> = self
+            .catalog
+            .columns(self.wh, self.node)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c.to_ascii_lowercase())
+            .collect();
         let want: Vec<String> = self
             .names(p, input)
             .iter()
@@ -94,8 +97,10 @@ impl Run<'_> {
         if stored != want {
             return Ok(false);
         }
-        let mark =
-            changes::watermark(self.wh, self.schema, &self.node.unique_id, CONFIG_MARK).await?;
+        let mark = self
+            .catalog
+            .watermark(self.wh, self.schema, &self.node.unique_id, CONFIG_MARK)
+            .await?;
         Ok(mark == Some(p.fingerprint()))
     }
 
@@ -246,7 +251,11 @@ impl Run<'_> {
         let mut first_change: std::collections::BTreeMap<String, i64> = Default::default();
         let mut marks = vec![(CONFIG_MARK.to_string(), p.fingerprint())];
         for (parent, feed) in &self.feeds {
-            let pending = changes::pending(wh, self.schema, &node.unique_id, parent, feed).await?;
+            let wm = self
+                .catalog
+                .watermark(wh, self.schema, &node.unique_id, parent)
+                .await?;
+            let pending = changes::pending(wh, self.schema, wm, parent, feed).await?;
             for (key, s, _) in pending.ranges {
                 let t = first_change.entry(key).or_insert(s);
                 *t = (*t).min(s);

@@ -52,7 +52,7 @@ impl Materialization for Incremental {
     }
 
     async fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
-        let exists = materialize::existing(b.wh, b.node).await? == Some(RelationType::Table);
+        let exists = b.catalog.existing(b.wh, b.node).await? == Some(RelationType::Table);
         if !is_time_range(&b.node.config) {
             return by_key(b, exists).await;
         }
@@ -173,7 +173,11 @@ async fn changed_ranges(b: &Build<'_>) -> anyhow::Result<Built> {
     let mut ranges = Vec::new();
     let mut marks = Vec::new();
     for (parent, feed) in &b.feeds {
-        let p = changes::pending(wh, schema, &node.unique_id, parent, feed).await?;
+        let wm = b
+            .catalog
+            .watermark(wh, schema, &node.unique_id, parent)
+            .await?;
+        let p = changes::pending(wh, schema, wm, parent, feed).await?;
         ranges.extend(p.ranges);
         if let Some(id) = p.max_id {
             marks.push((parent.clone(), id));

@@ -47,6 +47,7 @@ impl Materialization for Indicators {
             schema: b.schema,
             feeds: b.feeds.clone(),
             full_refresh: b.full_refresh,
+            catalog: b.catalog,
         };
         let (rows, message) = run.run(&sql).await?;
         Ok(Built::new(rows, message))

@@ -14,6 +14,7 @@ mod indicators;
 mod table;
 mod view;
 
+use super::catalog::Catalog;
 use super::changes::Feed;
 use super::config::NodeConfig;
 use super::jinja::BatchFilter;
@@ -51,6 +52,8 @@ pub struct Build<'a> {
     /// The parents that record the time ranges they change, with how to read them.
     pub feeds: Vec<(String, Feed)>,
     pub compiler: &'a dyn Compiler,
+    /// What the warehouse held when the run first asked (see `models::catalog`).
+    pub catalog: &'a Catalog,
 }
 
 impl Build<'_> {

@@ -1,7 +1,7 @@
 //! `view`: created or replaced in one statement or transaction.
 
 use super::{Build, Built, Materialization};
-use crate::models::materialize::{existing, schema_ddl};
+use crate::models::materialize::schema_ddl;
 use crate::warehouse::RelationType;
 
 pub struct View;
@@ -17,7 +17,7 @@ impl Materialization for View {
         let sql = b.compile(false, None)?;
         let kind = wh.dialect();
         let mut statements = vec![schema_ddl(kind, node)];
-        match existing(wh, node).await? {
+        match b.catalog.existing(wh, node).await? {
             Some(RelationType::Table) => statements.push(format!("DROP TABLE {}", node.relation)),
             Some(RelationType::View) if !kind.replaces_views() => {
                 statements.push(format!("DROP VIEW {}", node.relation))

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use super::artifacts::NodeResult;
+use super::catalog::Catalog;
 use super::changes::Feed;
 use super::jinja::{BatchFilter, NodeCtx};
 use super::materializations::{self, Build, Compiler};
@@ -65,6 +66,8 @@ pub struct Runner {
     pub compiled_dir: PathBuf,
     /// Compiled code by node, for the manifest.
     pub compiled: Mutex<BTreeMap<String, String>>,
+    /// The warehouse's relations, columns and watermarks, read once for the run.
+    pub catalog: Catalog,
     /// Called with each result as it completes (to print progress).
     pub on_result: Box<dyn Fn(&NodeResult, &Node) + Send + Sync>,
 }
@@ -234,6 +237,7 @@ impl Runner {
             full_refresh: self.full_refresh,
             feeds: self.feeds(node),
             compiler: self,
+            catalog: &self.catalog,
         };
         let built = kind.build(&build).await?;
         Ok(Outcome {

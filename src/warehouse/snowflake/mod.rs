@@ -286,13 +286,21 @@ impl Warehouse for Snowflake {
             .first()
             .and_then(|r| r.first())
             .and_then(|v| v.as_str());
-        Ok(ty.map(|t| {
-            if t == "VIEW" {
-                RelationType::View
-            } else {
-                RelationType::Table
-            }
-        }))
+        Ok(ty.map(crate::warehouse::relation_type))
+    }
+
+    /// As [`Warehouse::relation`] does, for every relation of `schema` at once.
+    async fn relations(
+        &self,
+        schema: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, RelationType>> {
+        let schema = literal(schema);
+        let sql = format!(
+            "SELECT table_name, 'VIEW' FROM information_schema.views WHERE table_schema = {schema} \
+             UNION ALL SELECT table_name, table_type FROM information_schema.tables \
+             WHERE table_schema = {schema} AND table_type <> 'VIEW'"
+        );
+        Ok(crate::warehouse::relation_types(&self.query(&sql).await?))
     }
 
     fn staged_copy(&self) -> Option<&dyn StagedCopy> {
