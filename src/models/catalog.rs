@@ -21,11 +21,11 @@ use super::node::Node;
 use crate::warehouse::ident::literal;
 use crate::warehouse::{RelationType, Warehouse};
 
-/// One schema as the run found it, by name as stored.
+/// One schema as the run found it, by name as stored; each part read on first use.
 #[derive(Default)]
 struct Schema {
-    relations: BTreeMap<String, RelationType>,
-    /// Filled on first use: only some kinds of model ask.
+    relations: Option<BTreeMap<String, RelationType>>,
+    /// Only some kinds of model ask.
     columns: Option<BTreeMap<String, Vec<(String, String)>>>,
 }
 
@@ -45,19 +45,11 @@ impl Catalog {
     ) -> anyhow::Result<Option<RelationType>> {
         let (schema, name) = stored_name(wh.dialect(), node);
         let mut schemas = self.schemas.lock().await;
-        if !schemas.contains_key(&schema) {
-            let relations = wh.relations(&schema).await?;
-            schemas.insert(
-                schema.clone(),
-                Schema {
-                    relations,
-                    columns: None,
-                },
-            );
+        let entry = schemas.entry(schema.clone()).or_default();
+        if entry.relations.is_none() {
+            entry.relations = Some(wh.relations(&schema).await?);
         }
-        Ok(schemas
-            .get(&schema)
-            .and_then(|s| s.relations.get(&name).copied()))
+        Ok(entry.relations.as_ref().and_then(|r| r.get(&name).copied()))
     }
 
     /// `node`'s columns as stored (name, type), in order, as when the run first asked.
