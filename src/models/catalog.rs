@@ -11,11 +11,10 @@
 //! (the lock in `workspace.rs`). A new run takes a new snapshot.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::changes;
+use super::changes::{self, Feed, Pending};
 use super::materialize::stored_name;
 use super::node::Node;
 use crate::warehouse::ident::literal;
@@ -33,7 +32,7 @@ struct Schema {
 pub struct Catalog {
     schemas: Mutex<BTreeMap<String, Schema>>,
     /// (model, parent) -> last change id processed, by target schema.
-    watermarks: Mutex<BTreeMap<String, Arc<BTreeMap<(String, String), i64>>>>,
+    watermarks: Mutex<BTreeMap<String, BTreeMap<(String, String), i64>>>,
 }
 
 impl Catalog {
@@ -81,18 +80,27 @@ impl Catalog {
         model: &str,
         parent: &str,
     ) -> anyhow::Result<Option<i64>> {
-        let marks = {
-            let mut all = self.watermarks.lock().await;
-            match all.get(schema) {
-                Some(m) => Arc::clone(m),
-                None => {
-                    let m = Arc::new(changes::watermarks(wh, schema).await?);
-                    all.insert(schema.to_string(), Arc::clone(&m));
-                    m
-                }
-            }
-        };
-        Ok(marks.get(&(model.to_string(), parent.to_string())).copied())
+        let mut all = self.watermarks.lock().await;
+        if !all.contains_key(schema) {
+            all.insert(schema.to_string(), changes::watermarks(wh, schema).await?);
+        }
+        Ok(all
+            .get(schema)
+            .and_then(|m| m.get(&(model.to_string(), parent.to_string())))
+            .copied())
+    }
+
+    /// The changes of `parent` that `model` has not processed: those after its watermark.
+    pub async fn pending(
+        &self,
+        wh: &dyn Warehouse,
+        schema: &str,
+        model: &str,
+        parent: &str,
+        feed: &Feed,
+    ) -> anyhow::Result<Pending> {
+        let wm = self.watermark(wh, schema, model, parent).await?;
+        changes::pending(wh, schema, wm, parent, feed).await
     }
 }
 

@@ -153,7 +153,7 @@ fn feed_query(kind: DialectRef, schema: &str, feed: &Feed, after: Option<i64>) -
 }
 
 /// The changes of `parent` after `wm`, the last change id the model processed (its
-/// watermark, from [`super::catalog::Catalog::watermark`]).
+/// watermark; [`super::catalog::Catalog::pending`] finds it).
 pub async fn pending(
     wh: &dyn Warehouse,
     schema: &str,

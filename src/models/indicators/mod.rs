@@ -251,11 +251,10 @@ impl Run<'_> {
         let mut first_change: std::collections::BTreeMap<String, i64> = Default::default();
         let mut marks = vec![(CONFIG_MARK.to_string(), p.fingerprint())];
         for (parent, feed) in &self.feeds {
-            let wm = self
+            let pending = self
                 .catalog
-                .watermark(wh, self.schema, &node.unique_id, parent)
+                .pending(wh, self.schema, &node.unique_id, parent, feed)
                 .await?;
-            let pending = changes::pending(wh, self.schema, wm, parent, feed).await?;
             for (key, s, _) in pending.ranges {
                 let t = first_change.entry(key).or_insert(s);
                 *t = (*t).min(s);

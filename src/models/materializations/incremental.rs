@@ -173,11 +173,10 @@ async fn changed_ranges(b: &Build<'_>) -> anyhow::Result<Built> {
     let mut ranges = Vec::new();
     let mut marks = Vec::new();
     for (parent, feed) in &b.feeds {
-        let wm = b
+        let p = b
             .catalog
-            .watermark(wh, schema, &node.unique_id, parent)
+            .pending(wh, schema, &node.unique_id, parent, feed)
             .await?;
-        let p = changes::pending(wh, schema, wm, parent, feed).await?;
         ranges.extend(p.ranges);
         if let Some(id) = p.max_id {
             marks.push((parent.clone(), id));
